@@ -1,0 +1,91 @@
+"""Global flags and output: every command prints through here, as text or as --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+@dataclass
+class GlobalFlags:
+    """Flags accepted by every command, before or after its name (as Corso's are)."""
+
+    config_file: str | None = None
+    json: bool = False
+    hide_progress: bool = False
+    log_level: str = "info"
+    log_file: str | None = None
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.hide_progress and not self.json and sys.stderr.isatty()
+
+
+def flags() -> GlobalFlags:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, GlobalFlags):
+        root.obj = GlobalFlags()
+    return root.obj
+
+
+def _setter(attribute: str):
+    """Record a global flag given at any level; a level where it is absent changes nothing."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value:
+            setattr(flags(), attribute, value)
+            if attribute.startswith("log_"):
+                setup_logging(flags())
+
+    return callback
+
+
+def global_options() -> list[click.Option]:
+    """Fresh option objects for one command (click options cannot be shared between commands)."""
+    return [
+        click.Option(["--config-file"], metavar="FILE", expose_value=False,
+                     callback=_setter("config_file"),
+                     help="Config file to use instead of $CORSO_CONFIG_DIR/corso.toml."),
+        click.Option(["--json"], is_flag=True, expose_value=False, callback=_setter("json"),
+                     help="Print machine-readable JSON on stdout."),
+        click.Option(["--hide-progress"], is_flag=True, expose_value=False,
+                     callback=_setter("hide_progress"), help="Do not show progress on stderr."),
+        click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default=None,
+                     expose_value=False, callback=_setter("log_level"),
+                     help="Log verbosity (default info)."),
+        click.Option(["--log-file"], metavar="FILE", expose_value=False,
+                     callback=_setter("log_file"), help="Write the log to FILE (default stderr)."),
+    ]
+
+
+def setup_logging(globals_: GlobalFlags) -> None:
+    level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
+        logging, globals_.log_level.upper()
+    )
+    handler: logging.Handler = (
+        logging.FileHandler(globals_.log_file) if globals_.log_file else logging.StreamHandler()
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("corso")
+    root.handlers[:] = [handler]
+    # Without --log-file, stderr gets warnings only unless debug was asked for.
+    root.setLevel(level if globals_.log_file or level <= logging.DEBUG else logging.WARNING)
+
+
+def emit(data, text: str | None = None) -> None:
+    """Print a command's result: `data` as JSON with --json, else `text` (or data as lines)."""
+    if flags().json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif text is not None:
+        click.echo(text)
+
+
+def warn(message: str) -> None:
+    click.echo(f"corso: warning: {message}", err=True)

@@ -1,0 +1,1 @@
+"""The repository: encrypted blobs on a BlobStorage, knowing nothing of files."""

@@ -1,0 +1,66 @@
+"""Authenticated encryption of blobs and the subkeys derived from the master key.
+
+One AEAD (AES-256-GCM from `cryptography`) with a fresh random 96-bit nonce per blob; the
+associated data binds each blob to what it claims to be (a chunk ID, or a kind and a name), so a
+blob moved, swapped or replayed under another name fails authentication.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from corso_core.errors import Corrupted
+
+AEAD_NAME = "AES-256-GCM"
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+#: Bytes an encrypted blob adds to its plaintext.
+OVERHEAD = NONCE_SIZE + TAG_SIZE
+
+
+def seal(key: bytes, plaintext: bytes | memoryview, associated: bytes) -> bytes:
+    """nonce || ciphertext || tag."""
+    nonce = os.urandom(NONCE_SIZE)
+    return nonce + AESGCM(key).encrypt(nonce, bytes(plaintext), associated)
+
+
+def unseal(key: bytes, blob: bytes | memoryview, associated: bytes, what: str) -> bytes:
+    """The plaintext, or Corrupted naming `what` if the blob fails authentication."""
+    if len(blob) < OVERHEAD:
+        raise Corrupted(f"{what} is corrupted: {len(blob)} bytes is too short to be encrypted")
+    blob = memoryview(blob)
+    try:
+        return AESGCM(key).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), associated)
+    except InvalidTag:
+        raise Corrupted(f"{what} is corrupted: authentication failed") from None
+
+
+def metadata_associated_data(kind: str, name: str) -> bytes:
+    """Associated data for every blob that is not a chunk: its kind and its name."""
+    return f"corso/{kind}/{name}".encode()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Subkeys derived from the master key, one per purpose (HKDF-SHA256)."""
+
+    chunk_id: bytes  # keyed BLAKE3 of chunk plaintext: IDs reveal nothing without it
+    data: bytes  # AEAD key for chunk payloads
+    metadata: bytes  # AEAD key for pack headers, indexes, trees, manifests, sessions
+
+    @classmethod
+    def derive(cls, master: bytes) -> Keys:
+        def subkey(purpose: str) -> bytes:
+            return HKDF(
+                algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None,
+                info=f"corso v1 {purpose}".encode(),
+            ).derive(master)
+
+        return cls(chunk_id=subkey("chunk-id"), data=subkey("data"), metadata=subkey("metadata"))

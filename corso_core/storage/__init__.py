@@ -1,0 +1,1 @@
+"""Blob storage: the interface every backend implements, and the built-in filesystem backend."""

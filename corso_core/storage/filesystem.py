@@ -1,0 +1,224 @@
+"""The built-in filesystem backend: one file per blob under a directory.
+
+Every write goes to a temp file beside its target, is fsynced, then made visible in one step:
+rename for `put` (which replaces), a hard link for `put_new` (which fails if the target exists;
+rename would silently overwrite). The directory is fsynced afterwards so the new name survives a
+crash. Temp files start with "." and are never listed as blobs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from corso_core.errors import AlreadyExists, NotFound, PermissionDenied, StorageError, UsageError
+from corso_core.hookspecs import hookimpl
+from corso_core.storage.backend import StorageBackend
+from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes
+
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_TEMP_MARK = ".tmp-"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape the root or collide with temp files."""
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
+
+
+@contextmanager
+def _errors(what: str):
+    """Map OS errors to the core's storage errors, naming the path."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise NotFound(f"{what}: not found") from e
+    except FileExistsError as e:
+        raise AlreadyExists(f"{what}: already exists") from e
+    except PermissionError as e:
+        raise PermissionDenied(f"{what}: permission denied") from e
+    except NotADirectoryError as e:
+        raise StorageError(f"{what}: a path component is not a directory") from e
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            raise PermissionDenied(f"{what}: read-only filesystem") from e
+        raise StorageError(f"{what}: {e.strerror or e}") from e
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemStorage(BlobStorage):
+    atomic_create = True
+
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise UsageError(f"--path {root} is a file, not a directory")
+        self.root = root
+
+    def location(self) -> str:
+        return self.root
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def _makedirs(self, directory: str) -> None:
+        """Create missing directories (0700), fsyncing each parent so the new entry persists."""
+        if os.path.isdir(directory):
+            return
+        self._makedirs(os.path.dirname(directory))
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            return
+        _fsync_dir(os.path.dirname(directory))
+
+    def _write_temp(self, path: str, data: Bytes) -> str:
+        directory = os.path.dirname(path)
+        self._makedirs(directory)
+        name = f".{os.path.basename(path)}{_TEMP_MARK}{secrets.token_hex(6)}"
+        temp = os.path.join(directory, name)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        os.close(fd)
+        return temp
+
+    def put(self, key: str, data: Bytes) -> None:
+        path = self._path(key)
+        with _errors(f"writing {path}"):
+            temp = self._write_temp(path, data)
+            os.rename(temp, path)
+            _fsync_dir(os.path.dirname(path))
+        self.counts.count("PUT", up=len(data))
+
+    def _create(self, key: str, data: Bytes) -> None:
+        path = self._path(key)
+        with _errors(f"writing {path}"):
+            temp = self._write_temp(path, data)
+            try:
+                os.link(temp, path)
+            finally:
+                os.unlink(temp)
+            _fsync_dir(os.path.dirname(path))
+        self.counts.count("PUT", up=len(data))
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        with _errors(f"reading {path}"), open(path, "rb") as f:
+            if offset:
+                f.seek(offset)
+            data = f.read() if length is None else f.read(length)
+        self.counts.count("GET", down=len(data))
+        return data
+
+    def get_tail(self, key: str, length: int) -> bytes:
+        path = self._path(key)
+        with _errors(f"reading {path}"), open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - length))
+            data = f.read()
+        self.counts.count("GET", down=len(data))
+        return data
+
+    def stat(self, key: str) -> BlobInfo:
+        path = self._path(key)
+        with _errors(f"reading {path}"):
+            st = os.stat(path)
+        self.counts.count("HEAD")
+        return BlobInfo(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        # Walk only the deepest directory the prefix names completely.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = os.path.join(self.root, *base.split("/")) if base else self.root
+        self.counts.count("LIST")
+        with _errors(f"listing {top}"):
+            if not os.path.isdir(top):
+                return
+            for directory, dirs, files in os.walk(top):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                rel = os.path.relpath(directory, self.root)
+                for name in files:
+                    if name.startswith("."):
+                        continue
+                    key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+                    if key.startswith(prefix):
+                        try:
+                            st = os.stat(os.path.join(directory, name))
+                        except FileNotFoundError:
+                            continue  # deleted while listing
+                        yield BlobInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        self.counts.count("DELETE")
+        with _errors(f"deleting {path}"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+
+    def cleanup(self, older_than_seconds: float) -> int:
+        """Remove temp files left by a killed process, once they are old enough to be dead."""
+        if not os.path.isdir(self.root):
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                path = os.path.join(directory, name)
+                if name.startswith(".") and _TEMP_MARK in name:
+                    try:
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+        return removed
+
+
+def _absolute_path(ctx, param, value):
+    return os.path.abspath(os.path.expanduser(value)) if value else value
+
+
+@hookimpl
+def register_backends(register):
+    register(
+        StorageBackend(
+            name="filesystem",
+            description="a directory on a local or mounted filesystem",
+            options=[
+                click.Option(
+                    ["--path"],
+                    required=True,
+                    callback=_absolute_path,
+                    help="Directory that holds the repository (created by init if missing).",
+                )
+            ],
+            open=lambda values: FilesystemStorage(values["path"]),
+        )
+    )

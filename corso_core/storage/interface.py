@@ -1,0 +1,120 @@
+"""The blob-storage interface: what a backend must do, and nothing about what the blobs mean.
+
+A repository is a flat namespace of immutable-ish blobs addressed by key ("data/ab/abcd…").
+Backends only move bytes; encryption, packing and indexing live above them. Keys use `/` as a
+separator, never start or end with it and never contain `//` (S3-compatible stores that map
+keys to file paths mangle those).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from corso_core.errors import AlreadyExists
+
+Bytes = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the storage says about one blob.
+
+    `mtime` is the storage's own clock (seconds since the epoch), never the client's: safety
+    windows in maintenance compare these against each other, not against local time.
+    """
+
+    key: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class RequestCounts:
+    """Requests and bytes by kind, so users see what a command cost on metered storage."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    def count(self, kind: str, up: int = 0, down: int = 0) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+        self.bytes_up += up
+        self.bytes_down += down
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": dict(sorted(self.requests.items())),
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+        }
+
+
+class BlobStorage(ABC):
+    """Blobs by key. Implementations map their own errors to `corso_core.errors` exceptions.
+
+    Methods may be called from several threads at once.
+    """
+
+    #: Whether `put_new` is atomic against a concurrent writer of the same key (the filesystem:
+    #: yes, through os.link; S3: yes where the store honours If-None-Match).
+    atomic_create: bool = False
+
+    def __init__(self) -> None:
+        self.counts = RequestCounts()
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the blobs live, for messages: a path or s3://bucket/prefix."""
+
+    @abstractmethod
+    def put(self, key: str, data: Bytes) -> None:
+        """Store `data` under `key`, replacing any blob there; no reader sees a partial blob."""
+
+    @abstractmethod
+    def _create(self, key: str, data: Bytes) -> None:
+        """Store `data` under `key` only if no blob is there; else raise AlreadyExists."""
+
+    def put_new(self, key: str, data: Bytes) -> None:
+        """Create-only put.
+
+        A blob already there with the same bytes counts as success: that is what a retry after a
+        lost response finds, and it is not a conflict. Different bytes raise AlreadyExists.
+        """
+        try:
+            self._create(key, data)
+        except AlreadyExists:
+            if self.get(key) != bytes(data):
+                raise
+
+    @abstractmethod
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """The blob's bytes: whole, or `length` bytes from `offset` (fewer at the end)."""
+
+    @abstractmethod
+    def get_tail(self, key: str, length: int) -> bytes:
+        """The last `length` bytes of the blob (the whole blob if it is shorter): one request."""
+
+    @abstractmethod
+    def stat(self, key: str) -> BlobInfo:
+        """Size and storage mtime of one blob; NotFound if it is absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every blob whose key starts with `prefix`, in no particular order."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the blob. Deleting a blob that is not there is not an error."""
+
+    def cleanup(self, older_than_seconds: float) -> int:
+        """Remove leftovers of interrupted writes older than the given age; returns how many.
+
+        Backends whose writes leave nothing behind (no temp files, no multipart uploads) keep
+        this default.
+        """
+        return 0
+
+    def close(self) -> None:  # noqa: B027 (optional hook with a do-nothing default)
+        """Release connections and other resources."""
