@@ -18,3 +18,14 @@ def register_backends(register):
     Call ``register(StorageBackend(...))`` for each backend this plugin provides. The backend's
     name becomes the subcommand of ``corso repo init NAME`` and ``corso repo connect NAME``.
     """
+
+
+@hookspec
+def register_sources(register):
+    """Register backup sources.
+
+    Call ``register(Source(...))`` for each source this plugin provides (see
+    `corso_core.sources.source`). The source's name becomes the subcommand of
+    ``corso backup create NAME`` and ``corso restore NAME``. A source enumerates items and
+    writes them back; it never sees packs, chunks or keys.
+    """

@@ -6,6 +6,7 @@ import pluggy
 
 from corso_core import hookspecs
 from corso_core.errors import CorsoError, UsageError
+from corso_core.sources.source import Source
 from corso_core.storage.backend import StorageBackend
 
 ENTRY_POINT_GROUP = "corso"
@@ -36,6 +37,19 @@ def backends() -> dict[str, StorageBackend]:
         found[backend.name] = backend
 
     load().hook.register_backends(register=register)
+    return dict(sorted(found.items()))
+
+
+def sources() -> dict[str, Source]:
+    """Every installed backup source by name; two plugins claiming one name is an error."""
+    found: dict[str, Source] = {}
+
+    def register(source: Source) -> None:
+        if source.name in found:
+            raise CorsoError(f'two plugins register a source named "{source.name}"')
+        found[source.name] = source
+
+    load().hook.register_sources(register=register)
     return dict(sorted(found.items()))
 
 

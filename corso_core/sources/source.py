@@ -1,0 +1,123 @@
+"""What a plugin registers to add a backup source: its name, its flags, a reader and a writer.
+
+A source turns *its* world (a directory tree, a mailbox, …) into a tree of nodes with metadata
+and content streams, and writes such a tree back. The engine does everything else: chunking,
+deduplication, encryption, trees and manifests. A source never sees packs, chunks or keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+import click
+
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a backup records about one node besides its content.
+
+    Names and symlink targets are bytes: whatever the filesystem allows, UTF-8 or not.
+    `ctime_ns`, `inode`, `dev` and `nlink` serve change detection and hard links; a source
+    without such notions leaves them 0.
+    """
+
+    kind: str  # FILE, DIR or SYMLINK
+    mode: int = 0o644  # permission bits, including setuid/setgid/sticky
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    dev: int = 0
+    nlink: int = 1
+    target: bytes = b""  # symlinks only
+
+
+@dataclass(frozen=True)
+class Node:
+    """One item as the reader found it; `handle` is the reader's own (a path, an API id)."""
+
+    name: bytes
+    meta: Metadata
+    handle: Any = None
+
+
+class Content(Protocol):
+    """An open content stream; `changed()` says, after reading, whether it moved underneath."""
+
+    file: BinaryIO
+
+    def changed(self) -> str | None:
+        """None if the item is as it was when listed, else why it is not (for the report)."""
+
+    def close(self) -> None: ...
+
+
+#: `report(path, message)`: a problem with one item; the run goes on and ends "incomplete".
+Report = Callable[[bytes, str], None]
+
+
+class SourceReader(Protocol):
+    def roots(self) -> list[Node]:
+        """The top-level nodes of the backup, with distinct names."""
+
+    def children(self, node: Node, path: bytes) -> list[Node]:
+        """A directory's nodes sorted by name; unreadable ones are reported and left out."""
+
+    def open(self, node: Node, path: bytes) -> Content | None:
+        """The content of a FILE node, or None after reporting why it cannot be read."""
+
+
+class SourceWriter(Protocol):
+    """Writes a restored tree; paths are tuples of name components below the destination."""
+
+    def make_dir(self, path: tuple[bytes, ...], meta: Metadata) -> bool:
+        """Create (or reuse) a directory; False if the collision policy skips it."""
+
+    def make_symlink(self, path: tuple[bytes, ...], meta: Metadata) -> None: ...
+
+    def start_file(self, path: tuple[bytes, ...], meta: Metadata) -> Any | None:
+        """Begin a file; returns a handle for `write`/`finish`, None if it is skipped."""
+
+    def write(self, handle: Any, offset: int, data: bytes) -> None: ...
+
+    def finish_file(self, handle: Any) -> None:
+        """Make the fully written file visible under its name, with its metadata."""
+
+    def discard_file(self, handle: Any) -> None:
+        """Drop a file whose content could not be restored; nothing partial stays visible."""
+
+    def link(self, path: tuple[bytes, ...], existing: tuple[bytes, ...]) -> None:
+        """Make `path` a hard link to the already restored `existing`."""
+
+    def finish_dir(self, path: tuple[bytes, ...], meta: Metadata) -> None:
+        """Apply a directory's metadata, once everything inside it is written."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A backup source as the CLI and the engine see it.
+
+    - `backup_options` / `restore_options`: click options of ``backup create NAME`` and
+      ``restore NAME`` (the engine adds the generic ones: --tag, --backup, --path, …).
+    - `open_reader(values, report)`: the reader for one backup, from the option values.
+    - `open_writer(values, collisions, report)`: the writer for one restore.
+    - `describe(values)`: the list of what is backed up, recorded in the manifest as "paths"
+      (also how a backup finds the previous backup of the same thing).
+    """
+
+    name: str
+    description: str
+    backup_options: Sequence[click.Option]
+    restore_options: Sequence[click.Option]
+    open_reader: Callable[[Mapping[str, Any], Report], SourceReader]
+    open_writer: Callable[[Mapping[str, Any], str, Report], SourceWriter]
+    describe: Callable[[Mapping[str, Any]], list[str]]
+    collisions: Sequence[str] = field(default=("skip", "copy", "replace"))
