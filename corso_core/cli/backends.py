@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import click
 
-from corso_core import plugins
+from corso_core import passphrase, plugins
 from corso_core.cli import output
 from corso_core.storage.backend import StorageBackend
 
@@ -41,17 +41,8 @@ class BackendGroup(click.Group):
 
         return click.Command(
             name,
-            params=[*options, *passphrase_options(), *output.global_options()],
+            params=[*options, passphrase.option(), *output.global_options()],
             callback=callback,
             help=f"{self.name.capitalize()} a repository on {backend.description}.",
             short_help=backend.description,
         )
-
-
-def passphrase_options() -> list[click.Option]:
-    return [
-        click.Option(
-            ["--passphrase"],
-            help="Repository passphrase (else $CORSO_PASSPHRASE, else a prompt on a terminal).",
-        )
-    ]

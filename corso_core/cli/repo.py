@@ -1,9 +1,21 @@
 """`corso repo …`: create, connect to and inspect repositories."""
 
+from __future__ import annotations
+
 import click
 
+from corso_core import config, passphrase
+from corso_core.cli import output
 from corso_core.cli.backends import BackendGroup
-from corso_core.errors import CorsoError
+from corso_core.cli.connection import uses_repository
+from corso_core.errors import AlreadyExists, InvalidPassphrase, RepositoryError
+from corso_core.repo.repository import (
+    Repository,
+    init_repository,
+    open_repository,
+    update_passphrase,
+)
+from corso_core.storage.backend import StorageBackend
 
 
 @click.group()
@@ -11,12 +23,61 @@ def repo() -> None:
     """Create, connect to and inspect repositories."""
 
 
-def _init(backend, values) -> None:
-    raise CorsoError("repo init is being built")
+def _init(backend: StorageBackend, values: dict) -> None:
+    secret = passphrase.resolve(values.pop(passphrase.PARAM), confirm=True)
+    storage = backend.open(values)
+    try:
+        try:
+            repository, created = init_repository(storage, secret), True
+        except AlreadyExists:
+            try:
+                repository, created = open_repository(storage, secret), False
+            except InvalidPassphrase:
+                raise RepositoryError(
+                    f"a repository already exists at {storage.location()} and this passphrase "
+                    "does not open it; nothing was changed"
+                ) from None
+        path = _remember(backend, values, repository)
+    finally:
+        storage.close()
+    what = "created" if created else "already exists (the passphrase matches it)"
+    output.emit(
+        {"created": created, **_describe(backend.name, repository), "config_file": path},
+        f"Repository {repository.repository_id} {what} at {storage.location()} "
+        f"({backend.name}).\nConnection saved in {path}.",
+    )
 
 
-def _connect(backend, values) -> None:
-    raise CorsoError("repo connect is being built")
+def _connect(backend: StorageBackend, values: dict) -> None:
+    secret = passphrase.resolve(values.pop(passphrase.PARAM))
+    storage = backend.open(values)
+    try:
+        repository = open_repository(storage, secret)
+        path = _remember(backend, values, repository)
+    finally:
+        storage.close()
+    output.emit(
+        {**_describe(backend.name, repository), "config_file": path},
+        f"Connected to repository {repository.repository_id} at {storage.location()} "
+        f"({backend.name}).\nConnection saved in {path}.",
+    )
+
+
+def _remember(backend: StorageBackend, values: dict, repository: Repository) -> str:
+    """Save the connection, replacing the old one only now that the new repository opened."""
+    path = config.config_path(output.flags().config_file)
+    config.save(path, config.Connection(backend.name, repository.repository_id,
+                                        backend.settings(values)))
+    return path
+
+
+def _describe(backend_name: str, repository: Repository) -> dict:
+    return {
+        "backend": backend_name,
+        "location": repository.storage.location(),
+        "repository_id": repository.repository_id,
+        "format_version": repository.format_version,
+    }
 
 
 repo.add_command(BackendGroup("init", _init, include_init_only=True, help="Create a repository."))
@@ -24,3 +85,48 @@ repo.add_command(
     BackendGroup("connect", _connect, include_init_only=False,
                  help="Connect to an existing repository and remember the connection.")
 )
+
+
+def _kdf_parameters(repository: Repository) -> dict | None:
+    if repository.format is None:
+        return None
+    return {k: v for k, v in repository.format.kdf.as_dict().items() if k != "salt"}
+
+
+@repo.command("update-passphrase")
+@click.option("--new-passphrase",
+              help="The new passphrase (else a confirmed prompt when stdin is a terminal).")
+@uses_repository
+def update_passphrase_command(repository: Repository, new_passphrase: str | None) -> None:
+    """Change the passphrase: re-wraps the master key; only the format blob is rewritten."""
+    if new_passphrase is None:
+        new_passphrase = passphrase.prompt(
+            "New passphrase", confirm=True, missing="no new passphrase: give --new-passphrase")
+    update_passphrase(repository, new_passphrase)
+    output.emit({"updated": True, "repository_id": repository.repository_id},
+                f"Passphrase of repository {repository.repository_id} changed; "
+                "the old one no longer opens it.")
+
+
+@repo.command("status")
+@uses_repository
+def status(repository: Repository) -> None:
+    """Show the connected repository: backend, location, ID, format, blobs and bytes."""
+    connection = config.load(config.config_path(output.flags().config_file))
+    blobs = list(repository.storage.list())
+    total = sum(b.size for b in blobs)
+    data = {
+        **_describe(connection.backend, repository),
+        "kdf": _kdf_parameters(repository),
+        "chunker": repository.chunker.as_dict(),
+        "blobs": len(blobs),
+        "bytes": total,
+        "storage_requests": repository.storage.counts.as_dict(),
+    }
+    output.emit(data, "\n".join([
+        f"backend:        {connection.backend}",
+        f"location:       {data['location']}",
+        f"repository ID:  {repository.repository_id}",
+        f"format version: {repository.format_version}",
+        f"blobs:          {len(blobs)} ({total} bytes)",
+    ]))

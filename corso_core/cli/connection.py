@@ -1,0 +1,122 @@
+"""`uses_repository`: how a command gets the connected, unlocked repository.
+
+Usage, for any command that reads or writes the connected repository::
+
+    @click.command()
+    @uses_repository
+    def create(repository, ...):   # repository: an opened corso_core.repo.repository.Repository
+        ...
+
+The decorator adds ``--passphrase`` and the storage flags of every installed backend (except
+its init-only ones, and none of them required) to the command. When the command runs it loads
+corso.toml (NotConnected if there is none), checks the storage flags given against the
+connection (a different value, or a flag of another backend, is an error naming both), merges
+secret flags (credentials) into the values the backend opens the storage with, resolves the
+passphrase, opens the repository, checks its ID against the connection's, and calls the
+command with ``repository=``. The storage is closed when the command returns.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from corso_core import config, passphrase, plugins
+from corso_core.cli import output
+from corso_core.errors import RepositoryError, UsageError
+from corso_core.repo.repository import Repository, open_repository
+from corso_core.storage.backend import StorageBackend
+from corso_core.storage.interface import BlobStorage
+
+
+def _storage_options() -> dict[str, click.Option]:
+    """One optional copy of each installed backend's connection flags, by parameter name."""
+    found: dict[str, click.Option] = {}
+    for backend in plugins.backends().values():
+        for option in backend.options:
+            if option.name not in backend.init_only and option.name not in found:
+                optional = copy.copy(option)
+                optional.required = False
+                found[option.name] = optional
+    return found
+
+
+def uses_repository(function: Callable) -> Callable:
+    """Give a click command function the connected repository as ``repository=`` (see above)."""
+    storage_options = _storage_options()
+    storage_names = set(storage_options)
+
+    @functools.wraps(function)
+    def command(**kwargs):
+        ctx = click.get_current_context()
+        given = {
+            name: kwargs[name] for name in storage_names
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT,
+                                                       ParameterSource.DEFAULT_MAP)
+        }
+        passphrase_flag = kwargs.pop(passphrase.PARAM)
+        rest = {k: v for k, v in kwargs.items() if k not in storage_names}
+        repository = open_connected(given, passphrase_flag)
+        try:
+            return function(repository=repository, **rest)
+        finally:
+            repository.storage.close()
+
+    params = getattr(command, "__click_params__", [])
+    command.__click_params__ = [*params, *storage_options.values(), passphrase.option()]
+    return command
+
+
+def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Repository:
+    """Open the repository corso.toml names, after checking the flags given against it."""
+    path = config.config_path(output.flags().config_file)
+    connection = config.load(path)
+    backend = plugins.backend(connection.backend)
+    storage = open_storage(backend, connection, given)
+    try:
+        repository = open_repository(storage, passphrase.resolve(passphrase_flag))
+        if repository.repository_id != connection.repository_id:
+            raise RepositoryError(
+                f"the repository at {storage.location()} has ID {repository.repository_id}, but "
+                f"{path} expects {connection.repository_id}; run corso repo connect to switch"
+            )
+    except BaseException:
+        storage.close()
+        raise
+    return repository
+
+
+def open_storage(backend: StorageBackend, connection: config.Connection,
+                 given: Mapping[str, Any]) -> BlobStorage:
+    """The connected storage; flags given must match the connection (secrets are merged)."""
+    own = {o.name: o for o in backend.options if o.name not in backend.init_only}
+    values: dict[str, Any] = {name: None for name in own}
+    values.update(connection.settings)
+    for name, value in given.items():
+        flag, owners = _flag_and_owners(name)
+        if name not in own:
+            raise UsageError(
+                f"{flag} is an option of backend {' and '.join(owners)}, but the connected "
+                f"repository is on {backend.name}; run corso repo connect to switch"
+            )
+        if name in backend.secret_options:
+            values[name] = value
+        elif value != connection.settings.get(name):
+            saved = connection.settings.get(name)
+            raise UsageError(
+                f"{flag} {value} differs from the connected repository's "
+                f"{'(not set)' if saved is None else saved}; run corso repo connect to switch"
+            )
+    return backend.open(values)
+
+
+def _flag_and_owners(name: str) -> tuple[str, list[str]]:
+    """The flag spelling of a storage parameter and the backends that take it, for messages."""
+    found = [(option.opts[0], backend.name) for backend in plugins.backends().values()
+             for option in backend.options if option.name == name]
+    return found[0][0], [owner for _flag, owner in found]

@@ -1,0 +1,105 @@
+"""A repository: a BlobStorage plus the keys and settings read from its format blob.
+
+`init_repository` creates one, `open_repository` unlocks one, `update_passphrase` re-wraps the
+master key. Everything above (packs, index, manifests, the engine) receives a `Repository` and
+never reads the format blob itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from corso_core.errors import AlreadyExists, Corrupted, NotFound, RepositoryError, UsageError
+from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.crypto import KEY_SIZE, Keys
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
+from corso_core.storage.interface import BlobStorage
+
+
+@dataclass
+class Repository:
+    storage: BlobStorage
+    keys: Keys
+    repository_id: str
+    format_version: int
+    chunker: ChunkerParams
+    #: The decoded format blob; None for a Repository built by hand in tests.
+    format: FormatBlob | None = field(default=None, repr=False)
+    #: Needed only to re-wrap it under a new passphrase.
+    master_key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def _from_format(cls, storage: BlobStorage, blob: FormatBlob, master: bytes) -> Repository:
+        return cls(storage, Keys.derive(master), blob.repository_id, blob.format_version,
+                   blob.chunker, blob, master)
+
+
+def check_passphrase(passphrase: str) -> str:
+    if not passphrase:
+        raise UsageError("the passphrase is empty; choose a non-empty one")
+    return passphrase
+
+
+def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
+    """Create a repository; AlreadyExists (storage untouched) if one is there already.
+
+    The create-only put of the format blob is what claims the location: of two concurrent
+    inits exactly one wins.
+    """
+    check_passphrase(passphrase)
+    master = secrets.token_bytes(KEY_SIZE)
+    blob = FormatBlob.create(master, passphrase, ChunkerParams.for_new_repository())
+    try:
+        storage.put_new(FORMAT_KEY, blob.encode())
+    except AlreadyExists:
+        raise AlreadyExists(f"a repository already exists at {storage.location()}") from None
+    storage.put(FORMAT_COPY_KEY, blob.encode())
+    return Repository._from_format(storage, blob, master)
+
+
+def read_format(storage: BlobStorage) -> FormatBlob:
+    """The decoded format blob; a damaged one names itself and says whether the copy is intact."""
+    try:
+        return FormatBlob.decode(storage.get(FORMAT_KEY), FORMAT_KEY)
+    except NotFound:
+        if _copy_is_intact(storage):
+            raise Corrupted(f"format blob {FORMAT_KEY} is missing at {storage.location()} but "
+                            f"{FORMAT_COPY_KEY} is intact: see the README, "
+                            "'Recovering a damaged format blob'") from None
+        raise RepositoryError(f"no corso repository at {storage.location()}") from None
+    except Corrupted as e:
+        if _copy_is_intact(storage):
+            raise Corrupted(f"{e} (at {storage.location()}); {FORMAT_COPY_KEY} is intact: see "
+                            "the README, 'Recovering a damaged format blob'") from None
+        raise Corrupted(f"{e} (at {storage.location()})") from None
+
+
+def _copy_is_intact(storage: BlobStorage) -> bool:
+    try:
+        FormatBlob.decode(storage.get(FORMAT_COPY_KEY), FORMAT_COPY_KEY)
+    except (NotFound, Corrupted):
+        return False
+    return True
+
+
+def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
+    """Unlock the repository; InvalidPassphrase if the passphrase does not open it."""
+    check_passphrase(passphrase)
+    blob = read_format(storage)
+    return Repository._from_format(storage, blob, blob.unwrap(passphrase))
+
+
+def update_passphrase(repository: Repository, new_passphrase: str) -> None:
+    """Re-wrap the master key under a new passphrase: only the two format blobs change.
+
+    The primary is written first; were the copy's write to fail, the copy still opens with the
+    old passphrase and the README's recovery steps say which blob to keep.
+    """
+    check_passphrase(new_passphrase)
+    if repository.format is None or repository.master_key is None:
+        raise RepositoryError("this repository was not opened with a passphrase")
+    blob = repository.format.wrap(repository.master_key, new_passphrase)
+    repository.storage.put(FORMAT_KEY, blob.encode())
+    repository.storage.put(FORMAT_COPY_KEY, blob.encode())
+    repository.format = blob

@@ -1,0 +1,16 @@
+"""Shared test settings. Every test (and every corso subprocess it starts) uses the cheap KDF."""
+
+import os
+
+import pytest
+
+from corso_core.repo.format import TEST_CHEAP_KDF_ENV
+
+os.environ[TEST_CHEAP_KDF_ENV] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _private_config_dir(tmp_path, monkeypatch):
+    """No test reads or writes the real user's corso.toml, or inherits a passphrase."""
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "corso-config"))
+    monkeypatch.delenv("CORSO_PASSPHRASE", raising=False)
