@@ -1,0 +1,55 @@
+"""The public plugin API: everything a plugin imports from corso comes from this module.
+
+A plugin that imports only from here keeps working across corso's internal reshuffles. The
+README's plugin section documents each name. `BlobStorageContract` (the test suite every
+backend must pass) is loaded on first use, so that plugins do not need pytest at run time.
+"""
+
+from corso_core.errors import (
+    AlreadyExists,
+    ConfigError,
+    Corrupted,
+    CorsoError,
+    InvalidPassphrase,
+    NotConnected,
+    NotFound,
+    PermissionDenied,
+    RepositoryError,
+    StorageError,
+    Transient,
+    UnsupportedFormat,
+    UsageError,
+)
+from corso_core.hookspecs import hookimpl
+from corso_core.storage.backend import StorageBackend
+from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes, RequestCounts
+
+__all__ = [
+    "AlreadyExists",
+    "BlobInfo",
+    "BlobStorage",
+    "Bytes",
+    "ConfigError",
+    "CorsoError",
+    "Corrupted",
+    "InvalidPassphrase",
+    "NotConnected",
+    "NotFound",
+    "PermissionDenied",
+    "RepositoryError",
+    "RequestCounts",
+    "StorageBackend",
+    "StorageError",
+    "Transient",
+    "UnsupportedFormat",
+    "UsageError",
+    "hookimpl",
+]
+
+
+def __getattr__(name: str):
+    if name == "BlobStorageContract":
+        from corso_core.testing import BlobStorageContract
+
+        return BlobStorageContract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
