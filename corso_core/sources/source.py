@@ -48,9 +48,13 @@ class Node:
 
 
 class Content(Protocol):
-    """An open content stream; `changed()` says, after reading, whether it moved underneath."""
+    """An open content stream; `changed()` says, after reading, whether it moved underneath.
+
+    `meta` is the node's metadata as of the moment it was opened (what the backup records).
+    """
 
     file: BinaryIO
+    meta: Metadata
 
     def changed(self) -> str | None:
         """None if the item is as it was when listed, else why it is not (for the report)."""
@@ -58,18 +62,24 @@ class Content(Protocol):
     def close(self) -> None: ...
 
 
-#: `report(path, message)`: a problem with one item; the run goes on and ends "incomplete".
-Report = Callable[[bytes, str], None]
+class Report(Protocol):
+    """Where a reader or writer tells about one item; the run goes on with the rest."""
+
+    def warning(self, path: bytes, message: str) -> None:
+        """Something left out on purpose (a socket, a FIFO); the run is still complete."""
+
+    def error(self, path: bytes, message: str) -> None:
+        """Something that should have been copied and was not; the run ends "incomplete"."""
 
 
 class SourceReader(Protocol):
     def roots(self) -> list[Node]:
         """The top-level nodes of the backup, with distinct names."""
 
-    def children(self, node: Node, path: bytes) -> list[Node]:
+    def children(self, node: Node) -> list[Node]:
         """A directory's nodes sorted by name; unreadable ones are reported and left out."""
 
-    def open(self, node: Node, path: bytes) -> Content | None:
+    def open(self, node: Node) -> Content | None:
         """The content of a FILE node, or None after reporting why it cannot be read."""
 
 

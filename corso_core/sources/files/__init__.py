@@ -1,0 +1,71 @@
+"""The built-in "files" source: directory trees on a local filesystem.
+
+It registers through the `register_sources` hook from the entry point in pyproject.toml,
+exactly as a third-party source plugin would.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from corso_core.errors import UsageError
+from corso_core.hookspecs import hookimpl
+from corso_core.sources.files.reader import FilesReader
+from corso_core.sources.files.writer import FilesWriter
+from corso_core.sources.source import Source
+
+
+def _existing_paths(ctx, param, values: tuple[str, ...]) -> list[str]:
+    """Absolute, normalised paths; a missing one is bad input, caught before anything runs."""
+    paths = []
+    for value in values:
+        path = os.path.abspath(value)
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"{value}: no such file or directory")
+        if path in paths:
+            raise click.BadParameter(f"{value} is given twice")
+        paths.append(path)
+    return sorted(paths)
+
+
+def _reader(values, report) -> FilesReader:
+    return FilesReader([os.fsencode(p) for p in values["path"]],
+                       [os.fsencode(g) for g in values["exclude"]], report)
+
+
+def _writer(values, collisions, report) -> FilesWriter:
+    destination = os.path.abspath(values["destination"])
+    if os.path.lexists(destination) and not os.path.isdir(destination):
+        raise UsageError(f"destination {destination} exists and is not a directory")
+    try:
+        os.makedirs(destination, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create destination {destination}: {e.strerror}") from None
+    return FilesWriter(os.fsencode(destination), collisions, report)
+
+
+FILES = Source(
+    name="files",
+    description="files and directories on this machine",
+    backup_options=[
+        click.Option(["--path"], multiple=True, required=True, callback=_existing_paths,
+                     help="File or directory to back up (repeatable). Each lands at the top "
+                          "of the backup under its base name; clashes become NAME~2, NAME~3."),
+        click.Option(["--exclude"], multiple=True, metavar="GLOB",
+                     help="Leave out entries whose name or absolute path matches (repeatable)."),
+    ],
+    restore_options=[
+        click.Option(["--destination"], required=True,
+                     help="Directory to restore into (created if missing)."),
+    ],
+    open_reader=_reader,
+    open_writer=_writer,
+    describe=lambda values: list(values["path"]),
+)
+
+
+@hookimpl
+def register_sources(register):
+    register(FILES)

@@ -1,0 +1,137 @@
+"""Reading a directory tree for backup, safely.
+
+Files are opened with O_NOFOLLOW | O_NONBLOCK and their type checked with fstat on the open
+descriptor, so a file swapped for a symlink or a FIFO between listing and reading is neither
+followed nor waited on. Sockets, FIFOs and devices are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+
+from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SKIPPED_KINDS = {
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def metadata(st: os.stat_result, target: bytes = b"") -> Metadata | None:
+    """Metadata of a regular file, directory or symlink; None for every other type."""
+    if stat.S_ISREG(st.st_mode):
+        kind = FILE
+    elif stat.S_ISDIR(st.st_mode):
+        kind = DIR
+    elif stat.S_ISLNK(st.st_mode):
+        kind = SYMLINK
+    else:
+        return None
+    return Metadata(
+        kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+        size=st.st_size if kind == FILE else 0, mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns, inode=st.st_ino, dev=st.st_dev, nlink=st.st_nlink,
+        target=target,
+    )
+
+
+def root_names(paths: list[bytes]) -> list[bytes]:
+    """The name each --path gets at the top of the backup: its base name, and on a clash
+    "NAME~2", "NAME~3"… in the order of the sorted absolute paths ("/" itself is "root")."""
+    names: list[bytes] = []
+    for path in paths:
+        base = os.path.basename(path.rstrip(b"/")) or b"root"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = base + b"~%d" % n
+        names.append(name)
+    return names
+
+
+class FileContent:
+    """An open regular file, with the fstat taken when it was opened."""
+
+    def __init__(self, fd: int, meta: Metadata) -> None:
+        self.file = os.fdopen(fd, "rb", buffering=0)
+        self.meta = meta
+
+    def changed(self) -> str | None:
+        now = os.fstat(self.file.fileno())
+        if now.st_size != self.meta.size:
+            return "changed while being read (size)"
+        if now.st_mtime_ns != self.meta.mtime_ns or now.st_ctime_ns != self.meta.ctime_ns:
+            return "changed while being read (mtime or ctime)"
+        return None
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class FilesReader:
+    """The nodes under the given absolute paths; a node's handle is its absolute path."""
+
+    def __init__(self, paths: list[bytes], excludes: list[bytes], report: Report) -> None:
+        self.paths = sorted(paths)
+        self.excludes = excludes
+        self.report = report
+
+    def _excluded(self, path: bytes) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g)
+                   for g in self.excludes)
+
+    def _node(self, name: bytes, path: bytes) -> Node | None:
+        try:
+            st = os.lstat(path)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else b""
+        except OSError as e:
+            self.report.error(path, f"cannot read: {e.strerror}")
+            return None
+        meta = metadata(st, target)
+        if meta is None:
+            what = _SKIPPED_KINDS.get(stat.S_IFMT(st.st_mode), "an unsupported file type")
+            self.report.warning(path, f"skipped: {what}")
+            return None
+        return Node(name=name, meta=meta, handle=path)
+
+    def roots(self) -> list[Node]:
+        found = (self._node(n, p) for n, p in zip(root_names(self.paths), self.paths, strict=True))
+        return [n for n in found if n is not None]
+
+    def children(self, node: Node) -> list[Node]:
+        try:
+            names = sorted(os.listdir(node.handle))
+        except OSError as e:
+            self.report.error(node.handle, f"cannot list directory: {e.strerror}")
+            return []
+        found = []
+        for name in names:
+            child_path = os.path.join(node.handle, name)
+            if self._excluded(child_path):
+                continue
+            child = self._node(name, child_path)
+            if child is not None:
+                found.append(child)
+        return found
+
+    def open(self, node: Node) -> FileContent | None:
+        try:
+            fd = os.open(node.handle, _OPEN_FLAGS)
+        except OSError as e:
+            self.report.error(node.handle, f"cannot open: {e.strerror}")
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(0, "no longer a regular file")
+            return FileContent(fd, metadata(st))
+        except OSError as e:
+            os.close(fd)
+            self.report.error(node.handle, f"cannot read: {e.strerror}")
+            return None

@@ -1,0 +1,260 @@
+"""Writing a restored tree into a destination directory, never outside it.
+
+Every operation goes through directory descriptors opened with O_NOFOLLOW from the destination
+down, so a symlink already in the destination (say `a -> /etc`) is never followed, whatever the
+collision policy. Names holding "/", NUL, "." or ".." are refused. A file is written under a
+temporary name and appears under its own name only once complete, with its metadata; a file
+whose content fails authentication is never made visible.
+
+Collision policies, for a name already present in the destination:
+- skip: leave what is there (an existing directory is entered; its metadata is kept);
+- copy: restore beside it as "NAME.restored" ("NAME.restored-2", …);
+- replace: replace files and symlinks (the link itself, atomically, by rename); an existing
+  directory in the way of a file is reported, never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from corso_core.sources.source import Metadata, Report
+
+Path = tuple[bytes, ...]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_PREFIX = b".corso-restore-"
+_MAX_OPEN = 64
+
+
+def bad_name(name: bytes) -> bool:
+    return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
+
+
+@dataclass
+class PendingFile:
+    path: Path
+    meta: Metadata
+    parent: Path
+    temp: bytes
+
+
+class FilesWriter:
+    def __init__(self, destination: bytes, collisions: str, report: Report) -> None:
+        self.root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.destination = destination
+        self.collisions = collisions
+        self.report = report
+        self.as_root = os.geteuid() == 0
+        self._fds: OrderedDict[object, int] = OrderedDict()  # a few open descriptors, LRU
+        self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
+        self._ours: set[Path] = set()  # directories this restore created or replaced
+
+    # --- descriptors --------------------------------------------------------------------
+
+    def _cached(self, key: object, opener) -> int:
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = opener()
+            self._fds[key] = fd
+            if len(self._fds) > _MAX_OPEN:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(key)
+        return fd
+
+    def _forget(self, key: object) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _actual(self, path: Path) -> bytes:
+        return self._renamed.get(path, path[-1])
+
+    def _dir_fd(self, path: Path) -> int:
+        """Descriptor of a restored directory, reached without following any symlink."""
+        if not path:
+            return self.root_fd
+        return self._cached(
+            ("dir", path),
+            lambda: os.open(self._actual(path), _DIR_FLAGS, dir_fd=self._dir_fd(path[:-1])),
+        )
+
+    def _say(self, path: Path, message: str, error: bool = True) -> None:
+        shown = os.path.join(self.destination, *path)
+        (self.report.error if error else self.report.warning)(shown, message)
+
+    def _checked_parent(self, path: Path) -> int | None:
+        """The parent's descriptor, or None (reported) for a refused name or unusable parent."""
+        if any(bad_name(n) for n in path):
+            self._say(path, "refused: the name is not a plain file name")
+            return None
+        try:
+            return self._dir_fd(path[:-1])
+        except OSError as e:
+            self._say(path, f"cannot enter its directory: {e.strerror}")
+            return None
+
+    @staticmethod
+    def _lstat(fd: int, name: bytes) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _free_name(self, fd: int, name: bytes) -> bytes:
+        candidate, n = name + b".restored", 1
+        while self._lstat(fd, candidate) is not None:
+            n += 1
+            candidate = name + b".restored-%d" % n
+        return candidate
+
+    def _apply(self, meta: Metadata, fd: int | None = None, at: tuple[int, bytes] | None = None):
+        """Owner (as root), mode and mtime, on a descriptor or (for symlinks) a name."""
+        if at is None:
+            if self.as_root:
+                os.fchown(fd, meta.uid, meta.gid)
+            os.fchmod(fd, meta.mode)
+            os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+        else:
+            dir_fd, name = at
+            if self.as_root:
+                os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.utime(name, ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd,
+                     follow_symlinks=False)
+
+    def _place(self, fd: int, temp: bytes, path: Path) -> None:
+        """Give the finished temp item its name, under the collision policy."""
+        name = path[-1]
+        existing = self._lstat(fd, name)
+        try:
+            if existing is None or self.collisions == "replace":
+                if existing is not None and stat.S_ISDIR(existing.st_mode):
+                    self._say(path, "not replaced: a directory is in the way")
+                elif existing is None:
+                    os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                else:
+                    os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    return
+            elif self.collisions == "copy":
+                new_name = self._free_name(fd, name)
+                os.link(temp, new_name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                self._renamed[path] = new_name
+            os.unlink(temp, dir_fd=fd)
+        except FileExistsError:  # appeared since we looked: leave it be
+            os.unlink(temp, dir_fd=fd)
+
+    def _temp_name(self) -> bytes:
+        return _TEMP_PREFIX + secrets.token_hex(8).encode()
+
+    # --- the SourceWriter interface -----------------------------------------------------
+
+    def make_dir(self, path: Path, meta: Metadata) -> bool:
+        fd = self._checked_parent(path)
+        if fd is None:
+            return False
+        try:
+            existing = self._lstat(fd, path[-1])
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                if self.collisions == "replace":
+                    self._ours.add(path)
+                return True
+            if existing is not None:
+                if self.collisions == "skip":
+                    return False
+                if self.collisions == "copy":
+                    self._renamed[path] = self._free_name(fd, path[-1])
+                else:
+                    os.unlink(path[-1], dir_fd=fd)
+            os.mkdir(self._actual(path), 0o700, dir_fd=fd)
+            self._ours.add(path)
+            return True
+        except OSError as e:
+            self._say(path, f"cannot create directory: {e.strerror}")
+            return False
+
+    def finish_dir(self, path: Path, meta: Metadata) -> None:
+        if path not in self._ours:
+            return
+        try:
+            self._apply(meta, fd=self._dir_fd(path))
+        except OSError as e:
+            self._say(path, f"cannot set metadata: {e.strerror}")
+        self._forget(("dir", path))
+
+    def make_symlink(self, path: Path, meta: Metadata) -> None:
+        fd = self._checked_parent(path)
+        if fd is None:
+            return
+        temp = self._temp_name()
+        try:
+            os.symlink(meta.target, temp, dir_fd=fd)
+            self._apply(meta, at=(fd, temp))
+            self._place(fd, temp, path)
+        except OSError as e:
+            self._say(path, f"cannot create symlink: {e.strerror}")
+
+    def start_file(self, path: Path, meta: Metadata) -> PendingFile | None:
+        fd = self._checked_parent(path)
+        if fd is None:
+            return None
+        if self.collisions == "skip" and self._lstat(fd, path[-1]) is not None:
+            return None
+        pending = PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
+        try:
+            self._file_fd(pending, create=True)
+        except OSError as e:
+            self._say(path, f"cannot create file: {e.strerror}")
+            return None
+        return pending
+
+    def _file_fd(self, pending: PendingFile, create: bool = False) -> int:
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create
+                                                               else 0)
+        return self._cached(
+            ("file", pending.parent, pending.temp),
+            lambda: os.open(pending.temp, flags, 0o600, dir_fd=self._dir_fd(pending.parent)),
+        )
+
+    def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
+        fd = self._file_fd(pending)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def finish_file(self, pending: PendingFile) -> None:
+        try:
+            self._apply(pending.meta, fd=self._file_fd(pending))
+            self._forget(("file", pending.parent, pending.temp))
+            self._place(self._dir_fd(pending.parent), pending.temp, pending.path)
+        except OSError as e:
+            self._say(pending.path, f"cannot finish file: {e.strerror}")
+            self.discard_file(pending)
+
+    def discard_file(self, pending: PendingFile) -> None:
+        self._forget(("file", pending.parent, pending.temp))
+        try:
+            os.unlink(pending.temp, dir_fd=self._dir_fd(pending.parent))
+        except FileNotFoundError:
+            pass
+
+    def link(self, path: Path, existing: Path) -> None:
+        fd = self._checked_parent(path)
+        if fd is None:
+            return
+        temp = self._temp_name()
+        try:
+            os.link(self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]),
+                    dst_dir_fd=fd, follow_symlinks=False)
+            self._place(fd, temp, path)
+        except OSError as e:
+            self._say(path, f"cannot create hard link: {e.strerror}")
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        os.close(self.root_fd)
