@@ -65,3 +65,13 @@ class InvalidPassphrase(RepositoryError):
 
 class UnsupportedFormat(RepositoryError):
     """The repository was written by a newer corso (or is not a corso repository)."""
+
+
+# --- backup and restore --------------------------------------------------------------------
+
+
+class Incomplete(CorsoError):
+    """A backup or restore finished, but some items could not be read or written (each was
+    reported); what it recorded or wrote is sound. Its own exit code, so scripts can tell."""
+
+    exit_code = 3
