@@ -22,6 +22,8 @@ class StorageBackend:
     - `open`: builds the storage from the option values (by option name; None when not given).
     - `secret_options`: values that are never written to corso.toml or a log.
     - `init_only`: values used when the repository is created and not afterwards.
+    - `check_access`: optional; probes, before init, every action a repository needs and
+      returns rows {action, permission, ok, error} for ``corso repo check-access NAME``.
     Every other option's value is saved in corso.toml as the connection's settings.
     """
 
@@ -31,6 +33,7 @@ class StorageBackend:
     open: Callable[[Mapping[str, Any]], BlobStorage]
     secret_options: frozenset[str] = field(default_factory=frozenset)
     init_only: frozenset[str] = field(default_factory=frozenset)
+    check_access: Callable[[Mapping[str, Any]], list[dict]] | None = None
 
     def settings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The non-secret values that identify the connection, as saved in corso.toml."""
