@@ -7,6 +7,7 @@ import click
 from corso_core import config, passphrase
 from corso_core.cli import output
 from corso_core.cli.backends import BackendGroup
+from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
 from corso_core.errors import AlreadyExists, InvalidPassphrase, RepositoryError
 from corso_core.repo.repository import (
@@ -80,6 +81,7 @@ def _describe(backend_name: str, repository: Repository) -> dict:
     }
 
 
+repo.add_command(check_access)
 repo.add_command(BackendGroup("init", _init, include_init_only=True, help="Create a repository."))
 repo.add_command(
     BackendGroup("connect", _connect, include_init_only=False,
