@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+from corso_core.errors import CorsoError, UnsupportedFormat
 
 #: Test-only: a smaller average chunk size (bytes) for new repositories, recorded in the format
 #: blob like any other setting. Never set it for real backups.
@@ -24,3 +28,65 @@ class ChunkerParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: Bytes read from a file per buffer, as a multiple of the maximum chunk size. Each buffer is a
+#: fresh object, so a yielded chunk stays valid for as long as its consumer holds it, and memory
+#: is bounded by the chunks in flight, never by the file's size.
+_BUFFER_CHUNKS = 4
+
+
+class ChunkerMissing(CorsoError):
+    """pyfastcdc's compiled extension is not installed: chunking would be ~100x slower."""
+
+
+def _fastcdc(params: ChunkerParams):
+    """A FastCDC instance from the compiled extension, never the pure-Python fallback."""
+    if params.algorithm != "fastcdc-2020":
+        raise UnsupportedFormat(f"unknown chunker algorithm {params.algorithm!r}")
+    try:
+        from pyfastcdc.cy import FastCDC
+    except ImportError:
+        raise ChunkerMissing(
+            "pyfastcdc's compiled extension (pyfastcdc.cy) is missing; reinstall pyfastcdc==0.3.1"
+            " from a wheel for this platform"
+        ) from None
+    return FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
+
+
+def _read_into(f: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from `f` (short reads repeated); the byte count, less only at end of file."""
+    filled = 0
+    while filled < len(view):
+        n = f.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def chunk_file(params: ChunkerParams, f: BinaryIO) -> Iterator[memoryview]:
+    """Content-defined chunks of `f`, in order; together exactly the file's bytes.
+
+    Cut points equal those of chunking the whole file in one buffer: a chunk is only cut where
+    at least `max_size` bytes follow it in the buffer, or at the end of the file.
+    """
+    cdc = _fastcdc(params)
+    size = max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+    carry = memoryview(b"")
+    while True:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        view[: len(carry)] = carry
+        filled = len(carry) + _read_into(f, view[len(carry) :])
+        at_end = filled < size
+        view = view[:filled]
+        consumed = 0
+        for chunk in cdc.cut_buf(view):
+            if not at_end and filled - chunk.offset < params.max_size:
+                break  # this cut only saw a truncated window: redo it in the next buffer
+            yield chunk.data
+            consumed = chunk.offset + chunk.length
+        if at_end:
+            return
+        carry = view[consumed:]

@@ -1,0 +1,73 @@
+"""Chunk compression: zstd only when it pays, and decompression that never exceeds a bound.
+
+A compressed payload is one codec byte followed by the body, so every stored chunk says how to
+read it back. The byte sits inside the encryption, so it is authenticated with the chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from corso_core.errors import Corrupted
+
+RAW = 0
+ZSTD = 1
+LEVEL = 3
+#: Keep the compressed form only if it saves at least 1/32 of the size: decompressing costs
+#: time on every restore, and a near-incompressible chunk is not worth it.
+_MIN_SAVING_SHIFT = 5
+#: No chunk is larger than this (pyfastcdc's own maximum chunk size); it bounds decompression.
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+
+# zstandard contexts must not be shared between threads; each thread keeps its own.
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=LEVEL)
+    return cctx
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def compress(data: bytes | memoryview) -> bytes:
+    """codec byte || body: zstd if that saves enough, else the data as is."""
+    size = len(data)
+    if size > MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk of {size} bytes exceeds the maximum of {MAX_CHUNK_SIZE}")
+    packed = _compressor().compress(data)
+    if len(packed) <= size - (size >> _MIN_SAVING_SHIFT) and size:
+        return bytes((ZSTD,)) + packed
+    return bytes((RAW,)) + data
+
+
+def decompress(payload: bytes | memoryview, what: str) -> bytes:
+    """The chunk's bytes; Corrupted naming `what` if the payload is malformed or too large."""
+    view = memoryview(payload)
+    if not view:
+        raise Corrupted(f"{what} is corrupted: empty payload")
+    codec, body = view[0], view[1:]
+    if codec == RAW:
+        if len(body) > MAX_CHUNK_SIZE:
+            raise Corrupted(f"{what} is corrupted: {len(body)} bytes exceeds the chunk maximum")
+        return bytes(body)
+    if codec != ZSTD:
+        raise Corrupted(f"{what} is corrupted: unknown codec {codec}")
+    try:
+        # The frame may declare its size, and zstandard then trusts it over max_output_size:
+        # check the declared size first so no frame can make us allocate past the bound.
+        declared = zstandard.frame_content_size(body)
+        if declared > MAX_CHUNK_SIZE:
+            raise Corrupted(f"{what} is corrupted: declares {declared} bytes, over the maximum")
+        return _decompressor().decompress(body, max_output_size=MAX_CHUNK_SIZE)
+    except zstandard.ZstdError as e:
+        raise Corrupted(f"{what} is corrupted: {e}") from None

@@ -1,0 +1,129 @@
+"""Pack blobs: many encrypted chunks in one object, with an encrypted header at the end.
+
+Layout (see docs/format.md):
+
+    entry 0 || entry 1 || ... || sealed header || header length (u32, little-endian)
+
+Each entry is `seal(keys.data, compress(chunk), associated=chunk ID)`. The header lists
+(chunk ID, entry length) in order, so offsets are the running sum; it is sealed with the
+metadata key and bound to the pack's kind and name. Readers fetch the header with one
+suffix-range GET; the index normally makes even that unnecessary.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from corso_core.errors import Corrupted
+from corso_core.repo import compression, names
+from corso_core.repo.crypto import OVERHEAD, Keys, metadata_associated_data, seal, unseal
+from corso_core.storage.interface import BlobStorage
+
+#: Packs are closed once they reach this size: few requests per GB, little memory per pack.
+TARGET_PACK_SIZE = 16 * 1024 * 1024
+_MAGIC = b"CPK1"
+_ENTRY = struct.Struct("<32sI")
+_TRAILER = struct.Struct("<I")
+#: What one suffix GET asks for when the entry count is unknown (repair, verify without index).
+_HEADER_GUESS = 64 * 1024
+
+
+class PackEntry(NamedTuple):
+    chunk_id: bytes
+    offset: int
+    length: int
+
+
+def seal_chunk(keys: Keys, chunk_id: bytes, data: bytes | memoryview) -> bytes:
+    return seal(keys.data, compression.compress(data), chunk_id)
+
+
+def open_chunk(keys: Keys, chunk_id: bytes, entry: bytes | memoryview) -> bytes:
+    """The chunk's plaintext; Corrupted naming the chunk if anything fails to authenticate."""
+    what = f"chunk {chunk_id.hex()}"
+    return compression.decompress(unseal(keys.data, entry, chunk_id, what), what)
+
+
+def _header_associated_data(kind: str, name: str) -> bytes:
+    return metadata_associated_data(f"{kind}-pack-header", name)
+
+
+def header_size(entries: int) -> int:
+    """Bytes of sealed header plus trailer for a pack of `entries` chunks."""
+    return len(_MAGIC) + entries * _ENTRY.size + OVERHEAD + _TRAILER.size
+
+
+class PackWriter:
+    """Collects sealed entries of one pack in memory until it is full, then gives the blob."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = names.new_pack_name()
+        self.entries: list[PackEntry] = []
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk_id: bytes, sealed: bytes) -> PackEntry:
+        entry = PackEntry(chunk_id, self.size, len(sealed))
+        self.entries.append(entry)
+        self._parts.append(sealed)
+        self.size += len(sealed)
+        return entry
+
+    def full(self) -> bool:
+        return self.size >= TARGET_PACK_SIZE
+
+    def finish(self, keys: Keys) -> bytes:
+        """The whole pack blob; the writer's chunk buffers are released."""
+        plain = _MAGIC + b"".join(_ENTRY.pack(e.chunk_id, e.length) for e in self.entries)
+        header = seal(keys.metadata, plain, _header_associated_data(self.kind, self.name))
+        self._parts.append(header)
+        self._parts.append(_TRAILER.pack(len(header)))
+        blob = b"".join(self._parts)
+        self._parts = []
+        return blob
+
+
+def decode_header(keys: Keys, kind: str, name: str, tail: bytes, *,
+                  whole_blob: bool) -> list[PackEntry] | int:
+    """The entries from a pack's last bytes, or how many last bytes are needed if `tail` is short.
+
+    With `whole_blob` the tail is the entire pack, and its size is checked against the entries.
+    Anything malformed or unauthenticated raises Corrupted naming the pack.
+    """
+    what = f"{kind} pack {name}"
+    if len(tail) < _TRAILER.size:
+        raise Corrupted(f"{what} is corrupted: {len(tail)} bytes is too short for a pack")
+    (sealed_size,) = _TRAILER.unpack_from(tail, len(tail) - _TRAILER.size)
+    needed = sealed_size + _TRAILER.size
+    if needed > len(tail):
+        if whole_blob:
+            raise Corrupted(f"{what} is corrupted: header length {sealed_size} exceeds the pack")
+        return needed
+    sealed = memoryview(tail)[len(tail) - needed : len(tail) - _TRAILER.size]
+    plain = unseal(keys.metadata, sealed, _header_associated_data(kind, name), f"{what} header")
+    body = len(plain) - len(_MAGIC)
+    if not plain.startswith(_MAGIC) or body % _ENTRY.size:
+        raise Corrupted(f"{what} is corrupted: malformed header")
+    entries, offset = [], 0
+    for chunk_id, length in _ENTRY.iter_unpack(memoryview(plain)[len(_MAGIC) :]):
+        entries.append(PackEntry(chunk_id, offset, length))
+        offset += length
+    if whole_blob and offset + needed != len(tail):
+        raise Corrupted(f"{what} is corrupted: entries and header do not add up to its size")
+    return entries
+
+
+def read_header(storage: BlobStorage, keys: Keys, kind: str, name: str,
+                entries_hint: int | None = None) -> list[PackEntry]:
+    """A pack's entries from its header: one suffix-range GET when the hint is right, else two."""
+    key = names.key(kind, name)
+    want = header_size(entries_hint) if entries_hint is not None else _HEADER_GUESS
+    for _attempt in range(2):
+        tail = storage.get_tail(key, want)
+        result = decode_header(keys, kind, name, tail, whole_blob=len(tail) < want)
+        if not isinstance(result, int):
+            return result
+        want = result
+    raise Corrupted(f"{kind} pack {name} is corrupted: its header length is inconsistent")
