@@ -1,0 +1,182 @@
+"""The format blob and the repository lifecycle below the CLI: keys, damage, versions, bounds."""
+
+import hashlib
+import json
+import time
+
+import pytest
+
+from corso_core.errors import AlreadyExists, Corrupted, InvalidPassphrase, UnsupportedFormat
+from corso_core.repo.crypto import Keys
+from corso_core.repo.format import (
+    FORMAT_COPY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    MAGIC,
+    TEST_CHEAP_KDF_ENV,
+    FormatBlob,
+)
+from corso_core.repo.repository import init_repository, open_repository, update_passphrase
+from corso_core.storage.filesystem import FilesystemStorage
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return FilesystemStorage(str(tmp_path / "repo"))
+
+
+def rewrite_body(storage, edit) -> None:
+    """Edit the format blob's JSON body and fix up its checksum, as a forger would."""
+    body = json.loads(storage.get(FORMAT_KEY).split(b"\n", 2)[2])
+    edit(body)
+    raw = json.dumps(body).encode()
+    storage.put(FORMAT_KEY, MAGIC + b"sha256:" + hashlib.sha256(raw).hexdigest().encode()
+                + b"\n" + raw)
+
+
+def test_open_gives_the_same_keys_and_settings_as_init(storage):
+    created = init_repository(storage, "pw")
+    opened = open_repository(storage, "pw")
+    assert opened.keys == created.keys
+    assert (opened.repository_id, opened.format_version, opened.chunker) == (
+        created.repository_id, FORMAT_VERSION, created.chunker)
+    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
+
+
+def test_two_repositories_have_different_ids_and_keys(tmp_path):
+    one = init_repository(FilesystemStorage(str(tmp_path / "a")), "pw")
+    two = init_repository(FilesystemStorage(str(tmp_path / "b")), "pw")
+    assert one.repository_id != two.repository_id and one.keys != two.keys
+
+
+def test_format_blob_is_plaintext_with_the_documented_fields(storage):
+    created = init_repository(storage, "correct horse battery staple")
+    raw = storage.get(FORMAT_KEY)
+    fields = json.loads(raw.split(b"\n", 2)[2])
+    assert fields["aead"] == "AES-256-GCM" and fields["kdf"]["name"] == "scrypt"
+    assert fields["repository_id"] == created.repository_id
+    assert fields["chunker"] == created.chunker.as_dict()
+    assert b"correct horse" not in raw and created.master_key not in raw
+
+
+def test_without_the_test_setting_the_kdf_has_full_strength(storage, monkeypatch):
+    monkeypatch.delenv(TEST_CHEAP_KDF_ENV)
+    init_repository(storage, "pw")
+    kdf = FormatBlob.decode(storage.get(FORMAT_KEY), FORMAT_KEY).kdf
+    assert (kdf.n, kdf.r, kdf.p) == (2**16, 8, 1)
+
+
+def test_the_test_setting_is_what_makes_tests_cheap(storage):
+    init_repository(storage, "pw")
+    assert FormatBlob.decode(storage.get(FORMAT_KEY), FORMAT_KEY).kdf.n == 2**10
+
+
+def test_wrong_passphrase_is_invalid_passphrase(storage):
+    init_repository(storage, "right")
+    with pytest.raises(InvalidPassphrase, match="^invalid passphrase$"):
+        open_repository(storage, "wrong")
+
+
+@pytest.mark.parametrize("where", ["magic", "checksum", "body", "truncated"])
+def test_damage_is_corrupted_naming_the_blob_not_a_wrong_passphrase(storage, where):
+    init_repository(storage, "pw")
+    blob = bytearray(storage.get(FORMAT_KEY))
+    if where == "truncated":
+        blob = blob[: len(blob) // 2]
+    else:
+        position = {"magic": 3, "checksum": len(MAGIC) + 10, "body": len(blob) - 20}[where]
+        blob[position] ^= 0x01
+    storage.put(FORMAT_KEY, bytes(blob))
+    with pytest.raises(Corrupted, match=f"format blob {FORMAT_KEY} is corrupted.*"
+                                        f"{FORMAT_COPY_KEY} is intact"):
+        open_repository(storage, "pw")
+
+
+def test_both_copies_damaged_is_corrupted_without_pointing_at_the_copy(storage):
+    init_repository(storage, "pw")
+    for key in (FORMAT_KEY, FORMAT_COPY_KEY):
+        storage.put(key, storage.get(key)[:-5])
+    with pytest.raises(Corrupted) as raised:
+        open_repository(storage, "pw")
+    assert "corrupted" in str(raised.value) and "intact" not in str(raised.value)
+
+
+def test_a_missing_primary_with_an_intact_copy_says_so(storage):
+    init_repository(storage, "pw")
+    storage.delete(FORMAT_KEY)
+    with pytest.raises(Corrupted, match=f"{FORMAT_KEY} is missing.*{FORMAT_COPY_KEY} is intact"):
+        open_repository(storage, "pw")
+
+
+def test_recovery_from_the_copy_as_the_readme_says(storage):
+    created = init_repository(storage, "pw")
+    storage.put(FORMAT_KEY, b"garbage")
+    storage.put(FORMAT_KEY, storage.get(FORMAT_COPY_KEY))  # README: copy format-copy over format
+    assert open_repository(storage, "pw").keys == created.keys
+
+
+def test_a_forged_header_with_a_fixed_checksum_does_not_unwrap(storage):
+    init_repository(storage, "pw")
+    rewrite_body(storage, lambda body: body["chunker"].update(avg_size=4096))
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "pw")
+
+
+def test_newer_format_version_names_both_versions(storage):
+    init_repository(storage, "pw")
+    rewrite_body(storage, lambda body: body.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(UnsupportedFormat, match=f"version {FORMAT_VERSION + 1}.*"
+                                                f"reads version {FORMAT_VERSION}"):
+        open_repository(storage, "pw")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n", 2**40, "n=1099511627776 is outside"),
+        ("n", 3 * 2**12, "not a power of two"),
+        ("r", 10**9, "r=1000000000 is outside"),
+        ("p", 0, "p=0 is outside"),
+        ("name", "argon2id", '"argon2id"'),
+    ],
+)
+def test_kdf_parameters_are_bounds_checked_before_use(storage, field, value, message):
+    init_repository(storage, "pw")
+    rewrite_body(storage, lambda body: body["kdf"].update({field: value}))
+    started = time.monotonic()
+    with pytest.raises(UnsupportedFormat, match=message):
+        open_repository(storage, "pw")
+    assert time.monotonic() - started < 1  # scrypt never ran with the absurd parameters
+
+
+def test_memory_bound_rejects_n_and_r_that_are_each_in_range(storage):
+    init_repository(storage, "pw")
+    rewrite_body(storage, lambda body: body["kdf"].update(n=2**20, r=16))
+    with pytest.raises(UnsupportedFormat, match="more than 1 GiB"):
+        open_repository(storage, "pw")
+
+
+def test_init_never_overwrites_an_existing_repository(storage):
+    first = init_repository(storage, "pw")
+    before = storage.get(FORMAT_KEY)
+    with pytest.raises(AlreadyExists, match=storage.location()):
+        init_repository(storage, "other")
+    assert storage.get(FORMAT_KEY) == before
+    assert open_repository(storage, "pw").repository_id == first.repository_id
+
+
+def test_update_passphrase_keeps_the_master_key_and_drops_the_old_passphrase(storage):
+    created = init_repository(storage, "old")
+    update_passphrase(open_repository(storage, "old"), "new")
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "old")
+    reopened = open_repository(storage, "new")
+    assert reopened.keys == created.keys and reopened.repository_id == created.repository_id
+    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
+    old_salt = created.format.kdf.salt
+    assert reopened.format.kdf.salt != old_salt
+
+
+def test_keys_come_from_the_master_key(storage):
+    created = init_repository(storage, "pw")
+    assert created.keys == Keys.derive(created.master_key)
