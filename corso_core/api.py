@@ -22,6 +22,7 @@ from corso_core.errors import (
 )
 from corso_core.hookspecs import hookimpl
 from corso_core.storage.backend import StorageBackend
+from corso_core.storage.filesystem import check_key
 from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes, RequestCounts
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Transient",
     "UnsupportedFormat",
     "UsageError",
+    "check_key",
     "hookimpl",
 ]
 
