@@ -8,6 +8,9 @@ from corso_core.repo.format import TEST_CHEAP_KDF_ENV
 
 os.environ[TEST_CHEAP_KDF_ENV] = "1"
 
+#: S3 servers (SeaweedFS, moto with IAM) as fixtures: tests/s3_servers.py.
+pytest_plugins = ["s3_servers"]
+
 
 @pytest.fixture(autouse=True)
 def _private_config_dir(tmp_path, monkeypatch):

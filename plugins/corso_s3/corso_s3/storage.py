@@ -1,0 +1,317 @@
+"""S3Storage: the core's BlobStorage on an S3 bucket, under one prefix.
+
+Every call goes through `request`, which counts the request (retries included: metered stores
+bill them) and turns boto3's exceptions into the core's. Retries with exponential backoff and
+jitter happen inside botocore (standard mode, see client.py); by the time an error reaches
+`request` it is final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+
+from botocore import xform_name
+from botocore.exceptions import BotoCoreError, ClientError
+
+from corso_core.api import (
+    AlreadyExists,
+    BlobInfo,
+    BlobStorage,
+    Bytes,
+    NotFound,
+    StorageError,
+    check_key,
+)
+from corso_s3.body import BufferReader
+from corso_s3.errors import error_code, translate
+from corso_s3.lock import ObjectLock
+
+log = logging.getLogger("corso.s3")
+
+MiB = 1024 * 1024
+#: S3's smallest part (except the last); blobs up to the threshold go in one PutObject.
+MIN_PART_SIZE = 5 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
+
+#: Where the Object Lock settings of a repository are recorded, beside its blobs.
+LOCK_RECORD = "s3-object-lock.json"
+
+_KIND = {
+    "PutObject": "PUT",
+    "GetObject": "GET",
+    "GetBucketLocation": "GET",
+    "GetObjectLockConfiguration": "GET",
+    "HeadObject": "HEAD",
+    "ListObjectsV2": "LIST",
+    "ListMultipartUploads": "LIST",
+    "DeleteObject": "DELETE",
+}
+
+
+class S3Storage(BlobStorage):
+    """Blobs as objects named PREFIX + key in one bucket.
+
+    Only keys that follow the core's naming scheme are listed, so whatever else lives under
+    the prefix (or a sibling repository) is never seen, let alone deleted.
+    """
+
+    atomic_create = True
+
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str = "s3.amazonaws.com",
+        part_size: int = DEFAULT_PART_SIZE,
+        lock: ObjectLock | None = None,
+    ) -> None:
+        super().__init__()
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part size {part_size} is below S3's minimum {MIN_PART_SIZE}")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint = endpoint
+        self.part_size = part_size
+        self._lock = lock
+        self._lock_known = False
+        self._count_lock = threading.Lock()
+        self._settings_lock = threading.Lock()
+
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    # --- what the bucket is like -------------------------------------------------------------
+
+    def bucket_region(self) -> str:
+        """The bucket's region (GetBucketLocation); also proves the bucket and credentials."""
+        region = self.request("GetBucketLocation").get("LocationConstraint") or "us-east-1"
+        return "eu-west-1" if region == "EU" else region
+
+    def bucket_has_object_lock(self) -> bool:
+        try:
+            answer = self.request("GetObjectLockConfiguration")
+        except StorageError as e:
+            if error_code(e.__cause__) == "ObjectLockConfigurationNotFoundError":
+                return False
+            raise
+        return answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+    def _object_lock(self) -> ObjectLock | None:
+        """The lock every write carries: given at init, else recorded beside the repository.
+
+        The record is written before the first blob of a new repository, so every later
+        process (another host, another config dir) keeps locking what it writes.
+        """
+        with self._settings_lock:
+            if not self._lock_known:
+                if self._lock:
+                    self.request(
+                        "PutObject", LOCK_RECORD, Key=self._object(LOCK_RECORD),
+                        Body=json.dumps(self._lock.as_dict()).encode(),
+                        **self._lock.put_parameters(),
+                    )
+                else:
+                    try:
+                        self._lock = ObjectLock.from_dict(json.loads(self._get(LOCK_RECORD, None)))
+                    except NotFound:
+                        self._lock = None
+                self._lock_known = True
+            return self._lock
+
+    # --- the one door to boto3 ---------------------------------------------------------------
+
+    def request(self, operation: str, key: str | None = None, up: int = 0, **params):
+        """Send one S3 operation; count it and its retries; raise only core errors."""
+        method = getattr(self.client, xform_name(operation))
+        kind = _KIND.get(operation, "MULTIPART")
+        try:
+            response = method(Bucket=self.bucket, **params)
+        except (ClientError, BotoCoreError) as e:
+            meta = e.response.get("ResponseMetadata", {}) if isinstance(e, ClientError) else {}
+            self._count(kind, 1 + meta.get("RetryAttempts", 0), up)
+            raise translate(e, operation, self._where(key), self.bucket, self.endpoint) from e
+        self._count(kind, 1 + response["ResponseMetadata"].get("RetryAttempts", 0), up)
+        return response
+
+    def _count(self, kind: str, attempts: int, up: int = 0, down: int = 0) -> None:
+        with self._count_lock:
+            for _ in range(attempts):
+                self.counts.count(kind, up=up)
+            self.counts.bytes_down += down
+
+    def _where(self, key: str | None) -> str:
+        return self.location() + (key or "")
+
+    def _object(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: Bytes) -> None:
+        self._write(key, memoryview(data), create_only=False)
+
+    def _create(self, key: str, data: Bytes) -> None:
+        if self.atomic_create:
+            try:
+                return self._write(key, memoryview(data), create_only=True)
+            except StorageError as e:
+                if error_code(e.__cause__) != "NotImplemented":
+                    raise
+                log.warning("%s ignores If-None-Match: creating blobs is not atomic there",
+                            self.endpoint)
+                self.atomic_create = False
+        # A store without conditional writes: check, then write (a concurrent writer can win).
+        try:
+            self.stat(key)
+        except NotFound:
+            return self._write(key, memoryview(data), create_only=False)
+        raise AlreadyExists(f"{self._where(key)}: already exists")
+
+    def _write(self, key: str, data: memoryview, create_only: bool) -> None:
+        extra = {"IfNoneMatch": "*"} if create_only else {}
+        lock = self._object_lock()
+        if lock:
+            extra.update(lock.put_parameters())
+        if len(data) <= self.part_size:
+            self.request(
+                "PutObject", key, up=len(data), Key=self._object(key),
+                Body=BufferReader(data), **extra,
+            )
+        else:
+            self._multipart(key, data, extra)
+
+    def _multipart(self, key: str, data: memoryview, extra: dict) -> None:
+        """Upload in parts that are views of `data` (never copies); abort on any failure."""
+        condition = {k: extra.pop(k) for k in ("IfNoneMatch",) if k in extra}
+        upload = self.request(
+            "CreateMultipartUpload", key, Key=self._object(key), ChecksumAlgorithm="CRC32",
+            **extra,
+        )["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(data), self.part_size), start=1):
+                piece = data[start : start + self.part_size]
+                answer = self.request(
+                    "UploadPart", key, up=len(piece), Key=self._object(key), UploadId=upload,
+                    PartNumber=number, Body=BufferReader(piece), ChecksumAlgorithm="CRC32",
+                )
+                part = {"PartNumber": number, "ETag": answer["ETag"]}
+                if answer.get("ChecksumCRC32"):
+                    part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+                parts.append(part)
+            self.request(
+                "CompleteMultipartUpload", key, Key=self._object(key), UploadId=upload,
+                MultipartUpload={"Parts": parts}, **condition,
+            )
+        except BaseException:
+            self._abort(key, upload)
+            raise
+
+    def _abort(self, key: str, upload: str) -> None:
+        try:
+            self.request("AbortMultipartUpload", key, Key=self._object(key), UploadId=upload)
+        except StorageError as e:
+            log.warning("could not abort the upload of %s (cleanup will): %s", key, e)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length == 0:
+            self.stat(key)
+            return b""
+        if offset == 0 and length is None:
+            return self._get(key, None)
+        end = "" if length is None else str(offset + length - 1)
+        return self._get(key, f"bytes={offset}-{end}")
+
+    def get_tail(self, key: str, length: int) -> bytes:
+        if length <= 0:
+            self.stat(key)
+            return b""
+        return self._get(key, f"bytes=-{length}")
+
+    def _get(self, key: str, byte_range: str | None) -> bytes:
+        params = {"Range": byte_range} if byte_range else {}
+        try:
+            response = self.request("GetObject", key, Key=self._object(key), **params)
+        except StorageError as e:
+            # A range starting at or past the end (an empty blob's tail, too): no bytes.
+            if error_code(e.__cause__) == "InvalidRange":
+                return b""
+            raise
+        data = response["Body"].read()
+        self._count("GET", 0, down=len(data))
+        return data
+
+    def stat(self, key: str) -> BlobInfo:
+        response = self.request("HeadObject", key, Key=self._object(key))
+        return BlobInfo(key, response["ContentLength"], response["LastModified"].timestamp())
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        params = {"Prefix": self.prefix + prefix}
+        while True:
+            page = self.request("ListObjectsV2", prefix, **params)
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if _follows_naming_scheme(key):
+                    yield BlobInfo(key, item["Size"], item["LastModified"].timestamp())
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    # --- deletes and cleanup -----------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        self.request("DeleteObject", key, Key=self._object(key))
+
+    def cleanup(self, older_than_seconds: float) -> int:
+        """Abort multipart uploads under the prefix initiated more than the given age ago.
+
+        Ages are measured on the server's clock (its Date header), so another host's live
+        upload is never cut because of local clock skew.
+        """
+        params = {"Prefix": self.prefix}
+        aborted = 0
+        while True:
+            page = self.request("ListMultipartUploads", None, **params)
+            now = _server_time(page)
+            for upload in page.get("Uploads", []):
+                key = upload["Key"][len(self.prefix) :]
+                age = now - upload["Initiated"].timestamp()
+                if _follows_naming_scheme(key) and age > older_than_seconds:
+                    self.request(
+                        "AbortMultipartUpload", key, Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            params["KeyMarker"] = page.get("NextKeyMarker") or page["Uploads"][-1]["Key"]
+            params["UploadIdMarker"] = (
+                page.get("NextUploadIdMarker") or page["Uploads"][-1]["UploadId"]
+            )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _follows_naming_scheme(key: str) -> bool:
+    try:
+        check_key(key)
+    except ValueError:
+        return False
+    return True
+
+
+def _server_time(response: dict) -> float:
+    date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+    if not date:
+        raise StorageError("the S3 server sent no Date header; cannot age uploads safely")
+    return parsedate_to_datetime(date).timestamp()
