@@ -1,0 +1,164 @@
+"""`corso backup create|list|details|delete NAME`: thin wrappers around the engine."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+
+import click
+
+from corso_core.cli import output
+from corso_core.cli.progress import human_bytes, progress_for
+from corso_core.cli.sources import SourceGroup
+from corso_core.engine.backup import BackupOptions, run_backup
+from corso_core.engine.browse import matches, path_text, walk_entries
+from corso_core.engine.progress import Problems
+from corso_core.errors import Incomplete, UsageError
+from corso_core.repo.manifests import delete_manifests, list_manifests, load_manifest
+from corso_core.repo.store import ChunkStore
+from corso_core.sources.source import SYMLINK, Source
+
+
+@click.group()
+def backup() -> None:
+    """Create, list, inspect and delete backups."""
+
+
+def _tags(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        tags[key] = val
+    return tags
+
+
+def _source_manifest(repository, source: Source, backup_id: str) -> dict:
+    manifest = load_manifest(repository, backup_id)
+    if manifest.get("source") != source.name:
+        raise UsageError(f"backup {backup_id} is a {manifest.get('source')} backup, "
+                         f"not {source.name}")
+    return manifest
+
+
+def _create(source: Source):
+    def create(repository, tag, ignore_inode, ignore_ctime, **values) -> None:
+        problems = Problems(notify=output.warn)
+        result = run_backup(repository, source, values,
+                            BackupOptions(tag, ignore_inode, ignore_ctime),
+                            problems, progress_for("backing up"))
+        s = result.stats
+        requests = repository.storage.counts.as_dict()
+        rate = s.bytes_total / s.duration_s if s.duration_s else 0
+        output.emit(
+            {**result.manifest, "storage": requests, "errors": problems.errors,
+             "warnings": problems.warnings},
+            f"Backup {result.backup_id} created"
+            f"{' (INCOMPLETE)' if s.errors else ''}.\n"
+            f"files:    {s.files_new} new, {s.files_changed} changed, "
+            f"{s.files_unchanged} unchanged ({s.dirs} dirs, {s.symlinks} symlinks)\n"
+            f"size:     {human_bytes(s.bytes_total)}, read {human_bytes(s.bytes_read)}, "
+            f"added {human_bytes(s.bytes_added)} after dedup and compression\n"
+            f"time:     {s.duration_s:.2f} s ({human_bytes(rate)}/s)\n"
+            f"requests: " + (", ".join(f"{k} {v}" for k, v in requests["requests"].items())
+                             or "none"),
+        )
+        if s.errors:
+            raise Incomplete(f"backup {result.backup_id} is incomplete: {s.errors} item(s) "
+                             "could not be read (listed above)")
+
+    options = [
+        *source.backup_options,
+        click.Option(["--tag"], multiple=True, metavar="KEY=VALUE", callback=_tags,
+                     help="Label the backup (repeatable)."),
+        click.Option(["--ignore-inode"], is_flag=True,
+                     help="Do not compare inode numbers to find unchanged files (FUSE, NFS)."),
+        click.Option(["--ignore-ctime"], is_flag=True,
+                     help="Do not compare ctimes to find unchanged files."),
+    ]
+    return options, create
+
+
+def _list(source: Source):
+    def list_backups(repository) -> None:
+        rows = sorted((m for m in list_manifests(repository) if m.get("source") == source.name),
+                      key=lambda m: m["time"])
+        data = [{
+            "id": m["id"], "time": m["time"], "host": m["host"], "paths": m["paths"],
+            "tags": m["tags"], "incomplete": m["incomplete"],
+            "files": m["stats"]["files_new"] + m["stats"]["files_changed"]
+            + m["stats"]["files_unchanged"],
+            "size": m["stats"]["bytes_total"], "added": m["stats"]["bytes_added"],
+        } for m in rows]
+        lines = [f"{'ID':<16} {'TIME':<20} {'HOST':<12} {'FILES':>7} {'SIZE':>10} "
+                 f"{'ADDED':>10}  PATHS / TAGS"]
+        for r in data:
+            tags = " ".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))
+            lines.append(
+                f"{r['id']:<16} {r['time'][:19]:<20} {r['host'][:12]:<12} {r['files']:>7} "
+                f"{human_bytes(r['size']):>10} {human_bytes(r['added']):>10}  "
+                f"{' '.join(r['paths'])}{'  ' + tags if tags else ''}"
+                f"{'  (incomplete)' if r['incomplete'] else ''}")
+        output.emit(data, "\n".join(lines) if data else f"No {source.name} backups yet.")
+
+    return [], list_backups
+
+
+def _details(source: Source):
+    def details(repository, backup, path) -> None:
+        manifest = _source_manifest(repository, source, backup)
+        store = ChunkStore(repository)
+        try:
+            rows = []
+            for entry_path, entry in walk_entries(store, bytes.fromhex(manifest["root"])):
+                if not matches(entry_path, list(path)):
+                    continue
+                meta = entry.meta
+                rows.append({
+                    "path": path_text(entry_path), "type": meta.kind,
+                    "mode": stat.filemode(meta.mode | {"dir": stat.S_IFDIR, "file": stat.S_IFREG,
+                                                       "symlink": stat.S_IFLNK}[meta.kind]),
+                    "size": meta.size,
+                    "mtime": datetime.fromtimestamp(meta.mtime_ns / 1e9, UTC).isoformat(),
+                    "mtime_ns": meta.mtime_ns,
+                    **({"target": meta.target.decode(errors="backslashreplace")}
+                       if meta.kind == SYMLINK else {}),
+                })
+        finally:
+            store.close()
+        output.emit(rows, "\n".join(
+            f"{r['mode']} {r['size']:>12} {r['mtime'][:19]} {path_text_line(r)}" for r in rows))
+
+    return [
+        click.Option(["--backup"], required=True, metavar="ID", help="The backup to show."),
+        click.Option(["--path"], multiple=True, metavar="GLOB",
+                     help="Only entries whose path in the backup matches (repeatable)."),
+    ], details
+
+
+def path_text_line(row: dict) -> str:
+    shown = row["path"] if row["path"].isprintable() else repr(row["path"])[1:-1]
+    return shown + (f" -> {row['target']}" if "target" in row else "")
+
+
+def _delete(source: Source):
+    def delete(repository, backups) -> None:
+        ids = [i.strip() for i in backups.split(",") if i.strip()]
+        if not ids:
+            raise UsageError("--backups needs at least one backup ID")
+        for backup_id in ids:  # every ID checked before anything is deleted
+            _source_manifest(repository, source, backup_id)
+        delete_manifests(repository, ids)
+        output.emit({"deleted": ids},
+                    f"Deleted {len(ids)} backup(s): {', '.join(ids)}. Their data stays until "
+                    "maintenance removes what no backup uses.")
+
+    return [click.Option(["--backups"], required=True, metavar="ID[,ID…]",
+                         help="Backups to delete, comma-separated.")], delete
+
+
+backup.add_command(SourceGroup("create", _create, help="Back up a source."))
+backup.add_command(SourceGroup("list", _list, help="List the backups of a source."))
+backup.add_command(SourceGroup("details", _details, help="List the entries of one backup."))
+backup.add_command(SourceGroup("delete", _delete, help="Delete backups (their manifests)."))

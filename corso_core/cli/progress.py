@@ -1,0 +1,60 @@
+"""Progress on stderr with rich (files, bytes, rate, ETA when the total is known).
+
+Shown only when stderr is a terminal and neither --hide-progress nor --json was given.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichBar
+
+from corso_core.cli import output
+from corso_core.engine.progress import Progress
+
+
+class TerminalProgress(Progress):
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.bar: RichBar | None = None
+        self.task = None
+
+    def start(self, total_bytes: int | None) -> None:
+        columns = [TextColumn(f"{self.verb} {{task.fields[files]}} files"), DownloadColumn(),
+                   TransferSpeedColumn(), TimeElapsedColumn()]
+        if total_bytes is not None:
+            columns[1:1] = [BarColumn()]
+            columns.append(TimeRemainingColumn())
+        self.bar = RichBar(*columns, console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
+        self.bar.start()
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        if self.bar is not None:
+            task = self.bar.tasks[0]
+            self.bar.update(self.task, advance=nbytes, files=task.fields["files"] + files)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def progress_for(verb: str) -> Progress:
+    """A progress display if the user sees one, else the engine's silent default."""
+    return TerminalProgress(verb) if output.flags().show_progress else Progress()
+
+
+def human_bytes(n: float) -> str:
+    size, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"

@@ -1,0 +1,51 @@
+"""`backup create NAME`, `restore NAME`, …: one subcommand per installed backup source.
+
+Built from what plugins register (like the backend subcommands of `repo init`), so a new
+source needs no change here. Each command gets the connected repository (`uses_repository`),
+the source's own options, the command's generic options, and the global flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import click
+
+from corso_core import plugins
+from corso_core.cli import output
+from corso_core.cli.connection import uses_repository
+from corso_core.errors import UsageError
+from corso_core.sources.source import Source
+
+#: Builds one command's parts for a source: (its options, its function(repository, **values)).
+Builder = Callable[[Source], tuple[Sequence[click.Option], Callable]]
+
+
+def source_named(name: str) -> Source:
+    installed = plugins.sources()
+    if name not in installed:
+        raise UsageError(f'unknown source "{name}"; installed: {", ".join(installed) or "none"}')
+    return installed[name]
+
+
+class SourceGroup(click.Group):
+    """A group whose subcommands are the installed sources."""
+
+    def __init__(self, name: str, build: Builder, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.build = build
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(plugins.sources())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command:
+        source = source_named(name)
+        options, function = self.build(source)
+        callback = uses_repository(function)
+        return click.Command(
+            name,
+            params=[*options, *callback.__click_params__, *output.global_options()],
+            callback=callback,
+            help=f"{self.help.rstrip('.')}: {source.description}.",
+            short_help=source.description,
+        )

@@ -1,0 +1,1 @@
+"""The backup engine: sources' trees in, chunks and manifests out (backup), and back (restore)."""

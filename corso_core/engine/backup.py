@@ -1,0 +1,306 @@
+"""Backup: walk a source's tree, store what changed as chunks, then trees, then the manifest.
+
+The pipeline, every stage bounded so memory does not grow with the data:
+- the calling thread walks the source, listing directories; a file whose path, size, mtime,
+  ctime and inode match the previous backup (and whose chunks are all still indexed) is reused
+  without being opened; any other file goes to the reader pool (at most FILES_IN_FLIGHT);
+- reader threads open and chunk files (pyfastcdc) and hand each chunk to the packer pool (at
+  most CHUNKS_IN_FLIGHT per core);
+- packer threads, one per core, hash each chunk and `ChunkStore.put` it: zstd and AES-GCM run
+  there and release the GIL, so both cores compress in parallel;
+- the calling thread finishes directories in post-order as their files complete, each one a
+  "tree" chunk; the manifest is written last, so an interrupted backup leaves no trace but
+  reusable chunks.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from corso_core.engine.progress import Problems, Progress
+from corso_core.engine.tree import Entry, decode_tree, encode_tree
+from corso_core.repo.chunker import chunk_file
+from corso_core.repo.manifests import list_manifests, save_manifest
+from corso_core.repo.store import ChunkStore
+from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
+
+FILES_IN_FLIGHT = 16
+CHUNKS_IN_FLIGHT = 4
+#: A file modified this close to the moment it was read may change again unseen (same size,
+#: same mtime tick): the next backup must not trust its metadata.
+RECENT_NS = 1_000_000_000
+
+
+@dataclass
+class BackupOptions:
+    tags: dict[str, str] = field(default_factory=dict)
+    ignore_inode: bool = False
+    ignore_ctime: bool = False
+
+
+@dataclass
+class BackupStats:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_total: int = 0  # size of every file in the backup
+    bytes_read: int = 0  # what was actually read (changed and new files)
+    bytes_added: int = 0  # what the repository grew by, after dedup and compression
+    errors: int = 0
+    warnings: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class BackupResult:
+    backup_id: str
+    manifest: dict[str, Any]
+    stats: BackupStats
+    problems: Problems
+
+
+@dataclass
+class _FileRead:
+    meta: Any
+    chunks: list[tuple[bytes, int]]
+    recent: bool
+    bytes_added: int
+    counted: bool = False
+
+
+@dataclass
+class _PendingDir:
+    """A directory whose entries may still be waiting on reader futures."""
+
+    items: list[tuple[Node, Any]] = field(default_factory=list)  # (node, Entry|Future|_PendingDir)
+    tree_id: bytes | None = None
+
+    def ready(self) -> bool:
+        return all(not isinstance(item, Future) or item.done() for _, item in self.items)
+
+
+def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
+    """The latest complete-or-not backup of the same source, paths and host."""
+    same = [m for m in list_manifests(repository)
+            if m.get("source") == source.name and m.get("paths") == paths
+            and m.get("host") == host]
+    return max(same, key=lambda m: m["time"], default=None)
+
+
+class _Backup:
+    def __init__(self, store: ChunkStore, chunker, reader: SourceReader, options: BackupOptions,
+                 problems: Problems, progress: Progress) -> None:
+        self.store = store
+        self.chunker = chunker
+        self.reader = reader
+        self.options = options
+        self.problems = problems
+        self.progress = progress
+        self.stats = BackupStats()
+        cores = os.cpu_count() or 2
+        self.readers = ThreadPoolExecutor(2, thread_name_prefix="corso-read")
+        self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
+        self.file_slots = threading.BoundedSemaphore(FILES_IN_FLIGHT)
+        self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
+        self.finishing: deque[_PendingDir] = deque()
+        self.hard_links: dict[tuple[int, int], Any] = {}
+
+    def shutdown(self) -> None:
+        self.readers.shutdown(wait=True, cancel_futures=True)
+        self.packers.shutdown(wait=True, cancel_futures=True)
+
+    # --- reading (reader and packer threads) ----------------------------------------------
+
+    def _pack(self, data: memoryview) -> tuple[bytes, int, int]:
+        try:
+            chunk_id = self.store.chunk_id(data)
+            return chunk_id, len(data), self.store.put(chunk_id, data)
+        finally:
+            self.chunk_slots.release()
+
+    def _store_content(self, content: Content) -> list[tuple[bytes, int, int]]:
+        futures = []
+        try:
+            for piece in chunk_file(self.chunker, content.file):
+                self.chunk_slots.acquire()
+                futures.append(self.packers.submit(self._pack, piece))
+                self.progress.advance(nbytes=len(piece))
+        finally:
+            results = [f.result() for f in futures]  # wait for all, even after a read error
+        return results
+
+    def _read_file(self, node: Node) -> _FileRead | None:
+        try:
+            content = self.reader.open(node)
+            if content is None:
+                return None
+            try:
+                started = time.time_ns()
+                stored = self._store_content(content)
+                read = sum(size for _, size, _ in stored)
+                why = content.changed() or (
+                    None if read == content.meta.size else "changed while being read (size)")
+            except OSError as e:
+                why = f"read failed: {e.strerror}"
+            finally:
+                content.close()
+            if why:
+                self.problems.error(node.handle or node.name, why)
+                return None
+            meta = content.meta
+            return _FileRead(
+                meta=meta, chunks=[(cid, size) for cid, size, _ in stored],
+                recent=started - max(meta.mtime_ns, meta.ctime_ns) < RECENT_NS,
+                bytes_added=sum(added for _, _, added in stored),
+            )
+        finally:
+            self.file_slots.release()
+            self.progress.advance(files=1)
+
+    # --- walking (calling thread) ---------------------------------------------------------
+
+    def _unchanged(self, old: Entry | None, node: Node) -> bool:
+        if old is None or old.meta.kind != FILE or old.recent:
+            return False
+        a, b = old.meta, node.meta
+        return (a.size == b.size and a.mtime_ns == b.mtime_ns
+                and (self.options.ignore_ctime or a.ctime_ns == b.ctime_ns)
+                and (self.options.ignore_inode or a.inode == b.inode)
+                and all(self.store.has(chunk_id) for chunk_id, _ in old.chunks))
+
+    def _file(self, node: Node, old: Entry | None) -> Any:
+        link_key = (node.meta.dev, node.meta.inode) if node.meta.nlink > 1 else None
+        if link_key in self.hard_links:
+            return self.hard_links[link_key]
+        if self._unchanged(old, node):
+            self.stats.files_unchanged += 1
+            self.progress.advance(files=1)
+            item: Any = Entry(node.name, node.meta, old.chunks)
+        else:
+            if old is None:
+                self.stats.files_new += 1
+            else:
+                self.stats.files_changed += 1
+            self.file_slots.acquire()
+            item = self.readers.submit(self._read_file, node)
+        if link_key:
+            self.hard_links[link_key] = item
+        return item
+
+    def old_entries(self, tree_id: bytes | None) -> dict[bytes, Entry]:
+        """The previous backup's entries of one directory, by name ({} if there is none)."""
+        if tree_id is None or not self.store.has(tree_id):
+            return {}
+        return {e.name: e for e in decode_tree(self.store.get(tree_id), tree_id)}
+
+    def walk(self, node: Node | None, old: dict[bytes, Entry]) -> _PendingDir:
+        """Walk a directory (None: the backup's root) and queue it for finishing."""
+        pending = _PendingDir()
+        children = self.reader.roots() if node is None else self.reader.children(node)
+        for child in children:
+            previous = old.get(child.name)
+            if child.meta.kind == DIR:
+                was_dir = previous is not None and previous.meta.kind == DIR
+                item: Any = self.walk(child, self.old_entries(previous.subtree if was_dir
+                                                              else None))
+            elif child.meta.kind == FILE:
+                item = self._file(child, previous)
+            else:
+                self.stats.symlinks += 1
+                item = Entry(child.name, child.meta)
+            pending.items.append((child, item))
+        self.finishing.append(pending)
+        self.finish_ready(block=False)
+        return pending
+
+    def finish_ready(self, block: bool) -> None:
+        """Store the trees of finished directories, oldest first (post-order: children first)."""
+        while self.finishing and (block or self.finishing[0].ready()):
+            self._finish(self.finishing.popleft())
+
+    def _finish(self, pending: _PendingDir) -> None:
+        entries = []
+        for node, item in pending.items:
+            if isinstance(item, Future):
+                read = item.result()
+                if read is None:
+                    continue  # reported by the reader; never recorded torn or half-read
+                entry = Entry(node.name, read.meta, read.chunks, recent=read.recent)
+                if not read.counted:  # a hard link's second name reads and adds nothing
+                    self.stats.bytes_read += read.meta.size
+                    self.stats.bytes_added += read.bytes_added
+                    read.counted = True
+            elif isinstance(item, _PendingDir):
+                self.stats.dirs += 1
+                entry = Entry(node.name, node.meta, subtree=item.tree_id)
+            else:
+                entry = Entry(node.name, node.meta, item.chunks)
+            if entry.meta.kind == FILE:
+                self.stats.bytes_total += entry.meta.size
+            entries.append(entry)
+        data = encode_tree(entries)
+        pending.tree_id = self.store.chunk_id(data)
+        self.stats.bytes_added += self.store.put(pending.tree_id, data, kind="tree")
+
+
+def run_backup(repository, source: Source, values: dict, options: BackupOptions,
+               problems: Problems | None = None, progress: Progress | None = None,
+               ) -> BackupResult:
+    """Back up what `values` select from `source`; the manifest is the last thing written."""
+    problems = problems or Problems()
+    progress = progress or Progress()
+    started = time.monotonic()
+    paths = source.describe(values)
+    host = socket.gethostname()
+    reader = source.open_reader(values, problems)
+    store = ChunkStore(repository)
+    try:
+        parent = find_parent(repository, source, paths, host)
+        backup = _Backup(store, repository.chunker, reader, options, problems, progress)
+        progress.start(None)
+        try:
+            root = backup.walk(None, backup.old_entries(bytes.fromhex(parent["root"]) if parent
+                                                        else None))
+            backup.finish_ready(block=True)
+        finally:
+            backup.shutdown()
+            progress.stop()
+        store.flush()
+        stats = backup.stats
+        stats.errors, stats.warnings = len(problems.errors), len(problems.warnings)
+        stats.duration_s = round(time.monotonic() - started, 3)
+        manifest = {
+            "time": datetime.now(UTC).isoformat(),
+            "host": host,
+            "user": _user(),
+            "source": source.name,
+            "paths": paths,
+            "tags": dict(options.tags),
+            "root": root.tree_id.hex(),
+            "parent": parent["id"] if parent else None,
+            "incomplete": bool(problems.errors),
+            "stats": asdict(stats),
+        }
+        backup_id = save_manifest(repository, manifest)
+    finally:
+        store.close()
+    return BackupResult(backup_id, {**manifest, "id": backup_id}, stats, problems)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+

@@ -1,0 +1,53 @@
+"""What the engine tells whoever shows progress, and the problems it collects on the way.
+
+The engine never prints: the CLI passes a `Progress` (rich on a terminal) and a `notify`
+callable for problems; tests pass nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+
+class Progress:
+    """Does nothing; the CLI's progress bar overrides these. Called from several threads."""
+
+    def start(self, total_bytes: int | None) -> None:
+        """Work begins; the total is None when it is not known in advance (backup)."""
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        """Files finished and bytes processed since the last call."""
+
+    def stop(self) -> None:
+        """Work is over (successfully or not)."""
+
+
+def shown(path: bytes) -> str:
+    """A path for a one-line message: undecodable bytes and control characters escaped."""
+    text = os.fsdecode(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+class Problems:
+    """The `Report` a source's reader or writer gets: counts problems and passes them on."""
+
+    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self._notify = notify
+        self._lock = threading.Lock()
+
+    def _add(self, into: list[str], path: bytes, message: str) -> None:
+        line = f"{shown(path)}: {message}"
+        with self._lock:
+            into.append(line)
+        if self._notify:
+            self._notify(line)
+
+    def warning(self, path: bytes, message: str) -> None:
+        self._add(self.warnings, path, message)
+
+    def error(self, path: bytes, message: str) -> None:
+        self._add(self.errors, path, message)

@@ -1,0 +1,238 @@
+"""Restore: plan from the backup's trees, fetch the chunks pack by pack, write through the source.
+
+1. Plan: walk the trees of the selected part of the backup; note each file's chunks and where
+   they go (chunk ID -> [(file, offset)]). Hard-linked files after the first become links.
+2. Create directories and symlinks, start every file (under a temporary name, by the writer).
+3. Fetch every needed chunk once with `ChunkStore.get_many` (grouped per pack, in parallel,
+   bounded memory) and write it at each of its offsets; a file is finished, and only then
+   visible, when its last chunk is written.
+4. If a chunk fails authentication, each unfinished file is retried chunk by chunk; a file
+   whose chunk is corrupted is reported with the chunk and discarded: nothing is written from
+   data that failed authentication.
+5. Hard links, then directory metadata deepest first (so writing inside does not undo mtimes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from corso_core.engine.browse import matches
+from corso_core.engine.progress import Problems, Progress
+from corso_core.engine.tree import Entry, decode_tree
+from corso_core.errors import Corrupted, UsageError
+from corso_core.repo.manifests import load_manifest
+from corso_core.repo.store import ChunkStore
+from corso_core.sources.source import DIR, FILE, Source, SourceWriter
+
+Path = tuple[bytes, ...]
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hard_links: int = 0
+    skipped: int = 0
+    bytes_written: int = 0
+    errors: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class _File:
+    path: Path
+    entry: Entry
+    handle: Any = None
+    missing: int = 0  # chunk writes still to come
+    done: bool = False
+
+
+@dataclass
+class _Plan:
+    dirs: list[tuple[Path, Entry]] = field(default_factory=list)  # pre-order
+    ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks in order
+    links: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+def plan_restore(store: ChunkStore, root: bytes, globs: list[str]) -> _Plan:
+    """What to restore: everything, or the entries matching a glob and all that is below them."""
+    plan = _Plan()
+    first_link: set[tuple[int, int]] = set()
+
+    def visit(tree_id: bytes, parent: Path, chosen: bool) -> bool:
+        found = False
+        for entry in decode_tree(store.get(tree_id), tree_id):
+            path = parent + (entry.name,)
+            here = chosen or matches(path, globs)
+            if entry.meta.kind == DIR:
+                at = len(plan.ops)
+                plan.ops.append((path, entry))
+                if visit(entry.subtree, path, here) or here:
+                    plan.dirs.append((path, entry))
+                    found = True
+                else:
+                    del plan.ops[at:]
+                continue
+            if not here:
+                continue
+            found = True
+            key = (entry.meta.dev, entry.meta.inode)
+            if entry.meta.kind == FILE and entry.meta.nlink > 1 and key in first_link:
+                plan.links.append((path, key))
+                continue
+            if entry.meta.kind == FILE and entry.meta.nlink > 1:
+                first_link.add(key)
+            plan.total_bytes += entry.meta.size
+            plan.ops.append((path, entry))
+        return found
+
+    visit(root, (), False)
+    plan.dirs.sort(key=lambda item: len(item[0]), reverse=True)  # deepest first, for finishing
+    return plan
+
+
+class _Restore:
+    def __init__(self, store: ChunkStore, writer: SourceWriter, problems: Problems,
+                 progress: Progress) -> None:
+        self.store = store
+        self.writer = writer
+        self.problems = problems
+        self.progress = progress
+        self.stats = RestoreStats()
+        self.files: list[_File] = []
+        self.uses: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
+        self.restored_links: dict[tuple[int, int], Path] = {}
+
+    def create(self, plan: _Plan) -> None:
+        skipped: set[Path] = set()
+        for path, entry in plan.ops:
+            if any(path[:i] in skipped for i in range(1, len(path))):
+                continue
+            kind = entry.meta.kind
+            if kind == DIR:
+                if self.writer.make_dir(path, entry.meta):
+                    self.stats.dirs += 1
+                else:
+                    skipped.add(path)
+                    self.stats.skipped += 1
+            elif kind == FILE:
+                self._start(path, entry)
+            else:
+                self.writer.make_symlink(path, entry.meta)
+                self.stats.symlinks += 1
+
+    def _start(self, path: Path, entry: Entry) -> None:
+        handle = self.writer.start_file(path, entry.meta)
+        if handle is None:
+            self.stats.skipped += 1
+            return
+        file = _File(path, entry, handle, missing=len(entry.chunks))
+        self.files.append(file)
+        offset = 0
+        for chunk_id, size in entry.chunks:
+            self.uses[chunk_id].append((file, offset))
+            offset += size
+        if not entry.chunks:
+            self._finish(file)
+
+    def _finish(self, file: _File) -> None:
+        self.writer.finish_file(file.handle)
+        file.done = True
+        self.stats.files += 1
+        self.stats.bytes_written += file.entry.meta.size
+        meta = file.entry.meta
+        if meta.nlink > 1:
+            self.restored_links[(meta.dev, meta.inode)] = file.path
+        self.progress.advance(files=1)
+
+    def _write(self, file: _File, offset: int, data: bytes) -> None:
+        self.writer.write(file.handle, offset, data)
+        file.missing -= 1
+        if file.missing == 0:
+            self._finish(file)
+
+    def fetch(self) -> None:
+        try:
+            for chunk_id, data in self.store.get_many(list(self.uses)):
+                for file, offset in self.uses.pop(chunk_id):
+                    self._write(file, offset, data)
+                self.progress.advance(nbytes=len(data))
+        except Corrupted:
+            self._retry_one_by_one()
+
+    def _retry_one_by_one(self) -> None:
+        """After a failed batch: each unfinished file on its own, so the bad ones are named."""
+        for file in self.files:
+            if file.done:
+                continue
+            offset = 0
+            try:
+                for chunk_id, size in file.entry.chunks:
+                    data = self.store.get(chunk_id)
+                    if len(data) != size:
+                        raise Corrupted(f"chunk {chunk_id.hex()} has {len(data)} bytes, "
+                                        f"the tree says {size}")
+                    self.writer.write(file.handle, offset, data)
+                    offset += size
+            except Corrupted as e:
+                self.writer.discard_file(file.handle)
+                self.problems.error(os.path.join(*file.path), f"not restored: {e}")
+                continue
+            self._finish(file)
+
+    def link(self, plan: _Plan) -> None:
+        for path, key in plan.links:
+            existing = self.restored_links.get(key)
+            if existing is None:
+                self.problems.error(os.path.join(*path),
+                                    "not restored: the file it is a hard link of was not")
+                continue
+            self.writer.link(path, existing)
+            self.stats.hard_links += 1
+
+    def finish_dirs(self, plan: _Plan) -> None:
+        for path, entry in plan.dirs:
+            self.writer.finish_dir(path, entry.meta)
+
+
+def run_restore(repository, source: Source, values: dict, backup_id: str, globs: list[str],
+                collisions: str, problems: Problems | None = None,
+                progress: Progress | None = None) -> RestoreStats:
+    """Restore a backup (or the parts matching `globs`) through the source's writer."""
+    problems = problems or Problems()
+    progress = progress or Progress()
+    started = time.monotonic()
+    manifest = load_manifest(repository, backup_id)
+    if manifest.get("source") != source.name:
+        raise UsageError(f"backup {backup_id} is a {manifest.get('source')} backup, "
+                         f"not {source.name}")
+    store = ChunkStore(repository)
+    try:
+        plan = plan_restore(store, bytes.fromhex(manifest["root"]), globs)
+        if globs and not plan.ops and not plan.links:
+            raise UsageError(f"nothing in backup {backup_id} matches {', '.join(globs)}")
+        writer = source.open_writer(values, collisions, problems)
+        restore = _Restore(store, writer, problems, progress)
+        progress.start(plan.total_bytes)
+        try:
+            restore.create(plan)
+            restore.fetch()
+            restore.link(plan)
+            restore.finish_dirs(plan)
+        finally:
+            for file in restore.files:
+                if not file.done:
+                    writer.discard_file(file.handle)
+            writer.close()
+            progress.stop()
+    finally:
+        store.close()
+    restore.stats.errors = len(problems.errors)
+    restore.stats.duration_s = round(time.monotonic() - started, 3)
+    return restore.stats
