@@ -98,25 +98,27 @@ def open_storage(backend: StorageBackend, connection: config.Connection,
     values: dict[str, Any] = {name: None for name in own}
     values.update(connection.settings)
     for name, value in given.items():
-        flag, owners = _flag_and_owners(name)
         if name not in own:
             raise UsageError(
-                f"{flag} is an option of backend {' and '.join(owners)}, but the connected "
-                f"repository is on {backend.name}; run corso repo connect to switch"
+                f"{_flag(name)} is an option of backend {' and '.join(_owners(name))}, but the "
+                f"connected repository is on {backend.name}; run corso repo connect to switch"
             )
         if name in backend.secret_options:
             values[name] = value
         elif value != connection.settings.get(name):
             saved = connection.settings.get(name)
             raise UsageError(
-                f"{flag} {value} differs from the connected repository's "
+                f"{own[name].opts[0]} {value} differs from the connected repository's "
                 f"{'(not set)' if saved is None else saved}; run corso repo connect to switch"
             )
     return backend.open(values)
 
 
-def _flag_and_owners(name: str) -> tuple[str, list[str]]:
-    """The flag spelling of a storage parameter and the backends that take it, for messages."""
-    found = [(option.opts[0], backend.name) for backend in plugins.backends().values()
-             for option in backend.options if option.name == name]
-    return found[0][0], [owner for _flag, owner in found]
+def _owners(name: str) -> list[str]:
+    return [backend.name for backend in plugins.backends().values()
+            if any(option.name == name for option in backend.options)]
+
+
+def _flag(name: str) -> str:
+    return next(option.opts[0] for backend in plugins.backends().values()
+                for option in backend.options if option.name == name)

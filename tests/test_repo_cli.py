@@ -1,0 +1,422 @@
+"""`corso repo init|connect|status|update-passphrase` through the CLI, and every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pytest
+
+from corso_core import config
+from corso_core.cli.connection import open_storage
+from corso_core.cli.main import main
+from corso_core.errors import UsageError
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
+from corso_core.storage.backend import StorageBackend
+from corso_core.storage.filesystem import FilesystemStorage
+
+CORSO = str(Path(sys.executable).with_name("corso"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def corso(capsys):
+    """Run the CLI in this process (fast) exactly as the console script does."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_subprocess(*args: str, env: dict | None = None, **kwargs) -> Result:
+    done = subprocess.run([CORSO, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, **kwargs)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def one_error_line(result: Result, code: int, *fragments: str) -> None:
+    assert result.code == code, result
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("corso: error: "), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in result.err
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root with its bytes and mtime: 'nothing written' means this is equal."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def config_file() -> Path:
+    return Path(os.environ["CORSO_CONFIG_DIR"]) / "corso.toml"
+
+
+@pytest.fixture
+def repo(tmp_path, corso) -> Path:
+    path = tmp_path / "repo"
+    assert corso("repo", "init", "filesystem", "--path", str(path), "--passphrase", "pw").code == 0
+    return path
+
+
+# --- init, connect, status ----------------------------------------------------------------
+
+
+def test_init_creates_the_repository_and_saves_the_connection(tmp_path, corso, config_file):
+    path = tmp_path / "new" / "repo"
+    result = corso("repo", "init", "filesystem", "--path", str(path), "--passphrase", "s3cret!")
+    assert result.code == 0 and "created" in result.out and result.err == ""
+    assert sorted(os.listdir(path)) == [FORMAT_KEY, FORMAT_COPY_KEY]
+    saved = config.load(str(config_file))
+    assert saved.backend == "filesystem" and saved.settings == {"path": str(path)}
+    assert saved.repository_id in result.out
+    assert b"s3cret!" not in config_file.read_bytes()
+
+
+def test_init_with_a_relative_path_saves_it_absolute(tmp_path, corso, config_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert corso("repo", "init", "filesystem", "--path", "rel", "--passphrase", "pw").code == 0
+    assert config.load(str(config_file)).settings == {"path": str(tmp_path / "rel")}
+
+
+def test_init_again_with_the_same_passphrase_succeeds_and_says_so(repo, corso):
+    before = snapshot(repo)
+    result = corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase", "pw",
+                   "--json")
+    assert result.code == 0 and json.loads(result.out)["created"] is False
+    text = corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase", "pw")
+    assert "already exists" in text.out
+    assert snapshot(repo) == before
+
+
+def test_init_again_with_another_passphrase_fails_naming_the_location(repo, corso, config_file):
+    before, saved = snapshot(repo), config_file.read_bytes()
+    result = corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase", "other")
+    one_error_line(result, 1, "already exists", str(repo))
+    assert snapshot(repo) == before and config_file.read_bytes() == saved
+
+
+def test_status_shows_backend_location_id_version_blobs_and_requests(repo, corso, config_file):
+    repository_id = config.load(str(config_file)).repository_id
+    text = corso("repo", "status", "--passphrase", "pw")
+    assert text.code == 0
+    for expected in ("filesystem", str(repo), repository_id, f"format version: {FORMAT_VERSION}"):
+        assert expected in text.out
+    data = json.loads(corso("repo", "status", "--passphrase", "pw", "--json").out)
+    sizes = [os.path.getsize(repo / name) for name in (FORMAT_KEY, FORMAT_COPY_KEY)]
+    assert data["blobs"] == 2 and data["bytes"] == sum(sizes)
+    assert (data["backend"], data["location"], data["repository_id"]) == (
+        "filesystem", str(repo), repository_id)
+    assert data["format_version"] == FORMAT_VERSION
+    assert data["storage_requests"]["requests"]["GET"] >= 1
+    assert data["storage_requests"]["requests"]["LIST"] == 1
+    assert data["kdf"] == {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+
+
+def test_global_flags_work_before_the_command_name(repo, corso):
+    result = corso("--json", "repo", "status", "--passphrase", "pw")
+    assert json.loads(result.out)["blobs"] == 2
+
+
+def test_passphrase_from_the_environment(repo, corso, monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso("repo", "status").code == 0
+    monkeypatch.setenv("CORSO_PASSPHRASE", "nope")
+    one_error_line(corso("repo", "status"), 1, "invalid passphrase")
+    assert corso("repo", "status", "--passphrase", "pw").code == 0  # the flag wins
+
+
+def test_connect_from_another_machine_then_status_needs_no_flags(repo, corso, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "second-machine"))
+    result = corso("repo", "connect", "filesystem", "--path", str(repo), "--passphrase", "pw")
+    assert result.code == 0 and "Connected" in result.out
+    assert corso("repo", "status", "--passphrase", "pw").code == 0
+
+
+def test_connect_replaces_the_config_only_after_the_new_repository_opens(
+    repo, corso, tmp_path, config_file
+):
+    other = tmp_path / "other"
+    FilesystemStorage(str(other))  # nothing yet
+    saved = config_file.read_bytes()
+    one_error_line(corso("repo", "connect", "filesystem", "--path", str(other),
+                         "--passphrase", "pw"), 1, "no corso repository", str(other))
+    assert config_file.read_bytes() == saved and not other.exists()
+    # a second repository, made from another config, with another passphrase
+    corso("repo", "init", "filesystem", "--path", str(other), "--passphrase", "pw2",
+          "--config-file", str(tmp_path / "elsewhere.toml"))
+    one_error_line(corso("repo", "connect", "filesystem", "--path", str(other),
+                         "--passphrase", "pw"), 1, "invalid passphrase")
+    assert config_file.read_bytes() == saved
+    assert corso("repo", "connect", "filesystem", "--path", str(other),
+                 "--passphrase", "pw2").code == 0
+    assert config.load(str(config_file)).settings == {"path": str(other)}
+
+
+def test_config_file_flag_overrides_the_config_dir(tmp_path, corso, config_file):
+    chosen = tmp_path / "chosen.toml"
+    assert corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"), "--passphrase",
+                 "pw", "--config-file", str(chosen)).code == 0
+    assert chosen.exists() and not config_file.exists()
+    assert corso("repo", "status", "--passphrase", "pw", "--config-file", str(chosen)).code == 0
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, "no repository connected")
+
+
+def test_a_matching_storage_flag_is_accepted(repo, corso):
+    assert corso("repo", "status", "--passphrase", "pw", "--path", str(repo)).code == 0
+
+
+def test_a_differing_storage_flag_fails_naming_both_values(repo, corso, tmp_path):
+    result = corso("repo", "status", "--passphrase", "pw", "--path", str(tmp_path / "x"))
+    one_error_line(result, 2, f"--path {tmp_path / 'x'}", str(repo))
+
+
+def test_a_repository_replaced_behind_the_config_is_refused(repo, corso, tmp_path, config_file):
+    old_id = config.load(str(config_file)).repository_id
+    for name in os.listdir(repo):
+        os.unlink(repo / name)
+    corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase", "pw",
+          "--config-file", str(tmp_path / "other.toml"))
+    new_id = config.load(str(tmp_path / "other.toml")).repository_id
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, old_id, new_id)
+
+
+def test_secret_flags_reach_the_backend_but_other_backends_flags_are_refused():
+    opened = {}
+    backend = StorageBackend(
+        name="vault", description="test",
+        options=[click.Option(["--bucket"]), click.Option(["--secret-key"])],
+        secret_options=frozenset({"secret_key"}),
+        open=lambda values: opened.update(values),
+    )
+    connection = config.Connection("vault", "id", {"bucket": "b"})
+    open_storage(backend, connection, {"secret_key": "k", "bucket": "b"})
+    assert opened == {"bucket": "b", "secret_key": "k"}
+    with pytest.raises(UsageError, match="--path is an option of backend filesystem, but the "
+                                         "connected repository is on vault"):
+        open_storage(backend, connection, {"path": "/x"})
+
+
+# --- update-passphrase ----------------------------------------------------------------------
+
+
+def test_update_passphrase_rewrites_only_the_format_blobs(repo, corso):
+    storage = FilesystemStorage(str(repo))
+    for key in ("data/ab/ab01", "index/i1", "manifests/m1"):
+        storage.put(key, os.urandom(100))
+    before = snapshot(repo)
+    result = corso("repo", "update-passphrase", "--passphrase", "pw", "--new-passphrase", "pw2")
+    assert result.code == 0, result
+    after = snapshot(repo)
+    assert set(after) == set(before)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {FORMAT_KEY, FORMAT_COPY_KEY}
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, "invalid passphrase")
+    assert corso("repo", "status", "--passphrase", "pw2").code == 0
+
+
+def test_update_passphrase_refuses_an_empty_new_passphrase(repo, corso):
+    before = snapshot(repo)
+    one_error_line(corso("repo", "update-passphrase", "--passphrase", "pw",
+                         "--new-passphrase", ""), 2, "passphrase is empty")
+    assert snapshot(repo) == before
+
+
+def test_update_passphrase_without_a_terminal_needs_the_flag(repo):
+    result = run_subprocess("repo", "update-passphrase", "--passphrase", "pw")
+    one_error_line(result, 2, "--new-passphrase")
+
+
+# --- passphrase sources: terminal prompt, none at all -----------------------------------------
+
+
+def test_no_passphrase_and_no_terminal_is_a_clear_error(tmp_path):
+    result = run_subprocess("repo", "init", "filesystem", "--path", str(tmp_path / "r"))
+    one_error_line(result, 2, "no passphrase", "--passphrase", "CORSO_PASSPHRASE")
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_prompts_on_a_terminal_hidden_and_confirmed(tmp_path):
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: corso on a terminal
+        os.execv(CORSO, [CORSO, "repo", "init", "filesystem", "--path", str(tmp_path / "r")])
+    transcript = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal transcript
+        while marker not in transcript:
+            transcript += os.read(fd, 1024)
+
+    read_until(b"passphrase: ")
+    os.write(fd, b"typed secret\n")
+    read_until(b"Repeat for confirmation: ")
+    os.write(fd, b"typed secret\n")
+    try:
+        while chunk := os.read(fd, 1024):
+            transcript += chunk
+    except OSError:  # EIO: the child closed the terminal
+        pass
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    assert b"created" in transcript and b"typed secret" not in transcript  # never echoed
+    storage = FilesystemStorage(str(tmp_path / "r"))
+    from corso_core.repo.repository import open_repository
+
+    assert open_repository(storage, "typed secret").repository_id
+
+
+# --- secrets never reach logs -----------------------------------------------------------------
+
+
+def test_the_passphrase_never_reaches_the_debug_log(tmp_path, corso):
+    log = tmp_path / "corso.log"
+    corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"), "--passphrase",
+          "hunter2-secret", "--log-level", "debug", "--log-file", str(log))
+    corso("repo", "status", "--passphrase", "wrong-hunter3", "--log-level", "debug",
+          "--log-file", str(log))
+    assert log.exists()
+    text = log.read_text()
+    assert "hunter2-secret" not in text and "wrong-hunter3" not in text
+
+
+# --- every bad input: one line on stderr, non-zero exit, nothing written ----------------------
+
+
+def test_bad_missing_path(tmp_path, corso, config_file):
+    one_error_line(corso("repo", "init", "filesystem", "--passphrase", "pw"), 2, "--path")
+    assert not config_file.exists()
+
+
+def test_bad_path_that_is_a_file(tmp_path, corso, config_file):
+    target = tmp_path / "a-file"
+    target.write_bytes(b"precious")
+    one_error_line(corso("repo", "init", "filesystem", "--path", str(target), "--passphrase",
+                         "pw"), 2, str(target), "is a file")
+    assert target.read_bytes() == b"precious" and not config_file.exists()
+
+
+#: Runs corso's main() as `nobody`: the interpreter lives under root's 0700 home, so it is
+#: started as root, imports corso, and only then drops to uid/gid 65534.
+AS_NOBODY = """
+import os, sys
+from corso_core.cli.main import main
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def root_only_dir():
+    """A directory everyone may enter and only root may write (outside pytest's 0700 tree)."""
+    parent = Path(tempfile.mkdtemp(prefix="corso-root-only-"))
+    os.chmod(parent, 0o755)
+    yield parent
+    shutil.rmtree(parent)
+
+
+def test_bad_unwritable_path(root_only_dir):
+    """Tests run as root, who may write anywhere; so this runs the CLI as an unprivileged user."""
+    parent = root_only_dir
+    env = {**os.environ, "CORSO_CONFIG_DIR": str(parent / "config")}
+
+    def init(*prefix: str) -> Result:
+        done = subprocess.run([*prefix, "repo", "init", "filesystem", "--path",
+                               str(parent / "repo"), "--passphrase", "pw"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    result = init(sys.executable, "-c", AS_NOBODY)
+    one_error_line(result, 1, str(parent / "repo"), "permission denied")
+    assert os.listdir(parent) == []
+    # the same command as root succeeds: the failure was the permission, nothing else
+    assert init(sys.executable, "-c", AS_NOBODY.replace("os.setuid(65534)", "")).code == 0
+
+
+def test_bad_empty_passphrase(tmp_path, corso, config_file, monkeypatch):
+    one_error_line(corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"),
+                         "--passphrase", ""), 2, "passphrase is empty")
+    monkeypatch.setenv("CORSO_PASSPHRASE", "")
+    one_error_line(corso("repo", "init", "filesystem", "--path", str(tmp_path / "r")), 2,
+                   "passphrase is empty")
+    assert not (tmp_path / "r").exists() and not config_file.exists()
+
+
+def test_bad_wrong_passphrase(repo, corso, config_file):
+    before, saved = snapshot(repo), config_file.read_bytes()
+    for command in (("repo", "status"), ("repo", "connect", "filesystem", "--path", str(repo))):
+        one_error_line(corso(*command, "--passphrase", "wrong"), 1, "invalid passphrase")
+    assert snapshot(repo) == before and config_file.read_bytes() == saved
+
+
+def test_bad_corrupted_format_blob(repo, corso, config_file):
+    blob = bytearray((repo / FORMAT_KEY).read_bytes())
+    blob[-30] ^= 0x04
+    (repo / FORMAT_KEY).write_bytes(bytes(blob))
+    before, saved = snapshot(repo), config_file.read_bytes()
+    for command in (("repo", "status"), ("repo", "connect", "filesystem", "--path", str(repo))):
+        one_error_line(corso(*command, "--passphrase", "pw"), 1,
+                       f"format blob {FORMAT_KEY} is corrupted", str(repo), "README")
+    assert snapshot(repo) == before and config_file.read_bytes() == saved
+
+
+def test_bad_newer_format_version(repo, corso):
+    from test_format import rewrite_body
+
+    rewrite_body(FilesystemStorage(str(repo)), lambda body: body.update(format_version=99))
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, "version 99",
+                   f"version {FORMAT_VERSION}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'[connection]\nbackend = "filesystem"\nrepository_id = "0e4f', b"\x00\x01garbage",
+     b'[connection]\nbackend = "filesystem"\n'],
+    ids=["truncated", "binary", "missing-keys"],
+)
+def test_bad_config_file(repo, corso, config_file, content):
+    config_file.write_bytes(content)
+    before = snapshot(repo)
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, str(config_file),
+                   "corso repo connect")
+    assert config_file.read_bytes() == content and snapshot(repo) == before
+    # connect repairs it
+    assert corso("repo", "connect", "filesystem", "--path", str(repo), "--passphrase",
+                 "pw").code == 0
+
+
+def test_bad_connect_where_no_repository_is(tmp_path, corso, config_file):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_error_line(corso("repo", "connect", "filesystem", "--path", str(empty), "--passphrase",
+                         "pw"), 1, "no corso repository", str(empty))
+    assert os.listdir(empty) == [] and not config_file.exists()
+
+
+def test_bad_no_connection_yet(corso):
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 1,
+                   "no repository connected; run corso repo init or corso repo connect")
