@@ -208,7 +208,8 @@ def moto_endpoint():
 
 def _moto_api(endpoint: str, path: str, body: bytes = b"") -> None:
     urllib.request.urlopen(
-        urllib.request.Request(f"http://{endpoint}/moto-api/{path}", data=body, method="POST"),
+        urllib.request.Request(f"http://{endpoint}/moto-api/{path}", data=body, method="POST",
+                               headers={"Content-Type": "text/plain"}),
         timeout=10,
     ).read()
 

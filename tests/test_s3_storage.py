@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from corso_s3.factory import open_storage
-from corso_s3.storage import MIN_PART_SIZE
 
 from corso_core.api import BlobStorageContract
+from corso_s3.factory import open_storage
+from corso_s3.storage import MIN_PART_SIZE
 
 SMALL_PART = MIN_PART_SIZE  # the smallest part S3 allows keeps multipart tests small
 
