@@ -1,0 +1,165 @@
+"""The built-in files source on its own: what its reader lists and skips, and that its writer
+never writes outside the destination, whatever is already there."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from corso_core import plugins
+from corso_core.engine.progress import Problems
+from corso_core.errors import UsageError
+from corso_core.sources.files import FILES
+from corso_core.sources.files.reader import FilesReader, root_names
+from corso_core.sources.source import DIR, FILE, Metadata
+
+
+def test_files_source_is_registered_through_the_hook():
+    assert plugins.sources()["files"] is FILES
+
+
+def test_two_paths_with_one_base_name_get_numbered_names():
+    assert root_names([b"/a/data", b"/b/data", b"/c/data/", b"/"]) == [
+        b"data", b"data~2", b"data~3", b"root"]
+
+
+@pytest.mark.timeout(20)
+def test_fifo_and_socket_are_skipped_with_a_warning_and_never_block(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    (tmp_path / "file").write_bytes(b"x")
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path)], [], problems)
+    [root] = reader.roots()
+    assert [n.name for n in reader.children(root)] == [b"file"]
+    assert problems.errors == []
+    assert sorted(w.split(": ", 1)[1] for w in problems.warnings) == [
+        "skipped: a FIFO", "skipped: a socket"]
+    server.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_file_swapped_for_a_fifo_after_listing_is_reported_not_waited_on(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path)], [], problems)
+    [node] = reader.children(reader.roots()[0])
+    os.unlink(tmp_path / "f")
+    os.mkfifo(tmp_path / "f")
+    assert reader.open(node) is None
+    assert "no longer a regular file" in problems.errors[0]
+
+
+def test_a_file_swapped_for_a_symlink_after_listing_is_not_followed(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "secret").write_bytes(b"do not read")
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path)], [], problems)
+    node = [n for n in reader.children(reader.roots()[0]) if n.name == b"f"][0]
+    os.unlink(tmp_path / "f")
+    os.symlink(tmp_path / "secret", tmp_path / "f")
+    assert reader.open(node) is None
+    assert "cannot open" in problems.errors[0]
+
+
+def test_content_that_changes_while_read_says_so(tmp_path):
+    (tmp_path / "f").write_bytes(b"before")
+    reader = FilesReader([os.fsencode(tmp_path / "f")], [], Problems())
+    content = reader.open(reader.roots()[0])
+    assert content.changed() is None
+    (tmp_path / "f").write_bytes(b"after, longer")
+    assert "changed while being read" in content.changed()
+    content.close()
+
+
+def test_excludes_match_base_names_and_absolute_paths(tmp_path):
+    for name in ("keep.txt", "drop.tmp", "cache"):
+        (tmp_path / name).write_bytes(b"x")
+    reader = FilesReader([os.fsencode(tmp_path)],
+                         [b"*.tmp", os.fsencode(str(tmp_path / "cache"))], Problems())
+    assert [n.name for n in reader.children(reader.roots()[0])] == [b"keep.txt"]
+
+
+# --- the writer ----------------------------------------------------------------------------
+
+FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
+DIR_META = Metadata(DIR, mode=0o755, mtime_ns=10**18)
+
+
+def _restore_one_file(destination, path, collisions, data=b"fresh"):
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(destination)}, collisions, problems)
+    for i in range(1, len(path)):
+        if not writer.make_dir(path[:i], DIR_META):
+            break
+    else:
+        handle = writer.start_file(path, FILE_META)
+        if handle is not None:
+            writer.write(handle, 0, data)
+            writer.finish_file(handle)
+    writer.close()
+    return problems
+
+
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_a_symlinked_directory_in_the_destination_is_never_followed(tmp_path, collisions):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    os.symlink(outside, destination / "a")
+    _restore_one_file(destination, (b"a", b"x"), collisions)
+    assert list(outside.iterdir()) == []
+    if collisions == "replace":
+        assert (destination / "a" / "x").read_bytes() == b"fresh"
+        assert not (destination / "a").is_symlink()
+    elif collisions == "copy":
+        assert (destination / "a.restored" / "x").read_bytes() == b"fresh"
+        assert (destination / "a").is_symlink()
+    else:
+        assert (destination / "a").is_symlink()
+
+
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_a_symlinked_file_in_the_destination_is_never_written_through(tmp_path, collisions):
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    os.symlink(target, destination / "f")
+    _restore_one_file(destination, (b"f",), collisions)
+    assert target.read_bytes() == b"precious"
+    expected = {"skip": None, "copy": "f.restored", "replace": "f"}[collisions]
+    if expected:
+        assert not (destination / expected).is_symlink()
+        assert (destination / expected).read_bytes() == b"fresh"
+    assert (destination / "f").is_symlink() == (collisions != "replace")
+
+
+@pytest.mark.parametrize("name", [b"..", b".", b"a/../../x", b"", b"nul\0"])
+def test_names_that_could_escape_are_refused(tmp_path, name):
+    destination = tmp_path / "d" / "dest"
+    destination.mkdir(parents=True)
+    problems = _restore_one_file(destination, (name,), "replace")
+    assert "refused" in problems.errors[0]
+    assert sorted(os.listdir(tmp_path / "d")) == ["dest"]
+    assert os.listdir(destination) == []
+
+
+def test_a_destination_that_is_a_file_is_bad_input(tmp_path):
+    (tmp_path / "file").write_bytes(b"keep")
+    with pytest.raises(UsageError, match="not a directory"):
+        FILES.open_writer({"destination": str(tmp_path / "file")}, "skip", Problems())
+    assert (tmp_path / "file").read_bytes() == b"keep"
+
+
+def test_a_discarded_file_leaves_nothing_visible(tmp_path):
+    writer = FILES.open_writer({"destination": str(tmp_path)}, "skip", Problems())
+    handle = writer.start_file((b"f",), FILE_META)
+    writer.write(handle, 0, b"half")
+    writer.discard_file(handle)
+    writer.close()
+    assert os.listdir(tmp_path) == []
