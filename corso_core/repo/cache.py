@@ -1,0 +1,99 @@
+"""A local cache of immutable blobs, so a second backup or a list does not download them again.
+
+It keeps index blobs, tree packs and manifests exactly as stored, still encrypted: what is read
+from it is authenticated like anything read from the repository, and a damaged or stale copy
+only costs a download. It lives under `$CORSO_CACHE_DIR` (else the platformdirs user cache dir)
+in a directory per repository ID; deleting it is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+import platformdirs
+
+from corso_core.errors import Corrupted, StorageError
+from corso_core.storage.filesystem import FilesystemStorage
+from corso_core.storage.interface import BlobStorage
+
+CACHE_DIR_ENV = "CORSO_CACHE_DIR"
+_REPOSITORY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def cache_root(override: str | None = None) -> str:
+    return override or os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("corso")
+
+
+class BlobCache:
+    """Blobs by storage key under <cache root>/<repository id>/, written atomically.
+
+    The filesystem backend already writes blobs atomically under a directory: the cache is one.
+    Any failure of the cache itself (disk full, read-only) is logged once and makes it a no-op.
+    """
+
+    def __init__(self, repository_id: str, root: str | None = None) -> None:
+        if not _REPOSITORY_ID.fullmatch(repository_id):
+            raise ValueError(f"invalid repository ID {repository_id!r}")
+        self.directory = os.path.join(cache_root(root), repository_id)
+        self._blobs = FilesystemStorage(self.directory)
+        self._enabled = True
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def _failed(self, error: StorageError) -> None:
+        if self._enabled:
+            log.warning("local cache %s disabled: %s", self.directory, error)
+        self._enabled = False
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        if not self._enabled:
+            return None
+        try:
+            return self._blobs.get(key, offset, length)
+        except StorageError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        if self._enabled:
+            try:
+                self._blobs.put(key, data)
+            except StorageError as e:
+                self._failed(e)
+
+    def discard(self, key: str) -> None:
+        try:
+            self._blobs.delete(key)
+        except StorageError as e:
+            self._failed(e)
+
+    def keys(self, prefix: str) -> set[str]:
+        try:
+            return {info.key for info in self._blobs.list(prefix)}
+        except StorageError:
+            return set()
+
+    def fetch(self, storage: BlobStorage, key: str, decode: Callable[[bytes], T]) -> T:
+        """decode(the cached copy), else decode(the stored blob), which is then cached.
+
+        A cached copy that fails to decode is dropped and the blob downloaded again: only a
+        blob that fails as stored is reported as Corrupted.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            try:
+                return decode(cached)
+            except Corrupted:
+                log.info("cached copy of %s is damaged; downloading it again", key)
+                self.discard(key)
+        blob = storage.get(key)
+        value = decode(blob)
+        self.put(key, blob)
+        return value

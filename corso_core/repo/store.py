@@ -1,0 +1,346 @@
+"""ChunkStore: content-addressed chunks packed into encrypted pack blobs.
+
+The write path: `put` seals a chunk (compress, encrypt) in the calling thread, appends it to
+the open pack of its kind, and hands a full pack to a small pool of upload threads. Once a pack
+is stored, its chunks enter the in-memory index; every `CHECKPOINT_PACKS` packs (and at
+`flush`) their entries go out as a new immutable index blob. So storage only ever holds packs
+that index blobs may point to, and index blobs that point to stored packs; the engine writes
+its manifest after `flush`, last. An interruption at any point leaves the repository valid.
+
+The read path: `get` reads one entry with one range request (tree packs come whole from the
+local cache); `get_many` groups entries per pack into few range reads, run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+
+import blake3
+
+from corso_core.errors import Corrupted, NotFound
+from corso_core.repo import names
+from corso_core.repo.cache import BlobCache
+from corso_core.repo.index import ChunkIndex, IndexEntry, Location, decode_index, encode_index
+from corso_core.repo.packs import PackWriter, open_chunk, seal_chunk
+from corso_core.repo.sessions import SessionRecord
+
+log = logging.getLogger(__name__)
+
+#: Packs being uploaded at once; with one open pack per kind this bounds the write path's
+#: memory to about (UPLOAD_THREADS + 2) packs, whatever the size of the backup.
+UPLOAD_THREADS = 3
+#: Write an index blob after this many packs, so a running backup's packs are soon indexed.
+CHECKPOINT_PACKS = 8
+#: Range reads in flight in get_many, and the most bytes one may span.
+READ_THREADS = 4
+MAX_RANGE = 8 * 1024 * 1024
+#: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
+#: cheaper than another request).
+RANGE_GAP = 256 * 1024
+
+
+@dataclass
+class StoreStats:
+    chunks_new: int = 0
+    chunks_dedup: int = 0
+    bytes_new: int = 0  # plaintext bytes of new chunks
+    bytes_stored: int = 0  # what they take in packs: compressed, encrypted
+    packs_written: int = 0
+    index_blobs_written: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A byte range of one pack and the entries inside it."""
+
+    kind: str
+    pack: str
+    start: int
+    end: int
+    entries: tuple[tuple[bytes, int, int], ...]  # (chunk ID, offset, length)
+
+
+class ChunkStore:
+    """Content-addressed chunks packed into encrypted pack blobs.
+
+    Thread-safe: the engine calls put() from several worker threads; compression and encryption
+    run in the calling thread (zstandard/cryptography release the GIL), uploads run on a small
+    pool of background threads. Chunks put in this session are readable after flush().
+    `cache_dir` overrides the cache root ($CORSO_CACHE_DIR, else the user cache dir).
+    """
+
+    def __init__(self, repository, *, cache_dir: str | None = None) -> None:
+        self._storage = repository.storage
+        self._keys = repository.keys
+        self._cache = BlobCache(repository.repository_id, cache_dir)
+        self._lock = threading.Lock()
+        self._index = ChunkIndex()
+        self._load_index()
+        self._pending: set[bytes] = set()  # put, but their pack is not stored yet
+        self._writers: dict[str, PackWriter] = {}
+        self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="corso-upload")
+        self._upload_slots = threading.BoundedSemaphore(UPLOAD_THREADS)
+        self._in_flight: set[Future] = set()
+        self._unindexed: list[IndexEntry] = []  # in stored packs, not yet in an index blob
+        self._unindexed_packs = 0
+        self._index_sequence = 0
+        self._upload_error: BaseException | None = None
+        self.stats = StoreStats()
+        self._session = SessionRecord(repository)
+        self._session.start()
+
+    # --- the index -------------------------------------------------------------------------
+
+    def _load_index(self) -> None:
+        """Union of every index blob, each from the local cache when it has it."""
+        prefix = names.prefix(names.INDEX)
+        listed = [info.key for info in self._storage.list(prefix)
+                  if names.parse_key(names.INDEX, info.key) is not None]
+
+        def load(key: str) -> list[IndexEntry]:
+            name = names.parse_key(names.INDEX, key)
+            return self._cache.fetch(self._storage, key,
+                                     lambda blob: decode_index(self._keys, name, blob))
+
+        with ThreadPoolExecutor(8, thread_name_prefix="corso-index") as pool:
+            blobs = list(pool.map(load, listed))
+        self._index.reserve(sum(map(len, blobs)))
+        for entries in blobs:
+            for chunk_id, location in entries:
+                self._index.add(chunk_id, location)
+        for stale in self._cache.keys(prefix) - set(listed):
+            self._cache.discard(stale)  # merged or removed by maintenance
+
+    def _write_index(self, entries: list[IndexEntry]) -> None:
+        with self._lock:
+            name = names.index_name(self._session.session_id, self._index_sequence)
+            self._index_sequence += 1
+        key = names.key(names.INDEX, name)
+        blob = encode_index(self._keys, name, entries)
+        self._storage.put_new(key, blob)
+        self._cache.put(key, blob)
+        with self._lock:
+            self.stats.index_blobs_written += 1
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def chunk_id(self, data: bytes | memoryview) -> bytes:
+        """32 bytes, keyed BLAKE3 of the plaintext: equal data, equal ID; opaque without the key."""
+        return blake3.blake3(data, key=self._keys.chunk_id).digest()
+
+    def has(self, chunk_id: bytes) -> bool:
+        with self._lock:
+            return chunk_id in self._pending or chunk_id in self._index
+
+    def put(self, chunk_id: bytes, data: bytes | memoryview, kind: str = "data") -> int:
+        """Store a chunk unless it is there already; the bytes it added (0 when deduplicated).
+
+        kind "data" goes to data packs, "tree" (directory trees) to metadata packs.
+        """
+        if kind not in names.PACK_KINDS:
+            raise ValueError(f"unknown chunk kind {kind!r}")
+        self._raise_upload_error()
+        with self._lock:
+            if chunk_id in self._pending or chunk_id in self._index:
+                self.stats.chunks_dedup += 1
+                return 0
+            self._pending.add(chunk_id)
+        try:
+            sealed = seal_chunk(self._keys, chunk_id, data)
+        except BaseException:
+            with self._lock:
+                self._pending.discard(chunk_id)
+            raise
+        with self._lock:
+            writer = self._writers.get(kind)
+            if writer is None:
+                writer = self._writers[kind] = PackWriter(kind)
+            writer.add(chunk_id, sealed)
+            self.stats.chunks_new += 1
+            self.stats.bytes_new += len(data)
+            self.stats.bytes_stored += len(sealed)
+            full = writer.full()
+            if full:
+                del self._writers[kind]
+        if full:
+            self._submit(writer)
+        return len(sealed)
+
+    def _submit(self, writer: PackWriter) -> None:
+        self._upload_slots.acquire()  # back-pressure: at most UPLOAD_THREADS packs in flight
+        future = self._uploads.submit(self._upload, writer)
+        with self._lock:
+            self._in_flight.add(future)
+        future.add_done_callback(self._upload_done)
+
+    def _upload_done(self, future: Future) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+        self._upload_slots.release()
+
+    def _upload(self, writer: PackWriter) -> None:
+        try:
+            key = names.key(writer.kind, writer.name)
+            blob = writer.finish(self._keys)
+            self._storage.put_new(key, blob)
+            if writer.kind == names.TREE_PACK:
+                self._cache.put(key, blob)
+            with self._lock:
+                for entry in writer.entries:
+                    location = Location(writer.kind, writer.name, entry.offset, entry.length)
+                    self._index.add(entry.chunk_id, location)
+                    self._pending.discard(entry.chunk_id)
+                    self._unindexed.append(IndexEntry(entry.chunk_id, location))
+                self.stats.packs_written += 1
+                self._unindexed_packs += 1
+                checkpoint = self._unindexed_packs >= CHECKPOINT_PACKS
+                if checkpoint:
+                    entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
+            if checkpoint:
+                self._write_index(entries)
+        except BaseException as e:
+            log.debug("upload failed", exc_info=True)
+            with self._lock:
+                self._upload_error = self._upload_error or e
+
+    def _raise_upload_error(self) -> None:
+        if self._upload_error is not None:
+            raise self._upload_error
+
+    def _wait_uploads(self) -> None:
+        while True:
+            with self._lock:
+                in_flight = set(self._in_flight)
+            if not in_flight:
+                return
+            wait(in_flight)
+
+    def flush(self) -> None:
+        """Store the open packs and an index blob for everything not yet indexed.
+
+        After it returns, every chunk put so far is in stored packs that stored index blobs
+        point to: a manifest written now refers only to what is there.
+        """
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            self._submit(writer)
+        self._wait_uploads()
+        self._raise_upload_error()
+        with self._lock:
+            entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
+        if entries:
+            self._write_index(entries)
+
+    def close(self) -> None:
+        """Flush what was put (an interrupted backup's chunks are re-used by the next one),
+        then end the session record. Safe to call twice."""
+        try:
+            if self._upload_error is None:
+                self.flush()
+        finally:
+            self._uploads.shutdown(wait=True)
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _locate(self, chunk_id: bytes) -> Location:
+        with self._lock:
+            location = self._index.get(chunk_id)
+        if location is None:
+            raise Corrupted(f"chunk {chunk_id.hex()} is missing from the repository index")
+        return location
+
+    def _read(self, kind: str, pack: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a pack; tree packs are cached locally, whole."""
+        key = names.key(kind, pack)
+        if kind == names.TREE_PACK and self._cache.enabled:
+            cached = self._cache.get(key, start, end - start)
+            if cached is not None and len(cached) == end - start:
+                return cached
+            blob = self._storage.get(key)
+            self._cache.put(key, blob)
+            return blob[start:end]
+        return self._storage.get(key, start, end - start)
+
+    def _open_range(self, piece: _Range) -> list[tuple[bytes, bytes]]:
+        """Plaintexts of a range's chunks; a tree pack's cached copy that fails is re-fetched."""
+        for attempt in range(2):
+            try:
+                data = memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
+                return [
+                    (chunk_id, open_chunk(self._keys, chunk_id,
+                                          data[offset - piece.start : offset - piece.start
+                                               + length]))
+                    for chunk_id, offset, length in piece.entries
+                ]
+            except (Corrupted, NotFound):
+                if attempt or piece.kind != names.TREE_PACK:
+                    raise
+                self._cache.discard(names.key(piece.kind, piece.pack))
+        raise AssertionError("unreachable")
+
+    def get(self, chunk_id: bytes) -> bytes:
+        """The chunk's plaintext, authenticated; Corrupted names the chunk otherwise."""
+        location = self._locate(chunk_id)
+        piece = _Range(location.kind, location.pack, location.offset,
+                       location.offset + location.length,
+                       ((chunk_id, location.offset, location.length),))
+        return self._open_range(piece)[0][1]
+
+    def _plan(self, chunk_ids: Iterable[bytes]) -> list[_Range]:
+        by_pack: dict[tuple[str, str], set[tuple[bytes, int, int]]] = defaultdict(set)
+        for chunk_id in chunk_ids:
+            location = self._locate(chunk_id)
+            by_pack[location.kind, location.pack].add((chunk_id, location.offset,
+                                                       location.length))
+        ranges = []
+        for (kind, pack), entries in by_pack.items():
+            group: list[tuple[bytes, int, int]] = []
+            for entry in sorted(entries, key=lambda e: e[1]):
+                if group:
+                    start, end = group[0][1], group[-1][1] + group[-1][2]
+                    if entry[1] - end > RANGE_GAP or entry[1] + entry[2] - start > MAX_RANGE:
+                        ranges.append(_Range(kind, pack, start, end, tuple(group)))
+                        group = []
+                group.append(entry)
+            ranges.append(_Range(kind, pack, group[0][1], group[-1][1] + group[-1][2],
+                                 tuple(group)))
+        return ranges
+
+    def get_many(self, chunk_ids: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(chunk ID, plaintext) for each distinct ID, in whatever order the reads finish.
+
+        Entries are grouped per pack into few range reads (neighbours closer than RANGE_GAP
+        share one), READ_THREADS at a time, so memory stays near READ_THREADS * MAX_RANGE.
+        Every ID is located before anything is read: a missing one raises Corrupted first.
+        """
+        ranges = self._plan(chunk_ids)
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
+            running: set[Future] = set()
+            for piece in ranges:
+                if len(running) >= READ_THREADS:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield from future.result()
+                running.add(pool.submit(self._open_range, piece))
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
