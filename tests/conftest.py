@@ -14,6 +14,7 @@ pytest_plugins = ["s3_servers"]
 
 @pytest.fixture(autouse=True)
 def _private_config_dir(tmp_path, monkeypatch):
-    """No test reads or writes the real user's corso.toml, or inherits a passphrase."""
+    """No test touches the real user's corso.toml or cache, or inherits a passphrase."""
     monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "corso-config"))
+    monkeypatch.setenv("CORSO_CACHE_DIR", str(tmp_path / "corso-cache"))
     monkeypatch.delenv("CORSO_PASSPHRASE", raising=False)

@@ -65,20 +65,35 @@ def _read_into(f: BinaryIO, view: memoryview) -> int:
     return filled
 
 
+def _size_hint(f: BinaryIO) -> int | None:
+    """Bytes left in `f` if it is a regular file, so small files get small buffers."""
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def chunk_file(params: ChunkerParams, f: BinaryIO) -> Iterator[memoryview]:
     """Content-defined chunks of `f`, in order; together exactly the file's bytes.
 
     Cut points equal those of chunking the whole file in one buffer: a chunk is only cut where
-    at least `max_size` bytes follow it in the buffer, or at the end of the file.
+    at least `max_size` bytes follow it in the buffer, or at the end of the file. Each chunk
+    stays valid after the next is produced (another thread may still be hashing it).
     """
     cdc = _fastcdc(params)
-    size = max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+    block = max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+    left = _size_hint(f)
     carry = memoryview(b"")
     while True:
+        # One byte more than the file should have left: a short read then proves the end.
+        size = block if left is None else max(min(block, len(carry) + left + 1), len(carry) + 1)
         buffer = bytearray(size)
         view = memoryview(buffer)
         view[: len(carry)] = carry
-        filled = len(carry) + _read_into(f, view[len(carry) :])
+        got = _read_into(f, view[len(carry) :])
+        if left is not None:
+            left = max(left - got, 0)
+        filled = len(carry) + got
         at_end = filled < size
         view = view[:filled]
         consumed = 0
