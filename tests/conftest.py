@@ -8,8 +8,9 @@ from corso_core.repo.format import TEST_CHEAP_KDF_ENV
 
 os.environ[TEST_CHEAP_KDF_ENV] = "1"
 
-#: S3 servers (SeaweedFS, moto with IAM) as fixtures: tests/s3_servers.py.
-pytest_plugins = ["s3_servers"]
+#: S3 servers (SeaweedFS, moto with IAM) as fixtures: tests/s3_servers.py; the backup engine's
+#: repository and tricky tree: tests/engine_fixtures.py.
+pytest_plugins = ["s3_servers", "engine_fixtures"]
 
 
 @pytest.fixture(autouse=True)
