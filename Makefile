@@ -17,6 +17,20 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+# The benchmark (issue 6): corso vs restic and borg on the same data; writes bench/results.*.
+# Peers come from Debian (bench/install-peers.sh); one that cannot be installed is skipped.
+bench: $(VENV)/.bench-installed
+	bash bench/install-peers.sh
+	$(PY) -m bench.run
+
+bench-quick: $(VENV)/.bench-installed
+	bash bench/install-peers.sh
+	$(PY) -m bench.run --quick
+
 demo: $(VENV)/.installed
 	bash docs/demo.sh $(CORSO)
 
