@@ -13,7 +13,7 @@ import click
 import pytest
 
 from corso_core import config
-from corso_core.cli.connection import open_storage
+from corso_core.cli.connection import open_storage, uses_repository
 from corso_core.cli.main import main
 from corso_core.errors import UsageError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
@@ -218,6 +218,22 @@ def test_secret_flags_reach_the_backend_but_other_backends_flags_are_refused():
     with pytest.raises(UsageError, match="--path is an option of backend filesystem, but the "
                                          "connected repository is on vault"):
         open_storage(backend, connection, {"path": "/x"})
+
+
+def test_a_command_option_spelled_like_a_storage_flag_takes_precedence(repo, config_file):
+    seen = {}
+
+    @click.command()
+    @click.option("--path", multiple=True, help="A glob, as restore's --path is.")
+    @uses_repository
+    def probe(repository, path):
+        seen.update(path=path, repository_id=repository.repository_id)
+
+    probe.main(["--path", "*.txt", "--passphrase", "pw"], standalone_mode=False)
+    assert seen == {"path": ("*.txt",),
+                    "repository_id": config.load(str(config_file)).repository_id}
+    with click.Context(probe) as ctx:
+        assert probe.get_help(ctx).count("--path") == 1
 
 
 # --- update-passphrase ----------------------------------------------------------------------

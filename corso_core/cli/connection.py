@@ -8,8 +8,9 @@ Usage, for any command that reads or writes the connected repository::
         ...
 
 The decorator adds ``--passphrase`` and the storage flags of every installed backend (except
-its init-only ones, and none of them required) to the command. When the command runs it loads
-corso.toml (NotConnected if there is none), checks the storage flags given against the
+its init-only ones, and none of them required) to the command; a command option spelled like
+a storage flag (restore's ``--path GLOB``) takes precedence over it. When the command runs it
+loads corso.toml (NotConnected if there is none), checks the storage flags given against the
 connection (a different value, or a flag of another backend, is an error naming both), merges
 secret flags (credentials) into the values the backend opens the storage with, resolves the
 passphrase, opens the repository, checks its ID against the connection's, and calls the
@@ -33,42 +34,62 @@ from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.interface import BlobStorage
 
+#: Storage flags reach the command function under this prefix, so a command option with the
+#: same parameter name (restore's --path) never mixes with them.
+STORAGE_PARAM_PREFIX = "storage__"
 
-def _storage_options() -> dict[str, click.Option]:
-    """One optional copy of each installed backend's connection flags, by parameter name."""
+
+def _storage_options() -> list[click.Option]:
+    """One optional copy of each installed backend's connection flags (first backend wins)."""
     found: dict[str, click.Option] = {}
     for backend in plugins.backends().values():
         for option in backend.options:
             if option.name not in backend.init_only and option.name not in found:
-                optional = copy.copy(option)
-                optional.required = False
-                found[option.name] = optional
-    return found
+                found[option.name] = _yielding_copy(option)
+    return list(found.values())
+
+
+def _yielding_copy(option: click.Option) -> click.Option:
+    """An optional copy of a storage flag that yields to a command option spelled the same.
+
+    `corso restore files --path GLOB` means the restore's own --path; the storage flag of the
+    same spelling is then neither parsed nor shown in that command's --help.
+    """
+    clone = copy.copy(option)
+    clone.required = False
+    clone.name = STORAGE_PARAM_PREFIX + option.name
+    add_to_parser, get_help_record = clone.add_to_parser, clone.get_help_record
+
+    def shadowed(ctx: click.Context) -> bool:
+        return any(set(clone.opts) & set(p.opts) for p in ctx.command.params
+                   if not (p.name or "").startswith(STORAGE_PARAM_PREFIX))
+
+    clone.add_to_parser = lambda parser, ctx: None if shadowed(ctx) else add_to_parser(parser, ctx)
+    clone.get_help_record = lambda ctx: None if shadowed(ctx) else get_help_record(ctx)
+    return clone
 
 
 def uses_repository(function: Callable) -> Callable:
     """Give a click command function the connected repository as ``repository=`` (see above)."""
     storage_options = _storage_options()
-    storage_names = set(storage_options)
 
     @functools.wraps(function)
     def command(**kwargs):
         ctx = click.get_current_context()
-        given = {
-            name: kwargs[name] for name in storage_names
+        given = {}
+        for name in [k for k in kwargs if k.startswith(STORAGE_PARAM_PREFIX)]:
+            value = kwargs.pop(name)
             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT,
-                                                       ParameterSource.DEFAULT_MAP)
-        }
-        passphrase_flag = kwargs.pop(passphrase.PARAM)
-        rest = {k: v for k, v in kwargs.items() if k not in storage_names}
-        repository = open_connected(given, passphrase_flag)
+                                                       ParameterSource.DEFAULT_MAP):
+                given[name.removeprefix(STORAGE_PARAM_PREFIX)] = value
+        repository = open_connected(given, kwargs.pop(passphrase.PARAM))
         try:
-            return function(repository=repository, **rest)
+            return function(repository=repository, **kwargs)
         finally:
             repository.storage.close()
 
     params = getattr(command, "__click_params__", [])
-    command.__click_params__ = [*params, *storage_options.values(), passphrase.option()]
+    command.__click_params__ = [*params, *storage_options, passphrase.option()]
     return command
 
 
