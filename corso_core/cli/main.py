@@ -9,8 +9,10 @@ import click
 
 from corso_core import __version__
 from corso_core.cli import output
+from corso_core.cli.backup import backup
 from corso_core.cli.plugins import plugins_command
 from corso_core.cli.repo import repo
+from corso_core.cli.restore import restore
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -27,6 +29,8 @@ def cli() -> None:
 
 cli.add_command(repo)
 cli.add_command(plugins_command)
+cli.add_command(backup)
+cli.add_command(restore)
 
 
 def _add_global_options(command: click.Command) -> None:
