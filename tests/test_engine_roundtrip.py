@@ -1,0 +1,190 @@
+"""Backup then restore through the engine: byte- and metadata-identical trees, incremental
+reuse without reading, the change-detection traps, dedup after an insert, and the layout of
+two paths with one base name."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from trees import TEST_CHUNK, snapshot
+
+from corso_core.engine.backup import BackupOptions, run_backup
+from corso_core.engine.progress import Problems
+from corso_core.engine.restore import run_restore
+from corso_core.sources.files import FILES
+from corso_core.sources.files.reader import FileContent
+
+
+def backup(repository, *paths, **options):
+    problems = Problems()
+    result = run_backup(repository, FILES, {"path": sorted(map(str, paths)), "exclude": ()},
+                        BackupOptions(**options), problems)
+    return result
+
+
+def restore(repository, backup_id, destination, globs=(), collisions="skip"):
+    problems = Problems()
+    stats = run_restore(repository, FILES, {"destination": str(destination)}, backup_id,
+                        list(globs), collisions, problems)
+    return stats, problems
+
+
+def count_opens(monkeypatch) -> list:
+    """Record every file the files source opens for content (the real open still runs)."""
+    opened = []
+    original = FileContent.__init__
+
+    def spy(self, fd, meta):
+        opened.append(meta.inode)
+        original(self, fd, meta)
+
+    monkeypatch.setattr(FileContent, "__init__", spy)
+    return opened
+
+
+def test_tricky_tree_restores_byte_and_metadata_identical(repository, tricky_tree, tmp_path):
+    result = backup(repository, tricky_tree)
+    assert result.problems.errors == [] and not result.manifest["incomplete"]
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == []
+    restored = tmp_path / "out" / "tricky"
+    assert snapshot(restored) == snapshot(tricky_tree)
+    assert os.stat(restored).st_mode == os.stat(tricky_tree).st_mode
+    assert stats.hard_links == 1
+
+
+def test_unchanged_rebackup_reads_no_file_content(repository, tricky_tree, monkeypatch):
+    time.sleep(1.1)  # past the "recent" window, so the first backup's metadata is trusted
+    first = backup(repository, tricky_tree)
+    opened = count_opens(monkeypatch)
+    second = backup(repository, tricky_tree)
+    assert opened == []
+    assert second.stats.bytes_read == 0
+    assert second.stats.files_new == second.stats.files_changed == 0
+    assert second.stats.files_unchanged == first.stats.files_new
+    assert second.stats.bytes_added == 0  # same trees, same chunks
+    assert second.manifest["root"] == first.manifest["root"]
+    assert second.manifest["parent"] == first.backup_id
+
+
+def _same_size_rewrite(path, data):
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == st.st_mtime_ns and os.stat(path).st_size == st.st_size
+
+
+def test_same_size_rewrite_with_mtime_reset_is_caught_by_ctime(repository, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"original content")
+    time.sleep(1.1)
+    backup(repository, tree)
+    _same_size_rewrite(tree / "f", b"ORIGINAL")
+    second = backup(repository, tree)
+    assert second.stats.files_changed == 1
+    restore(repository, second.backup_id, tmp_path / "out")
+    assert (tmp_path / "out" / "t" / "f").read_bytes() == b"ORIGINAL content"
+
+
+def test_a_file_read_within_a_second_of_its_change_is_read_again(repository, tmp_path):
+    """Even with --ignore-ctime, an entry recorded as 'recent' is never trusted."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"original content")
+    first = backup(repository, tree, ignore_ctime=True)
+    _same_size_rewrite(tree / "f", b"ORIGINAL")
+    second = backup(repository, tree, ignore_ctime=True)
+    assert first.stats.files_new == 1 and second.stats.files_changed == 1
+    restore(repository, second.backup_id, tmp_path / "out")
+    assert (tmp_path / "out" / "t" / "f").read_bytes() == b"ORIGINAL content"
+
+
+def test_a_new_inode_means_changed_unless_inodes_are_ignored(repository, tmp_path,
+                                                            monkeypatch):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    f = tree / "f"
+    f.write_bytes(b"content")
+    time.sleep(1.1)
+    backup(repository, tree, ignore_ctime=True)
+
+    def same_file_new_inode():
+        st = os.stat(f)
+        (tree / "new").write_bytes(b"content")  # created while f exists: another inode
+        os.utime(tree / "new", ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tree / "new", f)
+        assert os.stat(f).st_ino != st.st_ino
+
+    opened = count_opens(monkeypatch)
+    same_file_new_inode()
+    lenient = backup(repository, tree, ignore_ctime=True, ignore_inode=True)
+    assert opened == [] and lenient.stats.files_unchanged == 1
+    same_file_new_inode()
+    strict = backup(repository, tree, ignore_ctime=True)
+    assert len(opened) == 1 and strict.stats.files_changed == 1
+
+
+def test_insert_in_a_large_file_adds_only_the_chunks_around_it(repository, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    data = os.urandom(TEST_CHUNK * 64)
+    (tree / "large").write_bytes(data)
+    first = backup(repository, tree)
+    middle = len(data) // 2
+    (tree / "large").write_bytes(data[:middle] + b"inserted bytes" + data[middle:])
+    second = backup(repository, tree)
+    assert first.stats.bytes_added > len(data)
+    # the chunks around the insert (at most two maximal chunks) plus the tree, never the file
+    assert second.stats.bytes_added < 2 * 4 * TEST_CHUNK + 4096
+    restore(repository, second.backup_id, tmp_path / "out")
+    assert (tmp_path / "out" / "t" / "large").read_bytes() == (tree / "large").read_bytes()
+
+
+def test_two_paths_with_one_base_name_are_laid_out_side_by_side(repository, tmp_path):
+    for parent, text in (("a", b"from a"), ("b", b"from b")):
+        (tmp_path / parent / "data").mkdir(parents=True)
+        (tmp_path / parent / "data" / "f").write_bytes(text)
+    result = backup(repository, tmp_path / "b" / "data", tmp_path / "a" / "data")
+    restore(repository, result.backup_id, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == ["data", "data~2"]
+    assert (tmp_path / "out" / "data" / "f").read_bytes() == b"from a"
+    assert (tmp_path / "out" / "data~2" / "f").read_bytes() == b"from b"
+
+
+def test_restore_of_a_subset_by_glob(repository, tricky_tree, tmp_path):
+    result = backup(repository, tricky_tree)
+    restore(repository, result.backup_id, tmp_path / "out", globs=["tricky/sub/deeper"])
+    out = tmp_path / "out" / "tricky"
+    assert sorted(os.listdir(out)) == ["sub"]
+    assert sorted(os.listdir(out / "sub")) == ["deeper"]
+    assert (out / "sub" / "deeper" / "large.bin").read_bytes() == \
+        open(os.path.join(tricky_tree, "sub", "deeper", "large.bin"), "rb").read()
+
+
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_restore_into_a_non_empty_destination(repository, tmp_path, collisions):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"backed up")
+    (tree / "new").write_bytes(b"only in backup")
+    result = backup(repository, tree)
+    out = tmp_path / "out" / "t"
+    out.mkdir(parents=True)
+    (out / "f").write_bytes(b"already there")
+    (out / "mine").write_bytes(b"user's file")
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out",
+                              collisions=collisions)
+    assert problems.errors == []
+    assert (out / "mine").read_bytes() == b"user's file"
+    assert (out / "new").read_bytes() == b"only in backup"
+    expected_f = {"skip": b"already there", "copy": b"already there",
+                  "replace": b"backed up"}[collisions]
+    assert (out / "f").read_bytes() == expected_f
+    assert os.path.exists(out / "f.restored") == (collisions == "copy")
+    if collisions == "copy":
+        assert (out / "f.restored").read_bytes() == b"backed up"
+    assert not [n for n in os.listdir(out) if n.startswith(".corso-restore-")]
