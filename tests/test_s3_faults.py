@@ -1,0 +1,123 @@
+"""Faults on the wire: the contract still holds when 10 % of S3 requests fail transiently.
+
+Faults are injected through botocore's `before-send` event, so the request is never sent
+and the fault looks to botocore exactly like a server or network failure: 500 InternalError,
+503 SlowDown (throttling), a connection closed mid-request, a read timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+from corso_core.api import BlobStorageContract, RequestCounts, StorageError
+from corso_s3.factory import open_storage
+from corso_s3.storage import MIN_PART_SIZE
+
+FAULT_RATE = 0.10
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **kwargs):
+        yield self.data
+
+
+def _error(url: str, status: int, code: str) -> AWSResponse:
+    xml = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    return AWSResponse(url, status, {}, _Body(xml.encode()))
+
+
+class FaultInjector:
+    """Fails a share of the requests of one operation (all by default), seeded.
+
+    `fatal` makes every fault a non-retryable 403, to see what a failed upload leaves.
+    """
+
+    def __init__(self, rate: float, seed: int = 4, only: str = "*", fatal: bool = False) -> None:
+        self.rate = rate
+        self.only = only
+        self.fatal = fatal
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected = 0
+
+    def attach(self, client) -> None:
+        client.meta.events.register(f"before-send.s3.{self.only}", self)
+
+    def __call__(self, request, **kwargs):
+        with self.lock:
+            roll = self.random.random()
+            if roll >= self.rate:
+                return None
+            self.injected += 1
+            kind = self.random.random()
+        if self.fatal:
+            return _error(request.url, 403, "AccessDenied")
+        if kind < 0.03:
+            return _error(request.url, 503, "SlowDown")
+        if kind < 0.15:
+            raise ConnectionClosedError(endpoint_url=request.url)
+        if kind < 0.25:
+            raise ReadTimeoutError(endpoint_url=request.url)
+        return _error(request.url, 500, "InternalError")
+
+
+@pytest.fixture
+def faulty_storage(seaweedfs, s3_prefix):
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    storage.part_size = MIN_PART_SIZE
+    injector = FaultInjector(FAULT_RATE)
+    injector.attach(storage.client)
+    storage.injector = injector
+    yield storage
+    storage.close()
+
+
+class TestS3ContractUnderFaults(BlobStorageContract):
+    large_blob_size = MIN_PART_SIZE + 1234
+
+    @pytest.fixture
+    def storage(self, faulty_storage):
+        yield faulty_storage
+
+
+def test_faults_are_injected_retried_and_counted(faulty_storage):
+    faulty_storage.put("warm-up", b"")  # the first write also reads the Object Lock record
+    faulty_storage.counts = RequestCounts()
+    faulty_storage.injector.injected = 0
+    for i in range(100):
+        faulty_storage.put(f"k/{i:03d}", str(i).encode())
+    assert all(faulty_storage.get(f"k/{i:03d}") == str(i).encode() for i in range(100))
+    injected = faulty_storage.injector.injected
+    assert injected >= 5  # 200 requests at 10 %
+    requests = faulty_storage.counts.as_dict()["requests"]
+    # Every attempt is counted (metered stores bill failed attempts too).
+    assert requests["PUT"] + requests["GET"] == 200 + injected
+
+
+def test_multipart_under_faults_leaves_no_upload_behind(faulty_storage, seaweedfs):
+    blobs = {f"data/b{i}": bytes([i]) * (MIN_PART_SIZE + 10) for i in range(3)}
+    for key, data in blobs.items():
+        faulty_storage.put(key, data)
+    assert all(faulty_storage.get(key) == data for key, data in blobs.items())
+    uploads = seaweedfs.admin().list_multipart_uploads(
+        Bucket=seaweedfs.bucket, Prefix=faulty_storage.prefix)
+    assert uploads.get("Uploads", []) == []
+
+
+def test_a_failed_multipart_upload_is_aborted_and_invisible(seaweedfs, s3_prefix):
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    storage.part_size = MIN_PART_SIZE
+    FaultInjector(1.0, only="UploadPart", fatal=True).attach(storage.client)
+    with pytest.raises(StorageError, match="UploadPart"):
+        storage.put("data/big", bytes(MIN_PART_SIZE + 1))
+    assert list(storage.list()) == []
+    uploads = seaweedfs.admin().list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix=s3_prefix)
+    assert uploads.get("Uploads", []) == []
