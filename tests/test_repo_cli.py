@@ -13,7 +13,7 @@ import click
 import pytest
 
 from corso_core import config
-from corso_core.cli.connection import open_storage, uses_repository
+from corso_core.cli.connection import open_storage
 from corso_core.cli.main import main
 from corso_core.errors import UsageError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
@@ -220,20 +220,31 @@ def test_secret_flags_reach_the_backend_but_other_backends_flags_are_refused():
         open_storage(backend, connection, {"path": "/x"})
 
 
+#: A command with its own --path (as restore has), run as a user would: its stderr must stay clean.
+PROBE = """
+import click, sys
+from corso_core.cli.connection import uses_repository
+
+@click.command()
+@click.option("--path", multiple=True, help="A glob, as in restore.")
+@uses_repository
+def probe(repository, path):
+    click.echo(f"{path} {repository.repository_id}")
+
+probe.main(sys.argv[1:])
+"""
+
+
 def test_a_command_option_spelled_like_a_storage_flag_takes_precedence(repo, config_file):
-    seen = {}
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True,
+                              text=True, timeout=60)
 
-    @click.command()
-    @click.option("--path", multiple=True, help="A glob, as restore's --path is.")
-    @uses_repository
-    def probe(repository, path):
-        seen.update(path=path, repository_id=repository.repository_id)
-
-    probe.main(["--path", "*.txt", "--passphrase", "pw"], standalone_mode=False)
-    assert seen == {"path": ("*.txt",),
-                    "repository_id": config.load(str(config_file)).repository_id}
-    with click.Context(probe) as ctx:
-        assert probe.get_help(ctx).count("--path") == 1
+    ran = probe("--path", "*.txt", "--passphrase", "pw")
+    repository_id = config.load(str(config_file)).repository_id
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, f"('*.txt',) {repository_id}\n", "")
+    shown = probe("--help")
+    assert shown.stdout.count("--path") == 1 and shown.stderr == ""
 
 
 # --- update-passphrase ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,6 +68,12 @@ def _yielding_copy(option: click.Option) -> click.Option:
     clone.add_to_parser = lambda parser, ctx: None if shadowed(ctx) else add_to_parser(parser, ctx)
     clone.get_help_record = lambda ctx: None if shadowed(ctx) else get_help_record(ctx)
     return clone
+
+
+# click warns about any flag spelled twice in one command; a yielding storage flag is spelled
+# twice on purpose, and the warning would break the one-line stderr of every such command.
+warnings.filterwarnings("ignore", message=r"The parameter --\S+ is used more than once",
+                        category=UserWarning)
 
 
 def uses_repository(function: Callable) -> Callable:
