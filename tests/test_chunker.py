@@ -1,0 +1,125 @@
+import io
+import random
+import sys
+import tracemalloc
+
+import pytest
+from datalayer import SMALL_CHUNKER
+
+from corso_core.repo.chunker import ChunkerMissing, ChunkerParams, chunk_file
+
+DEFAULT = ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
+                        max_size=4 * 1024 * 1024)
+
+
+def fixed_input(size: int) -> bytes:
+    return random.Random(20261125).randbytes(size)
+
+
+def sizes(params, f) -> list[int]:
+    return [len(chunk) for chunk in chunk_file(params, f)]
+
+
+def test_default_parameters_are_the_recorded_ones():
+    assert ChunkerParams.for_new_repository() == DEFAULT
+
+
+def test_cut_points_are_fixed_at_the_default_size():
+    # Cut points are part of the repository format: these must never change.
+    assert sizes(DEFAULT, io.BytesIO(fixed_input(6 * 1024 * 1024))) == [
+        1468324, 1461601, 2101895, 1259636]
+
+
+def test_cut_points_are_fixed_at_the_small_test_size():
+    assert sizes(SMALL_CHUNKER, io.BytesIO(fixed_input(64 * 1024))) == [
+        6092, 2331, 4662, 1070, 8043, 1168, 4802, 1629, 5892, 4662, 4835, 6859, 6880, 1867,
+        4621, 123]
+
+
+class TrickleReader(io.RawIOBase):
+    """Returns at most 777 bytes per read, as pipes and network filesystems may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        n = min(len(view), 777, len(self._data) - self._pos)
+        view[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 16384, 16385, 3 * 1024 * 1024 + 17])
+def test_chunks_cover_the_input_and_do_not_depend_on_read_sizes(size, tmp_path):
+    data = fixed_input(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        chunks = list(chunk_file(SMALL_CHUNKER, f))  # all kept: each must stay valid
+    assert b"".join(chunks) == data
+    assert all(SMALL_CHUNKER.min_size <= len(c) <= SMALL_CHUNKER.max_size for c in chunks[:-1])
+    assert sizes(SMALL_CHUNKER, TrickleReader(data)) == [len(c) for c in chunks]
+    assert sizes(SMALL_CHUNKER, io.BytesIO(data)) == [len(c) for c in chunks]
+
+
+def test_an_insert_in_the_middle_changes_only_nearby_chunks():
+    data = fixed_input(2 * 1024 * 1024)
+    edited = data[: len(data) // 2] + b"inserted!" * 7 + data[len(data) // 2 :]
+    before = {bytes(c) for c in chunk_file(SMALL_CHUNKER, io.BytesIO(data))}
+    after = [bytes(c) for c in chunk_file(SMALL_CHUNKER, io.BytesIO(edited))]
+    changed = [c for c in after if c not in before]
+    assert len(after) > 300
+    assert 1 <= len(changed) <= 3
+    assert sum(map(len, changed)) <= 3 * SMALL_CHUNKER.max_size
+
+
+def test_a_small_file_gets_a_small_buffer(tmp_path):
+    path = tmp_path / "small"
+    path.write_bytes(b"x" * 100)
+    with open(path, "rb") as f:
+        (chunk,) = chunk_file(DEFAULT, f)
+    assert bytes(chunk) == b"x" * 100
+    assert len(chunk.obj) <= 101  # not a 16 MiB buffer per small file
+
+
+def peak_while_chunking(path) -> int:
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as f:
+            for _chunk in chunk_file(SMALL_CHUNKER, f):
+                pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    block = fixed_input(1024 * 1024)
+    small.write_bytes(block * 2)
+    with open(large, "wb") as f:
+        for _ in range(32):
+            f.write(block)
+    peak_small, peak_large = peak_while_chunking(small), peak_while_chunking(large)
+    assert peak_large < 3 * 1024 * 1024
+    assert peak_large < peak_small + 256 * 1024
+
+
+def test_missing_compiled_extension_fails_loudly(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyfastcdc.cy", None)  # makes `import pyfastcdc.cy` fail
+    with pytest.raises(ChunkerMissing, match=r"pyfastcdc\.cy"):
+        next(chunk_file(SMALL_CHUNKER, io.BytesIO(b"data")))
+
+
+def test_pyfastcdc_version_is_pinned():
+    import tomllib
+    from pathlib import Path
+
+    import pyfastcdc
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "pyfastcdc==0.3.1" in project["project"]["dependencies"]
+    assert pyfastcdc.__version__ == "0.3.1"

@@ -1,0 +1,96 @@
+import os
+import random
+import re
+
+import pytest
+
+from corso_core.errors import Corrupted
+from corso_core.repo import names
+from corso_core.repo.crypto import Keys, metadata_associated_data, seal
+from corso_core.repo.index import ChunkIndex, IndexEntry, Location, decode_index, encode_index
+
+KEYS = Keys.derive(b"k" * 32)
+FILESYSTEM_KEY_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
+def random_entries(count: int, seed: int = 1) -> list[IndexEntry]:
+    rng = random.Random(seed)
+    packs = [names.new_pack_name() for _ in range(max(1, count // 16))]
+    return [IndexEntry(rng.randbytes(32),
+                       Location(rng.choice(names.PACK_KINDS), rng.choice(packs),
+                                rng.randrange(2**31), rng.randrange(1, 2**24)))
+            for _ in range(count)]
+
+
+def test_index_agrees_with_a_dict_through_many_resizes():
+    entries = random_entries(20000)
+    index = ChunkIndex(capacity=8)
+    for chunk_id, location in entries:
+        assert index.add(chunk_id, location)
+    assert len(index) == len(entries)
+    for chunk_id, location in entries:
+        assert chunk_id in index and index.get(chunk_id) == location
+    absent = os.urandom(32)
+    assert absent not in index and index.get(absent) is None
+    assert sorted(index.entries()) == sorted(entries)
+
+
+def test_the_first_location_of_a_chunk_wins():
+    index = ChunkIndex()
+    first, second = Location("data", "a" * 32, 0, 10), Location("data", "b" * 32, 5, 10)
+    assert index.add(b"x" * 32, first)
+    assert not index.add(b"x" * 32, second)
+    assert index.get(b"x" * 32) == first and len(index) == 1
+
+
+def test_index_takes_at_most_100_bytes_per_chunk():
+    index = ChunkIndex()
+    for chunk_id, location in random_entries(50_000):
+        index.add(chunk_id, location)
+    assert index.memory_bytes() / len(index) <= 100
+
+
+def test_index_blob_round_trips_and_binds_its_name():
+    entries = random_entries(50)
+    name = names.index_name("0123456789abcdef", 3)
+    blob = encode_index(KEYS, name, entries)
+    assert decode_index(KEYS, name, blob) == entries
+    with pytest.raises(Corrupted, match="index 0123456789abcdef.000004 is corrupted"):
+        decode_index(KEYS, names.index_name("0123456789abcdef", 4), blob)
+    flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(Corrupted, match=f"index {name} is corrupted"):
+        decode_index(KEYS, name, flipped)
+
+
+@pytest.mark.parametrize("plain", [b"", b"CIX1", b"XXXX\0\0\0\0", b"CIX1\x05\0\0\0",
+                                   b"CIX1\x01\0\0\0\x09" + b"p" * 16,
+                                   b"CIX1\x00\0\0\0" + b"e" * 44,
+                                   b"CIX1\x01\0\0\0\x00" + b"p" * 16 + b"e" * 43])
+def test_a_malformed_authentic_index_is_corrupted(plain):
+    blob = seal(KEYS.metadata, plain, metadata_associated_data(names.INDEX, "n"))
+    with pytest.raises(Corrupted, match="index n is corrupted"):
+        decode_index(KEYS, "n", blob)
+
+
+def test_key_names_follow_the_scheme_and_ignore_foreign_keys():
+    pack, short = names.new_pack_name(), names.new_short_id()
+    keys = {
+        names.DATA_PACK: names.key(names.DATA_PACK, pack),
+        names.TREE_PACK: names.key(names.TREE_PACK, pack),
+        names.INDEX: names.key(names.INDEX, names.index_name(short, 12)),
+        names.MANIFEST: names.key(names.MANIFEST, short),
+        names.SESSION: names.key(names.SESSION, short),
+    }
+    for kind, key in keys.items():
+        assert FILESYSTEM_KEY_RULE.fullmatch(key) and "//" not in key
+        assert key.startswith(names.prefix(kind))
+        assert names.parse_key(kind, key) is not None
+        others = [k for k in names.PACK_KINDS + (names.INDEX, names.MANIFEST, names.SESSION)
+                  if k != kind]
+        assert all(names.parse_key(other, key) is None for other in others)
+    assert keys[names.DATA_PACK] == f"data/{pack[:2]}/{pack}"
+    for foreign in [f"data/00/{pack}", "data/ab/notours", "backups/x", "index/../x",
+                    "format", f"backups/{short}/extra"]:
+        assert all(names.parse_key(kind, foreign) is None for kind in keys)
+    with pytest.raises(ValueError):
+        names.key(names.MANIFEST, "../escape")

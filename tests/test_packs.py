@@ -1,0 +1,112 @@
+import os
+import struct
+
+import pytest
+import zstandard
+
+from corso_core.errors import Corrupted
+from corso_core.repo import compression, names
+from corso_core.repo.crypto import OVERHEAD, Keys
+from corso_core.repo.packs import PackWriter, open_chunk, read_header, seal_chunk
+from corso_core.storage.filesystem import FilesystemStorage
+
+KEYS = Keys.derive(b"k" * 32)
+
+
+def test_compressible_data_is_compressed_and_random_data_stored_as_is():
+    text = b"the same line again\n" * 1000
+    packed = compression.compress(memoryview(text))
+    assert packed[0] == compression.ZSTD and len(packed) < len(text) // 10
+    noise = os.urandom(10000)
+    assert compression.compress(noise) == bytes((compression.RAW,)) + noise
+    assert compression.decompress(packed, "x") == text
+    assert compression.decompress(compression.compress(noise), "x") == noise
+
+
+def test_decompression_is_bounded_even_when_a_frame_declares_its_size():
+    huge = compression.MAX_CHUNK_SIZE + 1
+    declared = zstandard.ZstdCompressor().compress(b"\0" * huge)
+    with pytest.raises(Corrupted, match="chunk c is corrupted: declares"):
+        compression.decompress(bytes((compression.ZSTD,)) + declared, "chunk c")
+    undeclared = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * huge)
+    with pytest.raises(Corrupted, match="chunk c is corrupted"):
+        compression.decompress(bytes((compression.ZSTD,)) + undeclared, "chunk c")
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x07abc", b"\x01not zstd"])
+def test_malformed_payloads_are_corrupted(payload):
+    with pytest.raises(Corrupted, match="chunk c is corrupted"):
+        compression.decompress(payload, "chunk c")
+
+
+def test_chunks_use_a_fresh_nonce_and_bind_their_id():
+    chunk_id, other = b"\1" * 32, b"\2" * 32
+    a, b = seal_chunk(KEYS, chunk_id, b"data"), seal_chunk(KEYS, chunk_id, b"data")
+    assert a != b and a[:12] != b[:12]
+    assert open_chunk(KEYS, chunk_id, a) == b"data"
+    with pytest.raises(Corrupted, match=f"chunk {other.hex()} is corrupted"):
+        open_chunk(KEYS, other, a)
+
+
+def write_pack(storage, kind=names.DATA_PACK, count=5) -> tuple[PackWriter, list[bytes]]:
+    writer = PackWriter(kind)
+    chunks = [os.urandom(100 + i) for i in range(count)]
+    for i, chunk in enumerate(chunks):
+        writer.add(bytes([i]) * 32, seal_chunk(KEYS, bytes([i]) * 32, chunk))
+    storage.put(names.key(kind, writer.name), writer.finish(KEYS))
+    return writer, chunks
+
+
+def test_pack_header_is_read_back_with_one_suffix_get(tmp_path):
+    storage = FilesystemStorage(str(tmp_path))
+    writer, chunks = write_pack(storage)
+    before = storage.counts.requests.get("GET", 0)
+    entries = read_header(storage, KEYS, names.DATA_PACK, writer.name, entries_hint=5)
+    assert storage.counts.requests["GET"] - before == 1
+    assert entries == writer.entries
+    blob = storage.get(names.key(names.DATA_PACK, writer.name))
+    for entry, chunk in zip(entries, chunks, strict=True):
+        sealed = blob[entry.offset : entry.offset + entry.length]
+        assert len(sealed) == len(chunk) + 1 + OVERHEAD
+        assert open_chunk(KEYS, entry.chunk_id, sealed) == chunk
+    assert read_header(storage, KEYS, names.DATA_PACK, writer.name) == entries  # no hint
+
+
+def test_a_header_longer_than_the_guess_takes_a_second_get(tmp_path, monkeypatch):
+    monkeypatch.setattr("corso_core.repo.packs._HEADER_GUESS", 64)
+    storage = FilesystemStorage(str(tmp_path))
+    writer, _ = write_pack(storage, count=20)
+    assert read_header(storage, KEYS, names.DATA_PACK, writer.name) == writer.entries
+
+
+def damaged(blob: bytes, how: str) -> bytes:
+    if how == "flip":
+        return blob[:-10] + bytes([blob[-10] ^ 1]) + blob[-9:]
+    if how == "truncate":
+        return blob[:-3]
+    if how == "trailer":
+        return blob[:-4] + struct.pack("<I", len(blob) * 2)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "trailer"])
+def test_a_damaged_pack_header_is_corrupted_naming_the_pack(tmp_path, how):
+    storage = FilesystemStorage(str(tmp_path))
+    writer, _ = write_pack(storage)
+    key = names.key(names.DATA_PACK, writer.name)
+    storage.put(key, damaged(storage.get(key), how))
+    with pytest.raises(Corrupted, match=f"data pack {writer.name}"):
+        read_header(storage, KEYS, names.DATA_PACK, writer.name)
+
+
+def test_a_pack_under_another_name_or_kind_is_corrupted(tmp_path):
+    storage = FilesystemStorage(str(tmp_path))
+    writer, _ = write_pack(storage)
+    blob = storage.get(names.key(names.DATA_PACK, writer.name))
+    other = names.new_pack_name()
+    storage.put(names.key(names.DATA_PACK, other), blob)
+    with pytest.raises(Corrupted, match=f"data pack {other} header is corrupted"):
+        read_header(storage, KEYS, names.DATA_PACK, other)
+    storage.put(names.key(names.TREE_PACK, writer.name), blob)
+    with pytest.raises(Corrupted, match=f"tree pack {writer.name} header is corrupted"):
+        read_header(storage, KEYS, names.TREE_PACK, writer.name)
