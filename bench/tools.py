@@ -167,6 +167,7 @@ class Corso(Tool):
     def env(self, home: Path) -> dict[str, str]:
         return super().env(home) | {
             "CORSO_PASSPHRASE": PASSPHRASE, "CORSO_CONFIG_DIR": str(home / "config"),
+            "CORSO_CACHE_DIR": str(home / "cache"),
         }
 
     def init(self, repo: Repository, home: Path) -> Command:

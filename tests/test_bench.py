@@ -1,0 +1,204 @@
+"""The benchmark harness (bench/) on a tiny dataset: it must keep working between real runs.
+
+It needs neither restic nor borg: two test adapters that copy files with `cp` exercise the runner,
+one of them corrupting its restore. Where restic, borg or corso's backup commands are installed,
+their rows run too (and restic on S3, counted at the server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import dataset
+from bench.measure import StepFailed, run_measured
+from bench.run import Settings, run_benchmark
+from bench.seaweedfs import parse_request_counts
+from bench.tools import Borg, Command, Corso, Restic, Tool
+from bench.verify import differences
+
+TINY = 0.003  # about 3 MiB
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def test_dataset_is_deterministic_and_mutation_changes_a_few_percent(tmp_path):
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    summary = dataset.generate(first, TINY)
+    dataset.generate(second, TINY)
+    dataset.generate(other, TINY, seed=dataset.SEED + 1)
+    assert _tree_bytes(first) == _tree_bytes(second)
+    assert _tree_bytes(first) != _tree_bytes(other)
+    assert summary.files > 10 and 2_000_000 < summary.bytes < 5_000_000
+    large = sorted(p.name for p in (first / dataset.LARGE_DIR).iterdir())
+    assert large == ["duplicates.bin", "logs.txt", "random.bin"]
+
+    before = _tree_bytes(first)
+    changed = dataset.mutate(first)
+    after = _tree_bytes(first)
+    assert 0.005 < changed / summary.bytes < 0.06
+    assert before.keys() - after.keys(), "the mutation deletes files"
+    assert after.keys() - before.keys(), "the mutation adds files"
+    for name in large:  # an insert in the middle keeps both ends
+        old, new = before[f"large/{name}"], after[f"large/{name}"]
+        assert len(new) > len(old) and new[:1000] == old[:1000] and new[-1000:] == old[-1000:]
+
+
+def test_verification_catches_a_corrupted_missing_or_extra_file(tmp_path):
+    source = tmp_path / "source"
+    dataset.generate(source, TINY)
+    restored = tmp_path / "restored"
+    shutil.copytree(source, restored, symlinks=True)
+    assert differences(source, restored) == []
+
+    victim = next(p for p in sorted(restored.rglob("*.bin")))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    assert differences(source, restored) == [f"content differs: {victim.relative_to(restored)}"]
+
+    (restored / "extra.txt").write_text("x")
+    next(p for p in sorted(restored.rglob("*.txt")) if p.name != "extra.txt").unlink()
+    problems = differences(source, restored)
+    assert any(p.startswith("missing: ") for p in problems)
+    assert "unexpected: extra.txt" in problems
+    assert differences(source, tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'} does not exist"]
+
+
+def test_measurement_covers_the_whole_process_tree():
+    # Two children hold 80 MiB each at the same time, and one burns CPU: the tree's figures.
+    child = "import time; b = bytearray(80 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1)"
+    spin = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.3: pass')"
+    parent = (
+        "import subprocess, sys; "
+        f"ps = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(2)]; "
+        f"subprocess.run([sys.executable, '-c', {spin!r}]); [p.wait() for p in ps]"
+    )
+    measured = run_measured([sys.executable, "-c", parent], env=dict(os.environ))
+    assert measured.peak_rss_bytes > 160 << 20
+    assert measured.cpu_s >= 0.3
+    assert measured.wall_s >= 1
+
+    with pytest.raises(StepFailed, match="exited 3: the reason"):
+        run_measured(["sh", "-c", "echo the reason >&2; exit 3"], env=dict(os.environ))
+    with pytest.raises(StepFailed, match="timed out"):
+        run_measured(["sleep", "10"], env=dict(os.environ), timeout_s=0.3)
+
+
+def test_request_counts_are_read_per_bucket_and_kind():
+    text = (
+        "# TYPE SeaweedFS_s3_request_total counter\n"
+        'SeaweedFS_s3_request_total{bucket="a",code="200",type="PUT"} 7\n'
+        'SeaweedFS_s3_request_total{bucket="a",code="404",type="GET"} 2\n'
+        'SeaweedFS_s3_request_total{bucket="a",code="200",type="GET"} 3\n'
+        'SeaweedFS_s3_request_total{bucket="b",code="200",type="LIST"} 1\n'
+        'SeaweedFS_s3_request_time_seconds_count{bucket="a",type="PUT"} 7\n'
+    )
+    counts = parse_request_counts(text)
+    assert counts["a"] == {"PUT": 7, "GET": 5}
+    assert counts["b"] == {"LIST": 1}
+
+
+def test_requests_are_counted_at_the_server(seaweedfs_process):
+    bucket = "bench-counting"
+    seaweedfs_process.create_bucket(bucket)
+    client = seaweedfs_process.s3_client()
+    before = seaweedfs_process.request_counts(bucket)
+    for i in range(3):
+        client.put_object(Bucket=bucket, Key=f"k{i}", Body=b"12345")
+    client.get_object(Bucket=bucket, Key="k0")
+    client.list_objects_v2(Bucket=bucket)
+    counted = seaweedfs_process.request_counts(bucket) - before
+    assert counted == {"PUT": 3, "GET": 1, "LIST": 1}
+    assert seaweedfs_process.bucket_bytes(bucket) == 15
+
+
+class CopyTool(Tool):
+    """A 'backup tool' that copies the tree: no peer needed to drive the runner end to end."""
+
+    name = "copy"
+    program = "cp"
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return "test"
+
+    def init(self, repo, home) -> Command:
+        return Command(["mkdir", "-p", str(repo.path)])
+
+    def backup(self, repo, home, source, label) -> Command:
+        return Command(["cp", "-a", str(source), str(repo.path / label)])
+
+    def restore(self, repo, home, backup_id, destination) -> Command:
+        return Command(["cp", "-a", str(repo.path / backup_id), str(destination)])
+
+    def restored_root(self, destination, source) -> Path:
+        return destination
+
+
+class CorruptingCopyTool(CopyTool):
+    """Restores with one flipped bit in the first file: verification must fail the row."""
+
+    name = "corrupting-copy"
+
+    def restore(self, repo, home, backup_id, destination) -> Command:
+        flip = ("import pathlib, sys; p = sorted(pathlib.Path(sys.argv[1]).rglob('*.bin'))[0]; "
+                "b = bytearray(p.read_bytes()); b[0] ^= 1; p.write_bytes(bytes(b))")
+        copy = f"cp -a {repo.path / backup_id} {destination}"
+        return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{flip}\" {destination}"])
+
+
+def _peers() -> list[Tool]:
+    """restic, borg and corso where they can run here."""
+    peers = [Corso(), Restic(), Borg("lz4")]
+    return [tool for tool in peers if tool.unavailable_reason() is None]
+
+
+def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
+    peers = _peers()
+    on_s3 = [t for t in peers if "s3" in t.targets]
+    settings = Settings(
+        size=TINY, work=tmp_path / "work", out=tmp_path / "out", drop_caches=False,
+        targets=("local", "s3") if on_s3 else ("local",),
+        micro_megabytes=1, index_entries=2_000,
+    )
+    results = run_benchmark(settings, [CopyTool(), CorruptingCopyTool(), *peers])
+
+    rows = {(r["tool"], r["target"]): r for r in results["rows"]}
+    copy = rows["copy", "local"]
+    assert copy["status"] == "ok"
+    assert set(copy["steps"]) == {"first", "unchanged", "mutated", "restore"}
+    assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 0 for s in copy["steps"].values())
+    # Three full copies of the tree, the last one after the mutation grew it.
+    assert copy["repo_bytes"]["final"] > 3 * results["dataset"]["bytes"]
+    assert rows["corrupting-copy", "local"]["status"].startswith(
+        "failed: restore differs from the source: content differs: ")
+    for tool in peers:
+        for target in tool.targets:
+            if target in settings.targets:
+                assert rows[tool.name, target]["status"] == "ok", (tool.name, target)
+    for tool in on_s3:
+        requests = rows[tool.name, "s3"]["requests"]
+        assert requests["first"].get("PUT", 0) > 0 and requests["restore"].get("GET", 0) > 0
+    assert results["cold_cache"] is False
+
+    assert json.loads((settings.out / "results.json").read_text()) == results
+    assert (settings.out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (settings.out / "results.md").read_text()
+    reference = "restic" if any(isinstance(t, Restic) for t in peers) else "copy"
+    assert f"×{reference}" in markdown.split("## local filesystem")[1]
+    assert "- corrupting-copy: failed: restore differs" in markdown
+    assert "Page cache: NOT dropped" in markdown
+    assert "**" in markdown  # the best figure of each row is bold
+    assert not settings.work.exists(), "the run cleans up its work directory"
+
