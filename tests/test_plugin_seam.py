@@ -1,0 +1,187 @@
+"""The plugin seam: a third-party backend installed as its own distribution works with no core
+change; `corso plugins` and the backend lists show what is installed; every hook is documented
+and tested (a meta-test, as datasette keeps its hooks honest)."""
+
+import ast
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corso_core import hookspecs, plugins
+from corso_core.api import BlobStorageContract
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_SOURCE = ROOT / "tests" / "plugins" / "corso_memory_backend"
+CORSO = str(Path(sys.executable).with_name("corso"))
+README = ROOT / "README.md"
+
+
+@pytest.fixture(scope="session")
+def memory_plugin(tmp_path_factory):
+    """pip-install the plugin distribution from tests/plugins into this venv (a copy, so its
+    build leaves nothing in the source tree); reinstalled each session so edits take effect."""
+    copy = tmp_path_factory.mktemp("plugin") / "corso_memory_backend"
+    shutil.copytree(PLUGIN_SOURCE, copy)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--force-reinstall", str(copy)], check=True, timeout=300)
+    importlib.invalidate_caches()
+    return importlib.import_module("corso_memory_backend")
+
+
+def corso(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CORSO, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+
+
+# --- the third-party plugin -------------------------------------------------------------------
+
+
+class TestMemoryBackendMeetsTheContract(BlobStorageContract):
+    """The plugin's storage passes the same suite as the built-in backends."""
+
+    many_keys = 50  # a dict has no pages; a short listing proves the same
+
+    @pytest.fixture
+    def storage(self, memory_plugin, request):
+        yield memory_plugin.MemoryStorage(request.node.name)
+
+
+#: One process runs several commands, since a memory repository lives as long as its process.
+DRIVER = """
+import sys
+from corso_core.cli.main import main
+
+for line in sys.stdin.read().splitlines():
+    try:
+        main(line.split())
+    except SystemExit as e:
+        print(f"exit {e.code}", flush=True)
+"""
+
+
+def test_hook_register_backends(memory_plugin, tmp_path):
+    """A backend from a separately installed distribution: init, status, connect, new passphrase."""
+    second_config = tmp_path / "second.toml"
+    commands = [
+        "repo init memory --space e2e --passphrase pw --json",
+        "repo status --passphrase pw --json",
+        "repo status --passphrase pw --space elsewhere",
+        "repo update-passphrase --passphrase pw --new-passphrase pw2",
+        "repo status --passphrase pw",
+        f"repo connect memory --space e2e --passphrase pw2 --config-file {second_config}",
+    ]
+    ran = subprocess.run([sys.executable, "-c", DRIVER], input="\n".join(commands),
+                         capture_output=True, text=True, timeout=120)
+    exits = re.findall(r"^exit (\d+)$", ran.stdout, re.M)
+    assert exits == ["0", "0", "2", "0", "1", "0"], ran
+    init = json.loads(ran.stdout.split("exit 0")[0])
+    assert init["backend"] == "memory" and init["location"] == "memory://e2e"
+    status = json.loads(ran.stdout.split("exit 0")[1])
+    assert status["repository_id"] == init["repository_id"] and status["blobs"] == 2
+    errors = ran.stderr.splitlines()
+    assert errors == [
+        "corso: error: --space elsewhere differs from the connected repository's e2e; "
+        "run corso repo connect to switch",
+        "corso: error: invalid passphrase",
+    ]
+    assert 'backend = "memory"' in second_config.read_text()
+
+
+def test_a_flag_of_another_backend_is_refused(memory_plugin, tmp_path):
+    assert corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"),
+                 "--passphrase", "pw").returncode == 0
+    ran = corso("repo", "status", "--passphrase", "pw", "--space", "x")
+    assert ran.returncode == 2
+    assert ran.stderr == ("corso: error: --space is an option of backend memory, but the "
+                          "connected repository is on filesystem; run corso repo connect to "
+                          "switch\n")
+
+
+def test_hook_register_sources():
+    """A source registered through the hook is what the registry (and so the CLI) offers."""
+    source = plugins.sources()["files"]
+    assert source.name == "files"
+    assert any(name == "files" for name, _ in plugins.pm.list_name_plugin())
+
+
+# --- what is installed is visible -------------------------------------------------------------
+
+
+def test_corso_plugins_lists_plugins_with_versions(memory_plugin):
+    listed = json.loads(corso("plugins", "--json").stdout)
+    by_name = {row["name"]: row for row in listed}
+    assert by_name["memory"]["distribution"] == "corso-memory-backend"
+    assert by_name["memory"]["version"] == "0.1.0"
+    assert by_name["memory"]["hooks"] == ["register_backends"]
+    assert by_name["filesystem"]["distribution"] == "corso"
+    text = corso("plugins").stdout
+    assert re.search(r"^memory\s+corso-memory-backend 0\.1\.0\s+hooks: register_backends$",
+                     text, re.M), text
+
+
+@pytest.mark.parametrize("group", ["init", "connect"])
+def test_repo_init_and_connect_help_list_installed_backends(memory_plugin, group):
+    shown = corso("repo", group, "--help")
+    assert shown.returncode == 0
+    commands = shown.stdout.split("Commands:")[1]
+    assert re.search(r"^\s+filesystem\s+a directory", commands, re.M)
+    assert re.search(r"^\s+memory\s+a dict in this process's memory", commands, re.M)
+
+
+def test_an_unknown_backend_names_the_installed_ones(memory_plugin):
+    ran = corso("repo", "init", "nosuch", "--path", "x")
+    assert ran.returncode == 2
+    assert ran.stderr.startswith('corso: error: unknown backend "nosuch"; installed: ')
+    assert "filesystem" in ran.stderr and "memory" in ran.stderr
+
+
+# --- documentation meta-tests -----------------------------------------------------------------
+
+
+def hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "corso_spec")]
+
+
+def test_hookspecs_are_found():
+    assert "register_backends" in hook_names()  # so the meta-tests below cannot pass vacuously
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_is_documented_in_the_readme(hook):
+    section = README.read_text().split("## Writing a plugin")[1].split("\n## ")[0]
+    assert f"### `{hook}(register)`" in section
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_has_a_test(hook):
+    names = {
+        node.name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert f"test_hook_{hook}" in names
+
+
+def test_the_readme_plugin_example_is_the_tested_plugin():
+    """The README shows the plugin this file installs and drives, byte for byte."""
+    readme = README.read_text()
+    module = (PLUGIN_SOURCE / "corso_memory_backend.py").read_text()
+    project = (PLUGIN_SOURCE / "pyproject.toml").read_text()
+    assert f"```python\n{module}```" in readme
+    assert f"```toml\n{project}```" in readme
+
+
+def test_every_public_api_name_is_documented():
+    import corso_core.api as api
+
+    readme = README.read_text()
+    for name in [*api.__all__, "BlobStorageContract"]:
+        assert f"`{name}`" in readme, name
