@@ -13,7 +13,7 @@ from corso_core.cli.sources import SourceGroup
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import matches, path_text, walk_entries
 from corso_core.engine.progress import Problems
-from corso_core.errors import Incomplete, UsageError
+from corso_core.errors import CorsoError, Incomplete, UsageError
 from corso_core.repo.manifests import delete_manifests, list_manifests, load_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import SYMLINK, Source
@@ -148,7 +148,10 @@ def _delete(source: Source):
         if not ids:
             raise UsageError("--backups needs at least one backup ID")
         for backup_id in ids:  # every ID checked before anything is deleted
-            _source_manifest(repository, source, backup_id)
+            try:
+                _source_manifest(repository, source, backup_id)
+            except CorsoError as e:
+                raise type(e)(f"{e}; nothing deleted") from None
         delete_manifests(repository, ids)
         output.emit({"deleted": ids},
                     f"Deleted {len(ids)} backup(s): {', '.join(ids)}. Their data stays until "

@@ -83,11 +83,12 @@ class _FileRead:
 class _PendingDir:
     """A directory whose entries may still be waiting on reader futures."""
 
-    items: list[tuple[Node, Any]] = field(default_factory=list)  # (node, Entry|Future|_PendingDir)
+    #: (node, Entry | Future | _PendingDir, whether the previous backup had this name)
+    items: list[tuple[Node, Any, bool]] = field(default_factory=list)
     tree_id: bytes | None = None
 
     def ready(self) -> bool:
-        return all(not isinstance(item, Future) or item.done() for _, item in self.items)
+        return all(not isinstance(item, Future) or item.done() for _, item, _ in self.items)
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -180,18 +181,13 @@ class _Backup:
                 and all(self.store.has(chunk_id) for chunk_id, _ in old.chunks))
 
     def _file(self, node: Node, old: Entry | None) -> Any:
+        """An Entry reused from the previous backup, or the Future of reading the file."""
         link_key = (node.meta.dev, node.meta.inode) if node.meta.nlink > 1 else None
-        if link_key in self.hard_links:
-            return self.hard_links[link_key]
-        if self._unchanged(old, node):
-            self.stats.files_unchanged += 1
+        item = self.hard_links.get(link_key)  # a second name of a file already seen: share it
+        if item is None and self._unchanged(old, node):
             self.progress.advance(files=1)
-            item: Any = Entry(node.name, node.meta, old.chunks)
-        else:
-            if old is None:
-                self.stats.files_new += 1
-            else:
-                self.stats.files_changed += 1
+            item = Entry(node.name, node.meta, old.chunks)
+        elif item is None:
             self.file_slots.acquire()
             item = self.readers.submit(self._read_file, node)
         if link_key:
@@ -219,7 +215,7 @@ class _Backup:
             else:
                 self.stats.symlinks += 1
                 item = Entry(child.name, child.meta)
-            pending.items.append((child, item))
+            pending.items.append((child, item, previous is not None))
         self.finishing.append(pending)
         self.finish_ready(block=False)
         return pending
@@ -229,9 +225,18 @@ class _Backup:
         while self.finishing and (block or self.finishing[0].ready()):
             self._finish(self.finishing.popleft())
 
+    def _count_file(self, entry: Entry, read_now: bool, known: bool) -> None:
+        self.stats.bytes_total += entry.meta.size
+        if not known:
+            self.stats.files_new += 1
+        elif read_now:
+            self.stats.files_changed += 1
+        else:
+            self.stats.files_unchanged += 1
+
     def _finish(self, pending: _PendingDir) -> None:
         entries = []
-        for node, item in pending.items:
+        for node, item, known in pending.items:
             if isinstance(item, Future):
                 read = item.result()
                 if read is None:
@@ -247,7 +252,7 @@ class _Backup:
             else:
                 entry = Entry(node.name, node.meta, item.chunks)
             if entry.meta.kind == FILE:
-                self.stats.bytes_total += entry.meta.size
+                self._count_file(entry, read_now=isinstance(item, Future), known=known)
             entries.append(entry)
         data = encode_tree(entries)
         pending.tree_id = self.store.chunk_id(data)

@@ -1,0 +1,249 @@
+"""`corso backup create|list|details|delete files` and `corso restore files` through the CLI:
+the whole round trip, --json, every bad input (one line, non-zero exit, nothing lost), the
+"incomplete" exit code, and backups killed with SIGKILL at random points."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from test_repo_cli import CORSO, corso, one_error_line  # noqa: F401 (corso is a fixture)
+from test_repo_cli import snapshot as files_and_mtimes
+from trees import snapshot
+
+from corso_core.errors import Incomplete
+
+
+@pytest.fixture
+def connected(tmp_path, corso, small_chunks, monkeypatch) -> Path:  # noqa: F811
+    """A connected small-chunk filesystem repository; its passphrase in the environment."""
+    path = tmp_path / "repo"
+    assert corso("repo", "init", "filesystem", "--path", str(path), "--passphrase", "pw").code == 0
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    return path
+
+
+def create(corso, *args) -> str:  # noqa: F811
+    result = corso("backup", "create", "files", "--json", *args)
+    assert result.code == 0 and result.err == "", result
+    return json.loads(result.out)["id"]
+
+
+def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_path):  # noqa: F811
+    text = corso("backup", "create", "files", "--path", tricky_tree, "--tag", "env=test")
+    assert text.code == 0 and text.err == ""  # no progress: stderr is not a terminal
+    assert "files:    16 new, 0 changed, 0 unchanged" in text.out
+    backup_id = text.out.split()[1]
+
+    [row] = json.loads(corso("backup", "list", "files", "--json").out)
+    assert (row["id"], row["paths"], row["tags"], row["files"]) == (
+        backup_id, [tricky_tree], {"env": "test"}, 16)
+    assert backup_id in corso("backup", "list", "files").out
+
+    details = json.loads(corso("backup", "details", "files", "--backup", backup_id,
+                               "--json").out)
+    by_path = {d["path"]: d for d in details}
+    assert by_path["tricky/sub/file.txt"]["mtime_ns"] == 1_234_567_890_123_456_789
+    assert by_path["tricky/setuid-exe"]["mode"] == "-rwsr-xr-x"
+    assert by_path["tricky/rel-link"]["target"] == "sub/file.txt"
+    assert os.fsdecode(b"tricky/non-utf8-\xff\xfe.bin") in by_path
+    subset = corso("backup", "details", "files", "--backup", backup_id, "--path", "tricky/sub/*")
+    assert subset.code == 0 and len(subset.out.splitlines()) == 8
+    assert "tricky/sub/deeper/large.bin" in subset.out
+
+    restored = corso("restore", "files", "--backup", backup_id, "--destination",
+                     str(tmp_path / "out"))
+    assert restored.code == 0 and restored.err == "", restored
+    assert snapshot(tmp_path / "out" / "tricky") == snapshot(tricky_tree)
+
+    assert corso("backup", "delete", "files", "--backups", backup_id).code == 0
+    assert json.loads(corso("backup", "list", "files", "--json").out) == []
+
+
+def test_second_backup_summary_counts_unchanged_files(connected, corso, tmp_path):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a").write_bytes(b"a" * 1000)
+    time.sleep(1.1)
+    create(corso, "--path", str(tmp_path / "t"))
+    again = json.loads(corso("backup", "create", "files", "--path", str(tmp_path / "t"),
+                             "--json").out)
+    assert again["stats"]["files_unchanged"] == 1 and again["stats"]["bytes_read"] == 0
+    assert again["storage"]["requests"]["PUT"] >= 1
+
+
+# --- bad input: one line, non-zero exit, nothing lost --------------------------------------
+
+
+def test_a_missing_path_writes_nothing(connected, corso, tmp_path):  # noqa: F811
+    before = files_and_mtimes(connected)
+    result = corso("backup", "create", "files", "--path", str(tmp_path / "absent"))
+    one_error_line(result, 2, "absent: no such file or directory")
+    assert files_and_mtimes(connected) == before
+
+
+@pytest.mark.parametrize("command", [
+    ["restore", "files", "--destination", "DEST", "--backup", "0123456789abcdef"],
+    ["backup", "details", "files", "--backup", "0123456789abcdef"],
+    ["backup", "delete", "files", "--backups", "0123456789abcdef"],
+    ["restore", "files", "--destination", "DEST", "--backup", "../../etc"],
+])
+def test_a_backup_id_that_does_not_exist(connected, corso, tmp_path, command):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    kept = create(corso, "--path", str(tmp_path / "t"))
+    dest = str(tmp_path / "dest")
+    result = corso(*[dest if a == "DEST" else a for a in command])
+    one_error_line(result, 1, "no backup")
+    assert not os.path.exists(dest)
+    assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
+
+
+def test_deleting_a_known_and_an_unknown_backup_deletes_neither(connected, corso, tmp_path):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    kept = create(corso, "--path", str(tmp_path / "t"))
+    one_error_line(corso("backup", "delete", "files", "--backups", f"{kept},0123456789abcdef"),
+                   1, "0123456789abcdef", "nothing deleted")
+    assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
+
+
+def test_a_destination_that_is_a_file(connected, corso, tmp_path):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_bytes(b"x")
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    (tmp_path / "file").write_bytes(b"keep me")
+    one_error_line(corso("restore", "files", "--backup", backup_id, "--destination",
+                         str(tmp_path / "file")), 2, "not a directory")
+    assert (tmp_path / "file").read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, corso, tmp_path,  # noqa: F811
+                                                                   collisions):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_bytes(b"backed up")
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out" / "t"
+    out.mkdir(parents=True)
+    (out / "f").write_bytes(b"mine")
+    (out / "other").write_bytes(b"mine too")
+    result = corso("restore", "files", "--backup", backup_id, "--destination",
+                   str(tmp_path / "out"), "--collisions", collisions)
+    assert result.code == 0 and result.err == ""
+    assert (out / "other").read_bytes() == b"mine too"
+    assert (out / "f").read_bytes() == (b"backed up" if collisions == "replace" else b"mine")
+
+
+def test_a_glob_that_matches_nothing(connected, corso, tmp_path):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    one_error_line(corso("restore", "files", "--backup", backup_id, "--destination",
+                         str(tmp_path / "out"), "--path", "nothing/*"), 2, "matches nothing/*")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_malformed_tag(connected, corso, tmp_path):  # noqa: F811
+    one_error_line(corso("backup", "create", "files", "--path", str(tmp_path), "--tag", "novalue"),
+                   2, "KEY=VALUE")
+
+
+@pytest.mark.parametrize("command", [["backup", "create", "files", "--path", "."],
+                                     ["backup", "list", "files"],
+                                     ["restore", "files", "--backup", "x", "--destination", "d"]])
+def test_no_repository_connected(corso, tmp_path, command, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    result = corso(*command)
+    assert result.code != 0
+    one_error_line(result, result.code, "corso repo connect")
+    assert os.listdir(tmp_path) == ["corso-config"] or os.listdir(tmp_path) == []
+
+
+# --- incomplete backups ---------------------------------------------------------------------
+
+
+@contextmanager
+def unprivileged():
+    """Root reads every file whatever its mode: act as `nobody` for a while (else as is)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_chunks,  # noqa: F811
+                                                                   monkeypatch):
+    work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`
+    try:
+        os.chmod(work, 0o777)
+        tree = work / "tree"
+        tree.mkdir()
+        (tree / "readable").write_bytes(b"fine")
+        (tree / "locked").write_bytes(b"secret")
+        os.chmod(tree / "locked", 0o000)
+        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
+        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
+        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+        with unprivileged():
+            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+            result = corso("backup", "create", "files", "--path", str(tree))
+            listed = corso("backup", "list", "files", "--json")
+            [row] = json.loads(listed.out)
+            restored = corso("restore", "files", "--backup", row["id"], "--destination",
+                             str(work / "out"))
+        assert result.code == Incomplete.exit_code == 3, result
+        warning, error = result.err.splitlines()
+        assert "locked: cannot open: Permission denied" in warning
+        assert error.startswith("corso: error: backup ") and "incomplete" in error
+        assert row["incomplete"] and row["files"] == 1
+        assert restored.code == 0
+        assert sorted(os.listdir(work / "out" / "tree")) == ["readable"]
+    finally:
+        shutil.rmtree(work)
+
+
+# --- SIGKILL at random points ---------------------------------------------------------------
+
+
+def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_intact(
+        connected, corso, tmp_path):  # noqa: F811
+    tree = tmp_path / "t"
+    tree.mkdir()
+    rng = random.Random(5)
+    for i in range(8):
+        (tree / f"f{i}").write_bytes(rng.randbytes(1024 * 1024))
+    first = create(corso, "--path", str(tree))
+    expected = snapshot(tree)
+    for i in range(8):
+        (tree / f"g{i}").write_bytes(rng.randbytes(1024 * 1024))
+    env = {**os.environ, "CORSO_PASSPHRASE": "pw"}
+    for delay in (0.3, 0.6, 0.9, 1.2):
+        process = subprocess.Popen([CORSO, "backup", "create", "files", "--path", str(tree)],
+                                   env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(delay * rng.uniform(0.5, 1.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    listed = [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)]
+    assert listed[0] == first
+    restored = corso("restore", "files", "--backup", first, "--destination", str(tmp_path / "o"))
+    assert restored.code == 0, restored
+    assert {k: v for k, v in snapshot(tmp_path / "o" / "t").items()} == {
+        k: v for k, v in expected.items()}
+    last = create(corso, "--path", str(tree))
+    assert corso("restore", "files", "--backup", last, "--destination",
+                 str(tmp_path / "o2")).code == 0
+    assert snapshot(tmp_path / "o2" / "t", with_dir_mtimes=False) == \
+        snapshot(tree, with_dir_mtimes=False)
