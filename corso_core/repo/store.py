@@ -290,7 +290,11 @@ class ChunkStore:
                                                + length]))
                     for chunk_id, offset, length in piece.entries
                 ]
-            except (Corrupted, NotFound):
+            except NotFound:
+                first = piece.entries[0][0].hex()
+                raise Corrupted(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
+                                "missing") from None
+            except Corrupted:
                 if attempt or piece.kind != names.TREE_PACK:
                     raise
                 self._cache.discard(names.key(piece.kind, piece.pack))

@@ -1,0 +1,341 @@
+import os
+import random
+import shutil
+import threading
+import time
+
+import pytest
+from datalayer import make_repository
+
+from corso_core.errors import Corrupted
+from corso_core.repo import names
+from corso_core.repo.index import decode_index
+from corso_core.repo.manifests import list_manifests, load_manifest, save_manifest
+from corso_core.repo.packs import read_header
+from corso_core.repo.sessions import SessionRecord, list_sessions
+from corso_core.repo.store import ChunkStore
+from corso_core.storage.filesystem import FilesystemStorage
+
+
+@pytest.fixture
+def small_packs(monkeypatch):
+    """Packs of ~16 KiB and a checkpoint every 2 packs, so little data makes many blobs."""
+    monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 16 * 1024)
+    monkeypatch.setattr("corso_core.repo.store.CHECKPOINT_PACKS", 2)
+
+
+def chunks(count: int, size: int = 3000, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(size) for _ in range(count)]
+
+
+def put_all(store: ChunkStore, datas, kind="data") -> list[bytes]:
+    ids = [store.chunk_id(d) for d in datas]
+    for chunk_id, data in zip(ids, datas, strict=True):
+        store.put(chunk_id, data, kind)
+    return ids
+
+
+def keys_of(storage, kind) -> list[str]:
+    return [i.key for i in storage.list(names.prefix(kind))]
+
+
+def gets(storage) -> int:
+    return storage.counts.requests.get("GET", 0)
+
+
+def test_put_get_dedup_and_separate_tree_packs(tmp_path):
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        data, tree = b"file content " * 500, b"a directory tree"
+        data_id, tree_id = store.chunk_id(data), store.chunk_id(tree)
+        assert len(data_id) == 32 and not store.has(data_id)
+        assert 0 < store.put(data_id, memoryview(data)) < len(data)  # compressed
+        assert store.has(data_id) and store.put(data_id, data) == 0
+        assert store.put(tree_id, tree, kind="tree") > 0
+        store.flush()
+        assert store.get(data_id) == data and store.get(tree_id) == tree
+        stats = store.stats
+        assert (stats.chunks_new, stats.chunks_dedup, stats.packs_written) == (2, 1, 2)
+    (data_pack,), (tree_pack,) = keys_of(repo.storage, "data"), keys_of(repo.storage, "tree")
+    data_name = names.parse_key("data", data_pack)
+    tree_name = names.parse_key("tree", tree_pack)
+    assert [e.chunk_id for e in read_header(repo.storage, repo.keys, "data", data_name)] == [
+        data_id]
+    assert [e.chunk_id for e in read_header(repo.storage, repo.keys, "tree", tree_name)] == [
+        tree_id]
+
+
+def test_chunk_ids_are_keyed_blake3(tmp_path):
+    import blake3
+
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        assert store.chunk_id(b"x") == blake3.blake3(b"x", key=repo.keys.chunk_id).digest()
+        assert store.chunk_id(b"x") != blake3.blake3(b"x").digest()
+        assert ChunkStore(make_repository(tmp_path / "other")).chunk_id(b"x") != \
+            store.chunk_id(b"x")
+
+
+def test_packs_and_index_checkpoints_stream_out_before_flush(tmp_path, small_packs):
+    repo = make_repository(tmp_path)
+    store = ChunkStore(repo)
+    put_all(store, chunks(150))  # ~450 KB of random data: ~28 packs
+    # Back-pressure lets at most 3 packs be in flight: the rest are stored and indexed.
+    assert len(keys_of(repo.storage, "data")) >= 20
+    assert len(keys_of(repo.storage, "index")) >= 9
+    assert len(keys_of(repo.storage, names.MANIFEST)) == 0
+    store.close()
+    assert store.stats.packs_written == len(keys_of(repo.storage, "data"))
+
+
+def test_reopening_reads_the_index_from_the_cache(tmp_path, small_packs):
+    repo = make_repository(tmp_path / "repo")
+    with ChunkStore(repo) as store:
+        ids = put_all(store, chunks(30))
+    indexes = len(keys_of(repo.storage, "index"))
+    before = gets(repo.storage)
+    with ChunkStore(repo) as store:
+        assert gets(repo.storage) == before  # every index blob came from the cache
+        assert all(store.has(i) for i in ids)
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"])  # deleting the cache only costs downloads
+    before = gets(repo.storage)
+    with ChunkStore(repo) as store:
+        assert gets(repo.storage) - before == indexes
+        assert all(store.has(i) for i in ids)
+    cached = tmp_path / "corso-cache" / "test-repository" / keys_of(repo.storage, "index")[0]
+    cached.write_bytes(cached.read_bytes()[:-1])  # a damaged cached copy is fetched again
+    with ChunkStore(repo) as store:
+        assert all(store.has(i) for i in ids) and store.get(ids[0]) == chunks(30)[0]
+
+
+def test_get_many_reads_each_pack_in_few_ranges(tmp_path, small_packs):
+    repo = make_repository(tmp_path)
+    datas = chunks(60)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    packs = len(keys_of(repo.storage, "data"))
+    with ChunkStore(repo) as store:
+        before = gets(repo.storage)
+        got = dict(store.get_many(ids + ids[:5]))
+        assert gets(repo.storage) - before == packs
+    assert got == dict(zip(ids, datas, strict=True))
+
+
+def test_get_many_checks_every_id_before_reading(tmp_path):
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, chunks(3))
+        store.flush()
+        before = gets(repo.storage)
+        with pytest.raises(Corrupted, match=f"chunk {'ab' * 32} is missing"):
+            list(store.get_many(ids + [bytes.fromhex("ab" * 32)]))
+        assert gets(repo.storage) == before
+
+
+def the_pack(repo, kind="data") -> tuple[str, str]:
+    (key,) = keys_of(repo.storage, kind)
+    return key, names.parse_key(kind, key)
+
+
+def test_a_flipped_byte_is_corrupted_naming_the_chunk(tmp_path):
+    repo = make_repository(tmp_path)
+    datas = chunks(3)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    key, name = the_pack(repo)
+    entries = read_header(repo.storage, repo.keys, "data", name)
+    blob = bytearray(repo.storage.get(key))
+    blob[entries[1].offset + 20] ^= 0x40
+    repo.storage.put(key, bytes(blob))
+    with ChunkStore(repo) as store:
+        with pytest.raises(Corrupted, match=f"chunk {ids[1].hex()} is corrupted"):
+            store.get(ids[1])
+        with pytest.raises(Corrupted, match=f"chunk {ids[1].hex()} is corrupted"):
+            list(store.get_many(ids))
+        assert store.get(ids[0]) == datas[0] and store.get(ids[2]) == datas[2]
+
+
+def test_swapped_truncated_or_missing_packs_are_detected(tmp_path):
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        first = put_all(store, chunks(2, seed=1))
+        store.flush()
+        second = put_all(store, chunks(2, seed=2))
+
+    def pack_holding(chunk_id) -> str:
+        return next(k for k in keys_of(repo.storage, "data")
+                    if chunk_id in [e.chunk_id for e in read_header(
+                        repo.storage, repo.keys, "data", names.parse_key("data", k))])
+
+    key_a, key_b = pack_holding(first[0]), pack_holding(second[0])
+    blob_a, blob_b = repo.storage.get(key_a), repo.storage.get(key_b)
+    repo.storage.put(key_a, blob_b)
+    repo.storage.put(key_b, blob_a)
+    with ChunkStore(repo) as store:
+        for chunk_id in first + second:
+            with pytest.raises(Corrupted, match=f"chunk {chunk_id.hex()} is corrupted"):
+                store.get(chunk_id)
+    repo.storage.put(key_a, blob_a[:100])
+    repo.storage.delete(key_b)
+    with ChunkStore(repo) as store:
+        with pytest.raises(Corrupted, match=f"chunk {first[1].hex()} is corrupted"):
+            store.get(first[1])
+        with pytest.raises(Corrupted, match=f"pack .* holding chunk {second[0].hex()} is missing"):
+            list(store.get_many(second))
+
+
+def test_tree_chunks_come_from_the_local_cache(tmp_path):
+    repo = make_repository(tmp_path / "repo")
+    with ChunkStore(repo) as store:
+        tree_ids = put_all(store, [b"tree one", b"tree two"], kind="tree")
+    with ChunkStore(repo) as store:
+        before = gets(repo.storage)
+        assert store.get(tree_ids[0]) == b"tree one"
+        assert gets(repo.storage) == before
+    key, _ = the_pack(repo, "tree")
+    cached = tmp_path / "corso-cache" / "test-repository" / key
+    cached.write_bytes(b"\0" * len(cached.read_bytes()))  # damaged cache: downloaded again
+    with ChunkStore(repo) as store:
+        assert store.get(tree_ids[1]) == b"tree two"
+        before = gets(repo.storage)
+        assert store.get(tree_ids[0]) == b"tree one"
+        assert gets(repo.storage) == before
+
+
+def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
+    repo = make_repository(tmp_path)
+    datas = chunks(80)
+    with ChunkStore(repo) as store:
+        ids = [store.chunk_id(d) for d in datas]
+        threads = [threading.Thread(target=put_all, args=(store, datas)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        store.flush()
+        assert (store.stats.chunks_new, store.stats.chunks_dedup) == (80, 240)
+    indexed = [e.chunk_id for key in keys_of(repo.storage, "index")
+               for e in decode_index(repo.keys, names.parse_key("index", key),
+                                     repo.storage.get(key))]
+    assert sorted(indexed) == sorted(ids)
+    with ChunkStore(repo) as store:
+        assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
+
+
+def test_foreign_keys_in_the_bucket_are_ignored(tmp_path):
+    repo = make_repository(tmp_path)
+    for stray in ["index/notes.txt", "data/zz/thing", "backups/README", "sessions/x"]:
+        repo.storage.put(stray, b"not ours")
+    with ChunkStore(repo) as store:
+        put_all(store, chunks(2))
+    assert list_manifests(repo) == []
+    assert list_sessions(repo) == []
+
+
+def test_a_session_record_is_refreshed_while_the_store_is_open(tmp_path):
+    repo = make_repository(tmp_path)
+    store = ChunkStore(repo)
+    (session,) = list_sessions(repo)
+    assert session.pid == os.getpid() and session.seen > 0
+    store.close()
+    assert list_sessions(repo) == []
+    record = SessionRecord(repo, refresh_seconds=0.05)
+    record.start()
+    key = names.key("session", record.session_id)
+    first = repo.storage.stat(key).mtime
+    time.sleep(0.3)
+    assert repo.storage.stat(key).mtime > first
+    record.close()
+    assert list_sessions(repo) == []
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+class CrashingStorage(FilesystemStorage):
+    """Fails every write from the n-th on, as a killed process would stop writing."""
+
+    def __init__(self, root: str, writes_before_crash: int) -> None:
+        super().__init__(root)
+        self.writes_left = writes_before_crash
+
+    def _write(self) -> None:
+        if self.writes_left <= 0:
+            raise SimulatedCrash()
+        self.writes_left -= 1
+
+    def put(self, key, data):
+        self._write()
+        super().put(key, data)
+
+    def _create(self, key, data):
+        self._write()
+        super()._create(key, data)
+
+    def delete(self, key):
+        self._write()
+        super().delete(key)
+
+
+def backup(repo, datas: list[bytes]) -> str:
+    """What the engine does: chunks, a tree chunk, flush, then the manifest, last."""
+    store = ChunkStore(repo)
+    try:
+        ids = put_all(store, datas)
+        tree = b"".join(ids)
+        tree_id = store.chunk_id(tree)
+        store.put(tree_id, tree, kind="tree")
+        store.flush()
+        return save_manifest(repo, {"time": time.time(), "tree": tree_id.hex()})
+    finally:
+        store.close()
+
+
+def assert_valid(repo) -> None:
+    """Every index entry points into a stored pack whose header lists it."""
+    for key in keys_of(repo.storage, "index"):
+        name = names.parse_key("index", key)
+        for chunk_id, location in decode_index(repo.keys, name, repo.storage.get(key)):
+            header = read_header(repo.storage, repo.keys, location.kind, location.pack)
+            assert (chunk_id, location.offset, location.length) in header
+
+
+def restore(repo, backup_id) -> list[bytes]:
+    manifest = load_manifest(repo, backup_id)
+    with ChunkStore(repo) as store:
+        tree = store.get(bytes.fromhex(manifest["tree"]))
+        ids = [tree[i : i + 32] for i in range(0, len(tree), 32)]
+        return [store.get(i) for i in ids]
+
+
+def test_a_backup_interrupted_at_any_write_leaves_the_repository_valid(tmp_path, small_packs):
+    base = tmp_path / "base"
+    first_data, second_data = chunks(8, seed=1), chunks(8, seed=1)[:4] + chunks(30, seed=2)
+    base_repo = make_repository(base)
+    first = backup(base_repo, first_data)
+    keys = base_repo.keys
+    crashes = 0
+    for n in range(100):
+        root = tmp_path / f"crash-{n}"
+        shutil.copytree(base, root)
+        repo = make_repository(root, CrashingStorage(str(root), n))
+        object.__setattr__(repo, "keys", keys)
+        try:
+            backup(repo, second_data)
+        except SimulatedCrash:
+            crashes += 1
+        else:
+            break
+        clean = make_repository(root)
+        object.__setattr__(clean, "keys", keys)
+        assert_valid(clean)
+        ids = [m["id"] for m in list_manifests(clean)]
+        assert first in ids and restore(clean, first) == first_data
+        for finished in set(ids) - {first}:  # the crash came after the manifest (session end)
+            assert restore(clean, finished) == second_data
+        # The next backup succeeds and re-uses what the interrupted one stored.
+        again = backup(clean, second_data)
+        assert restore(clean, again) == second_data
+    assert crashes >= 12  # session, ~13 packs, checkpoints, index, manifest: each a crash point
