@@ -4,6 +4,7 @@ and tested (a meta-test, as datasette keeps its hooks honest)."""
 
 import ast
 import importlib
+import importlib.metadata
 import json
 import os
 import re
@@ -25,14 +26,24 @@ README = ROOT / "README.md"
 
 @pytest.fixture(scope="session")
 def memory_plugin(tmp_path_factory):
-    """pip-install the plugin distribution from tests/plugins into this venv (a copy, so its
-    build leaves nothing in the source tree); reinstalled each session so edits take effect."""
-    copy = tmp_path_factory.mktemp("plugin") / "corso_memory_backend"
-    shutil.copytree(PLUGIN_SOURCE, copy)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--force-reinstall", str(copy)], check=True, timeout=300)
-    importlib.invalidate_caches()
-    return importlib.import_module("corso_memory_backend")
+    """pip-install the plugin distribution from tests/plugins into this venv, unless this very
+    version is installed already (the venv is shared: no needless reinstall under others' feet).
+    A copy is built, so the build leaves nothing in the source tree."""
+    source = (PLUGIN_SOURCE / "corso_memory_backend.py").read_text()
+    try:
+        installed = importlib.metadata.distribution("corso-memory-backend")
+        current = Path(installed.locate_file("corso_memory_backend.py")).read_text() == source
+    except (importlib.metadata.PackageNotFoundError, FileNotFoundError):
+        current = False
+    if not current:
+        copy = tmp_path_factory.mktemp("plugin") / "corso_memory_backend"
+        shutil.copytree(PLUGIN_SOURCE, copy)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--force-reinstall", str(copy)], check=True, timeout=300)
+        importlib.invalidate_caches()
+    module = importlib.import_module("corso_memory_backend")
+    assert Path(module.__file__).read_text() == source
+    return module
 
 
 def corso(*args: str, **env: str) -> subprocess.CompletedProcess:
