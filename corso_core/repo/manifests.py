@@ -54,12 +54,14 @@ def save_manifest(repository, manifest: dict) -> str:
     return backup_id
 
 
-def load_manifest(repository, backup_id: str, *, cache_dir: str | None = None) -> dict:
-    """The manifest; NotFound naming the ID if there is no such backup."""
+def load_manifest(repository, backup_id: str) -> dict:
+    """The manifest; NotFound naming the ID if there is no such backup.
+
+    Always read from the repository (one small GET): a cached copy would outlive a delete.
+    """
     key = _key(repository, backup_id)
     try:
-        return BlobCache(repository.repository_id, cache_dir).fetch(
-            repository.storage, key, lambda blob: _decode(repository, backup_id, blob))
+        return _decode(repository, backup_id, repository.storage.get(key))
     except NotFound:
         raise NotFound(f"no backup {backup_id} in the repository at "
                        f"{repository.storage.location()}") from None
