@@ -447,3 +447,18 @@ def test_bad_connect_where_no_repository_is(tmp_path, corso, config_file):
 def test_bad_no_connection_yet(corso):
     one_error_line(corso("repo", "status", "--passphrase", "pw"), 1,
                    "no repository connected; run corso repo init or corso repo connect")
+
+
+def test_version_flag(corso):
+    from corso_core import __version__
+
+    for flag in ("-v", "--version"):
+        result = corso(flag)
+        assert result.code == 0 and result.out == f"corso, version {__version__}\n"
+
+
+def test_hide_progress_and_log_flags_are_accepted_by_repo_commands(repo, corso, tmp_path):
+    log = tmp_path / "info.log"
+    result = corso("repo", "status", "--passphrase", "pw", "--hide-progress", "--log-level",
+                   "info", "--log-file", str(log))
+    assert result.code == 0 and result.err == "" and log.exists()
