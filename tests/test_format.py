@@ -165,6 +165,18 @@ def test_init_never_overwrites_an_existing_repository(storage):
     assert open_repository(storage, "pw").repository_id == first.repository_id
 
 
+def test_init_where_only_the_copy_survives_never_replaces_it(storage):
+    created = init_repository(storage, "pw")
+    storage.delete(FORMAT_KEY)
+    copy = storage.get(FORMAT_COPY_KEY)
+    with pytest.raises(AlreadyExists):
+        init_repository(storage, "pw")
+    assert storage.get(FORMAT_COPY_KEY) == copy
+    assert [b.key for b in storage.list()] == [FORMAT_COPY_KEY]
+    storage.put(FORMAT_KEY, copy)  # the README's recovery step
+    assert open_repository(storage, "pw").keys == created.keys
+
+
 def test_update_passphrase_keeps_the_master_key_and_drops_the_old_passphrase(storage):
     created = init_repository(storage, "old")
     update_passphrase(open_repository(storage, "old"), "new")

@@ -50,11 +50,17 @@ def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
     check_passphrase(passphrase)
     master = secrets.token_bytes(KEY_SIZE)
     blob = FormatBlob.create(master, passphrase, ChunkerParams.for_new_repository())
+    exists = AlreadyExists(f"a repository already exists at {storage.location()}")
     try:
         storage.put_new(FORMAT_KEY, blob.encode())
     except AlreadyExists:
-        raise AlreadyExists(f"a repository already exists at {storage.location()}") from None
-    storage.put(FORMAT_COPY_KEY, blob.encode())
+        raise exists from None
+    try:
+        storage.put_new(FORMAT_COPY_KEY, blob.encode())
+    except AlreadyExists:
+        # A repository whose primary format blob was lost: its copy is all that unlocks it.
+        storage.delete(FORMAT_KEY)  # ours, created just above
+        raise exists from None
     return Repository._from_format(storage, blob, master)
 
 
