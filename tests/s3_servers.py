@@ -42,6 +42,7 @@ class S3Server:
     secret_key: str
     bucket: str
     tls: bool = False
+    session_token: str | None = None
 
     def admin(self):
         """A plain boto3 client, to set the scene and look behind the plugin's back."""
@@ -228,19 +229,27 @@ def iam_s3(moto_endpoint, aws_env):
     IAM enforcement is switched on after the scene is set and off again at teardown.
     """
 
-    def make(actions, bucket: str = BUCKET) -> S3Server:
+    def make(actions, bucket: str = BUCKET, assumed_role: bool = False) -> S3Server:
+        """With `assumed_role`, the credentials are an STS role session's (with a token)."""
         _moto_api(moto_endpoint, "reset-auth", b"inf")
         _moto_api(moto_endpoint, "reset")
         root = dict(endpoint_url=f"http://{moto_endpoint}", region_name=REGION,
                     aws_access_key_id="moto-root", aws_secret_access_key="moto-root")
         boto3.client("s3", **root).create_bucket(Bucket=bucket)
         iam = boto3.client("iam", **root)
-        iam.create_user(UserName="corso")
-        iam.put_user_policy(UserName="corso", PolicyName="corso",
-                            PolicyDocument=json.dumps(bucket_policy(bucket, actions)))
-        key = iam.create_access_key(UserName="corso")["AccessKey"]
+        policy = json.dumps(bucket_policy(bucket, actions))
+        if assumed_role:
+            role = iam.create_role(RoleName="corso", AssumeRolePolicyDocument=policy)["Role"]
+            iam.put_role_policy(RoleName="corso", PolicyName="corso", PolicyDocument=policy)
+            key = boto3.client("sts", **root).assume_role(
+                RoleArn=role["Arn"], RoleSessionName="corso-test")["Credentials"]
+        else:
+            iam.create_user(UserName="corso")
+            iam.put_user_policy(UserName="corso", PolicyName="corso", PolicyDocument=policy)
+            key = iam.create_access_key(UserName="corso")["AccessKey"]
         _moto_api(moto_endpoint, "reset-auth", b"0")
-        return S3Server(moto_endpoint, key["AccessKeyId"], key["SecretAccessKey"], bucket)
+        return S3Server(moto_endpoint, key["AccessKeyId"], key["SecretAccessKey"], bucket,
+                        session_token=key.get("SessionToken"))
 
     yield make
     _moto_api(moto_endpoint, "reset-auth", b"inf")

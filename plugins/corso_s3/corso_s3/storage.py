@@ -24,6 +24,7 @@ from corso_core.api import (
     Bytes,
     NotFound,
     StorageError,
+    UsageError,
     check_key,
 )
 from corso_s3.body import BufferReader
@@ -158,6 +159,8 @@ class S3Storage(BlobStorage):
         self._write(key, memoryview(data), create_only=False)
 
     def _create(self, key: str, data: Bytes) -> None:
+        if "/" not in key:
+            self._check_location_is_free(key)
         if self.atomic_create:
             try:
                 return self._write(key, memoryview(data), create_only=True)
@@ -219,6 +222,42 @@ class S3Storage(BlobStorage):
             self.request("AbortMultipartUpload", key, Key=self._object(key), UploadId=upload)
         except StorageError as e:
             log.warning("could not abort the upload of %s (cleanup will): %s", key, e)
+
+    def _check_location_is_free(self, key: str) -> None:
+        """Before a create-only put at the prefix's root (how a repository claims its location,
+        with its format blob): refuse a prefix inside or above another repository, or one that
+        holds objects that are not a corso repository. A retry finds `key` itself: not refused.
+        """
+        try:
+            self.stat(key)
+            return  # already there: the create reports AlreadyExists, put_new compares bytes
+        except NotFound:
+            pass
+        parts = self.prefix.split("/")[:-1]
+        for depth in range(len(parts)):
+            outer = "".join(f"{p}/" for p in parts[:depth])
+            try:
+                self.request("HeadObject", key, Key=outer + key)
+            except NotFound:
+                continue
+            raise UsageError(
+                f"{self.location()} is inside the repository at s3://{self.bucket}/{outer}; "
+                "repositories can share a bucket under different prefixes, but not nest"
+            )
+        listed = self.request("ListObjectsV2", None, Prefix=self.prefix, MaxKeys=1000)
+        others = [item["Key"][len(self.prefix) :] for item in listed.get("Contents", [])]
+        others = [k for k in others if k not in (key, LOCK_RECORD)]
+        inner = [k[: -len(key)] for k in others if k.endswith(f"/{key}")]
+        if inner:
+            raise UsageError(
+                f"{self.location()} holds the repository at {self.location()}{inner[0]}; "
+                "repositories can share a bucket under different prefixes, but not nest"
+            )
+        if others:
+            raise UsageError(
+                f"{self.location()} holds objects that are not a corso repository (such as "
+                f"{others[0]}); choose an empty --prefix"
+            )
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -1,0 +1,244 @@
+"""`corso repo init|connect|status|check-access s3` end to end against SeaweedFS (and moto for
+the session token): connections, credentials from each link of the chain, secrets, TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from test_repo_cli import Result, corso, one_error_line  # noqa: F401 (corso is a fixture)
+
+from corso_s3 import client
+from corso_s3.permissions import REQUIRED
+
+PASS = "correct horse battery staple"
+
+
+def config_file() -> Path:
+    return Path(os.environ["CORSO_CONFIG_DIR"]) / "corso.toml"
+
+
+def keys_under(server, prefix: str) -> list[str]:
+    listed = server.admin().list_objects_v2(Bucket=server.bucket, Prefix=prefix)
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def with_keys(server) -> list[str]:
+    return ["--aws-access-key", server.access_key, "--aws-secret-access-key", server.secret_key]
+
+
+def use_env_keys(monkeypatch, server) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+
+
+def init(corso, server, prefix, *extra) -> Result:  # noqa: F811
+    return corso("repo", "init", "s3", *server.flags(prefix), *with_keys(server),
+                 "--passphrase", PASS, *extra)
+
+
+def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+                                                    monkeypatch):
+    done = init(corso, seaweedfs, s3_prefix, "--json")
+    assert done.code == 0, done
+    created = json.loads(done.out)
+    assert created["location"] == f"s3://{seaweedfs.bucket}/{s3_prefix}"
+    assert f"{s3_prefix}format" in keys_under(seaweedfs, s3_prefix)
+    saved = config_file().read_text()
+    assert seaweedfs.bucket in saved and s3_prefix in saved and seaweedfs.endpoint in saved
+
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "second-host"))
+    use_env_keys(monkeypatch, seaweedfs)
+    connected = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS,
+                      "--json")
+    assert connected.code == 0, connected
+    assert json.loads(connected.out)["repository_id"] == created["repository_id"]
+
+    status = corso("repo", "status", "--passphrase", PASS, "--json")
+    assert status.code == 0, status
+    shown = json.loads(status.out)
+    assert shown["repository_id"] == created["repository_id"] and shown["backend"] == "s3"
+    assert shown["storage_requests"]["requests"]["GET"] >= 1
+    assert shown["storage_requests"]["bytes_down"] > 0
+
+
+def test_init_twice_with_the_same_passphrase_says_it_exists(corso, seaweedfs, s3_prefix):  # noqa: F811
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+    again = init(corso, seaweedfs, s3_prefix)
+    assert again.code == 0 and "already exists" in again.out
+
+
+def test_wrong_passphrase_is_refused(corso, seaweedfs, s3_prefix, monkeypatch, tmp_path):  # noqa: F811
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "other"))
+    wrong = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), *with_keys(seaweedfs),
+                  "--passphrase", "not it")
+    one_error_line(wrong, 1, "passphrase")
+    assert not config_file().exists()
+
+
+def test_missing_bucket_is_named_and_never_created(corso, seaweedfs):  # noqa: F811
+    server = type(seaweedfs)(**{**vars(seaweedfs), "bucket": "no-such-bucket"})
+    result = init(corso, server, "p/")
+    one_error_line(result, 1, f"bucket no-such-bucket does not exist at {seaweedfs.endpoint}; "
+                              "create it first (corso never creates buckets)")
+    names = [b["Name"] for b in seaweedfs.admin().list_buckets()["Buckets"]]
+    assert "no-such-bucket" not in names and not config_file().exists()
+
+
+def test_wrong_secret_key_is_named(corso, seaweedfs, s3_prefix):  # noqa: F811
+    result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--aws-access-key",
+                   seaweedfs.access_key, "--aws-secret-access-key", "wrong", "--passphrase", PASS)
+    one_error_line(result, 1, "secret access key does not match")
+    assert "wrong" not in result.err.replace("does not match", "")
+    assert keys_under(seaweedfs, s3_prefix) == [] and not config_file().exists()
+
+
+def test_unreachable_endpoint_is_named(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(client, "MAX_RETRIES", 1)  # retried with backoff: ~20 s at 10 retries
+    result = corso("repo", "init", "s3", "--bucket", seaweedfs.bucket, "--endpoint",
+                   "127.0.0.1:9", "--disable-tls", *with_keys(seaweedfs), "--passphrase", PASS)
+    one_error_line(result, 1, "cannot reach the S3 endpoint 127.0.0.1:9")
+
+
+def test_two_prefixes_in_one_bucket_stay_independent(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+                                                     monkeypatch):
+    ids = {}
+    for name in ("a/", "b/"):
+        monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / name))
+        done = init(corso, seaweedfs, s3_prefix + name, "--json")
+        assert done.code == 0, done
+        ids[name] = json.loads(done.out)["repository_id"]
+        status = corso("repo", "status", *with_keys(seaweedfs), "--passphrase", PASS, "--json")
+        assert json.loads(status.out)["repository_id"] == ids[name]
+    assert ids["a/"] != ids["b/"]
+    assert {k.removeprefix(s3_prefix).split("/")[0] for k in keys_under(seaweedfs, s3_prefix)} \
+        == {"a", "b"}
+
+
+@pytest.mark.parametrize("nested, message", [
+    ("a/inner/", "is inside the repository at"),
+    ("", "holds the repository at"),
+])
+def test_nested_repositories_are_refused(corso, seaweedfs, s3_prefix, nested, message):  # noqa: F811
+    assert init(corso, seaweedfs, s3_prefix + "a/").code == 0
+    before = keys_under(seaweedfs, s3_prefix)
+    config_file().unlink()
+    result = init(corso, seaweedfs, s3_prefix + nested if nested else s3_prefix)
+    one_error_line(result, 2, message, "not nest")
+    assert keys_under(seaweedfs, s3_prefix) == before and not config_file().exists()
+
+
+# --- the credentials chain: flags > environment > shared credentials file / profile -------
+
+
+def credentials_file(path: Path, profile: str, server, secret: str | None = None) -> str:
+    path.write_text(f"[{profile}]\naws_access_key_id = {server.access_key}\n"
+                    f"aws_secret_access_key = {secret or server.secret_key}\n")
+    return str(path)
+
+
+def test_credentials_from_flags_beat_the_environment(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-from-env")
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+
+
+def test_credentials_from_the_environment_beat_the_file(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+                                                        monkeypatch):
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", credentials_file(
+        tmp_path / "creds", "default", seaweedfs, secret="wrong-from-file"))
+    use_env_keys(monkeypatch, seaweedfs)
+    result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
+    assert result.code == 0, result
+
+
+def test_credentials_from_a_profile_in_the_shared_file(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+                                                       monkeypatch):
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
+                       credentials_file(tmp_path / "creds", "backup", seaweedfs))
+    missing = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
+    one_error_line(missing, 2, "no AWS credentials found")  # [backup] is not the default
+    monkeypatch.setenv("AWS_PROFILE", "backup")
+    result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
+    assert result.code == 0, result
+
+
+def test_credentials_from_the_default_profile_of_the_shared_file(corso, seaweedfs, s3_prefix,  # noqa: F811
+                                                                 tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
+                       credentials_file(tmp_path / "creds", "default", seaweedfs))
+    result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
+    assert result.code == 0, result
+
+
+def test_an_unknown_profile_is_named(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AWS_PROFILE", "nobody")
+    result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
+    one_error_line(result, 2, "AWS profile not found: nobody")
+
+
+# --- secrets, session tokens (moto: SeaweedFS has no STS), TLS, check-access --------------
+
+
+def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monkeypatch,  # noqa: F811
+                                                             tmp_path):
+    server = iam_s3(REQUIRED, assumed_role=True)
+    creds = {"AccessKeyId": server.access_key, "SecretAccessKey": server.secret_key,
+             "SessionToken": server.session_token}
+    log = tmp_path / "debug.log"
+    result = corso("repo", "init", "s3", *server.flags("repo/"), "--aws-access-key",
+                   creds["AccessKeyId"], "--aws-secret-access-key", creds["SecretAccessKey"],
+                   "--aws-session-token", creds["SessionToken"], "--passphrase", PASS,
+                   "--log-level", "debug", "--log-file", str(log))
+    assert result.code == 0, result
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "not-the-token")
+    refused = corso("repo", "status", "--passphrase", PASS)
+    assert refused.code != 0 and "token" in refused.err.lower(), refused
+    monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
+    status = corso("repo", "status", "--passphrase", PASS, "--log-level", "debug",
+                   "--log-file", str(log))
+    assert status.code == 0, status
+    written = log.read_text() + config_file().read_text() + result.out + result.err + status.out
+    assert log.stat().st_size > 0
+    for secret in (creds["SecretAccessKey"], creds["SessionToken"], creds["AccessKeyId"], PASS):
+        assert secret not in written
+
+
+def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix,  # noqa: F811
+                                                        monkeypatch):
+    monkeypatch.setattr(client, "MAX_RETRIES", 1)  # botocore retries TLS failures too
+    strict = [f for f in seaweedfs_tls.flags(s3_prefix) if f != "--disable-tls-verification"]
+    refused = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)
+    one_error_line(refused, 1, "TLS failure", "--disable-tls-verification")
+    assert not config_file().exists()
+    assert init(corso, seaweedfs_tls, s3_prefix).code == 0
+
+
+def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefix):  # noqa: F811
+    result = corso("repo", "check-access", "s3", *seaweedfs.flags(s3_prefix),
+                   *with_keys(seaweedfs), "--json")
+    assert result.code == 0, result
+    rows = json.loads(result.out)["checks"]
+    assert {r["action"] for r in rows} >= {"PutObject", "GetObject", "ListObjectsV2",
+                                           "DeleteObject", "CreateMultipartUpload", "UploadPart",
+                                           "AbortMultipartUpload", "ListMultipartUploads",
+                                           "GetBucketLocation"}
+    assert all(r["ok"] for r in rows)
+    assert keys_under(seaweedfs, s3_prefix) == []
+    uploads = seaweedfs.admin().list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix=s3_prefix)
+    assert uploads.get("Uploads", []) == []
+
+
+def test_check_access_names_the_missing_permission(corso, iam_s3):  # noqa: F811
+    server = iam_s3(set(REQUIRED) - {"s3:DeleteObject"})
+    result = corso("repo", "check-access", "s3", *server.flags("repo/"), *with_keys(server))
+    assert result.code == 1
+    failed = [line for line in result.out.splitlines() if "ok" not in line.split()[-1:]]
+    assert any("DeleteObject" in line and "s3:DeleteObject" in line and "access denied" in line
+               for line in failed), result.out
+    assert result.err.strip() == "corso: error: 1 of 9 checks failed: DeleteObject"
