@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from corso_core.errors import AlreadyExists, Corrupted, InvalidPassphrase, UnsupportedFormat
+from corso_core.errors import (
+    AlreadyExists,
+    Corrupted,
+    InvalidPassphrase,
+    RepositoryError,
+    UnsupportedFormat,
+)
 from corso_core.repo.crypto import Keys
 from corso_core.repo.format import (
     FORMAT_COPY_KEY,
@@ -16,7 +22,12 @@ from corso_core.repo.format import (
     TEST_CHEAP_KDF_ENV,
     FormatBlob,
 )
-from corso_core.repo.repository import init_repository, open_repository, update_passphrase
+from corso_core.repo.repository import (
+    init_or_open,
+    init_repository,
+    open_repository,
+    update_passphrase,
+)
 from corso_core.storage.filesystem import FilesystemStorage
 
 
@@ -175,6 +186,23 @@ def test_init_where_only_the_copy_survives_never_replaces_it(storage):
     assert [b.key for b in storage.list()] == [FORMAT_COPY_KEY]
     storage.put(FORMAT_KEY, copy)  # the README's recovery step
     assert open_repository(storage, "pw").keys == created.keys
+
+
+def test_init_again_restores_a_missing_copy_and_never_touches_the_primary(storage):
+    init_repository(storage, "pw")
+    primary = storage.get(FORMAT_KEY)
+    storage.delete(FORMAT_COPY_KEY)  # as if init was killed between its two writes
+    repository, created = init_or_open(storage, "pw")
+    assert not created
+    assert storage.get(FORMAT_COPY_KEY) == primary == storage.get(FORMAT_KEY)
+
+
+def test_init_or_open_with_another_passphrase_changes_nothing(storage):
+    init_repository(storage, "pw")
+    storage.delete(FORMAT_COPY_KEY)
+    with pytest.raises(RepositoryError, match=f"already exists at {storage.location()}"):
+        init_or_open(storage, "other")
+    assert [b.key for b in storage.list()] == [FORMAT_KEY]
 
 
 def test_update_passphrase_keeps_the_master_key_and_drops_the_old_passphrase(storage):

@@ -9,10 +9,9 @@ from corso_core.cli import output
 from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
-from corso_core.errors import AlreadyExists, InvalidPassphrase, RepositoryError
 from corso_core.repo.repository import (
     Repository,
-    init_repository,
+    init_or_open,
     open_repository,
     update_passphrase,
 )
@@ -28,16 +27,7 @@ def _init(backend: StorageBackend, values: dict) -> None:
     secret = passphrase.resolve(values.pop(passphrase.PARAM), confirm=True)
     storage = backend.open(values)
     try:
-        try:
-            repository, created = init_repository(storage, secret), True
-        except AlreadyExists:
-            try:
-                repository, created = open_repository(storage, secret), False
-            except InvalidPassphrase:
-                raise RepositoryError(
-                    f"a repository already exists at {storage.location()} and this passphrase "
-                    "does not open it; nothing was changed"
-                ) from None
+        repository, created = init_or_open(storage, secret)
         path = _remember(backend, values, repository)
     finally:
         storage.close()

@@ -1,8 +1,8 @@
 """A repository: a BlobStorage plus the keys and settings read from its format blob.
 
-`init_repository` creates one, `open_repository` unlocks one, `update_passphrase` re-wraps the
-master key. Everything above (packs, index, manifests, the engine) receives a `Repository` and
-never reads the format blob itself.
+`init_repository` creates one, `open_repository` unlocks one, `init_or_open` is `repo init`,
+`update_passphrase` re-wraps the master key. Everything above (packs, index, manifests, the
+engine) receives a `Repository` and never reads the format blob itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from corso_core.errors import AlreadyExists, Corrupted, NotFound, RepositoryError, UsageError
+from corso_core.errors import (
+    AlreadyExists,
+    Corrupted,
+    InvalidPassphrase,
+    NotFound,
+    RepositoryError,
+    UsageError,
+)
 from corso_core.repo.chunker import ChunkerParams
 from corso_core.repo.crypto import KEY_SIZE, Keys
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
@@ -62,6 +69,29 @@ def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
         storage.delete(FORMAT_KEY)  # ours, created just above
         raise exists from None
     return Repository._from_format(storage, blob, master)
+
+
+def init_or_open(storage: BlobStorage, passphrase: str) -> tuple[Repository, bool]:
+    """What `repo init` does: create a repository, or open the one there if the passphrase
+    matches (so init is safe to repeat); True if it was created.
+
+    An existing repository missing its format copy (an init interrupted between its two
+    writes) gets the copy back.
+    """
+    try:
+        return init_repository(storage, passphrase), True
+    except AlreadyExists:
+        pass
+    try:
+        repository = open_repository(storage, passphrase)
+    except InvalidPassphrase:
+        raise RepositoryError(f"a repository already exists at {storage.location()} and this "
+                              "passphrase does not open it; nothing was changed") from None
+    try:
+        storage.stat(FORMAT_COPY_KEY)
+    except NotFound:
+        storage.put_new(FORMAT_COPY_KEY, storage.get(FORMAT_KEY))
+    return repository, False
 
 
 def read_format(storage: BlobStorage) -> FormatBlob:
