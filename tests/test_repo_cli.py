@@ -208,13 +208,14 @@ def test_secret_flags_reach_the_backend_but_other_backends_flags_are_refused():
     opened = {}
     backend = StorageBackend(
         name="vault", description="test",
-        options=[click.Option(["--bucket"]), click.Option(["--secret-key"])],
-        secret_options=frozenset({"secret_key"}),
+        options=[click.Option(["--bucket"]), click.Option(["--secret-key"]),
+                 click.Option(["--lock-days"])],
+        secret_options=frozenset({"secret_key"}), init_only=frozenset({"lock_days"}),
         open=lambda values: opened.update(values),
     )
     connection = config.Connection("vault", "id", {"bucket": "b"})
     open_storage(backend, connection, {"secret_key": "k", "bucket": "b"})
-    assert opened == {"bucket": "b", "secret_key": "k"}
+    assert opened == {"bucket": "b", "secret_key": "k", "lock_days": None}
     with pytest.raises(UsageError, match="--path is an option of backend filesystem, but the "
                                          "connected repository is on vault"):
         open_storage(backend, connection, {"path": "/x"})

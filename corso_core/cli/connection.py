@@ -123,7 +123,7 @@ def open_storage(backend: StorageBackend, connection: config.Connection,
                  given: Mapping[str, Any]) -> BlobStorage:
     """The connected storage; flags given must match the connection (secrets are merged)."""
     own = {o.name: o for o in backend.options if o.name not in backend.init_only}
-    values: dict[str, Any] = {name: None for name in own}
+    values: dict[str, Any] = {o.name: None for o in backend.options}  # as StorageBackend.open says
     values.update(connection.settings)
     for name, value in given.items():
         if name not in own:
