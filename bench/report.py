@@ -84,7 +84,7 @@ def ratios(rows: list[dict], target: str) -> dict[str, dict[str, float]]:
 def _table(rows: list[dict], target: str) -> list[str]:
     ok = [r for r in rows if r["target"] == target and r["status"] == "ok"]
     reference = reference_tool(ok)
-    ordered = sorted(ok, key=lambda r: (r["tool"] != reference, r["tool"]))
+    ordered = sorted(ok, key=lambda r: (r["tool"] != reference, r["tool"] != "corso", r["tool"]))
     header = ["figure"]
     for row in ordered:
         header.append(row["tool"])

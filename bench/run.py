@@ -216,7 +216,7 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
         "rows": [row.as_dict() for row in rows],
         "skipped": skipped,
         "memory_scaling": scaling,
-        "micro": micro.building_blocks(settings.micro_megabytes),
+        "micro": micro.building_blocks(settings.micro_megabytes, corso, settings.work),
         "index": micro.index_figures(settings.index_entries),
     }
     results["duration_s"] = round(time.monotonic() - started)
