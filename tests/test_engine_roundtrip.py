@@ -188,3 +188,24 @@ def test_restore_into_a_non_empty_destination(repository, tmp_path, collisions):
     if collisions == "copy":
         assert (out / "f.restored").read_bytes() == b"backed up"
     assert not [n for n in os.listdir(out) if n.startswith(".corso-restore-")]
+
+
+def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from_it(
+        repository, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for name in ("a", "b", "c"):
+        (tree / name).write_bytes(os.urandom(1000))
+    result = backup(repository, tree)
+    [pack] = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
+    damaged = bytearray(pack.read_bytes())
+    damaged[40] ^= 0xFF  # inside the first chunk of the only data pack
+    pack.write_bytes(bytes(damaged))
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    [error] = problems.errors
+    bad = error.split(": ", 1)[0]  # the file's path in the backup
+    assert bad in ("t/a", "t/b", "t/c") and "not restored" in error and "corrupted" in error
+    restored = sorted(os.listdir(tmp_path / "out" / "t"))  # no temp file left either
+    assert len(restored) == 2 and os.path.basename(bad) not in restored
+    for name in restored:
+        assert (tmp_path / "out" / "t" / name).read_bytes() == (tree / name).read_bytes()

@@ -34,7 +34,7 @@ from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
 
 FILES_IN_FLIGHT = 16
-CHUNKS_IN_FLIGHT = 4
+CHUNKS_IN_FLIGHT = 2
 #: A file modified this close to the moment it was read may change again unseen (same size,
 #: same mtime tick): the next backup must not trust its metadata.
 RECENT_NS = 1_000_000_000
@@ -57,6 +57,9 @@ class BackupStats:
     bytes_total: int = 0  # size of every file in the backup
     bytes_read: int = 0  # what was actually read (changed and new files)
     bytes_added: int = 0  # what the repository grew by, after dedup and compression
+    chunks_new: int = 0  # data and tree chunks stored by this backup
+    chunks_dedup: int = 0  # chunks read and found already stored
+    packs_written: int = 0
     errors: int = 0
     warnings: int = 0
     duration_s: float = 0.0
@@ -135,7 +138,8 @@ class _Backup:
         try:
             for piece in chunk_file(self.chunker, content.file):
                 self.chunk_slots.acquire()
-                futures.append(self.packers.submit(self._pack, piece))
+                # a copy, so the reader's large buffer is freed as soon as it is chunked
+                futures.append(self.packers.submit(self._pack, bytes(piece)))
                 self.progress.advance(nbytes=len(piece))
         finally:
             results = [f.result() for f in futures]  # wait for all, even after a read error
@@ -283,6 +287,9 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
             progress.stop()
         store.flush()
         stats = backup.stats
+        stats.chunks_new = store.stats.chunks_new
+        stats.chunks_dedup = store.stats.chunks_dedup
+        stats.packs_written = store.stats.packs_written
         stats.errors, stats.warnings = len(problems.errors), len(problems.warnings)
         stats.duration_s = round(time.monotonic() - started, 3)
         manifest = {
