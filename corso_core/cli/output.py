@@ -73,10 +73,12 @@ def setup_logging(globals_: GlobalFlags) -> None:
         logging.FileHandler(globals_.log_file) if globals_.log_file else logging.StreamHandler()
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("corso")
-    root.handlers[:] = [handler]
-    # Without --log-file, stderr gets warnings only unless debug was asked for.
-    root.setLevel(level if globals_.log_file or level <= logging.DEBUG else logging.WARNING)
+    # "corso" is the CLI's logger; modules log under their import path, "corso_core.…".
+    for name in ("corso", "corso_core"):
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        # Without --log-file, stderr gets warnings only unless debug was asked for.
+        root.setLevel(level if globals_.log_file or level <= logging.DEBUG else logging.WARNING)
 
 
 def emit(data, text: str | None = None) -> None:

@@ -7,6 +7,7 @@ engine) receives a `Repository` and never reads the format blob itself.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from corso_core.repo.chunker import ChunkerParams
 from corso_core.repo.crypto import KEY_SIZE, Keys
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
 from corso_core.storage.interface import BlobStorage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,8 @@ def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
         # A repository whose primary format blob was lost: its copy is all that unlocks it.
         storage.delete(FORMAT_KEY)  # ours, created just above
         raise exists from None
+    log.info("created repository %s at %s (scrypt n=%d)", blob.repository_id,
+             storage.location(), blob.kdf.n)
     return Repository._from_format(storage, blob, master)
 
 
@@ -123,6 +128,8 @@ def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
     """Unlock the repository; InvalidPassphrase if the passphrase does not open it."""
     check_passphrase(passphrase)
     blob = read_format(storage)
+    log.debug("read format blob of repository %s at %s (version %d, scrypt n=%d)",
+              blob.repository_id, storage.location(), blob.format_version, blob.kdf.n)
     return Repository._from_format(storage, blob, blob.unwrap(passphrase))
 
 
@@ -139,3 +146,4 @@ def update_passphrase(repository: Repository, new_passphrase: str) -> None:
     repository.storage.put(FORMAT_KEY, blob.encode())
     repository.storage.put(FORMAT_COPY_KEY, blob.encode())
     repository.format = blob
+    log.info("new passphrase for repository %s", repository.repository_id)
