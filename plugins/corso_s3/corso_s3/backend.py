@@ -7,9 +7,6 @@ from corso_s3 import options
 from corso_s3.access import check_access
 from corso_s3.factory import open_storage
 
-SECRETS = frozenset({"aws_access_key", "aws_secret_access_key", "aws_session_token"})
-INIT_ONLY = frozenset({"retention_mode", "retention_duration", "extend_retention"})
-
 
 @hookimpl
 def register_backends(register):
@@ -19,8 +16,8 @@ def register_backends(register):
             description="an S3 or S3-compatible bucket",
             options=[*options.connection_options(), *options.retention_options()],
             open=open_storage,
-            secret_options=SECRETS,
-            init_only=INIT_ONLY,
+            secret_options=options.SECRETS,
+            init_only=options.INIT_ONLY,
             check_access=check_access,
         )
     )

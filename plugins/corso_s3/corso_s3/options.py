@@ -15,6 +15,11 @@ import click
 from corso_core.api import UsageError
 from corso_s3.lock import MODES
 
+#: Never saved in corso.toml nor logged.
+SECRETS = frozenset({"aws_access_key", "aws_secret_access_key", "aws_session_token"})
+#: Given to `repo init` only (the core leaves them out of every other command).
+INIT_ONLY = frozenset({"retention_mode", "retention_duration", "extend_retention"})
+
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")

@@ -81,6 +81,9 @@ class S3Storage(BlobStorage):
         self.endpoint = endpoint
         self.part_size = part_size
         self._lock = lock
+        #: Set while `repo init` opens the storage: its first create-only put claims the
+        #: location and is checked first (see _check_location_is_free).
+        self.claiming = False
         self._lock_known = False
         self._count_lock = threading.Lock()
         self._settings_lock = threading.Lock()
@@ -159,7 +162,8 @@ class S3Storage(BlobStorage):
         self._write(key, memoryview(data), create_only=False)
 
     def _create(self, key: str, data: Bytes) -> None:
-        if "/" not in key:
+        if self.claiming:
+            self.claiming = False
             self._check_location_is_free(key)
         if self.atomic_create:
             try:
@@ -224,9 +228,10 @@ class S3Storage(BlobStorage):
             log.warning("could not abort the upload of %s (cleanup will): %s", key, e)
 
     def _check_location_is_free(self, key: str) -> None:
-        """Before a create-only put at the prefix's root (how a repository claims its location,
-        with its format blob): refuse a prefix inside or above another repository, or one that
-        holds objects that are not a corso repository. A retry finds `key` itself: not refused.
+        """Before init's first create-only put (its format blob, which claims the location):
+        refuse a prefix inside or above another repository (one holding a blob of the same
+        name), or one that holds objects that are not a corso repository. An existing
+        repository at the prefix itself is not refused: the core opens it instead.
         """
         try:
             self.stat(key)
