@@ -40,5 +40,9 @@ lint: $(VENV)/.test-installed
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Many hypothesis examples of random trees and edits, and other long runs (marker "soak").
+soak: $(VENV)/.test-installed
+	$(PY) -m pytest -q -p no:cacheprovider -m soak
+
 clean:
 	rm -rf $(VENV) demo build dist .pytest_cache .ruff_cache
