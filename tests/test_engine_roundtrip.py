@@ -10,9 +10,11 @@ import time
 import pytest
 from trees import TEST_CHUNK, snapshot
 
+from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.progress import Problems
 from corso_core.engine.restore import run_restore
+from corso_core.repo.repository import init_repository
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent
 
@@ -53,6 +55,20 @@ def test_tricky_tree_restores_byte_and_metadata_identical(repository, tricky_tre
     assert snapshot(restored) == snapshot(tricky_tree)
     assert os.stat(restored).st_mode == os.stat(tricky_tree).st_mode
     assert stats.hard_links == 1
+
+
+def test_tricky_tree_round_trip_on_seaweedfs(seaweedfs, s3_prefix, small_chunks, tricky_tree,
+                                             tmp_path):
+    storage = plugins.backend("s3").open(seaweedfs.values(s3_prefix))
+    try:
+        repository = init_repository(storage, "pw")
+        result = backup(repository, tricky_tree)
+        assert storage.counts.requests["PUT"] >= 3  # data and tree packs, index, manifest
+        stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+        assert problems.errors == [] and stats.hard_links == 1
+        assert snapshot(tmp_path / "out" / "tricky") == snapshot(tricky_tree)
+    finally:
+        storage.close()
 
 
 def test_unchanged_rebackup_reads_no_file_content(repository, tricky_tree, monkeypatch):
