@@ -3,6 +3,7 @@ change; `corso plugins` and the backend lists show what is installed; every hook
 and tested (a meta-test, as datasette keeps its hooks honest)."""
 
 import ast
+import fcntl
 import importlib
 import importlib.metadata
 import json
@@ -27,23 +28,29 @@ README = ROOT / "README.md"
 @pytest.fixture(scope="session")
 def memory_plugin(tmp_path_factory):
     """pip-install the plugin distribution from tests/plugins into this venv, unless this very
-    version is installed already (the venv is shared: no needless reinstall under others' feet).
-    A copy is built, so the build leaves nothing in the source tree."""
+    version is installed already. The venv is shared (other sessions, xdist workers): a lock
+    serialises installs and nobody reinstalls under another's feet. A copy is built, so the
+    build leaves nothing in the source tree."""
     source = (PLUGIN_SOURCE / "corso_memory_backend.py").read_text()
-    try:
-        installed = importlib.metadata.distribution("corso-memory-backend")
-        current = Path(installed.locate_file("corso_memory_backend.py")).read_text() == source
-    except (importlib.metadata.PackageNotFoundError, FileNotFoundError):
-        current = False
-    if not current:
-        copy = tmp_path_factory.mktemp("plugin") / "corso_memory_backend"
-        shutil.copytree(PLUGIN_SOURCE, copy)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--force-reinstall", str(copy)], check=True, timeout=300)
-        importlib.invalidate_caches()
+    with open(Path(sys.prefix) / ".corso-test-plugin.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _installed_plugin_is(source):
+            copy = tmp_path_factory.mktemp("plugin") / "corso_memory_backend"
+            shutil.copytree(PLUGIN_SOURCE, copy)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                            "--force-reinstall", str(copy)], check=True, timeout=300)
+            importlib.invalidate_caches()
     module = importlib.import_module("corso_memory_backend")
     assert Path(module.__file__).read_text() == source
     return module
+
+
+def _installed_plugin_is(source: str) -> bool:
+    try:
+        installed = importlib.metadata.distribution("corso-memory-backend")
+        return Path(installed.locate_file("corso_memory_backend.py")).read_text() == source
+    except (importlib.metadata.PackageNotFoundError, FileNotFoundError):
+        return False
 
 
 def corso(*args: str, **env: str) -> subprocess.CompletedProcess:
