@@ -220,3 +220,24 @@ def test_update_passphrase_keeps_the_master_key_and_drops_the_old_passphrase(sto
 def test_keys_come_from_the_master_key(storage):
     created = init_repository(storage, "pw")
     assert created.keys == Keys.derive(created.master_key)
+
+
+def test_a_reader_written_from_docs_format_md_unwraps_the_master_key(storage):
+    """The recipe in docs/format.md, with `cryptography` alone and no corso code."""
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    created = init_repository(storage, "pass phrase")
+    marker, checksum, body = storage.get(FORMAT_KEY).split(b"\n", 2)
+    assert marker == b"corso repository format"
+    assert checksum == b"sha256:" + hashlib.sha256(body).hexdigest().encode()
+    fields = json.loads(body)
+    kdf = fields["kdf"]
+    key = Scrypt(salt=base64.b64decode(kdf["salt"]), length=32, n=kdf["n"], r=kdf["r"],
+                 p=kdf["p"]).derive(b"pass phrase")
+    wrapped = base64.b64decode(fields.pop("wrapped_master_key"))
+    associated = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    master = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], associated)
+    assert master == created.master_key
