@@ -122,7 +122,8 @@ def test_status_shows_backend_location_id_version_blobs_and_requests(repo, corso
     repository_id = config.load(str(config_file)).repository_id
     text = corso("repo", "status", "--passphrase", "pw")
     assert text.code == 0
-    for expected in ("filesystem", str(repo), repository_id, f"format version: {FORMAT_VERSION}"):
+    for expected in ("filesystem", str(repo), repository_id, f"format version: {FORMAT_VERSION}",
+                     "key derivation: scrypt n=1024 r=8 p=1 (test-only strength"):
         assert expected in text.out
     data = json.loads(corso("repo", "status", "--passphrase", "pw", "--json").out)
     sizes = [os.path.getsize(repo / name) for name in (FORMAT_KEY, FORMAT_COPY_KEY)]

@@ -9,6 +9,7 @@ from corso_core.cli import output
 from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
+from corso_core.repo.format import FULL_STRENGTH
 from corso_core.repo.repository import (
     Repository,
     init_or_open,
@@ -79,12 +80,6 @@ repo.add_command(
 )
 
 
-def _kdf_parameters(repository: Repository) -> dict | None:
-    if repository.format is None:
-        return None
-    return {k: v for k, v in repository.format.kdf.as_dict().items() if k != "salt"}
-
-
 @repo.command("update-passphrase")
 @click.option("--new-passphrase",
               help="The new passphrase (else a confirmed prompt when stdin is a terminal).")
@@ -105,11 +100,14 @@ def update_passphrase_command(repository: Repository, new_passphrase: str | None
 def status(repository: Repository) -> None:
     """Show the connected repository: backend, location, ID, format, blobs and bytes."""
     connection = config.load(config.config_path(output.flags().config_file))
+    kdf = repository.format.kdf
+    weak = "" if kdf.n >= FULL_STRENGTH["n"] else (
+        " (test-only strength: run update-passphrase without CORSO_TEST_CHEAP_KDF)")
     blobs = list(repository.storage.list())
     total = sum(b.size for b in blobs)
     data = {
         **_describe(connection.backend, repository),
-        "kdf": _kdf_parameters(repository),
+        "kdf": {k: v for k, v in kdf.as_dict().items() if k != "salt"},
         "chunker": repository.chunker.as_dict(),
         "blobs": len(blobs),
         "bytes": total,
@@ -120,5 +118,6 @@ def status(repository: Repository) -> None:
         f"location:       {data['location']}",
         f"repository ID:  {repository.repository_id}",
         f"format version: {repository.format_version}",
+        f"key derivation: {kdf.name} n={kdf.n} r={kdf.r} p={kdf.p}{weak}",
         f"blobs:          {len(blobs)} ({total} bytes)",
     ]))
