@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Repository:
+    """An unlocked repository: where its blobs are, its subkeys and its recorded settings."""
+
     storage: BlobStorage
     keys: Keys
     repository_id: str
@@ -36,7 +38,7 @@ class Repository:
     chunker: ChunkerParams
     #: The decoded format blob; None for a Repository built by hand in tests.
     format: FormatBlob | None = field(default=None, repr=False)
-    #: Needed only to re-wrap it under a new passphrase.
+    #: The master key, kept only to re-wrap it under a new passphrase.
     master_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
