@@ -4,6 +4,7 @@ two paths with one base name."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -16,7 +17,7 @@ from corso_core.engine.progress import Problems
 from corso_core.engine.restore import run_restore
 from corso_core.repo.repository import init_repository
 from corso_core.sources.files import FILES
-from corso_core.sources.files.reader import FileContent
+from corso_core.sources.files.reader import FileContent, FilesReader
 
 
 def backup(repository, *paths, **options):
@@ -225,3 +226,46 @@ def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from
     assert len(restored) == 2 and os.path.basename(bad) not in restored
     for name in restored:
         assert (tmp_path / "out" / "t" / name).read_bytes() == (tree / name).read_bytes()
+
+
+class _GrowsWhileRead:
+    """A file object that appends to its file on the first read: a writer racing the backup."""
+
+    def __init__(self, file, path):
+        self.file, self.path, self.grown = file, path, False
+
+    def readinto(self, buffer):
+        if not self.grown:
+            self.grown = True
+            with open(self.path, "ab") as f:
+                f.write(b"appended while the backup read the file")
+        return self.file.readinto(buffer)
+
+    def __getattr__(self, name):  # fileno, close: the real file's
+        return getattr(self.file, name)
+
+
+class _RacedReader(FilesReader):
+    def open(self, node):
+        content = super().open(node)
+        if content is not None and node.name == b"busy":
+            content.file = _GrowsWhileRead(content.file, node.handle)
+        return content
+
+
+def test_a_file_that_changes_while_read_is_reported_and_left_out(repository, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "busy").write_bytes(b"x" * 5000)
+    (tree / "calm").write_bytes(b"y" * 5000)
+    raced = dataclasses.replace(
+        FILES, open_reader=lambda values, report: _RacedReader(
+            [os.fsencode(p) for p in values["path"]], [], report))
+    problems = Problems()
+    result = run_backup(repository, raced, {"path": [str(tree)], "exclude": ()},
+                        BackupOptions(), problems)
+    [error] = problems.errors
+    assert error.endswith("busy: changed while being read (size)")
+    assert result.manifest["incomplete"] and result.stats.errors == 1
+    restore(repository, result.backup_id, tmp_path / "out")
+    assert os.listdir(tmp_path / "out" / "t") == ["calm"]
