@@ -78,10 +78,13 @@ class Runner:
     def _measure(self, row: Row, step: str, command, *, timed: bool = True):
         env = tool_environment(row.tool, row.home, row.repo)
         before = row.target.requests(row.repo)
-        measurement = run_measured(
-            command.argv, env=env, cwd=command.cwd, cold_cache=self.cold_cache and timed,
-            timeout_s=self.settings.step_timeout_s,
-        )
+        try:
+            measurement = run_measured(
+                command.argv, env=env, cwd=command.cwd, cold_cache=self.cold_cache and timed,
+                timeout_s=self.settings.step_timeout_s,
+            )
+        except StepFailed as e:
+            raise StepFailed(f"{step}: {e}") from None
         if before is not None:
             row.requests[step] = dict(row.target.requests(row.repo) - before)
         if timed:
