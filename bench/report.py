@@ -139,7 +139,9 @@ def markdown(results: dict) -> str:
         "everywhere, best in **bold**. Ratios are against the reference column's tool; only "
         "ratios from the same run mean anything on a shared machine. Every restore was verified "
         "byte for byte against the source; a row that failed anything is listed below its "
-        "table, not in it.",
+        "table, not in it. Repository size is the sum of its files' (objects') sizes; S3 "
+        "requests per GB stored are the first backup's requests over the repository's size "
+        "after it.",
     ]
     for target in ("local", "s3"):
         rows = [r for r in results["rows"] if r["target"] == target]
@@ -189,8 +191,9 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    headline = [f"{title}: wall s" for title in STEP_TITLES.values()]
-    headline += ["first backup: peak RSS MiB", "repository MiB at the end"]
+    headline = {f"{title}: wall s": f"{title}\nwall time" for title in STEP_TITLES.values()}
+    headline["first backup: peak RSS MiB"] = "first backup\npeak RSS"
+    headline["repository MiB at the end"] = "repository\nsize"
     targets = [t for t in ("local", "s3") if ratios(results["rows"], t)]
     figure, axes = plt.subplots(len(targets) or 1, 1, figsize=(10, 4 * max(1, len(targets))),
                                 squeeze=False)
@@ -198,13 +201,12 @@ def chart(results: dict, path: Path) -> None:
         by_tool = ratios(results["rows"], target)
         reference = reference_tool([r for r in results["rows"] if r["target"] == target])
         width = 0.8 / len(by_tool)
-        for i, (tool, figures) in enumerate(sorted(by_tool.items())):
+        for i, (tool, figures) in enumerate(sorted(by_tool.items(), key=lambda t: t[0] != "corso")):
             xs = [j + i * width for j in range(len(headline))]
             axis.bar(xs, [figures.get(label, 0) for label in headline], width, label=tool)
         axis.axhline(1, color="black", linewidth=0.8)
         axis.set_xticks([j + 0.4 - width / 2 for j in range(len(headline))])
-        axis.set_xticklabels([label.rsplit(":", 1)[0] if ":" in label else label
-                              for label in headline], fontsize=8)
+        axis.set_xticklabels(headline.values(), fontsize=8)
         axis.set_ylabel(f"ratio to {reference} (lower is better)")
         axis.set_title(f"{target}: ratio to {reference}")
         axis.legend()
