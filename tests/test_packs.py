@@ -49,7 +49,7 @@ def test_chunks_use_a_fresh_nonce_and_bind_their_id():
 
 
 def write_pack(storage, kind=names.DATA_PACK, count=5) -> tuple[PackWriter, list[bytes]]:
-    writer = PackWriter(kind)
+    writer = PackWriter(kind, bytearray(256))  # too small: it must grow
     chunks = [os.urandom(100 + i) for i in range(count)]
     for i, chunk in enumerate(chunks):
         writer.add(bytes([i]) * 32, seal_chunk(KEYS, bytes([i]) * 32, chunk))

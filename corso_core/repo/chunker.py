@@ -33,7 +33,7 @@ class ChunkerParams:
 #: Bytes read from a file per buffer, as a multiple of the maximum chunk size. Each buffer is a
 #: fresh object, so a yielded chunk stays valid for as long as its consumer holds it, and memory
 #: is bounded by the chunks in flight, never by the file's size.
-_BUFFER_CHUNKS = 4
+_BUFFER_CHUNKS = 2
 
 
 class ChunkerMissing(CorsoError):

@@ -13,6 +13,7 @@ suffix-range GET; the index normally makes even that unnecessary.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import NamedTuple
 
 from corso_core.errors import Corrupted
@@ -22,6 +23,8 @@ from corso_core.storage.interface import BlobStorage
 
 #: Packs are closed once they reach this size: few requests per GB, little memory per pack.
 TARGET_PACK_SIZE = 16 * 1024 * 1024
+#: A pack buffer's size: the target plus one default-size maximum chunk and a header.
+PACK_BUFFER_SIZE = TARGET_PACK_SIZE + 4 * 1024 * 1024 + 64 * 1024
 _MAGIC = b"CPK1"
 _ENTRY = struct.Struct("<32sI")
 _TRAILER = struct.Struct("<I")
@@ -54,35 +57,63 @@ def header_size(entries: int) -> int:
     return len(_MAGIC) + entries * _ENTRY.size + OVERHEAD + _TRAILER.size
 
 
-class PackWriter:
-    """Collects sealed entries of one pack in memory until it is full, then gives the blob."""
+class BufferPool:
+    """Pack-sized buffers, re-used: a fresh 20 MiB allocation per pack would leave the C
+    allocator holding several hundred MiB of freed buffers across threads."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, size: int, keep: int) -> None:
+        self._size, self._keep = size, keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(self._size)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep and len(buffer) == self._size:
+                self._free.append(buffer)
+
+
+class PackWriter:
+    """Collects sealed entries of one pack in one buffer until it is full, then gives the blob.
+
+    The buffer (from a BufferPool) becomes the blob itself: no second copy of the pack is made.
+    """
+
+    def __init__(self, kind: str, buffer: bytearray) -> None:
         self.kind = kind
         self.name = names.new_pack_name()
         self.entries: list[PackEntry] = []
-        self._parts: list[bytes] = []
+        self.buffer = buffer
         self.size = 0
+
+    def _append(self, data: bytes) -> None:
+        end = self.size + len(data)
+        if end > len(self.buffer):  # only a chunk larger than the pool expects
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        self.buffer[self.size : end] = data
+        self.size = end
 
     def add(self, chunk_id: bytes, sealed: bytes) -> PackEntry:
         entry = PackEntry(chunk_id, self.size, len(sealed))
         self.entries.append(entry)
-        self._parts.append(sealed)
-        self.size += len(sealed)
+        self._append(sealed)
         return entry
 
     def full(self) -> bool:
         return self.size >= TARGET_PACK_SIZE
 
-    def finish(self, keys: Keys) -> bytes:
-        """The whole pack blob; the writer's chunk buffers are released."""
+    def finish(self, keys: Keys) -> memoryview:
+        """The whole pack blob: a view of the buffer, valid until the buffer is re-used."""
         plain = _MAGIC + b"".join(_ENTRY.pack(e.chunk_id, e.length) for e in self.entries)
         header = seal(keys.metadata, plain, _header_associated_data(self.kind, self.name))
-        self._parts.append(header)
-        self._parts.append(_TRAILER.pack(len(header)))
-        blob = b"".join(self._parts)
-        self._parts = []
-        return blob
+        self._append(header)
+        self._append(_TRAILER.pack(len(header)))
+        return memoryview(self.buffer)[: self.size]
 
 
 def decode_header(keys: Keys, kind: str, name: str, tail: bytes, *,

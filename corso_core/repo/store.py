@@ -26,7 +26,7 @@ from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.cache import BlobCache
 from corso_core.repo.index import ChunkIndex, IndexEntry, Location, decode_index, encode_index
-from corso_core.repo.packs import PackWriter, open_chunk, seal_chunk
+from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk, seal_chunk
 from corso_core.repo.sessions import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class ChunkStore:
         self._load_index()
         self._pending: set[bytes] = set()  # put, but their pack is not stored yet
         self._writers: dict[str, PackWriter] = {}
+        # One buffer per open pack and per upload, kept for re-use.
+        self._buffers = BufferPool(PACK_BUFFER_SIZE, keep=UPLOAD_THREADS + 2)
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="corso-upload")
         self._upload_slots = threading.BoundedSemaphore(UPLOAD_THREADS)
         self._in_flight: set[Future] = set()
@@ -162,7 +164,7 @@ class ChunkStore:
         with self._lock:
             writer = self._writers.get(kind)
             if writer is None:
-                writer = self._writers[kind] = PackWriter(kind)
+                writer = self._writers[kind] = PackWriter(kind, self._buffers.take())
             writer.add(chunk_id, sealed)
             self.stats.chunks_new += 1
             self.stats.bytes_new += len(data)
@@ -189,10 +191,11 @@ class ChunkStore:
     def _upload(self, writer: PackWriter) -> None:
         try:
             key = names.key(writer.kind, writer.name)
-            blob = writer.finish(self._keys)
-            self._storage.put_new(key, blob)
-            if writer.kind == names.TREE_PACK:
-                self._cache.put(key, blob)
+            with writer.finish(self._keys) as blob:
+                self._storage.put_new(key, blob)
+                if writer.kind == names.TREE_PACK:
+                    self._cache.put(key, blob)
+            self._buffers.give(writer.buffer)
             with self._lock:
                 for entry in writer.entries:
                     location = Location(writer.kind, writer.name, entry.offset, entry.length)
