@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
-from corso_core.api import BlobStorageContract
+from corso_core.api import AlreadyExists, BlobStorageContract
 from corso_s3.factory import open_storage
 from corso_s3.storage import MIN_PART_SIZE
 
@@ -37,3 +39,75 @@ def test_large_blob_is_uploaded_in_parts(s3_storage):
     assert requests["MULTIPART"] == 1 + 3 + 1  # create, three parts, complete
     assert "PUT" not in requests
     assert s3_storage.get("data/big", SMALL_PART - 2, 4) == data[SMALL_PART - 2 : SMALL_PART + 2]
+
+
+def test_cleanup_aborts_only_stale_uploads_of_its_own_prefix(s3_storage, seaweedfs):
+    admin = seaweedfs.admin()
+    mine = admin.create_multipart_upload(Bucket=seaweedfs.bucket,
+                                         Key=s3_storage.prefix + "data/ab/killed")
+    other = admin.create_multipart_upload(Bucket=seaweedfs.bucket, Key="elsewhere/data/x")
+    try:
+        assert s3_storage.cleanup(24 * 3600) == 0  # just started: maybe another host's, alive
+        assert s3_storage.cleanup(0) == 1
+        left = admin.list_multipart_uploads(Bucket=seaweedfs.bucket).get("Uploads", [])
+        assert mine["UploadId"] not in {u["UploadId"] for u in left}
+        assert other["UploadId"] in {u["UploadId"] for u in left}
+    finally:
+        admin.abort_multipart_upload(Bucket=seaweedfs.bucket, Key="elsewhere/data/x",
+                                     UploadId=other["UploadId"])
+
+
+def test_only_own_keys_are_listed(seaweedfs, s3_storage):
+    admin = seaweedfs.admin()
+    admin.put_object(Bucket=seaweedfs.bucket, Key=s3_storage.prefix + "data/no spaces!", Body=b"")
+    sibling = s3_storage.prefix.rstrip("/") + "-sibling/data/x"  # shares the text prefix
+    admin.put_object(Bucket=seaweedfs.bucket, Key=sibling, Body=b"")
+    s3_storage.put("data/mine", b"m")
+    assert [b.key for b in s3_storage.list()] == ["data/mine"]
+
+
+def test_request_counts_match_the_servers(s3_storage, seaweedfs_process):
+    bucket = s3_storage.bucket
+    before = seaweedfs_process.request_counts(bucket)
+    for i in range(3):
+        s3_storage.put(f"data/c{i}", b"abc")
+    s3_storage.get("data/c0")
+    s3_storage.get_tail("data/c1", 2)
+    s3_storage.stat("data/c2")
+    list(s3_storage.list("data/"))
+    s3_storage.delete("data/c0")
+    server = seaweedfs_process.request_counts(bucket) - before
+    ours = s3_storage.counts.as_dict()
+    # SeaweedFS counts HEAD as GET. Ours has two more GETs: the bucket's region, asked when
+    # the storage opened (before `before`), and the Object Lock record, read by the first put.
+    assert ours["requests"] == {"PUT": 3, "GET": 4, "HEAD": 1, "LIST": 1, "DELETE": 1}
+    assert dict(server) == {"PUT": 3, "GET": 4, "LIST": 1, "DELETE": 1}
+    assert ours["bytes_up"] == 9 and ours["bytes_down"] == 3 + 2
+
+
+def test_a_multipart_upload_never_copies_the_blob(s3_storage):
+    data = os.urandom(3 * SMALL_PART)
+    s3_storage.put("warm-up", b"")  # load botocore's lazily loaded parts first
+    tracemalloc.start()
+    try:
+        s3_storage.put("data/big", data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < SMALL_PART  # not a single part's copy, let alone the blob's
+
+
+def test_without_conditional_writes_create_falls_back_to_check_then_put(s3_storage):
+    def refuse_if_none_match(request, **kwargs):
+        if "If-None-Match" in request.headers:
+            xml = b"<Error><Code>NotImplemented</Code><Message>no</Message></Error>"
+            return AWSResponse(request.url, 501, {}, type("Raw", (), {
+                "stream": lambda self, **kw: iter([xml])})())
+        return None
+
+    s3_storage.client.meta.events.register("before-send.s3.PutObject", refuse_if_none_match)
+    s3_storage.put_new("format", b"one")
+    assert s3_storage.atomic_create is False
+    with pytest.raises(AlreadyExists):
+        s3_storage.put_new("format", b"two")
+    assert s3_storage.get("format") == b"one"

@@ -328,8 +328,9 @@ class S3Storage(BlobStorage):
             now = _server_time(page)
             for upload in page.get("Uploads", []):
                 key = upload["Key"][len(self.prefix) :]
-                age = now - upload["Initiated"].timestamp()
-                if _follows_naming_scheme(key) and age > older_than_seconds:
+                # Whole seconds on both sides: the Date header has no fractions.
+                age = now - int(upload["Initiated"].timestamp())
+                if _follows_naming_scheme(key) and age >= older_than_seconds:
                     self.request(
                         "AbortMultipartUpload", key, Key=upload["Key"],
                         UploadId=upload["UploadId"],
