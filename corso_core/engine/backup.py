@@ -113,7 +113,7 @@ class _Backup:
         self.progress = progress
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
-        self.readers = ThreadPoolExecutor(2, thread_name_prefix="corso-read")
+        self.readers = ThreadPoolExecutor(4, thread_name_prefix="corso-read")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.file_slots = threading.BoundedSemaphore(FILES_IN_FLIGHT)
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
