@@ -87,6 +87,11 @@ def test_measurement_covers_the_whole_process_tree():
     assert measured.cpu_s >= 0.3
     assert measured.wall_s >= 1
 
+    # It says whether the page cache was dropped: it was wherever the machine allows it.
+    cold = run_measured(["true"], env=dict(os.environ), cold_cache=True)
+    assert cold.cold_cache == os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    assert run_measured(["true"], env=dict(os.environ)).cold_cache is False
+
     with pytest.raises(StepFailed, match="exited 3: the reason"):
         run_measured(["sh", "-c", "echo the reason >&2; exit 3"], env=dict(os.environ))
     with pytest.raises(StepFailed, match="timed out"):
