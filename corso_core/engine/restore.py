@@ -152,7 +152,15 @@ class _Restore:
         self.progress.advance(files=1)
 
     def _write(self, file: _File, offset: int, data: bytes) -> None:
-        self.writer.write(file.handle, offset, data)
+        if file.done:
+            return  # failed earlier
+        try:
+            self.writer.write(file.handle, offset, data)
+        except OSError as e:
+            self.problems.error(os.path.join(*file.path), f"not restored: {e.strerror}")
+            self.writer.discard_file(file.handle)
+            file.done = True
+            return
         file.missing -= 1
         if file.missing == 0:
             self._finish(file)

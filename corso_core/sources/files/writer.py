@@ -39,6 +39,7 @@ class PendingFile:
     meta: Metadata
     parent: Path
     temp: bytes
+    created: bool = False
 
 
 class FilesWriter:
@@ -197,26 +198,24 @@ class FilesWriter:
             self._say(path, f"cannot create symlink: {e.strerror}")
 
     def start_file(self, path: Path, meta: Metadata) -> PendingFile | None:
+        """Check the name and the collision policy; the temp file is created on first use."""
         fd = self._checked_parent(path)
         if fd is None:
             return None
         if self.collisions == "skip" and self._lstat(fd, path[-1]) is not None:
             return None
-        pending = PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
-        try:
-            self._file_fd(pending, create=True)
-        except OSError as e:
-            self._say(path, f"cannot create file: {e.strerror}")
-            return None
-        return pending
+        return PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
 
-    def _file_fd(self, pending: PendingFile, create: bool = False) -> int:
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create
-                                                               else 0)
-        return self._cached(
+    def _file_fd(self, pending: PendingFile) -> int:
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if not pending.created:
+            flags |= os.O_CREAT | os.O_EXCL
+        fd = self._cached(
             ("file", pending.parent, pending.temp),
             lambda: os.open(pending.temp, flags, 0o600, dir_fd=self._dir_fd(pending.parent)),
         )
+        pending.created = True
+        return fd
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
         fd = self._file_fd(pending)
@@ -236,6 +235,8 @@ class FilesWriter:
 
     def discard_file(self, pending: PendingFile) -> None:
         self._forget(("file", pending.parent, pending.temp))
+        if not pending.created:
+            return
         try:
             os.unlink(pending.temp, dir_fd=self._dir_fd(pending.parent))
         except FileNotFoundError:
