@@ -10,6 +10,7 @@ from corso_core.errors import (
     ConfigError,
     Corrupted,
     CorsoError,
+    Incomplete,
     InvalidPassphrase,
     NotConnected,
     NotFound,
@@ -21,6 +22,7 @@ from corso_core.errors import (
     UsageError,
 )
 from corso_core.hookspecs import hookimpl
+from corso_core.sources.source import Metadata, Node, Source, SourceReader, SourceWriter
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import check_key
 from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes, RequestCounts
@@ -33,12 +35,18 @@ __all__ = [
     "ConfigError",
     "CorsoError",
     "Corrupted",
+    "Incomplete",
     "InvalidPassphrase",
+    "Metadata",
+    "Node",
     "NotConnected",
     "NotFound",
     "PermissionDenied",
     "RepositoryError",
     "RequestCounts",
+    "Source",
+    "SourceReader",
+    "SourceWriter",
     "StorageBackend",
     "StorageError",
     "Transient",
