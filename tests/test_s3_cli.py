@@ -64,6 +64,17 @@ def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix,
     assert shown["storage_requests"]["bytes_down"] > 0
 
 
+def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedfs,  # noqa: F811
+                                                                  s3_prefix, monkeypatch):
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+    use_env_keys(monkeypatch, seaweedfs)
+    assert corso("repo", "status", "--prefix", s3_prefix, "--passphrase", PASS).code == 0
+    other = corso("repo", "status", "--prefix", "elsewhere", "--passphrase", PASS)
+    one_error_line(other, 2, "--prefix elsewhere/ differs", s3_prefix)
+    moved = corso("repo", "status", "--endpoint", "127.0.0.1:1", "--passphrase", PASS)
+    one_error_line(moved, 2, "--endpoint 127.0.0.1:1 differs", seaweedfs.endpoint)
+
+
 def test_init_twice_with_the_same_passphrase_says_it_exists(corso, seaweedfs, s3_prefix):  # noqa: F811
     assert init(corso, seaweedfs, s3_prefix).code == 0
     again = init(corso, seaweedfs, s3_prefix)
@@ -209,9 +220,7 @@ def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monke
         assert secret not in written
 
 
-def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix,  # noqa: F811
-                                                        monkeypatch):
-    monkeypatch.setattr(client, "MAX_RETRIES", 1)  # botocore retries TLS failures too
+def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix):  # noqa: F811
     strict = [f for f in seaweedfs_tls.flags(s3_prefix) if f != "--disable-tls-verification"]
     refused = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)
     one_error_line(refused, 1, "TLS failure", "--disable-tls-verification")

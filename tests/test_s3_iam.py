@@ -13,6 +13,7 @@ import os
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from test_repo_cli import corso  # noqa: F401 (a fixture)
 
 from corso_core.api import NotFound, PermissionDenied
 from corso_s3.factory import open_storage
@@ -56,9 +57,17 @@ def test_canary_enforcement_is_on(iam_s3):
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
 
 
-def test_documented_policy_suffices_for_everything(iam_s3):
-    storage = storage_for(iam_s3(CORSO_DOCUMENTED))
-    exercise(storage)
+def test_documented_policy_suffices_for_everything(iam_s3, corso, monkeypatch, tmp_path):  # noqa: F811
+    server = iam_s3(CORSO_DOCUMENTED)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+    init = corso("repo", "init", "s3", *server.flags("cli/"), "--passphrase", "pw")
+    assert init.code == 0, init
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "second"))
+    connect = corso("repo", "connect", "s3", *server.flags("cli/"), "--passphrase", "pw")
+    assert connect.code == 0, connect
+    assert corso("repo", "status", "--passphrase", "pw").code == 0
+    exercise(storage_for(server))
 
 
 def test_listing_the_parts_of_an_upload_is_never_needed(iam_s3):

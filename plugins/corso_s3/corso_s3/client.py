@@ -5,7 +5,8 @@ profile. That is boto3's own chain with the flags passed in explicitly, so a use
 AWS setup (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, session tokens) works unchanged.
 
 Retries: botocore's "standard" mode retries 500/502/503/504, throttling (SlowDown, 429) and
-connection errors and timeouts, with exponential backoff and full jitter, up to 10 retries.
+connection errors and timeouts, with exponential backoff and full jitter, up to 10 retries;
+TLS verification failures are not retried.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import boto3
 import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ProfileNotFound
+from botocore.exceptions import BotoCoreError, ProfileNotFound, SSLError
 
 from corso_core.api import UsageError
 from corso_s3 import __version__
@@ -74,7 +75,7 @@ class Connection:
         )
         scheme = "http" if self.disable_tls else "https"
         try:
-            return session.client(
+            client = session.client(
                 "s3",
                 endpoint_url=None if self.is_aws and not self.disable_tls
                 else f"{scheme}://{self.endpoint}",
@@ -83,3 +84,11 @@ class Connection:
             )
         except BotoCoreError as e:
             raise UsageError(f"cannot set up the S3 client: {e}") from e
+        client.meta.events.register_first("needs-retry.s3", _never_retry_tls_failures)
+        return client
+
+
+def _never_retry_tls_failures(caught_exception=None, **kwargs) -> None:
+    """A certificate that fails verification fails again: say so now, not after ten retries."""
+    if isinstance(caught_exception, SSLError):
+        raise caught_exception
