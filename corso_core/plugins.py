@@ -27,30 +27,27 @@ def load() -> pluggy.PluginManager:
     return pm
 
 
-def backends() -> dict[str, StorageBackend]:
-    """Every installed backend by name; two plugins claiming one name is an error."""
-    found: dict[str, StorageBackend] = {}
+def _registered(hook, what: str) -> dict:
+    """What plugins register through one hook, by name; a name claimed twice is an error."""
+    found: dict = {}
 
-    def register(backend: StorageBackend) -> None:
-        if backend.name in found:
-            raise CorsoError(f'two plugins register a backend named "{backend.name}"')
-        found[backend.name] = backend
+    def register(item) -> None:
+        if item.name in found:
+            raise CorsoError(f'two plugins register a {what} named "{item.name}"')
+        found[item.name] = item
 
-    load().hook.register_backends(register=register)
+    hook(register=register)
     return dict(sorted(found.items()))
+
+
+def backends() -> dict[str, StorageBackend]:
+    """Every installed backend by name."""
+    return _registered(load().hook.register_backends, "backend")
 
 
 def sources() -> dict[str, Source]:
-    """Every installed backup source by name; two plugins claiming one name is an error."""
-    found: dict[str, Source] = {}
-
-    def register(source: Source) -> None:
-        if source.name in found:
-            raise CorsoError(f'two plugins register a source named "{source.name}"')
-        found[source.name] = source
-
-    load().hook.register_sources(register=register)
-    return dict(sorted(found.items()))
+    """Every installed backup source by name."""
+    return _registered(load().hook.register_sources, "source")
 
 
 def backend(name: str) -> StorageBackend:

@@ -185,17 +185,24 @@ class FilesWriter:
             self._say(path, f"cannot set metadata: {e.strerror}")
         self._forget(("dir", path))
 
-    def make_symlink(self, path: Path, meta: Metadata) -> None:
+    def _create_and_place(self, path: Path, what: str, create) -> None:
+        """`create(dir_fd, temp_name)` makes the item under a temp name; then it is placed."""
         fd = self._checked_parent(path)
         if fd is None:
             return
         temp = self._temp_name()
         try:
-            os.symlink(meta.target, temp, dir_fd=fd)
-            self._apply(meta, at=(fd, temp))
+            create(fd, temp)
             self._place(fd, temp, path)
         except OSError as e:
-            self._say(path, f"cannot create symlink: {e.strerror}")
+            self._say(path, f"cannot create {what}: {e.strerror}")
+
+    def make_symlink(self, path: Path, meta: Metadata) -> None:
+        def create(fd: int, temp: bytes) -> None:
+            os.symlink(meta.target, temp, dir_fd=fd)
+            self._apply(meta, at=(fd, temp))
+
+        self._create_and_place(path, "symlink", create)
 
     def start_file(self, path: Path, meta: Metadata) -> PendingFile | None:
         """Check the name and the collision policy; the temp file is created on first use."""
@@ -243,16 +250,9 @@ class FilesWriter:
             pass
 
     def link(self, path: Path, existing: Path) -> None:
-        fd = self._checked_parent(path)
-        if fd is None:
-            return
-        temp = self._temp_name()
-        try:
-            os.link(self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]),
-                    dst_dir_fd=fd, follow_symlinks=False)
-            self._place(fd, temp, path)
-        except OSError as e:
-            self._say(path, f"cannot create hard link: {e.strerror}")
+        self._create_and_place(path, "hard link", lambda fd, temp: os.link(
+            self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]), dst_dir_fd=fd,
+            follow_symlinks=False))
 
     def close(self) -> None:
         for fd in self._fds.values():
