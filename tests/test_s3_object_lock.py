@@ -59,3 +59,13 @@ def test_without_lock_record_nothing_is_locked(locked, s3_prefix):
     head = locked.admin().head_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + "data/cd/blob")
     assert "ObjectLockMode" not in head
 
+
+
+def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked, s3_prefix):  # noqa: F811
+    assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw").code == 0
+    again = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                  "--retention-mode", "compliance", "--retention-duration", "1d")
+    assert again.code == 0 and "already exists" in again.out
+    listed = locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix)
+    assert {o["Key"] for o in listed["Contents"]} == {s3_prefix + "format",
+                                                      s3_prefix + "format-copy"}

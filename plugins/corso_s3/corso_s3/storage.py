@@ -28,6 +28,7 @@ from corso_core.api import (
     check_key,
 )
 from corso_s3.body import BufferReader
+from corso_s3.client import DEFAULT_REGION
 from corso_s3.errors import error_code, translate
 from corso_s3.lock import ObjectLock
 
@@ -95,7 +96,7 @@ class S3Storage(BlobStorage):
 
     def bucket_region(self) -> str:
         """The bucket's region (GetBucketLocation); also proves the bucket and credentials."""
-        region = self.request("GetBucketLocation").get("LocationConstraint") or "us-east-1"
+        region = self.request("GetBucketLocation").get("LocationConstraint") or DEFAULT_REGION
         return "eu-west-1" if region == "EU" else region
 
     def bucket_has_object_lock(self) -> bool:
@@ -230,14 +231,15 @@ class S3Storage(BlobStorage):
     def _check_location_is_free(self, key: str) -> None:
         """Before init's first create-only put (its format blob, which claims the location):
         refuse a prefix inside or above another repository (one holding a blob of the same
-        name), or one that holds objects that are not a corso repository. An existing
-        repository at the prefix itself is not refused: the core opens it instead.
+        name), or one that holds objects that are not a corso repository. A repository at the
+        prefix itself is AlreadyExists, before anything (an Object Lock record) is written.
         """
         try:
             self.stat(key)
-            return  # already there: the create reports AlreadyExists, put_new compares bytes
         except NotFound:
             pass
+        else:
+            raise AlreadyExists(f"{self._where(key)}: already exists")
         parts = self.prefix.split("/")[:-1]
         for depth in range(len(parts)):
             outer = "".join(f"{p}/" for p in parts[:depth])
