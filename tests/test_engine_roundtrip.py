@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import pytest
@@ -269,3 +270,19 @@ def test_a_file_that_changes_while_read_is_reported_and_left_out(repository, tmp
     assert result.manifest["incomplete"] and result.stats.errors == 1
     restore(repository, result.backup_id, tmp_path / "out")
     assert os.listdir(tmp_path / "out" / "t") == ["calm"]
+
+
+def test_files_whose_chunks_left_the_index_are_read_again(repository, tmp_path, monkeypatch):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(os.urandom(5000))
+    time.sleep(1.1)
+    backup(repository, tree)
+    for blob in list(repository.storage.list("index/")):  # as if maintenance dropped them
+        repository.storage.delete(blob.key)
+    shutil.rmtree(tmp_path / "cache")
+    opened = count_opens(monkeypatch)
+    second = backup(repository, tree)
+    assert len(opened) == 1 and second.stats.bytes_read == 5000
+    restore(repository, second.backup_id, tmp_path / "out")
+    assert (tmp_path / "out" / "t" / "f").read_bytes() == (tree / "f").read_bytes()
