@@ -81,7 +81,7 @@ def ratios(rows: list[dict], target: str) -> dict[str, dict[str, float]]:
     return result
 
 
-def _table(rows: list[dict], target: str) -> list[str]:
+def target_table(rows: list[dict], target: str) -> list[str]:
     ok = [r for r in rows if r["target"] == target and r["status"] == "ok"]
     reference = reference_tool(ok)
     ordered = sorted(ok, key=lambda r: (r["tool"] != reference, r["tool"] != "corso", r["tool"]))
@@ -148,7 +148,7 @@ def markdown(results: dict) -> str:
         if not rows:
             continue
         title = "local filesystem" if target == "local" else "S3 on SeaweedFS"
-        out += ["", f"## {title}", ""] + _table(results["rows"], target)
+        out += ["", f"## {title}", ""] + target_table(results["rows"], target)
         out += [f"\n- {r['tool']}: {r['status']}" for r in rows if r["status"] != "ok"]
         if target == "s3":
             out += ["", "S3 requests by kind, counted at the server "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import dataset
+from bench import dataset, report
 from bench.measure import StepFailed, run_measured
 from bench.run import Settings, run_benchmark
 from bench.seaweedfs import parse_request_counts
@@ -207,3 +207,20 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     assert "**" in markdown  # the best figure of each row is bold
     assert not settings.work.exists(), "the run cleans up its work directory"
 
+
+
+def _row(tool: str, wall_s: float, repo_bytes: int, status: str = "ok") -> dict:
+    step = {"wall_s": wall_s, "cpu_s": wall_s, "peak_rss_bytes": 64 << 20, "cold_cache": True}
+    steps = dict.fromkeys(("first", "unchanged", "mutated", "restore"), step)
+    return {"tool": tool, "target": "local", "status": status, "steps": steps, "requests": {},
+            "repo_bytes": {"after_first": repo_bytes, "final": repo_bytes}}
+
+
+def test_report_divides_by_restic_and_bolds_the_best():
+    rows = [_row("corso", 1.0, 30 << 20), _row("restic", 2.0, 20 << 20),
+            _row("borg-lz4", 0.5, 10 << 20, status="failed: restore: boom")]
+    table = "\n".join(report.target_table(rows, "local"))
+    assert table.splitlines()[0] == "| figure | restic | corso | ×restic |"
+    assert "| first backup: wall s | 2.00 | **1.00** | 0.50 |" in table
+    assert "| repository MiB at the end | **20.0** | 30.0 | 1.50 |" in table
+    assert "borg" not in table  # a failed row is listed under the table, never compared
