@@ -31,8 +31,8 @@ from corso_core.repo.sessions import SessionRecord
 
 log = logging.getLogger(__name__)
 
-#: Packs being uploaded at once; with one open pack per kind this bounds the write path's
-#: memory to about (UPLOAD_THREADS + 2) packs, whatever the size of the backup.
+#: Packs being uploaded at once. put() waits while this many are in flight, so the write
+#: path holds about UPLOAD_THREADS + 1 pack buffers, whatever the size of the backup.
 UPLOAD_THREADS = 3
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
@@ -89,7 +89,7 @@ class ChunkStore:
         # One buffer per open pack and per upload, kept for re-use.
         self._buffers = BufferPool(PACK_BUFFER_SIZE, keep=UPLOAD_THREADS + 2)
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="corso-upload")
-        self._upload_slots = threading.BoundedSemaphore(UPLOAD_THREADS)
+        self._upload_finished = threading.Condition(self._lock)
         self._in_flight: set[Future] = set()
         self._unindexed: list[IndexEntry] = []  # in stored packs, not yet in an index blob
         self._unindexed_packs = 0
@@ -151,6 +151,10 @@ class ChunkStore:
             raise ValueError(f"unknown chunk kind {kind!r}")
         self._raise_upload_error()
         with self._lock:
+            # Back-pressure before a new chunk takes memory: the uploads must keep up.
+            while (chunk_id not in self._pending and chunk_id not in self._index
+                   and len(self._in_flight) >= UPLOAD_THREADS and self._upload_error is None):
+                self._upload_finished.wait()
             if chunk_id in self._pending or chunk_id in self._index:
                 self.stats.chunks_dedup += 1
                 return 0
@@ -177,7 +181,6 @@ class ChunkStore:
         return len(sealed)
 
     def _submit(self, writer: PackWriter) -> None:
-        self._upload_slots.acquire()  # back-pressure: at most UPLOAD_THREADS packs in flight
         future = self._uploads.submit(self._upload, writer)
         with self._lock:
             self._in_flight.add(future)
@@ -186,7 +189,7 @@ class ChunkStore:
     def _upload_done(self, future: Future) -> None:
         with self._lock:
             self._in_flight.discard(future)
-        self._upload_slots.release()
+            self._upload_finished.notify_all()
 
     def _upload(self, writer: PackWriter) -> None:
         try:
