@@ -41,6 +41,7 @@ def use_bucket_region(storage: S3Storage, values: Mapping[str, Any]) -> None:
         return
     region = storage.bucket_region()
     if region != DEFAULT_REGION:
+        storage.client.close()
         storage.client = connection(values).client(region)
 
 
@@ -52,11 +53,15 @@ def open_storage(values: Mapping[str, Any]) -> S3Storage:
     storage = unchecked_storage(values, lock=lock)
     # The core passes the init-only options to `repo init` alone.
     storage.claiming = INIT_ONLY <= values.keys()
-    use_bucket_region(storage, values)
-    if lock and not storage.bucket_has_object_lock():
-        raise UsageError(
-            f"--retention-mode {values['retention_mode']} needs a bucket with Object Lock "
-            f"enabled; bucket {storage.bucket} has none (Object Lock can only be enabled "
-            "when a bucket is created)"
-        )
+    try:
+        use_bucket_region(storage, values)
+        if lock and not storage.bucket_has_object_lock():
+            raise UsageError(
+                f"--retention-mode {values['retention_mode']} needs a bucket with Object Lock "
+                f"enabled; bucket {storage.bucket} has none (Object Lock can only be enabled "
+                "when a bucket is created)"
+            )
+    except BaseException:
+        storage.close()
+        raise
     return storage
