@@ -388,3 +388,31 @@ def test_memory_does_not_grow_with_the_data(tmp_path, monkeypatch):
     # here; a leak of one pack buffer per pack would show as hundreds of MiB).
     assert peak_large < 100 * 1024 * 1024
     assert peak_large - peak_small < 32 * 1024 * 1024
+
+
+def test_the_data_layer_on_s3(seaweedfs, s3_prefix, tmp_path, small_packs):
+    from corso_s3.factory import open_storage
+
+    repo = make_repository(tmp_path, open_storage(seaweedfs.values(s3_prefix)))
+    datas = chunks(40)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+        tree_id = put_all(store, [b"a tree"], kind="tree")[0]
+    backup_id = save_manifest(repo, {"tree": tree_id.hex()})
+    assert_valid(repo)  # every pack header read with one suffix GET
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"])
+    with ChunkStore(repo) as store:
+        assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
+        assert store.get(bytes.fromhex(load_manifest(repo, backup_id)["tree"])) == b"a tree"
+    key = next(k for k in keys_of(repo.storage, "data")
+               if ids[0] in [e.chunk_id for e in read_header(
+                   repo.storage, repo.keys, "data", names.parse_key("data", k))])
+    entry = next(e for e in read_header(repo.storage, repo.keys, "data",
+                                        names.parse_key("data", key)) if e.chunk_id == ids[0])
+    blob = bytearray(repo.storage.get(key))
+    blob[entry.offset + entry.length - 1] ^= 1
+    repo.storage.put(key, bytes(blob))
+    with ChunkStore(repo) as store:
+        with pytest.raises(Corrupted, match=f"chunk {ids[0].hex()} is corrupted"):
+            store.get(ids[0])
+    repo.storage.close()
