@@ -228,6 +228,29 @@ def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
         assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
 
 
+def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
+    repo = make_repository(tmp_path)
+    old, kept = chunks(1, seed=1), chunks(1, seed=2)
+    with ChunkStore(repo) as store:
+        (old_id,) = put_all(store, old)
+    with ChunkStore(repo) as store:
+        (kept_id,) = put_all(store, kept)
+    backup = ChunkStore(repo)  # deduplicates against both
+    assert backup.put(old_id, old[0]) == 0 and backup.put(kept_id, kept[0]) == 0
+    assert backup.find_missing([old_id, kept_id]) == set()
+    # Maintenance, meanwhile, drops the old chunk: its pack and the index blob listing it.
+    for key in keys_of(repo.storage, "index"):
+        entries = decode_index(repo.keys, names.parse_key("index", key), repo.storage.get(key))
+        if entries[0].chunk_id == old_id:
+            repo.storage.delete(key)
+            repo.storage.delete(names.key("data", entries[0].location.pack))
+    assert backup.find_missing([old_id, kept_id]) == {old_id}
+    assert backup.put(old_id, old[0]) > 0  # stored again
+    backup.close()
+    with ChunkStore(repo) as store:
+        assert store.get(old_id) == old[0] and store.get(kept_id) == kept[0]
+
+
 def test_foreign_keys_in_the_bucket_are_ignored(tmp_path):
     repo = make_repository(tmp_path)
     for stray in ["index/notes.txt", "data/zz/thing", "backups/README", "sessions/x"]:

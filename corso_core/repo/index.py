@@ -14,13 +14,16 @@ from typing import NamedTuple
 
 from corso_core.errors import Corrupted
 from corso_core.repo import names
-from corso_core.repo.crypto import Keys, metadata_associated_data, seal, unseal
+from corso_core.repo.crypto import OVERHEAD, Keys, metadata_associated_data, seal, unseal
 
 _MAGIC = b"CIX1"
 _COUNT = struct.Struct("<I")
 _PACK = struct.Struct("<B16s")
 _ENTRY = struct.Struct("<32sIII")
 _KIND_CODES = {names.DATA_PACK: 0, names.TREE_PACK: 1}
+#: Bytes per entry and fixed bytes of an index blob: its size bounds its entry count.
+INDEX_ENTRY_SIZE = _ENTRY.size
+INDEX_OVERHEAD = len(_MAGIC) + _COUNT.size + OVERHEAD
 _KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 

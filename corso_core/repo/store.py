@@ -25,7 +25,15 @@ import blake3
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.cache import BlobCache
-from corso_core.repo.index import ChunkIndex, IndexEntry, Location, decode_index, encode_index
+from corso_core.repo.index import (
+    INDEX_ENTRY_SIZE,
+    INDEX_OVERHEAD,
+    ChunkIndex,
+    IndexEntry,
+    Location,
+    decode_index,
+    encode_index,
+)
 from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk, seal_chunk
 from corso_core.repo.sessions import SessionRecord
 
@@ -82,8 +90,7 @@ class ChunkStore:
         self._keys = repository.keys
         self._cache = BlobCache(repository.repository_id, cache_dir)
         self._lock = threading.Lock()
-        self._index = ChunkIndex()
-        self._load_index()
+        self._index, self._index_keys = self._load_index()  # and the index blobs' keys
         self._pending: set[bytes] = set()  # put, but their pack is not stored yet
         self._writers: dict[str, PackWriter] = {}
         # One buffer per open pack and per upload, kept for re-use.
@@ -101,10 +108,14 @@ class ChunkStore:
 
     # --- the index -------------------------------------------------------------------------
 
-    def _load_index(self) -> None:
-        """Union of every index blob, each from the local cache when it has it."""
+    def _load_index(self) -> tuple[ChunkIndex, set[str]]:
+        """Union of every index blob (each from the local cache when it has it), and their keys.
+
+        Blobs are decoded 8 at a time, in parallel, and added as they come, so loading holds
+        the compact index and a few decoded blobs, never every entry as Python objects.
+        """
         prefix = names.prefix(names.INDEX)
-        listed = [info.key for info in self._storage.list(prefix)
+        listed = [info for info in self._storage.list(prefix)
                   if names.parse_key(names.INDEX, info.key) is not None]
 
         def load(key: str) -> list[IndexEntry]:
@@ -112,14 +123,33 @@ class ChunkStore:
             return self._cache.fetch(self._storage, key,
                                      lambda blob: decode_index(self._keys, name, blob))
 
+        index = ChunkIndex()
+        index.reserve(sum(max(info.size - INDEX_OVERHEAD, 0) // INDEX_ENTRY_SIZE
+                          for info in listed))
+        keys = [info.key for info in listed]
         with ThreadPoolExecutor(8, thread_name_prefix="corso-index") as pool:
-            blobs = list(pool.map(load, listed))
-        self._index.reserve(sum(map(len, blobs)))
-        for entries in blobs:
-            for chunk_id, location in entries:
-                self._index.add(chunk_id, location)
-        for stale in self._cache.keys(prefix) - set(listed):
+            for start in range(0, len(keys), 8):
+                for entries in pool.map(load, keys[start : start + 8]):
+                    for chunk_id, location in entries:
+                        index.add(chunk_id, location)
+        for stale in self._cache.keys(prefix) - set(keys):
             self._cache.discard(stale)  # merged or removed by maintenance
+        return index, set(keys)
+
+    def find_missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Those of `chunk_ids` the repository no longer has (added for issue 7's protocol).
+
+        Call after flush() and before writing the manifest: maintenance may have removed
+        chunks this backup deduplicated against since it loaded the index. If every index blob
+        seen at the start is still listed, nothing was removed; otherwise the index is loaded
+        again. The caller puts the missing chunks again (put() now stores them) and flushes.
+        """
+        index, listed = self._load_index()
+        with self._lock:
+            if not self._index_keys <= listed:
+                self._index, self._index_keys = index, listed
+            return {chunk_id for chunk_id in chunk_ids
+                    if chunk_id not in self._index and chunk_id not in self._pending}
 
     def _write_index(self, entries: list[IndexEntry]) -> None:
         with self._lock:
@@ -130,6 +160,7 @@ class ChunkStore:
         self._storage.put_new(key, blob)
         self._cache.put(key, blob)
         with self._lock:
+            self._index_keys.add(key)
             self.stats.index_blobs_written += 1
 
     # --- writing ---------------------------------------------------------------------------
