@@ -9,6 +9,7 @@ from corso_core.cli import output
 from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
+from corso_core.cli.upkeep import COMMANDS as UPKEEP_COMMANDS
 from corso_core.repo.format import FULL_STRENGTH
 from corso_core.repo.repository import (
     Repository,
@@ -73,6 +74,8 @@ def _describe(backend_name: str, repository: Repository) -> dict:
 
 
 repo.add_command(check_access)
+for _upkeep_command in UPKEEP_COMMANDS:  # verify, maintenance, repair: cli/upkeep.py
+    repo.add_command(_upkeep_command)
 repo.add_command(BackendGroup("init", _init, include_init_only=True, help="Create a repository."))
 repo.add_command(
     BackendGroup("connect", _connect, include_init_only=False,

@@ -1,0 +1,231 @@
+"""`corso repo verify`: check that every backup can be restored, and name what cannot.
+
+Structure (always): both format blobs decode; every index blob and manifest authenticates;
+every pack the index names exists with the size its entries add up to; every backup's trees
+are read (authenticated, re-hashed) and every file's chunks resolve through the index to an
+existing pack. `--read-data` (or a subset of packs) also downloads packs, authenticates their
+headers and every chunk in them and re-hashes each chunk against its ID.
+
+The report names each damaged blob and, for each backup it affects, the files and
+directories that cannot be restored. Nothing is ever written to the repository.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from corso_core.engine.progress import Progress, shown
+from corso_core.errors import Corrupted, NotFound, UsageError
+from corso_core.repo import names
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
+from corso_core.repo.packs import decode_header, header_size, open_chunk
+from corso_core.sources.source import FILE
+from corso_core.upkeep.inventory import (
+    ChunkMap,
+    ChunkReader,
+    PackRef,
+    chunk_matches,
+    list_blobs,
+    load_index_blobs,
+    load_manifests,
+    walk_backup,
+)
+
+READ_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which packs --read-data-subset selects: a random fraction, or slice n of t (fixed, so
+    t runs with n = 1..t read every pack once, as restic's)."""
+
+    percent: float | None = None
+    slice_: tuple[int, int] | None = None
+
+    def select(self, pack_names: list[str]) -> set[str]:
+        if self.slice_ is not None:
+            n, t = self.slice_
+            return {p for p in pack_names if int(p[:8], 16) % t == n - 1}
+        count = round(len(pack_names) * self.percent / 100)
+        if self.percent > 0 and pack_names:
+            count = max(count, 1)
+        return set(random.sample(sorted(pack_names), count))
+
+
+ALL = Subset(percent=100.0)
+
+
+def parse_subset(text: str) -> Subset:
+    """'N%' (0 < N <= 100) or 'n/t' (1 <= n <= t); UsageError naming the value otherwise."""
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)%", text.strip()):
+        percent = float(match.group(1))
+        if 0 < percent <= 100:
+            return Subset(percent=percent)
+    elif match := re.fullmatch(r"(\d+)/(\d+)", text.strip()):
+        n, t = int(match.group(1)), int(match.group(2))
+        if 1 <= n <= t:
+            return Subset(slice_=(n, t))
+    raise UsageError(f"--read-data-subset {text!r} is neither N% (0 < N <= 100) nor n/t "
+                     "(1 <= n <= t)")
+
+
+@dataclass
+class VerifyReport:
+    problems: list[dict] = field(default_factory=list)  # {"blob": key, "problem": message}
+    damaged_backups: dict[str, list[str]] = field(default_factory=dict)  # ID -> what is lost
+    backups: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+    unindexed_packs: int = 0  # leftovers of interrupted backups: maintenance removes them
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems and not self.damaged_backups
+
+    def problem(self, blob: str, message: str) -> None:
+        self.problems.append({"blob": blob, "problem": message})
+
+    def damage(self, backup_id: str, what: str) -> None:
+        self.damaged_backups.setdefault(backup_id, []).append(what)
+
+    def as_dict(self) -> dict:
+        return {"clean": self.clean, "problems": self.problems,
+                "damaged_backups": self.damaged_backups, "backups": self.backups,
+                "packs": self.packs, "packs_read": self.packs_read,
+                "bytes_read": self.bytes_read, "unindexed_packs": self.unindexed_packs}
+
+
+def _check_format(repository, report: VerifyReport) -> None:
+    blobs = {}
+    for key in (FORMAT_KEY, FORMAT_COPY_KEY):
+        try:
+            blobs[key] = repository.storage.get(key)
+            decoded = FormatBlob.decode(blobs[key], key)
+        except NotFound:
+            report.problem(key, f"format blob {key} is missing")
+            continue
+        except Corrupted as e:
+            report.problem(key, str(e))
+            continue
+        if decoded.repository_id != repository.repository_id:
+            report.problem(key, f"format blob {key} belongs to repository "
+                                f"{decoded.repository_id}, not {repository.repository_id}")
+    if len(blobs) == 2 and not report.problems and blobs[FORMAT_KEY] != blobs[FORMAT_COPY_KEY]:
+        report.problem(FORMAT_COPY_KEY, f"{FORMAT_COPY_KEY} differs from {FORMAT_KEY} (an "
+                                        "interrupted passphrase change?)")
+
+
+def _read_pack(repository, ref: PackRef, indexed: dict[bytes, tuple[int, int]]
+               ) -> tuple[list[str], set[bytes], int]:
+    """(problems, chunks that failed, bytes read) for one whole pack."""
+    kind, name = ref
+    try:
+        blob = repository.storage.get(names.key(kind, name))
+    except NotFound:
+        return [], set(indexed), 0  # reported by the structure check
+    problems, bad = [], set()
+    try:
+        header = {e.chunk_id: (e.offset, e.length)
+                  for e in decode_header(repository.keys, kind, name, blob, whole_blob=True)}
+    except Corrupted as e:
+        problems.append(str(e))
+        header = None
+    for chunk_id, (offset, length) in indexed.items():
+        if header is not None and header.get(chunk_id) != (offset, length):
+            problems.append(f"{kind} pack {name}: its header does not list chunk "
+                            f"{chunk_id.hex()} where the index says it is")
+        try:
+            plain = open_chunk(repository.keys, chunk_id, blob[offset : offset + length])
+        except Corrupted as e:
+            bad.add(chunk_id)
+            if header is not None:  # a damaged header was reported once already
+                problems.append(f"{kind} pack {name}: {e}")
+            continue
+        if not chunk_matches(repository, chunk_id, plain):
+            bad.add(chunk_id)
+            problems.append(f"{kind} pack {name}: chunk {chunk_id.hex()} does not hash to "
+                            "its ID")
+    return problems, bad, len(blob)
+
+
+def verify(repository, read_data: Subset | None = None,
+           progress: Progress | None = None) -> VerifyReport:
+    """Check the repository (see the module docstring); never raises for damage it finds."""
+    progress = progress or Progress()
+    report = VerifyReport()
+    _check_format(repository, report)
+    listing = list_blobs(repository.storage)
+    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
+    for name, why in sorted(damaged_index.items()):
+        report.problem(names.key(names.INDEX, name), why)
+    chunk_map = ChunkMap.of(index_blobs)
+
+    # Packs: present, and as large as the index says.
+    missing: set[PackRef] = set()
+    for (kind, name), entries in sorted(chunk_map.packs.items()):
+        info = listing[kind].get(name)
+        expected = sum(length for _, length in entries.values()) + header_size(len(entries))
+        if info is None:
+            missing.add((kind, name))
+            report.problem(names.key(kind, name), f"{kind} pack {name} is missing "
+                                                  f"({len(entries)} chunks indexed in it)")
+        elif info.size != expected:
+            report.problem(names.key(kind, name), f"{kind} pack {name} is {info.size} bytes; "
+                                                  f"its indexed entries make {expected}")
+    stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
+    report.packs = len(stored)
+    report.unindexed_packs = len(stored - set(chunk_map.packs))
+
+    # Pack contents: downloaded, authenticated, re-hashed.
+    bad_locations: set[tuple[bytes, PackRef]] = set()
+    if read_data is not None:
+        chosen = read_data.select([name for _, name in sorted(stored & set(chunk_map.packs))])
+        refs = [ref for ref in sorted(stored & set(chunk_map.packs)) if ref[1] in chosen]
+        progress.start(sum(listing[kind][name].size for kind, name in refs))
+        try:
+            with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
+                results = pool.map(lambda ref: _read_pack(repository, ref, chunk_map.packs[ref]),
+                                   refs)
+                for ref, (problems, bad, size) in zip(refs, results, strict=True):
+                    for message in problems:
+                        report.problem(names.key(*ref), message)
+                    bad_locations.update((chunk_id, ref) for chunk_id in bad)
+                    report.packs_read += 1
+                    report.bytes_read += size
+                    progress.advance(files=1, nbytes=size)
+        finally:
+            progress.stop()
+
+    # Backups: every tree read, every file's chunks located in a sound pack.
+    backup_ids = list(listing[names.MANIFEST])
+    manifests, damaged_manifests = load_manifests(repository, backup_ids)
+    for backup_id, why in sorted(damaged_manifests.items()):
+        report.problem(names.key(names.MANIFEST, backup_id), why)
+        report.damage(backup_id, f"manifest: {why}")
+    report.backups = len(backup_ids)
+    reader = ChunkReader(repository, chunk_map, missing)
+
+    def sound(chunk_id: bytes) -> bool:
+        return any((loc.kind, loc.pack) not in missing
+                   and (chunk_id, (loc.kind, loc.pack)) not in bad_locations
+                   for loc in chunk_map.chunks.get(chunk_id, ()))
+
+    for backup_id in sorted(manifests):
+        def tree_damaged(path, why, backup_id=backup_id):
+            where = shown(b"/".join(path)) + "/" if path else "root tree"
+            report.damage(backup_id, f"{where}: {why}")
+
+        root = bytes.fromhex(manifests[backup_id]["root"])
+        for path, entry in walk_backup(reader, root, tree_damaged):
+            if entry.meta.kind != FILE:
+                continue
+            lost = [chunk_id for chunk_id, _ in entry.chunks if not sound(chunk_id)]
+            if lost:
+                report.damage(backup_id, f"{shown(b'/'.join(path))}: {len(lost)} of "
+                                         f"{len(entry.chunks)} chunks missing or damaged "
+                                         f"(first {lost[0].hex()})")
+    return report
