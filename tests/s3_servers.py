@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from corso_s3.storage import MIN_PART_SIZE
 
 BUCKET = "corso-test"
 LOCKED_BUCKET = "corso-locked"
@@ -68,6 +69,12 @@ class S3Server:
         flags += ["--prefix", prefix] if prefix else []
         flags += ["--disable-tls-verification"] if self.tls else ["--disable-tls"]
         return flags
+
+
+def with_small_parts(storage):
+    """Multipart from 5 MiB (S3's smallest part) on, so tests exercise it with little data."""
+    storage.part_size = storage.multipart_threshold = MIN_PART_SIZE
+    return storage
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import threading
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from s3_servers import with_small_parts
 
 from corso_core.api import BlobStorageContract, RequestCounts, StorageError
 from corso_s3.factory import open_storage
@@ -71,8 +72,7 @@ class FaultInjector:
 
 @pytest.fixture
 def faulty_storage(seaweedfs, s3_prefix):
-    storage = open_storage(seaweedfs.values(s3_prefix))
-    storage.part_size = MIN_PART_SIZE
+    storage = with_small_parts(open_storage(seaweedfs.values(s3_prefix)))
     injector = FaultInjector(FAULT_RATE)
     injector.attach(storage.client)
     storage.injector = injector
@@ -113,8 +113,7 @@ def test_multipart_under_faults_leaves_no_upload_behind(faulty_storage, seaweedf
 
 
 def test_a_failed_multipart_upload_is_aborted_and_invisible(seaweedfs, s3_prefix):
-    storage = open_storage(seaweedfs.values(s3_prefix))
-    storage.part_size = MIN_PART_SIZE
+    storage = with_small_parts(open_storage(seaweedfs.values(s3_prefix)))
     FaultInjector(1.0, only="UploadPart", fatal=True).attach(storage.client)
     with pytest.raises(StorageError, match="UploadPart"):
         storage.put("data/big", bytes(MIN_PART_SIZE + 1))

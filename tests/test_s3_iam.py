@@ -13,6 +13,7 @@ import os
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from s3_servers import with_small_parts
 from test_repo_cli import corso  # noqa: F401 (a fixture)
 
 from corso_core.api import NotFound, PermissionDenied
@@ -24,8 +25,7 @@ CORSO_DOCUMENTED = (*REQUIRED, *UNNECESSARY)
 
 
 def storage_for(server, prefix="repo/", **overrides):
-    storage = open_storage(server.values(prefix, **overrides))
-    storage.part_size = MIN_PART_SIZE
+    storage = with_small_parts(open_storage(server.values(prefix, **overrides)))
     return storage
 
 

@@ -7,6 +7,7 @@ import tracemalloc
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from s3_servers import with_small_parts
 
 from corso_core.api import AlreadyExists, BlobStorageContract
 from corso_s3.factory import open_storage
@@ -17,8 +18,7 @@ SMALL_PART = MIN_PART_SIZE  # the smallest part S3 allows keeps multipart tests 
 
 @pytest.fixture
 def s3_storage(seaweedfs, s3_prefix):
-    storage = open_storage(seaweedfs.values(s3_prefix))
-    storage.part_size = SMALL_PART
+    storage = with_small_parts(open_storage(seaweedfs.values(s3_prefix)))
     yield storage
     storage.close()
 

@@ -35,9 +35,12 @@ from corso_s3.lock import ObjectLock
 log = logging.getLogger("corso.s3")
 
 MiB = 1024 * 1024
-#: S3's smallest part (except the last); blobs up to the threshold go in one PutObject.
+#: S3's smallest part (except the last).
 MIN_PART_SIZE = 5 * MiB
 DEFAULT_PART_SIZE = 16 * MiB
+#: Blobs up to this size go in one PutObject: corso's packs (16–20 MiB) cost one request,
+#: not four, and a PUT reads the caller's buffer without copying it just as a part does.
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 
 #: Where the Object Lock settings of a repository are recorded, beside its blobs.
 LOCK_RECORD = "s3-object-lock.json"
@@ -71,11 +74,13 @@ class S3Storage(BlobStorage):
         *,
         endpoint: str = "s3.amazonaws.com",
         part_size: int = DEFAULT_PART_SIZE,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         lock: ObjectLock | None = None,
     ) -> None:
         super().__init__()
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size {part_size} is below S3's minimum {MIN_PART_SIZE}")
+        self.multipart_threshold = max(multipart_threshold, part_size)
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -187,7 +192,7 @@ class S3Storage(BlobStorage):
         lock = self._object_lock()
         if lock:
             extra.update(lock.put_parameters())
-        if len(data) <= self.part_size:
+        if len(data) <= self.multipart_threshold:
             self.request(
                 "PutObject", key, up=len(data), Key=self._object(key),
                 Body=BufferReader(data), **extra,
