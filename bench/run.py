@@ -28,7 +28,7 @@ from bench import dataset, micro, report
 from bench.measure import Measurement, StepFailed, drop_page_cache, run_measured
 from bench.seaweedfs import SeaweedFS, weed_binary
 from bench.targets import LocalTarget, S3Target
-from bench.tools import Corso, Repository, Tool, all_tools, tool_environment
+from bench.tools import Command, Corso, Repository, Tool, all_tools, tool_environment
 from bench.verify import differences
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -72,11 +72,15 @@ class Row:
 
 
 class Runner:
+    """Runs the rows' steps, each measured the same way whatever the tool."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.cold_cache = settings.drop_caches and drop_page_cache()
 
-    def _measure(self, row: Row, step: str, command, *, timed: bool = True):
+    def _measure(self, row: Row, step: str, command: Command, *, timed: bool = True,
+                 ) -> Measurement:
+        """Run one step of a row; a timed step starts cold and lands in the row's figures."""
         env = tool_environment(row.tool, row.home, row.repo)
         before = row.target.requests(row.repo)
         try:
@@ -99,7 +103,7 @@ class Runner:
 
     def before_mutation(self, row: Row, source: Path) -> None:
         row.home.mkdir(parents=True)
-        row.repo = row.target.repository(f"{row.tool.name}", row.home)
+        row.repo = row.target.repository(row.tool.name, row.home)
         self._measure(row, "init", row.tool.init(row.repo, row.home), timed=False)
         self._backup(row, "first", source)
         row.repo_bytes["after_first"] = row.target.size(row.repo)
