@@ -1,0 +1,60 @@
+"""The s3 flags' normalisation and the client they build, without a server."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from corso_core.api import UsageError
+from corso_s3 import options
+from corso_s3.client import Connection
+from corso_s3.lock import from_flags, parse_duration
+
+
+@pytest.mark.parametrize("given, saved", [
+    ("s3://my-bucket", "my-bucket"), ("my-bucket/", "my-bucket"), ("a.b-c", "a.b-c"),
+])
+def test_bucket_names_are_normalised(given, saved):
+    assert options.bucket_name(None, None, given) == saved
+
+
+@pytest.mark.parametrize("given, saved", [
+    ("", ""), ("/", ""), ("a", "a/"), ("/a/b/", "a/b/"),
+    ("team-1/db.backups", "team-1/db.backups/"),
+])
+def test_prefixes_are_normalised_to_end_in_a_slash(given, saved):
+    assert options.prefix(None, None, given) == saved
+
+
+@pytest.mark.parametrize("bad", ["a//b", "../up", "a/.hidden", "sp ace"])
+def test_prefixes_that_stores_would_mangle_are_refused(bad):
+    with pytest.raises(UsageError, match="invalid --prefix"):
+        options.prefix(None, None, bad)
+
+
+def test_durations():
+    assert parse_duration("30d") == datetime.timedelta(days=30)
+    assert parse_duration("12h") == datetime.timedelta(hours=12)
+    assert parse_duration("1y") == datetime.timedelta(days=365)
+    assert from_flags("none", None, None) is None
+    lock = from_flags("compliance", "2d", True)
+    assert (lock.mode, lock.duration, lock.extend) == ("COMPLIANCE", datetime.timedelta(days=2),
+                                                       True)
+
+
+def test_custom_endpoints_use_path_style_and_aws_its_own(aws_env):
+    custom = Connection("minio.local:9000", access_key="k", secret_key="s").client("us-east-1")
+    assert custom.meta.config.s3["addressing_style"] == "path"
+    assert custom.meta.endpoint_url == "https://minio.local:9000"
+    plain = Connection("minio.local:9000", disable_tls=True, access_key="k", secret_key="s")
+    assert plain.client("us-east-1").meta.endpoint_url == "http://minio.local:9000"
+    aws = Connection(access_key="k", secret_key="s").client("eu-west-1")
+    assert aws.meta.config.s3["addressing_style"] == "auto"
+    assert aws.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+
+
+def test_a_connection_never_shows_its_secrets():
+    connection = Connection("e:1", access_key="AKIAID", secret_key="SECRET", session_token="TOK")
+    shown = repr(connection) + str(connection)
+    assert "SECRET" not in shown and "TOK" not in shown and "AKIAID" not in shown
