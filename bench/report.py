@@ -141,7 +141,8 @@ def markdown(results: dict) -> str:
         "byte for byte against the source; a row that failed anything is listed below its "
         "table, not in it. Repository size is the sum of its files' (objects') sizes; S3 "
         "requests per GB stored are the first backup's requests over the repository's size "
-        "after it.",
+        "after it. On S3 the server's own CPU and memory are not counted (one SeaweedFS on "
+        "this machine serves every tool alike).",
     ]
     for target in ("local", "s3"):
         rows = [r for r in results["rows"] if r["target"] == target]
