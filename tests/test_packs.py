@@ -23,6 +23,24 @@ def test_compressible_data_is_compressed_and_random_data_stored_as_is():
     assert compression.decompress(compression.compress(noise), "x") == noise
 
 
+def test_large_chunks_are_judged_by_a_sample_and_kept_compressible(monkeypatch):
+    compressed_sizes = []
+    real = compression._compressor()
+
+    class Recording:
+        def compress(self, data):
+            compressed_sizes.append(len(data))
+            return real.compress(data)
+
+    monkeypatch.setattr(compression, "_compressor", Recording)
+    noise = os.urandom(1024 * 1024)
+    assert compression.compress(noise) == bytes((compression.RAW,)) + noise
+    assert compressed_sizes == [16 * 1024]  # the sample only: no full pass over random data
+    text = b"".join(b"line %d of a log file\n" % i for i in range(50000))
+    packed = compression.compress(text)
+    assert packed[0] == compression.ZSTD and compression.decompress(packed, "x") == text
+
+
 def test_decompression_is_bounded_even_when_a_frame_declares_its_size():
     huge = compression.MAX_CHUNK_SIZE + 1
     declared = zstandard.ZstdCompressor().compress(b"\0" * huge)

@@ -18,6 +18,8 @@ LEVEL = 3
 #: Keep the compressed form only if it saves at least 1/32 of the size: decompressing costs
 #: time on every restore, and a near-incompressible chunk is not worth it.
 _MIN_SAVING_SHIFT = 5
+#: Bytes of a large chunk compressed first, to tell incompressible data cheaply.
+_SAMPLE_SIZE = 16 * 1024
 #: No chunk is larger than this (pyfastcdc's own maximum chunk size); it bounds decompression.
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 
@@ -39,13 +41,26 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
+def _saves_enough(original: int, packed: int) -> bool:
+    return packed <= original - (original >> _MIN_SAVING_SHIFT)
+
+
 def compress(data: bytes | memoryview) -> bytes:
-    """codec byte || body: zstd if that saves enough, else the data as is."""
+    """codec byte || body: zstd if that saves enough, else the data as is.
+
+    A large chunk is first judged by a sample from its middle: random data (media, archives,
+    encrypted files) is then stored without spending a full compression pass on it.
+    """
     size = len(data)
     if size > MAX_CHUNK_SIZE:
         raise ValueError(f"chunk of {size} bytes exceeds the maximum of {MAX_CHUNK_SIZE}")
+    if size >= 4 * _SAMPLE_SIZE:
+        middle = size // 2
+        sample = memoryview(data)[middle - _SAMPLE_SIZE // 2 : middle + _SAMPLE_SIZE // 2]
+        if not _saves_enough(_SAMPLE_SIZE, len(_compressor().compress(sample))):
+            return bytes((RAW,)) + data
     packed = _compressor().compress(data)
-    if len(packed) <= size - (size >> _MIN_SAVING_SHIFT) and size:
+    if size and _saves_enough(size, len(packed)):
         return bytes((ZSTD,)) + packed
     return bytes((RAW,)) + data
 
