@@ -19,6 +19,10 @@ PACK_KINDS = (DATA_PACK, TREE_PACK)
 INDEX = "index"
 MANIFEST = "backup"
 SESSION = "session"
+#: Maintenance's deletion plans (corso_core/repo/plans.py).
+PLAN = "plan"
+#: Upkeep records: the maintenance owner, the last maintenance and the last verify.
+UPKEEP = "upkeep"
 
 #: Kind -> (listing prefix, pattern of the part after the prefix).
 _SCHEMES = {
@@ -27,6 +31,8 @@ _SCHEMES = {
     INDEX: ("index/", re.compile(r"([0-9a-f]{16}\.[0-9]{6})")),
     MANIFEST: ("backups/", re.compile(r"([0-9a-f]{16})")),
     SESSION: ("sessions/", re.compile(r"([0-9a-f]{16})")),
+    PLAN: ("plans/", re.compile(r"([0-9a-f]{16})")),
+    UPKEEP: ("upkeep/", re.compile(r"(owner|maintained|verified)")),
 }
 
 

@@ -35,6 +35,7 @@ from corso_core.repo.index import (
     encode_index,
 )
 from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk, seal_chunk
+from corso_core.repo.plans import decode_plan
 from corso_core.repo.sessions import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,17 @@ class ChunkStore:
         self._keys = repository.keys
         self._cache = BlobCache(repository.repository_id, cache_dir)
         self._lock = threading.Lock()
-        self._index, self._index_keys = self._load_index()  # and the index blobs' keys
+        # The session record comes before the index is read: a maintenance run that does not
+        # see this session yet has already written its deletion plan, which this session reads
+        # (plans first, then the index; docs/format.md, "Maintenance").
+        self._session = SessionRecord(repository)
+        self._session.start()
+        try:
+            self._planned = self._load_plans()
+            self._index, self._index_keys = self._load_index()  # and the index blobs' keys
+        except BaseException:
+            self._session.close()
+            raise
         self._pending: set[bytes] = set()  # put, but their pack is not stored yet
         self._writers: dict[str, PackWriter] = {}
         # One buffer per open pack and per upload, kept for re-use.
@@ -103,8 +114,6 @@ class ChunkStore:
         self._index_sequence = 0
         self._upload_error: BaseException | None = None
         self.stats = StoreStats()
-        self._session = SessionRecord(repository)
-        self._session.start()
 
     # --- the index -------------------------------------------------------------------------
 
@@ -118,23 +127,62 @@ class ChunkStore:
         listed = [info for info in self._storage.list(prefix)
                   if names.parse_key(names.INDEX, info.key) is not None]
 
-        def load(key: str) -> list[IndexEntry]:
+        def load(key: str) -> list[IndexEntry] | None:
+            """The blob's entries; None if it is gone (merged by maintenance since the
+            listing); [] if it is damaged (verify reports it, repair rebuilds it)."""
             name = names.parse_key(names.INDEX, key)
-            return self._cache.fetch(self._storage, key,
-                                     lambda blob: decode_index(self._keys, name, blob))
+            try:
+                return self._cache.fetch(self._storage, key,
+                                         lambda blob: decode_index(self._keys, name, blob))
+            except NotFound:
+                return None
+            except Corrupted as e:
+                log.warning("index blob left out: %s", e)
+                return []
 
         index = ChunkIndex()
         index.reserve(sum(max(info.size - INDEX_OVERHEAD, 0) // INDEX_ENTRY_SIZE
                           for info in listed))
         keys = [info.key for info in listed]
+        loaded: set[str] = set()
+        gone: set[str] = set()
         with ThreadPoolExecutor(8, thread_name_prefix="corso-index") as pool:
-            for start in range(0, len(keys), 8):
-                for entries in pool.map(load, keys[start : start + 8]):
-                    for chunk_id, location in entries:
-                        index.add(chunk_id, location)
+            while keys:
+                for start in range(0, len(keys), 8):
+                    batch = keys[start : start + 8]
+                    for key, entries in zip(batch, pool.map(load, batch), strict=True):
+                        (gone if entries is None else loaded).add(key)
+                        for chunk_id, location in entries or ():
+                            index.add(chunk_id, location)
+                if loaded >= set(keys):
+                    break
+                # A blob vanished: maintenance wrote the merged one first; list again for it.
+                keys = [info.key for info in self._storage.list(prefix)
+                        if names.parse_key(names.INDEX, info.key) is not None
+                        and info.key not in loaded | gone]
+        keys = sorted(loaded)
         for stale in self._cache.keys(prefix) - set(keys):
             self._cache.discard(stale)  # merged or removed by maintenance
         return index, set(keys)
+
+    def _load_plans(self) -> dict[bytes, Location]:
+        """Where the chunks that maintenance's deletion plans took out of the index are: for
+        reading only (a backup that ran while a plan was made may refer to them), never for
+        deduplication. A plan deleted meanwhile has put its kept chunks back into the index."""
+        planned: dict[bytes, Location] = {}
+        for info in self._storage.list(names.prefix(names.PLAN)):
+            plan_id = names.parse_key(names.PLAN, info.key)
+            if plan_id is None:
+                continue
+            try:
+                plan = decode_plan(self._keys, plan_id, self._storage.get(info.key))
+            except NotFound:
+                continue
+            except Corrupted as e:
+                log.warning("deletion plan left out: %s", e)
+                continue
+            planned.update(plan.entries)
+        return planned
 
     def find_missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
         """Those of `chunk_ids` the repository no longer has (added for issue 7's protocol).
@@ -299,7 +347,7 @@ class ChunkStore:
 
     def _locate(self, chunk_id: bytes) -> Location:
         with self._lock:
-            location = self._index.get(chunk_id)
+            location = self._index.get(chunk_id) or self._planned.get(chunk_id)
         if location is None:
             raise Corrupted(f"chunk {chunk_id.hex()} is missing from the repository index")
         return location
