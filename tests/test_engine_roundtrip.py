@@ -286,3 +286,18 @@ def test_files_whose_chunks_left_the_index_are_read_again(repository, tmp_path, 
     assert len(opened) == 1 and second.stats.bytes_read == 5000
     restore(repository, second.backup_id, tmp_path / "out")
     assert (tmp_path / "out" / "t" / "f").read_bytes() == (tree / "f").read_bytes()
+
+
+def test_copy_mode_never_loses_a_file_whose_name_a_copy_would_take(repository, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"one")
+    (tree / "f.restored").write_bytes(b"two")
+    result = backup(repository, tree)
+    out = tmp_path / "out" / "t"
+    out.mkdir(parents=True)
+    (out / "f").write_bytes(b"mine")
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out", collisions="copy")
+    assert problems.errors == []
+    assert sorted(p.read_bytes() for p in out.iterdir()) == [b"mine", b"one", b"two"]
+    assert (out / "f").read_bytes() == b"mine"

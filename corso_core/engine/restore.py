@@ -4,8 +4,8 @@
    they go (chunk ID -> [(file, offset)]). Hard-linked files after the first become links.
 2. Create directories and symlinks, start every file (under a temporary name, by the writer).
 3. Fetch every needed chunk once with `ChunkStore.get_many` (grouped per pack, in parallel,
-   bounded memory) and write it at each of its offsets; a file is finished, and only then
-   visible, when its last chunk is written.
+   bounded memory) and write it at each of its offsets, on a few writer threads; a file is
+   finished, and only then visible, when its last chunk is written.
 4. If a chunk fails authentication, each unfinished file is retried chunk by chunk; a file
    whose chunk is corrupted is reported with the chunk and discarded: nothing is written from
    data that failed authentication.
@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Source, SourceWriter
 
 Path = tuple[bytes, ...]
+WRITE_LANES = 4
+WRITES_IN_FLIGHT = 32
 
 
 @dataclass
@@ -49,6 +53,7 @@ class _File:
     entry: Entry
     handle: Any = None
     missing: int = 0  # chunk writes still to come
+    lane: int = 0  # the writer thread that writes this file
     done: bool = False
 
 
@@ -108,6 +113,7 @@ class _Restore:
         self.files: list[_File] = []
         self.uses: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
         self.restored_links: dict[tuple[int, int], Path] = {}
+        self.lock = threading.Lock()  # stats and links, updated by the writer threads
 
     def create(self, plan: _Plan) -> None:
         skipped: set[Path] = set()
@@ -132,7 +138,8 @@ class _Restore:
         if handle is None:
             self.stats.skipped += 1
             return
-        file = _File(path, entry, handle, missing=len(entry.chunks))
+        file = _File(path, entry, handle, missing=len(entry.chunks),
+                     lane=len(self.files) % WRITE_LANES)
         self.files.append(file)
         offset = 0
         for chunk_id, size in entry.chunks:
@@ -144,11 +151,12 @@ class _Restore:
     def _finish(self, file: _File) -> None:
         self.writer.finish_file(file.handle)
         file.done = True
-        self.stats.files += 1
-        self.stats.bytes_written += file.entry.meta.size
         meta = file.entry.meta
-        if meta.nlink > 1:
-            self.restored_links[(meta.dev, meta.inode)] = file.path
+        with self.lock:
+            self.stats.files += 1
+            self.stats.bytes_written += meta.size
+            if meta.nlink > 1:
+                self.restored_links[(meta.dev, meta.inode)] = file.path
         self.progress.advance(files=1)
 
     def _write(self, file: _File, offset: int, data: bytes) -> None:
@@ -166,12 +174,38 @@ class _Restore:
             self._finish(file)
 
     def fetch(self) -> None:
+        """Fetch every chunk once and write it wherever it goes.
+
+        Chunks arrive grouped by pack; writes go to a few writer threads, each file always to
+        the same one, so creating files and setting their metadata (calls that wait on the
+        filesystem) overlap. At most WRITES_IN_FLIGHT chunks wait for a writer.
+        """
+        lanes = [ThreadPoolExecutor(1, thread_name_prefix="corso-write")
+                 for _ in range(WRITE_LANES)]
+        slots = threading.BoundedSemaphore(WRITES_IN_FLIGHT)
+        submitted = []
+
+        def write(file: _File, offset: int, data: bytes) -> None:
+            try:
+                self._write(file, offset, data)
+            finally:
+                slots.release()
+
+        corrupted = False
         try:
             for chunk_id, data in self.store.get_many(list(self.uses)):
                 for file, offset in self.uses.pop(chunk_id):
-                    self._write(file, offset, data)
+                    slots.acquire()
+                    submitted.append(lanes[file.lane].submit(write, file, offset, data))
                 self.progress.advance(nbytes=len(data))
         except Corrupted:
+            corrupted = True
+        finally:
+            for lane in lanes:
+                lane.shutdown(wait=True)
+        for future in submitted:
+            future.result()  # a writer's unexpected failure surfaces here
+        if corrupted:
             self._retry_one_by_one()
 
     def _retry_one_by_one(self) -> None:

@@ -11,6 +11,9 @@ Collision policies, for a name already present in the destination:
 - copy: restore beside it as "NAME.restored" ("NAME.restored-2", …);
 - replace: replace files and symlinks (the link itself, atomically, by rename); an existing
   directory in the way of a file is reported, never deleted.
+
+Files may be written from several threads, each file by one thread at a time: every thread
+keeps its own cache of open descriptors, so no thread ever closes a descriptor another uses.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -49,11 +53,23 @@ class FilesWriter:
         self.collisions = collisions
         self.report = report
         self.as_root = os.geteuid() == 0
-        self._fds: OrderedDict[object, int] = OrderedDict()  # a few open descriptors, LRU
+        self._local = threading.local()
+        self._caches: list[OrderedDict[object, int]] = []  # every thread's, to close them all
+        self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
         self._ours: set[Path] = set()  # directories this restore created or replaced
 
     # --- descriptors --------------------------------------------------------------------
+
+    @property
+    def _fds(self) -> OrderedDict[object, int]:
+        """This thread's few open descriptors, least recently used first."""
+        cache = getattr(self._local, "fds", None)
+        if cache is None:
+            cache = self._local.fds = OrderedDict()
+            with self._caches_lock:
+                self._caches.append(cache)
+        return cache
 
     def _cached(self, key: object, opener) -> int:
         fd = self._fds.get(key)
@@ -128,24 +144,34 @@ class FilesWriter:
 
     def _place(self, fd: int, temp: bytes, path: Path) -> None:
         """Give the finished temp item its name, under the collision policy."""
-        name = path[-1]
-        existing = self._lstat(fd, name)
         try:
-            if existing is None or self.collisions == "replace":
-                if existing is not None and stat.S_ISDIR(existing.st_mode):
+            self._link_into_place(fd, temp, path)
+        finally:
+            try:
+                os.unlink(temp, dir_fd=fd)
+            except FileNotFoundError:
+                pass  # renamed into place
+
+    def _link_into_place(self, fd: int, temp: bytes, path: Path) -> None:
+        name = path[-1]
+        while True:
+            existing = self._lstat(fd, name)
+            if existing is not None and self.collisions == "skip":
+                return
+            if existing is not None and self.collisions == "replace":
+                if stat.S_ISDIR(existing.st_mode):
                     self._say(path, "not replaced: a directory is in the way")
-                elif existing is None:
-                    os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
                 else:
                     os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-                    return
-            elif self.collisions == "copy":
-                new_name = self._free_name(fd, name)
-                os.link(temp, new_name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-                self._renamed[path] = new_name
-            os.unlink(temp, dir_fd=fd)
-        except FileExistsError:  # appeared since we looked: leave it be
-            os.unlink(temp, dir_fd=fd)
+                return
+            target = name if existing is None else self._free_name(fd, name)
+            try:
+                os.link(temp, target, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                continue  # the name was taken since we looked (another writer): look again
+            if target != name:
+                self._renamed[path] = target
+            return
 
     def _temp_name(self) -> bytes:
         return _TEMP_PREFIX + secrets.token_hex(8).encode()
@@ -255,7 +281,8 @@ class FilesWriter:
             follow_symlinks=False))
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for cache in self._caches:
+            for fd in cache.values():
+                os.close(fd)
+            cache.clear()
         os.close(self.root_fd)
