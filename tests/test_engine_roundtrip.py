@@ -301,3 +301,15 @@ def test_copy_mode_never_loses_a_file_whose_name_a_copy_would_take(repository, t
     assert problems.errors == []
     assert sorted(p.read_bytes() for p in out.iterdir()) == [b"mine", b"one", b"two"]
     assert (out / "f").read_bytes() == b"mine"
+
+
+def test_a_tree_deeper_than_pythons_default_recursion_limit(repository, tmp_path):
+    deepest = os.fsencode(tmp_path / "t") + b"/a" * 1100
+    os.makedirs(deepest)
+    with open(deepest + b"/f", "wb") as f:
+        f.write(b"deep")
+    result = backup(repository, tmp_path / "t")
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and stats.dirs == 1101
+    restored = os.fsencode(tmp_path / "out" / "t") + b"/a" * 1100 + b"/f"
+    assert open(restored, "rb").read() == b"deep"
