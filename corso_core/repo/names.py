@@ -21,7 +21,7 @@ MANIFEST = "backup"
 SESSION = "session"
 #: Maintenance's deletion plans (corso_core/repo/plans.py).
 PLAN = "plan"
-#: Upkeep records: the maintenance owner, the last maintenance and the last verify.
+#: Upkeep records: the maintenance owner, the last maintenance and verify, a clock probe.
 UPKEEP = "upkeep"
 
 #: Kind -> (listing prefix, pattern of the part after the prefix).
@@ -32,7 +32,7 @@ _SCHEMES = {
     MANIFEST: ("backups/", re.compile(r"([0-9a-f]{16})")),
     SESSION: ("sessions/", re.compile(r"([0-9a-f]{16})")),
     PLAN: ("plans/", re.compile(r"([0-9a-f]{16})")),
-    UPKEEP: ("upkeep/", re.compile(r"(owner|maintained|verified)")),
+    UPKEEP: ("upkeep/", re.compile(r"(owner|maintained|verified|clock)")),
 }
 
 
