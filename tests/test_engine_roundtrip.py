@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from trees import TEST_CHUNK, snapshot
 
 from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
-from corso_core.engine.progress import Problems
+from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.restore import run_restore
 from corso_core.repo.repository import init_repository
 from corso_core.sources.files import FILES
@@ -313,3 +314,38 @@ def test_a_tree_deeper_than_pythons_default_recursion_limit(repository, tmp_path
     assert problems.errors == [] and stats.dirs == 1101
     restored = os.fsencode(tmp_path / "out" / "t") + b"/a" * 1100 + b"/f"
     assert open(restored, "rb").read() == b"deep"
+
+
+class _Recorder(Progress):
+    wants_total = True
+
+    def __init__(self):
+        self.total, self.files, self.nbytes = None, 0, 0
+        self.lock = threading.Lock()
+
+    def set_total(self, total_bytes):
+        self.total = total_bytes
+
+    def start(self, total_bytes):
+        self.total = total_bytes
+
+    def advance(self, files=0, nbytes=0):
+        with self.lock:
+            self.files, self.nbytes = self.files + files, self.nbytes + nbytes
+
+
+def test_progress_reaches_the_total_it_announces(repository, tricky_tree, tmp_path):
+    inodes = {os.lstat(os.path.join(d, f)).st_ino: os.lstat(os.path.join(d, f)).st_size
+              for d, _, fs in os.walk(tricky_tree) for f in fs
+              if not os.path.islink(os.path.join(d, f))}
+    size = sum(inodes.values())  # a hard-linked file is read, and counted, once
+    seen = _Recorder()
+    result = run_backup(repository, FILES, {"path": [tricky_tree], "exclude": ()},
+                        BackupOptions(), Problems(), seen)
+    time.sleep(0.2)  # the sizing thread may finish after a backup this small
+    assert seen.total == seen.nbytes == size
+    assert seen.files == result.stats.files_new == 16
+    restored = _Recorder()
+    run_restore(repository, FILES, {"destination": str(tmp_path / "out")}, result.backup_id,
+                [], "skip", Problems(), restored)
+    assert restored.nbytes == restored.total == size and restored.files == 15

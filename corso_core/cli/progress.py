@@ -1,4 +1,4 @@
-"""Progress on stderr with rich (files, bytes, rate, ETA when the total is known).
+"""Progress on stderr with rich: files, bytes, rate, and an ETA once the total is known.
 
 Shown only when stderr is a terminal and neither --hide-progress nor --json was given.
 """
@@ -21,20 +21,24 @@ from corso_core.engine.progress import Progress
 
 
 class TerminalProgress(Progress):
+    wants_total = True
+
     def __init__(self, verb: str) -> None:
         self.verb = verb
         self.bar: RichBar | None = None
         self.task = None
 
     def start(self, total_bytes: int | None) -> None:
-        columns = [TextColumn(f"{self.verb} {{task.fields[files]}} files"), DownloadColumn(),
-                   TransferSpeedColumn(), TimeElapsedColumn()]
-        if total_bytes is not None:
-            columns[1:1] = [BarColumn()]
-            columns.append(TimeRemainingColumn())
-        self.bar = RichBar(*columns, console=Console(stderr=True), transient=True)
+        self.bar = RichBar(
+            TextColumn(f"{self.verb} {{task.fields[files]}} files"), BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True)
         self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
         self.bar.start()
+
+    def set_total(self, total_bytes: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=total_bytes)
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None:
         if self.bar is not None:

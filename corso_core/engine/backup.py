@@ -28,6 +28,7 @@ from typing import Any
 
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, decode_tree, encode_tree
+from corso_core.errors import CorsoError
 from corso_core.repo.chunker import chunk_file
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
@@ -188,10 +189,12 @@ class _Backup:
         """An Entry reused from the previous backup, or the Future of reading the file."""
         link_key = (node.meta.dev, node.meta.inode) if node.meta.nlink > 1 else None
         item = self.hard_links.get(link_key)  # a second name of a file already seen: share it
-        if item is None and self._unchanged(old, node):
+        if item is not None:
             self.progress.advance(files=1)
+        elif self._unchanged(old, node):
+            self.progress.advance(files=1, nbytes=node.meta.size)
             item = Entry(node.name, node.meta, old.chunks)
-        elif item is None:
+        else:
             self.file_slots.acquire()
             item = self.readers.submit(self._read_file, node)
         if link_key:
@@ -263,6 +266,22 @@ class _Backup:
         self.stats.bytes_added += self.store.put(pending.tree_id, data, kind="tree")
 
 
+def _measure(source: Source, values: dict, progress: Progress) -> None:
+    """Size what is to be backed up, beside the backup, so that progress can show an ETA."""
+    try:
+        reader = source.open_reader(values, Problems())
+        sizes, pending = {}, list(reader.roots())
+        while pending:
+            node = pending.pop()
+            if node.meta.kind == DIR:
+                pending.extend(reader.children(node))
+            elif node.meta.kind == FILE:  # hard links: one inode, read once
+                sizes[(node.meta.dev, node.meta.inode)] = node.meta.size
+    except (OSError, CorsoError):
+        return  # no ETA then; the backup itself reports what it cannot read
+    progress.set_total(sum(sizes.values()))
+
+
 def run_backup(repository, source: Source, values: dict, options: BackupOptions,
                problems: Problems | None = None, progress: Progress | None = None,
                ) -> BackupResult:
@@ -278,6 +297,9 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
         parent = find_parent(repository, source, paths, host)
         backup = _Backup(store, repository.chunker, reader, options, problems, progress)
         progress.start(None)
+        if progress.wants_total:
+            threading.Thread(target=_measure, args=(source, values, progress), daemon=True,
+                             name="corso-measure").start()
         try:
             root = backup.walk(None, backup.old_entries(bytes.fromhex(parent["root"]) if parent
                                                         else None))

@@ -14,8 +14,14 @@ from collections.abc import Callable
 class Progress:
     """Does nothing; the CLI's progress bar overrides these. Called from several threads."""
 
+    #: Whether a total is worth computing (a backup then sizes its sources beside its work).
+    wants_total = False
+
     def start(self, total_bytes: int | None) -> None:
-        """Work begins; the total is None when it is not known in advance (backup)."""
+        """Work begins; the total is None when it is not known yet (backup)."""
+
+    def set_total(self, total_bytes: int) -> None:
+        """The total became known."""
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None:
         """Files finished and bytes processed since the last call."""

@@ -169,6 +169,7 @@ class _Restore:
             self.writer.discard_file(file.handle)
             file.done = True
             return
+        self.progress.advance(nbytes=len(data))
         file.missing -= 1
         if file.missing == 0:
             self._finish(file)
@@ -197,7 +198,6 @@ class _Restore:
                 for file, offset in self.uses.pop(chunk_id):
                     slots.acquire()
                     submitted.append(lanes[file.lane].submit(write, file, offset, data))
-                self.progress.advance(nbytes=len(data))
         except Corrupted:
             corrupted = True
         finally:
