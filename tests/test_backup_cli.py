@@ -217,31 +217,40 @@ def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_
 # --- SIGKILL at random points ---------------------------------------------------------------
 
 
+def _wait_for(predicate, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_intact(
         connected, corso, tmp_path):  # noqa: F811
     tree = tmp_path / "t"
     tree.mkdir()
     rng = random.Random(5)
-    for i in range(8):
+    for i in range(4):
         (tree / f"f{i}").write_bytes(rng.randbytes(1024 * 1024))
     first = create(corso, "--path", str(tree))
     expected = snapshot(tree)
-    for i in range(8):
-        (tree / f"g{i}").write_bytes(rng.randbytes(1024 * 1024))
+    for i in range(32):  # enough new data that a backup runs for a while
+        (tree / f"g{i}").write_bytes(rng.randbytes(1536 * 1024))
+    sessions = connected / "sessions"
     env = {**os.environ, "CORSO_PASSPHRASE": "pw"}
-    for delay in (0.3, 0.6, 0.9, 1.2):
+    for _ in range(4):
+        stale = set(sessions.iterdir()) if sessions.exists() else set()  # earlier victims'
         process = subprocess.Popen([CORSO, "backup", "create", "files", "--path", str(tree)],
                                    env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        time.sleep(delay * rng.uniform(0.5, 1.5))
+        _wait_for(lambda: sessions.exists() and set(sessions.iterdir()) - stale)  # it stores
+        time.sleep(rng.uniform(0, 0.3))
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        assert process.wait() == -signal.SIGKILL  # killed, not finished
     listed = [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)]
-    assert listed[0] == first
+    assert listed == [first]
     restored = corso("restore", "files", "--backup", first, "--destination", str(tmp_path / "o"))
     assert restored.code == 0, restored
-    assert {k: v for k, v in snapshot(tmp_path / "o" / "t").items()} == {
-        k: v for k, v in expected.items()}
+    assert snapshot(tmp_path / "o" / "t") == expected
     last = create(corso, "--path", str(tree))
     assert corso("restore", "files", "--backup", last, "--destination",
                  str(tmp_path / "o2")).code == 0
