@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from trees import TEST_CHUNK, build_tricky_tree
 
 from corso_core.repo.chunker import TEST_CHUNK_SIZE_ENV
 from corso_core.repo.repository import init_repository
 from corso_core.storage.filesystem import FilesystemStorage
-from trees import TEST_CHUNK, build_tricky_tree
 
 
 @pytest.fixture
