@@ -7,8 +7,10 @@ import click
 from corso_core.cli import output
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.progress import human_bytes, progress_for
-from corso_core.errors import Corrupted
+from corso_core.errors import Corrupted, UsageError
 from corso_core.repo.repository import Repository
+from corso_core.upkeep.maintenance import SPACE_KINDS, run_maintenance
+from corso_core.upkeep.records import default_owner
 from corso_core.upkeep.verify import ALL, parse_subset, verify
 
 
@@ -43,4 +45,61 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
                         "repo repair for lost index blobs")
 
 
-COMMANDS = [verify_command]
+def _percent(ctx, param, value: str) -> float:
+    text = value.strip().removesuffix("%")
+    try:
+        percent = float(text)
+    except ValueError:
+        percent = -1.0
+    if not 0 <= percent <= 100:
+        raise UsageError(f"--max-unused {value!r} is not a percentage from 0% to 100%")
+    return percent
+
+
+def _space_lines(before: dict, after: dict) -> list[str]:
+    lines = [f"{'':12}{'objects before':>16}{'after':>10}{'bytes before':>16}{'after':>12}"]
+    for kind in SPACE_KINDS:
+        b, a = before.get(kind, {}), after.get(kind, {})
+        lines.append(f"{kind:12}{b.get('objects', 0):>16}{a.get('objects', 0):>10}"
+                     f"{human_bytes(b.get('bytes', 0)):>16}{human_bytes(a.get('bytes', 0)):>12}")
+    return lines
+
+
+@click.command("maintenance")
+@click.option("--mode", type=click.Choice(["metadata", "complete"]), default="complete",
+              show_default=True,
+              help="metadata: merge index blobs, clean sessions and upload leftovers; "
+                   "complete: also reclaim the space of data no backup uses.")
+@click.option("--max-unused", default="5%", show_default=True, callback=_percent,
+              help="Rewrite packs until unused space is under this share of pack bytes.")
+@click.option("--safety", type=click.Choice(["full", "none"]), default="full",
+              show_default=True,
+              help="none: no safety window, only for a repository no other client writes to.")
+@click.option("--user", help="Owner of maintenance (default: the current user).")
+@click.option("--host", help="Host of the owner (default: this host's name).")
+@click.option("--force", is_flag=True, help="Take over maintenance from another owner.")
+@uses_repository
+def maintenance_command(repository: Repository, mode: str, max_unused: float, safety: str,
+                        user: str | None, host: str | None, force: bool) -> None:
+    """Merge index blobs and reclaim space, safely beside running backups."""
+    default_user, default_host = default_owner()
+    if safety == "none":
+        output.warn("--safety none: no safety window; run it only when no other client "
+                    "writes to this repository")
+    report = run_maintenance(repository, mode=mode, max_unused=max_unused, safety=safety,
+                             user=user or default_user, host=host or default_host,
+                             force=force, progress=progress_for("maintenance"))
+    output.emit(report.as_dict(), "\n".join([
+        f"Maintenance ({mode}, safety {safety}) done.",
+        f"index blobs merged: {report.index_blobs_merged}; dead sessions removed: "
+        f"{report.sessions_removed}; upload leftovers removed: "
+        f"{report.upload_leftovers_removed}",
+        f"deletion plans: {report.plans_made} made, {report.plans_finished} finished, "
+        f"{report.plans_waiting} waiting for the safety window or running backups",
+        f"packs: {report.packs_deleted} deleted, {report.packs_rewritten} rewritten, "
+        f"{report.packs_kept} kept (still used)",
+        *_space_lines(report.before, report.after),
+    ]))
+
+
+COMMANDS = [verify_command, maintenance_command]

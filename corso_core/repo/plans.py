@@ -24,8 +24,9 @@ from corso_core.repo.index import IndexEntry, Location
 @dataclass(frozen=True)
 class Plan:
     plan_id: str
-    #: Sessions alive when the plan was made: the plan waits until each has ended.
-    sessions: tuple[str, ...]
+    #: Sessions alive when the plan was made: the plan waits until each has ended. None while
+    #: the plan is being made (a plan left so by a crash is undone, never carried out).
+    sessions: tuple[str, ...] | None
     #: (kind, name) of each pack to delete, indexed or not.
     packs: tuple[tuple[str, str], ...]
     #: The index entries taken out of the index: readers still find the chunks here.
@@ -35,7 +36,7 @@ class Plan:
 def encode_plan(keys: Keys, plan: Plan) -> bytes:
     document = {
         "id": plan.plan_id,
-        "sessions": list(plan.sessions),
+        "sessions": None if plan.sessions is None else list(plan.sessions),
         "packs": [list(ref) for ref in plan.packs],
         "entries": [[chunk_id.hex(), *location] for chunk_id, location in plan.entries],
     }
@@ -56,7 +57,8 @@ def decode_plan(keys: Keys, plan_id: str, blob: bytes) -> Plan:
             IndexEntry(bytes.fromhex(chunk), Location(str(kind), str(pack), int(offset),
                                                       int(length)))
             for chunk, kind, pack, offset, length in document["entries"])
-        sessions = tuple(str(s) for s in document["sessions"])
+        sessions = (None if document["sessions"] is None
+                    else tuple(str(s) for s in document["sessions"]))
         for kind, name in packs + tuple((e.location.kind, e.location.pack) for e in entries):
             names.key(kind, name)  # a kind and name of ours, or ValueError
         if any(len(e.chunk_id) != 32 for e in entries):

@@ -1,0 +1,361 @@
+"""`corso repo maintenance`: merge index blobs, clean up, and reclaim space, safely beside
+running backups (the protocol is in docs/format.md, "Maintenance").
+
+metadata mode: merge all index blobs into a few large ones; delete session records of dead
+clients; remove leftovers of interrupted uploads (`BlobStorage.cleanup`).
+complete mode, in addition:
+1. finish the deletion plans that are ready (older than the safety window by the storage's
+   clock, and every session alive when the plan was made has ended): re-read every backup,
+   delete the planned packs nothing needs, put back into the index what a backup still uses;
+2. make a new plan: packs no backup uses (and unindexed packs left by dead sessions), and
+   packs rewritten (their used chunks copied into new packs) until the unused share of pack
+   bytes is under --max-unused. Only packs older than the safety window are considered.
+With `--safety none` the window is zero and the plan is finished in the same run, without
+waiting for sessions: only for a repository no other client is writing to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from corso_core.engine.progress import Progress
+from corso_core.errors import Corrupted, NotFound
+from corso_core.repo import names
+from corso_core.repo.crypto import OVERHEAD
+from corso_core.repo.index import IndexEntry, Location, encode_index
+from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
+from corso_core.repo.plans import Plan, decode_plan, encode_plan
+from corso_core.repo.sessions import REFRESH_SECONDS, list_sessions
+from corso_core.upkeep.inventory import (
+    KINDS,
+    ChunkMap,
+    ChunkReader,
+    PackRef,
+    chunk_matches,
+    list_blobs,
+    load_index_blobs,
+    load_manifests,
+    referenced_chunks,
+)
+from corso_core.upkeep.records import MAINTAINED, claim_owner, write_record
+
+log = logging.getLogger(__name__)
+
+#: Packs younger than this (storage clock) are never planned for deletion, and a plan is
+#: finished no sooner: longer than any backup takes between checking that its deduplicated
+#: chunks still exist and writing its manifest.
+SAFETY_WINDOW_SECONDS = 3600.0
+#: Test-only: a shorter safety window (seconds), so concurrency tests run in seconds.
+SAFETY_WINDOW_ENV = "CORSO_TEST_SAFETY_WINDOW"
+#: A session record not refreshed for this long belongs to a dead client.
+SESSION_STALE_SECONDS = 5 * REFRESH_SECONDS
+#: Leftovers of interrupted uploads older than this are removed.
+UPLOAD_LEFTOVER_SECONDS = 24 * 3600.0
+#: Entries per merged index blob (44 bytes each: about 11 MiB a blob).
+INDEX_BLOB_ENTRIES = 250_000
+SPACE_KINDS = (*KINDS, names.PLAN)
+
+
+def safety_window() -> float:
+    return float(os.environ.get(SAFETY_WINDOW_ENV) or SAFETY_WINDOW_SECONDS)
+
+
+def space(storage) -> dict[str, dict[str, int]]:
+    """Objects and bytes by kind: the before/after figures of the report."""
+    listing = list_blobs(storage, SPACE_KINDS)
+    return {kind: {"objects": len(blobs), "bytes": sum(b.size for b in blobs.values())}
+            for kind, blobs in listing.items()}
+
+
+@dataclass
+class MaintenanceReport:
+    mode: str
+    safety: str
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    index_blobs_merged: int = 0
+    sessions_removed: int = 0
+    upload_leftovers_removed: int = 0
+    plans_finished: int = 0
+    plans_waiting: int = 0
+    plans_made: int = 0
+    packs_deleted: int = 0
+    packs_rewritten: int = 0
+    packs_kept: int = 0  # planned, but a backup still needs them: back in the index
+    unused_bytes_after: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Run:
+    """One maintenance run: the repository as read at its start, and what it changes."""
+
+    def __init__(self, repository, now: float, window: float, report: MaintenanceReport,
+                 progress: Progress) -> None:
+        self.repository = repository
+        self.storage = repository.storage
+        self.now = now
+        self.window = window
+        self.report = report
+        self.progress = progress
+        self.session_id = names.new_short_id()  # names the index blobs this run writes
+        self.sequence = 0
+
+    # --- reading -----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """The listing, the index blobs and the plans, as they are now."""
+        self.listing = list_blobs(self.storage, (*KINDS, names.PLAN))
+        self.index_blobs, damaged = load_index_blobs(self.repository,
+                                                     list(self.listing[names.INDEX]))
+        if damaged:
+            raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} index "
+                            f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
+                            "corso repo repair")
+        self.index = ChunkMap.of(self.index_blobs)
+        self.plans: dict[str, Plan] = {}
+        for plan_id, info in self.listing[names.PLAN].items():
+            try:
+                self.plans[plan_id] = decode_plan(self.repository.keys, plan_id,
+                                                  self.storage.get(info.key))
+            except NotFound:
+                continue  # finished by another run meanwhile
+
+    def live_sessions(self) -> set[str]:
+        return {s.session_id for s in list_sessions(self.repository)
+                if self.now - s.seen < SESSION_STALE_SECONDS}
+
+    def used_chunks(self) -> set[bytes]:
+        """Every chunk a backup refers to, read through the index and the plans; any damage
+        stops maintenance before it deletes anything (it could not tell what is used)."""
+        readable = ChunkMap.of(self.index_blobs)
+        for plan in self.plans.values():
+            for chunk_id, location in plan.entries:
+                readable.add(chunk_id, location)
+        manifests, damaged = load_manifests(self.repository, list(self.listing[names.MANIFEST]))
+        used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
+                                         manifests)
+        problems = list(damaged.values()) + damage
+        if problems:
+            raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
+                            "repo verify (and repo repair)")
+        return used
+
+    # --- writing -----------------------------------------------------------------------
+
+    def write_index(self, entries: list[IndexEntry]) -> None:
+        """New index blobs of at most INDEX_BLOB_ENTRIES entries, named by this run."""
+        for start in range(0, len(entries), INDEX_BLOB_ENTRIES):
+            name = names.index_name(self.session_id, self.sequence)
+            self.sequence += 1
+            self.storage.put_new(names.key(names.INDEX, name),
+                                 encode_index(self.repository.keys, name,
+                                              entries[start : start + INDEX_BLOB_ENTRIES]))
+
+    def replace_index(self, drop: set[PackRef], extra: list[IndexEntry]) -> None:
+        """Merge every index blob read into new ones, without the packs in `drop` and with
+        `extra`; then delete the blobs read (a blob written meanwhile by a backup stays)."""
+        entries = [IndexEntry(chunk_id, Location(kind, pack, offset, length))
+                   for (kind, pack), chunks in self.index.packs.items() if (kind, pack) not in drop
+                   for chunk_id, (offset, length) in chunks.items()]
+        self.write_index(entries + extra)
+        for name in self.index_blobs:
+            self.storage.delete(names.key(names.INDEX, name))
+        self.report.index_blobs_merged += len(self.index_blobs)
+
+    # --- phase 2: finishing plans --------------------------------------------------------
+
+    def finish_plans(self, at_once: bool) -> None:
+        """Carry out the plans that are ready; `at_once` (--safety none): every plan, without
+        waiting for the window or for sessions."""
+        live = set() if at_once else self.live_sessions()
+
+        def due(plan_id: str) -> bool:
+            return at_once or self.now - self.listing[names.PLAN][plan_id].mtime >= self.window
+
+        ready = {plan_id: plan for plan_id, plan in self.plans.items()
+                 if plan.sessions is not None and due(plan_id)
+                 and not (live & set(plan.sessions))}
+        unfinished = {plan_id: plan for plan_id, plan in self.plans.items()
+                      if plan.sessions is None and due(plan_id)}
+        self.report.plans_waiting += len(self.plans) - len(ready) - len(unfinished)
+        if not ready and not unfinished:
+            return
+        used = self.used_chunks()
+        restore: list[IndexEntry] = []
+        doomed: set[PackRef] = set()
+        for plan in ready.values():
+            by_pack: dict[PackRef, list[IndexEntry]] = {}
+            for entry in plan.entries:
+                by_pack.setdefault((entry.location.kind, entry.location.pack), []).append(entry)
+            for ref in plan.packs:
+                needed = any(e.chunk_id in used and e.chunk_id not in self.index.chunks
+                             for e in by_pack.get(ref, ()))
+                if ref in self.index.packs:
+                    self.report.packs_kept += 1  # indexed again since the plan: in use
+                elif needed:
+                    restore += by_pack[ref]
+                    self.report.packs_kept += 1
+                else:
+                    doomed.add(ref)
+        for plan in unfinished.values():  # a run died while making it: undo it
+            restore += plan.entries
+        if restore:
+            self.write_index(restore)
+        for kind, pack in sorted(doomed):
+            self.storage.delete(names.key(kind, pack))
+            self.report.packs_deleted += 1
+            self.progress.advance(files=1)
+        for plan_id in [*ready, *unfinished]:
+            self.storage.delete(names.key(names.PLAN, plan_id))
+            del self.plans[plan_id]
+        self.report.plans_finished += len(ready)
+
+    # --- phase 1: planning ---------------------------------------------------------------
+
+    def plan(self, max_unused: float) -> str | None:
+        """Write a deletion plan and the index without its packs; the plan's ID, or None."""
+        used = self.used_chunks()
+        planned = {ref for plan in self.plans.values() for ref in plan.packs}
+        live = self.live_sessions()
+        protected = {(loc.kind, loc.pack) for name, entries in self.index_blobs.items()
+                     if name.split(".")[0] in live for _, loc in entries}
+        stored = {(kind, name): info for kind in names.PACK_KINDS
+                  for name, info in self.listing[kind].items()}
+
+        def old(ref: PackRef) -> bool:
+            return self.now - stored[ref].mtime >= self.window
+
+        # One copy of each used chunk counts as used: the first in a pack that is stored.
+        used_bytes: Counter[PackRef] = Counter()
+        canonical: dict[bytes, PackRef] = {}
+        for chunk_id in used:
+            for location in self.index.chunks.get(chunk_id, ()):
+                ref = (location.kind, location.pack)
+                if ref in stored:
+                    canonical[chunk_id] = ref
+                    used_bytes[ref] += location.length
+                    break
+        candidates = [ref for ref in stored if ref not in planned and ref not in protected
+                      and old(ref)]
+        unused_packs = [ref for ref in candidates if not used_bytes[ref]]
+        counted = [ref for ref in stored if ref not in planned]  # planned: going already
+        total = sum(stored[ref].size for ref in counted)
+        unused = {ref: stored[ref].size - used_bytes[ref] for ref in counted}
+        remaining = sum(unused.values()) - sum(unused[ref] for ref in unused_packs)
+        rewrite = []
+        for ref in sorted((r for r in candidates if used_bytes[r]),
+                          key=lambda r: used_bytes[r] / stored[r].size):
+            if remaining <= total * max_unused / 100:
+                break
+            if unused[ref] > OVERHEAD + 64:  # a pack with a header's worth of waste stays
+                rewrite.append(ref)
+                remaining -= unused[ref]
+        self.report.unused_bytes_after = max(remaining, 0)
+        if not unused_packs and not rewrite:
+            return None
+        copies = self.copy_used(rewrite, canonical)
+        goners = set(unused_packs) | set(rewrite)
+        plan_id = names.new_short_id()
+        entries = tuple(IndexEntry(chunk_id, Location(kind, pack, offset, length))
+                        for kind, pack in sorted(goners)
+                        for chunk_id, (offset, length) in self.index.packs.get((kind, pack),
+                                                                              {}).items())
+        key = names.key(names.PLAN, plan_id)
+        keys = self.repository.keys
+        self.storage.put_new(key, encode_plan(keys, Plan(plan_id, None, tuple(sorted(goners)),
+                                                         entries)))
+        self.replace_index(goners, copies)
+        # Every session that may have read the old index blobs is alive now or has ended.
+        sessions = tuple(sorted(self.live_sessions()))
+        self.storage.put(key, encode_plan(keys, Plan(plan_id, sessions, tuple(sorted(goners)),
+                                                     entries)))
+        self.plans[plan_id] = Plan(plan_id, sessions, tuple(sorted(goners)), entries)
+        self.listing[names.PLAN][plan_id] = self.storage.stat(key)
+        self.report.plans_made += 1
+        self.report.packs_rewritten += len(rewrite)
+        return plan_id
+
+    def copy_used(self, packs: list[PackRef], canonical: dict[bytes, PackRef]
+                  ) -> list[IndexEntry]:
+        """Copy the used chunks of `packs` into new packs (authenticated and re-hashed on
+        the way: damage is never copied); the new packs' index entries."""
+        writers: dict[str, PackWriter] = {}
+        entries: list[IndexEntry] = []
+
+        def store(writer: PackWriter) -> None:
+            with writer.finish(self.repository.keys) as blob:
+                self.storage.put_new(names.key(writer.kind, writer.name), blob)
+            entries.extend(IndexEntry(e.chunk_id, Location(writer.kind, writer.name, e.offset,
+                                                           e.length)) for e in writer.entries)
+
+        for kind, pack in packs:
+            blob = self.storage.get(names.key(kind, pack))
+            for chunk_id, (offset, length) in self.index.packs[(kind, pack)].items():
+                if canonical.get(chunk_id) != (kind, pack):
+                    continue
+                sealed = blob[offset : offset + length]
+                plain = open_chunk(self.repository.keys, chunk_id, sealed)
+                if not chunk_matches(self.repository, chunk_id, plain):
+                    raise Corrupted(f"maintenance stopped: chunk {chunk_id.hex()} in {kind} "
+                                    f"pack {pack} does not hash to its ID; run corso repo verify")
+                writer = writers.get(kind)
+                if writer is None:
+                    writer = writers[kind] = PackWriter(kind, bytearray(PACK_BUFFER_SIZE))
+                writer.add(chunk_id, sealed)
+                if writer.full():
+                    store(writers.pop(kind))
+            self.progress.advance(files=1)
+        for writer in writers.values():
+            store(writer)
+        return entries
+
+    # --- metadata upkeep -------------------------------------------------------------------
+
+    def clean_sessions(self) -> None:
+        for session in list_sessions(self.repository):
+            if self.now - session.seen >= SESSION_STALE_SECONDS:
+                self.storage.delete(names.key(names.SESSION, session.session_id))
+                self.report.sessions_removed += 1
+
+
+def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5.0,
+                    safety: str = "full", user: str, host: str, force: bool = False,
+                    progress: Progress | None = None) -> MaintenanceReport:
+    """One maintenance run (see the module docstring); safe beside running backups and
+    other maintenance runs when `safety` is "full"."""
+    if mode not in ("metadata", "complete") or safety not in ("full", "none"):
+        raise ValueError(f"mode {mode!r}, safety {safety!r}")
+    progress = progress or Progress()
+    report = MaintenanceReport(mode, safety)
+    now = claim_owner(repository, user, host, force)
+    report.before = space(repository.storage)
+    window = safety_window() if safety == "full" else 0.0
+    run = _Run(repository, now, window, report, progress)
+    progress.start(None)
+    try:
+        run.clean_sessions()
+        report.upload_leftovers_removed = repository.storage.cleanup(
+            UPLOAD_LEFTOVER_SECONDS if safety == "full" else 0.0)
+        run.load()
+        if mode == "complete":
+            run.finish_plans(at_once=safety == "none")
+            run.load()
+            made = run.plan(max_unused)
+            if made and safety == "none":
+                run.load()
+                run.finish_plans(at_once=True)
+        if len(run.index_blobs) > 1 or mode == "metadata":
+            run.load()
+            if len(run.index_blobs) > 1:
+                run.replace_index(set(), [])
+    finally:
+        progress.stop()
+    report.after = space(repository.storage)
+    write_record(repository, MAINTAINED, {"user": user, "host": host, "mode": mode,
+                                          "safety": safety, "after": report.after})
+    return report

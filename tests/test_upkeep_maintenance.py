@@ -1,0 +1,192 @@
+"""`corso repo maintenance`: space is reclaimed (within 10 % of a fresh repository), index blobs
+are merged, the two-phase delete waits for its safety window and for running backups, a
+backup that deduplicated against planned chunks keeps them, the owner record, the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
+from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixture)
+from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
+from trees import TEST_CHUNK, snapshot
+
+from corso_core.engine.browse import walk_entries
+from corso_core.errors import RepositoryError
+from corso_core.repo import names
+from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
+from corso_core.repo.repository import init_repository
+from corso_core.repo.store import ChunkStore
+from corso_core.sources.source import FILE
+from corso_core.storage.filesystem import FilesystemStorage
+from corso_core.upkeep.inventory import list_blobs
+from corso_core.upkeep.maintenance import SAFETY_WINDOW_ENV, run_maintenance
+from corso_core.upkeep.verify import ALL, verify
+
+OWNER = {"user": "tester", "host": "test-host"}
+
+
+def maintain(repository, **options):
+    return run_maintenance(repository, **{**OWNER, **options})
+
+
+def repo_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def count(repository, kind: str) -> int:
+    return len(list_blobs(repository.storage, (kind,))[kind])
+
+
+def edit(tree: Path, seed: int) -> None:
+    """Change a tree as a working day does: one file rewritten, one added, one removed."""
+    rng = __import__("random").Random(seed)
+    files = sorted(tree.rglob("*.bin"))
+    files[0].write_bytes(rng.randbytes(TEST_CHUNK * 3))
+    (tree / f"new-{seed}.bin").write_bytes(rng.randbytes(TEST_CHUNK * 2))
+    if len(files) > 3:
+        files[-1].unlink()
+
+
+def test_space_after_deleting_all_but_the_newest_backup(repository, tmp_path):
+    tree = make_tree(tmp_path / "tree", 1, files=6)
+    ids = []
+    for day in range(5):
+        if day:
+            edit(tree, 100 + day)
+        ids.append(back_up(repository, tree))
+    newest = ids[-1]
+    delete_manifests(repository, ids[:-1])
+    report = maintain(repository, safety="none")
+    assert report.packs_deleted >= 4 and report.plans_finished == 1
+
+    fresh_root = tmp_path / "fresh"
+    fresh = init_repository(FilesystemStorage(str(fresh_root)), PASSPHRASE)
+    restore_into(repository, newest, tmp_path / "out")
+    back_up(fresh, tmp_path / "out" / "tree")
+    size, baseline = repo_bytes(tmp_path / "repo"), repo_bytes(fresh_root)
+    assert abs(size - baseline) <= 0.10 * baseline, (size, baseline)
+    assert verify(repository, ALL).clean
+    assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
+
+
+def test_hundred_backups_leave_one_index_blob_after_metadata_maintenance(repository, tmp_path):
+    tree = tmp_path / "tiny"
+    tree.mkdir()
+    for n in range(100):
+        (tree / "counter").write_text(str(n))
+        back_up(repository, tree)
+    assert count(repository, names.INDEX) >= 100
+    report = maintain(repository, mode="metadata")
+    assert report.index_blobs_merged >= 100 and count(repository, names.INDEX) == 1
+    assert report.before["index"]["objects"] >= 100 and report.after["index"]["objects"] == 1
+    assert verify(repository).clean
+
+
+def test_two_phase_delete_waits_for_the_window_and_for_running_backups(repository, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv(SAFETY_WINDOW_ENV, "0.3")
+    keep_tree = make_tree(tmp_path / "keep", 1)
+    keep = back_up(repository, keep_tree)
+    gone = back_up(repository, make_tree(tmp_path / "gone", 2))
+    packs_before = count(repository, "data")
+    delete_manifests(repository, [gone])
+    time.sleep(0.4)  # the packs are older than the window
+
+    running = ChunkStore(repository)  # a backup alive while the plan is made
+    first = maintain(repository)
+    assert first.plans_made == 1 and first.packs_deleted == 0
+    assert count(repository, "data") == packs_before  # phase 1 deletes nothing
+    time.sleep(0.4)
+    second = maintain(repository)
+    assert second.plans_waiting == 1 and second.packs_deleted == 0  # the session still runs
+    running.close()
+    third = maintain(repository)
+    assert third.plans_finished == 1 and third.packs_deleted == 2  # its data and tree pack
+    assert count(repository, "data") == packs_before - 1
+    assert verify(repository, ALL).clean
+    restore_into(repository, keep, tmp_path / "out")
+    assert snapshot(tmp_path / "out" / "keep") == snapshot(keep_tree)
+
+
+def test_a_backup_that_deduplicated_against_planned_chunks_keeps_them(repository, tmp_path,
+                                                                      monkeypatch):
+    """The race maintenance must win: a backup loads the index, maintenance plans the
+    deletion of a deleted backup's chunks, the backup deduplicates against them and writes a
+    manifest referring to them. Its backup restores before and after the plan is finished."""
+    monkeypatch.setenv(SAFETY_WINDOW_ENV, "0.3")
+    tree = make_tree(tmp_path / "tree", 3)
+    old = back_up(repository, tree)
+    manifest = load_manifest(repository, old)
+    delete_manifests(repository, [old])
+    time.sleep(0.4)
+
+    store = ChunkStore(repository)  # loads the index: every chunk of `old` is in it
+    assert maintain(repository).plans_made == 1
+    root = bytes.fromhex(manifest["root"])
+    chunk_ids = {root}
+    for _, entry in walk_entries(store, root):
+        if entry.meta.kind == FILE:
+            chunk_ids.update(chunk_id for chunk_id, _ in entry.chunks)
+        elif entry.subtree:
+            chunk_ids.add(entry.subtree)
+    for chunk_id in chunk_ids:
+        assert store.put(chunk_id, b"") == 0  # deduplicated, as a running backup would
+    store.flush()
+    new = save_manifest(repository, {k: v for k, v in manifest.items() if k != "id"})
+    store.close()
+
+    restore_into(repository, new, tmp_path / "during")  # readable through the plan
+    assert snapshot(tmp_path / "during" / "tree") == snapshot(tree)
+    time.sleep(0.4)
+    report = maintain(repository)
+    assert report.plans_finished == 1 and report.packs_kept == 2 and report.packs_deleted == 0
+    assert verify(repository, ALL).clean
+    restore_into(repository, new, tmp_path / "after")
+    assert snapshot(tmp_path / "after" / "tree") == snapshot(tree)
+
+
+def test_rewrite_brings_unused_space_under_the_bound(repository, tmp_path):
+    tree = make_tree(tmp_path / "tree", 4, files=8)
+    first = back_up(repository, tree)
+    for path in sorted(tree.rglob("*.bin"))[:5]:
+        path.unlink()
+    second = back_up(repository, tree)  # shares the first backup's packs
+    delete_manifests(repository, [first])
+    report = maintain(repository, safety="none", max_unused=5.0)
+    assert report.packs_rewritten >= 1 and report.packs_deleted >= 1
+    storage = repository.storage
+    stored = sum(i.size for kind in ("data", "tree") for i in storage.list(kind + "/"))
+    restore_into(repository, second, tmp_path / "out")
+    assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
+    needed = sum(p.stat().st_size for p in tree.rglob("*.bin"))
+    assert stored <= needed * 1.05 + 4096  # random data: packs hold little besides it
+    assert verify(repository, ALL).clean
+
+
+def test_owner_record_refuses_another_owner_unless_forced(repository):
+    maintain(repository, mode="metadata")
+    with pytest.raises(RepositoryError, match="owned by tester@test-host"):
+        run_maintenance(repository, mode="metadata", user="other", host="elsewhere")
+    run_maintenance(repository, mode="metadata", user="other", host="elsewhere", force=True)
+    with pytest.raises(RepositoryError, match="owned by other@elsewhere"):
+        maintain(repository, mode="metadata")
+
+
+def test_cli_maintenance_reports_space_json_and_bad_input(connected, corso, tmp_path):  # noqa: F811
+    tree = make_tree(tmp_path / "tree", 5)
+    backup_id = create(corso, "--path", str(tree))
+    create(corso, "--path", str(make_tree(tmp_path / "other", 6)))
+    assert corso("backup", "delete", "files", "--backups", backup_id).code == 0
+    result = corso("repo", "maintenance", "--safety", "none", "--json")
+    assert result.code == 0 and "--safety none: no safety window" in result.err
+    report = json.loads(result.out)
+    assert report["packs_deleted"] == 2
+    assert report["after"]["data"]["objects"] == report["before"]["data"]["objects"] - 1
+    text = corso("repo", "maintenance", "--mode", "metadata")
+    assert text.code == 0 and "objects before" in text.out and "index" in text.out
+    one_error_line(corso("repo", "maintenance", "--max-unused", "150%"), 2, "--max-unused")
+    one_error_line(corso("repo", "maintenance", "--user", "x", "--host", "y"), 1, "--force")
