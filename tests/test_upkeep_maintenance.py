@@ -141,6 +141,7 @@ def test_a_backup_that_deduplicated_against_planned_chunks_keeps_them(repository
 
     restore_into(repository, new, tmp_path / "during")  # readable through the plan
     assert snapshot(tmp_path / "during" / "tree") == snapshot(tree)
+    assert verify(repository, ALL).clean
     time.sleep(0.4)
     report = maintain(repository)
     assert report.plans_finished == 1 and report.packs_kept == 2 and report.packs_deleted == 0

@@ -22,6 +22,7 @@ from corso_core.repo import names
 from corso_core.repo.index import IndexEntry, Location, decode_index
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.packs import open_chunk
+from corso_core.repo.plans import Plan, decode_plan
 from corso_core.sources.source import DIR, FILE
 from corso_core.storage.interface import BlobInfo
 
@@ -82,6 +83,12 @@ def load_manifests(repository, backup_ids) -> tuple[dict[str, dict], dict[str, s
     return _load_all(backup_ids, load)
 
 
+def load_plans(repository, plan_ids) -> tuple[dict[str, Plan], dict[str, str]]:
+    storage, keys = repository.storage, repository.keys
+    return _load_all(plan_ids, lambda plan_id: decode_plan(
+        keys, plan_id, storage.get(names.key(names.PLAN, plan_id))))
+
+
 @dataclass
 class ChunkMap:
     """The union of index blobs, kept per pack: where every chunk is, and what every pack
@@ -98,9 +105,12 @@ class ChunkMap:
             self.chunks[chunk_id].append(location)
 
     @classmethod
-    def of(cls, blobs: dict[str, list[IndexEntry]]) -> ChunkMap:
+    def of(cls, blobs: dict[str, list[IndexEntry]], plans: dict[str, Plan] | None = None
+           ) -> ChunkMap:
+        """The union of index blobs; with `plans`, also the entries deletion plans took out of
+        the index (readable until the plan is finished: docs/format.md, "Maintenance")."""
         union = cls()
-        for entries in blobs.values():
+        for entries in [*blobs.values(), *(plan.entries for plan in (plans or {}).values())]:
             for chunk_id, location in entries:
                 union.add(chunk_id, location)
         return union

@@ -22,12 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from corso_core.engine.progress import Progress
-from corso_core.errors import Corrupted, NotFound
+from corso_core.errors import Corrupted
 from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
 from corso_core.repo.index import IndexEntry, Location, encode_index
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
-from corso_core.repo.plans import Plan, decode_plan, encode_plan
+from corso_core.repo.plans import Plan, encode_plan
 from corso_core.repo.sessions import REFRESH_SECONDS, list_sessions
 from corso_core.upkeep.inventory import (
     KINDS,
@@ -38,6 +38,7 @@ from corso_core.upkeep.inventory import (
     list_blobs,
     load_index_blobs,
     load_manifests,
+    load_plans,
     referenced_chunks,
 )
 from corso_core.upkeep.records import MAINTAINED, claim_owner, write_record
@@ -117,13 +118,10 @@ class _Run:
                             f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
                             "corso repo repair")
         self.index = ChunkMap.of(self.index_blobs)
-        self.plans: dict[str, Plan] = {}
-        for plan_id, info in self.listing[names.PLAN].items():
-            try:
-                self.plans[plan_id] = decode_plan(self.repository.keys, plan_id,
-                                                  self.storage.get(info.key))
-            except NotFound:
-                continue  # finished by another run meanwhile
+        self.plans, damaged = load_plans(self.repository, list(self.listing[names.PLAN]))
+        if damaged:
+            raise Corrupted(f"maintenance stopped, nothing deleted: "
+                            f"{next(iter(damaged.values()))}; run corso repo repair")
 
     def live_sessions(self) -> set[str]:
         return {s.session_id for s in list_sessions(self.repository)
@@ -132,10 +130,7 @@ class _Run:
     def used_chunks(self) -> set[bytes]:
         """Every chunk a backup refers to, read through the index and the plans; any damage
         stops maintenance before it deletes anything (it could not tell what is used)."""
-        readable = ChunkMap.of(self.index_blobs)
-        for plan in self.plans.values():
-            for chunk_id, location in plan.entries:
-                readable.add(chunk_id, location)
+        readable = ChunkMap.of(self.index_blobs, self.plans)
         manifests, damaged = load_manifests(self.repository, list(self.listing[names.MANIFEST]))
         used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
                                          manifests)

@@ -24,6 +24,7 @@ from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
 from corso_core.repo.packs import decode_header, header_size, open_chunk
 from corso_core.sources.source import FILE
 from corso_core.upkeep.inventory import (
+    KINDS,
     ChunkMap,
     ChunkReader,
     PackRef,
@@ -31,6 +32,7 @@ from corso_core.upkeep.inventory import (
     list_blobs,
     load_index_blobs,
     load_manifests,
+    load_plans,
     walk_backup,
 )
 
@@ -158,11 +160,15 @@ def verify(repository, read_data: Subset | None = None,
     progress = progress or Progress()
     report = VerifyReport()
     _check_format(repository, report)
-    listing = list_blobs(repository.storage)
+    listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
     index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
     for name, why in sorted(damaged_index.items()):
         report.problem(names.key(names.INDEX, name), why)
+    plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
+    for name, why in sorted(damaged_plans.items()):
+        report.problem(names.key(names.PLAN, name), why)
     chunk_map = ChunkMap.of(index_blobs)
+    readable = ChunkMap.of(index_blobs, plans)  # what backups may be read from
 
     # Packs: present, and as large as the index says.
     missing: set[PackRef] = set()
@@ -178,17 +184,17 @@ def verify(repository, read_data: Subset | None = None,
                                                   f"its indexed entries make {expected}")
     stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
     report.packs = len(stored)
-    report.unindexed_packs = len(stored - set(chunk_map.packs))
+    report.unindexed_packs = len(stored - set(readable.packs))
 
     # Pack contents: downloaded, authenticated, re-hashed.
     bad_locations: set[tuple[bytes, PackRef]] = set()
     if read_data is not None:
-        chosen = read_data.select([name for _, name in sorted(stored & set(chunk_map.packs))])
-        refs = [ref for ref in sorted(stored & set(chunk_map.packs)) if ref[1] in chosen]
+        chosen = read_data.select([name for _, name in sorted(stored & set(readable.packs))])
+        refs = [ref for ref in sorted(stored & set(readable.packs)) if ref[1] in chosen]
         progress.start(sum(listing[kind][name].size for kind, name in refs))
         try:
             with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
-                results = pool.map(lambda ref: _read_pack(repository, ref, chunk_map.packs[ref]),
+                results = pool.map(lambda ref: _read_pack(repository, ref, readable.packs[ref]),
                                    refs)
                 for ref, (problems, bad, size) in zip(refs, results, strict=True):
                     for message in problems:
@@ -207,12 +213,13 @@ def verify(repository, read_data: Subset | None = None,
         report.problem(names.key(names.MANIFEST, backup_id), why)
         report.damage(backup_id, f"manifest: {why}")
     report.backups = len(backup_ids)
-    reader = ChunkReader(repository, chunk_map, missing)
+    gone = set(readable.packs) - stored
+    reader = ChunkReader(repository, readable, gone)
 
     def sound(chunk_id: bytes) -> bool:
-        return any((loc.kind, loc.pack) not in missing
+        return any((loc.kind, loc.pack) not in gone
                    and (chunk_id, (loc.kind, loc.pack)) not in bad_locations
-                   for loc in chunk_map.chunks.get(chunk_id, ()))
+                   for loc in readable.chunks.get(chunk_id, ()))
 
     for backup_id in sorted(manifests):
         def tree_damaged(path, why, backup_id=backup_id):
