@@ -1,3 +1,4 @@
+import logging
 import os
 import random
 import shutil
@@ -249,6 +250,26 @@ def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
     backup.close()
     with ChunkStore(repo) as store:
         assert store.get(old_id) == old[0] and store.get(kept_id) == kept[0]
+
+
+def test_a_damaged_index_blob_is_left_out_naming_it(tmp_path, caplog):
+    repo = make_repository(tmp_path)
+    first, second = chunks(1, seed=1), chunks(1, seed=2)
+    with ChunkStore(repo) as store:
+        (first_id,) = put_all(store, first)
+    with ChunkStore(repo) as store:
+        (second_id,) = put_all(store, second)
+    damaged = next(k for k in keys_of(repo.storage, "index")
+                   if decode_index(repo.keys, names.parse_key("index", k),
+                                   repo.storage.get(k))[0].chunk_id == first_id)
+    repo.storage.put(damaged, repo.storage.get(damaged)[:-1])
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"])
+    with caplog.at_level(logging.WARNING), ChunkStore(repo) as store:
+        assert f"index {names.parse_key('index', damaged)} is corrupted" in caplog.text
+        assert store.get(second_id) == second[0]  # what other indexes list still reads
+        with pytest.raises(Corrupted, match=f"chunk {first_id.hex()} is missing"):
+            store.get(first_id)
+        assert store.put(first_id, first[0]) > 0  # a backup stores it again
 
 
 def test_foreign_keys_in_the_bucket_are_ignored(tmp_path):
