@@ -11,6 +11,7 @@ from corso_core.errors import Corrupted, UsageError
 from corso_core.repo.repository import Repository
 from corso_core.upkeep.maintenance import SPACE_KINDS, run_maintenance
 from corso_core.upkeep.records import default_owner
+from corso_core.upkeep.repair import run_repair
 from corso_core.upkeep.verify import ALL, parse_subset, verify
 
 
@@ -102,4 +103,22 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
     ]))
 
 
-COMMANDS = [verify_command, maintenance_command]
+@click.command("repair")
+@uses_repository
+def repair_command(repository: Repository) -> None:
+    """Rebuild lost or damaged index blobs from the packs; name backups beyond repair."""
+    report = run_repair(repository, progress_for("repairing"))
+    lines = [f"{report.packs_indexed} packs indexed again in {report.index_blobs_written} new "
+             f"index blob(s); {len(report.removed)} damaged blob(s) removed."]
+    lines += [f"removed: {key}" for key in report.removed]
+    lines += [f"unreadable: {key}: {why}" for key, why in report.unreadable_packs.items()]
+    for backup_id, lost in sorted(report.beyond_repair.items()):
+        lines.append(f"backup {backup_id} is beyond repair:")
+        lines += [f"  {what}" for what in lost]
+    output.emit(report.as_dict(), "\n".join(lines))
+    if report.beyond_repair:
+        raise Corrupted(f"{len(report.beyond_repair)} backup(s) are beyond repair (see above): "
+                        "their data is not in the repository any more")
+
+
+COMMANDS = [verify_command, maintenance_command, repair_command]

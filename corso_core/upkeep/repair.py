@@ -1,0 +1,82 @@
+"""`corso repo repair`: rebuild lost or damaged index blobs from the packs themselves.
+
+Every pack carries its own sealed header (chunk IDs and lengths), so the index is redundant:
+repair reads the header of each stored pack that no sound index blob (or deletion plan)
+covers, writes new index blobs for them, then removes the damaged index blobs and plans.
+Packs left by interrupted backups get indexed too; maintenance later removes what no backup
+uses. Afterwards the structure is checked again, and each backup still damaged is reported
+with the reason (a lost pack or manifest cannot be rebuilt from anything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corso_core.engine.progress import Progress
+from corso_core.errors import Corrupted, NotFound
+from corso_core.repo import names
+from corso_core.repo.index import IndexEntry, Location, encode_index
+from corso_core.repo.packs import read_header
+from corso_core.upkeep.inventory import (
+    KINDS,
+    ChunkMap,
+    list_blobs,
+    load_index_blobs,
+    load_plans,
+)
+from corso_core.upkeep.maintenance import INDEX_BLOB_ENTRIES
+from corso_core.upkeep.verify import verify
+
+
+@dataclass
+class RepairReport:
+    packs_indexed: int = 0
+    index_blobs_written: int = 0
+    removed: list[str] = field(default_factory=list)  # damaged index blobs and plans
+    unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
+    beyond_repair: dict[str, list[str]] = field(default_factory=dict)  # backup -> why
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_repair(repository, progress: Progress | None = None) -> RepairReport:
+    progress = progress or Progress()
+    storage, keys = repository.storage, repository.keys
+    report = RepairReport()
+    listing = list_blobs(storage, (*KINDS, names.PLAN))
+    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
+    plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
+    covered = set(ChunkMap.of(index_blobs, plans).packs)
+    uncovered = sorted((kind, name) for kind in names.PACK_KINDS for name in listing[kind]
+                       if (kind, name) not in covered)
+    entries: list[IndexEntry] = []
+    progress.start(None)
+    try:
+        for kind, name in uncovered:
+            try:
+                header = read_header(storage, keys, kind, name)
+            except NotFound:
+                continue  # deleted by maintenance meanwhile
+            except Corrupted as e:
+                report.unreadable_packs[names.key(kind, name)] = str(e)
+                continue
+            entries += [IndexEntry(e.chunk_id, Location(kind, name, e.offset, e.length))
+                        for e in header]
+            report.packs_indexed += 1
+            progress.advance(files=1)
+    finally:
+        progress.stop()
+    session_id = names.new_short_id()
+    for sequence, start in enumerate(range(0, len(entries), INDEX_BLOB_ENTRIES)):
+        name = names.index_name(session_id, sequence)
+        storage.put_new(names.key(names.INDEX, name),
+                        encode_index(keys, name, entries[start : start + INDEX_BLOB_ENTRIES]))
+        report.index_blobs_written += 1
+    # Only now that their packs are indexed again do the damaged blobs go.
+    for key in [names.key(names.INDEX, n) for n in sorted(damaged_index)] + [
+            names.key(names.PLAN, n) for n in sorted(damaged_plans)]:
+        storage.delete(key)
+        report.removed.append(key)
+    report.beyond_repair = verify(repository).damaged_backups
+    return report
