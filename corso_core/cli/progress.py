@@ -1,20 +1,10 @@
 """Progress on stderr with rich: files, bytes, rate, and an ETA once the total is known.
 
-Shown only when stderr is a terminal and neither --hide-progress nor --json was given.
+Shown only when stderr is a terminal and neither --hide-progress nor --json was given; rich is
+imported only then (it costs every other command start-up time for nothing).
 """
 
 from __future__ import annotations
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichBar
 
 from corso_core.cli import output
 from corso_core.engine.progress import Progress
@@ -25,10 +15,21 @@ class TerminalProgress(Progress):
 
     def __init__(self, verb: str) -> None:
         self.verb = verb
-        self.bar: RichBar | None = None
+        self.bar = None
         self.task = None
 
     def start(self, total_bytes: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichBar
+
         self.bar = RichBar(
             TextColumn(f"{self.verb} {{task.fields[files]}} files"), BarColumn(),
             DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
