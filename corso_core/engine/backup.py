@@ -34,6 +34,8 @@ from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
 
+#: Files open at once: more than the cores, so that opening and reading cold files overlaps.
+READER_THREADS = 4
 FILES_IN_FLIGHT = 16
 CHUNKS_IN_FLIGHT = 2
 #: A file modified this close to the moment it was read may change again unseen (same size,
@@ -96,7 +98,8 @@ class _PendingDir:
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
-    """The latest complete-or-not backup of the same source, paths and host."""
+    """The latest backup of the same source, paths and host (an incomplete one is fine: what
+    it holds is sound, and what it lacks is simply read again)."""
     same = [m for m in list_manifests(repository)
             if m.get("source") == source.name and m.get("paths") == paths
             and m.get("host") == host]
@@ -114,7 +117,7 @@ class _Backup:
         self.progress = progress
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
-        self.readers = ThreadPoolExecutor(4, thread_name_prefix="corso-read")
+        self.readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="corso-read")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.file_slots = threading.BoundedSemaphore(FILES_IN_FLIGHT)
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
@@ -127,7 +130,8 @@ class _Backup:
 
     # --- reading (reader and packer threads) ----------------------------------------------
 
-    def _pack(self, data: memoryview) -> tuple[bytes, int, int]:
+    def _pack(self, data: bytes) -> tuple[bytes, int, int]:
+        """(chunk ID, size, bytes added): hashing, compression and encryption, on a packer."""
         try:
             chunk_id = self.store.chunk_id(data)
             return chunk_id, len(data), self.store.put(chunk_id, data)
