@@ -12,10 +12,15 @@ from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixtur
 PASS = "pw"
 
 
+def keys_under(server, prefix: str) -> list[str]:
+    pages = server.admin().get_paginator("list_objects_v2").paginate(Bucket=server.bucket,
+                                                                      Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
 def nothing_written(server, prefix: str, expected=()) -> None:
     assert not (Path(os.environ["CORSO_CONFIG_DIR"]) / "corso.toml").exists()
-    listed = server.admin().list_objects_v2(Bucket=server.bucket, Prefix=prefix)
-    assert [o["Key"] for o in listed.get("Contents", [])] == list(expected)
+    assert keys_under(server, prefix) == list(expected)
 
 
 @pytest.fixture
@@ -39,9 +44,10 @@ def keys(seaweedfs, monkeypatch):
      "--aws-access-key and --aws-secret-access-key go together"),
 ])
 def test_malformed_flags(corso, seaweedfs, keys, command, flags, code, message):  # noqa: F811
+    before = keys_under(seaweedfs, "")  # other tests share the bucket
     result = corso("repo", command, "s3", *flags, "--passphrase", PASS)
     one_error_line(result, code, message)
-    nothing_written(seaweedfs, "")
+    nothing_written(seaweedfs, "", before)
 
 
 @pytest.mark.parametrize("flags, code, message", [

@@ -75,6 +75,22 @@ def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedf
     one_error_line(moved, 2, "--endpoint 127.0.0.1:1 differs", seaweedfs.endpoint)
 
 
+def test_backup_and_restore_through_s3(corso, seaweedfs, s3_prefix, tmp_path, monkeypatch):  # noqa: F811
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("on s3")
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+    use_env_keys(monkeypatch, seaweedfs)
+    monkeypatch.setenv("CORSO_PASSPHRASE", PASS)
+    backup = corso("backup", "create", "files", "--path", str(source), "--json")
+    assert backup.code == 0, backup
+    restored = tmp_path / "restored"
+    done = corso("restore", "files", "--backup", json.loads(backup.out)["id"],
+                 "--destination", str(restored))
+    assert done.code == 0, done
+    assert (restored / "source" / "a.txt").read_text() == "on s3"
+
+
 def test_init_twice_with_the_same_passphrase_says_it_exists(corso, seaweedfs, s3_prefix):  # noqa: F811
     assert init(corso, seaweedfs, s3_prefix).code == 0
     again = init(corso, seaweedfs, s3_prefix)

@@ -8,7 +8,6 @@ from typing import Any
 from corso_core.api import UsageError
 from corso_s3.client import AWS_ENDPOINT, DEFAULT_REGION, Connection
 from corso_s3.lock import from_flags
-from corso_s3.options import INIT_ONLY
 from corso_s3.storage import S3Storage
 
 
@@ -51,8 +50,6 @@ def open_storage(values: Mapping[str, Any]) -> S3Storage:
         values.get("extend_retention"),
     )
     storage = unchecked_storage(values, lock=lock)
-    # The core passes the init-only options to `repo init` alone.
-    storage.claiming = INIT_ONLY <= values.keys()
     try:
         use_bucket_region(storage, values)
         if lock and not storage.bucket_has_object_lock():

@@ -87,9 +87,11 @@ class S3Storage(BlobStorage):
         self.endpoint = endpoint
         self.part_size = part_size
         self._lock = lock
-        #: Set while `repo init` opens the storage: its first create-only put claims the
-        #: location and is checked first (see _check_location_is_free).
-        self.claiming = False
+        #: Until this storage has read a blob, its first create-only put at the prefix's root
+        #: is taken as `repo init` claiming the location, and checked first (see
+        #: _check_location_is_free). Every command on an existing repository reads its
+        #: format blob before writing anything.
+        self._may_be_new = True
         self._lock_known = False
         self._count_lock = threading.Lock()
         self._settings_lock = threading.Lock()
@@ -168,8 +170,8 @@ class S3Storage(BlobStorage):
         self._write(key, memoryview(data), create_only=False)
 
     def _create(self, key: str, data: Bytes) -> None:
-        if self.claiming:
-            self.claiming = False
+        if self._may_be_new and "/" not in key:
+            self._may_be_new = False
             self._check_location_is_free(key)
         if self.atomic_create:
             try:
@@ -299,6 +301,7 @@ class S3Storage(BlobStorage):
             raise
         data = response["Body"].read()
         self._count("GET", 0, down=len(data))
+        self._may_be_new = False
         return data
 
     def stat(self, key: str) -> BlobInfo:
