@@ -12,6 +12,7 @@ suffix-range GET; the index normally makes even that unnecessary.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
 from typing import NamedTuple
@@ -23,8 +24,9 @@ from corso_core.storage.interface import BlobStorage
 
 #: Packs are closed once they reach this size: few requests per GB, little memory per pack.
 TARGET_PACK_SIZE = 16 * 1024 * 1024
-#: A pack buffer's size: the target plus one default-size maximum chunk and a header.
-PACK_BUFFER_SIZE = TARGET_PACK_SIZE + 4 * 1024 * 1024 + 64 * 1024
+#: A pack buffer's size: the target, plus the largest chunk allowed, plus room for a header.
+#: It is address space only: pages are backed by memory once written.
+PACK_BUFFER_SIZE = TARGET_PACK_SIZE + compression.MAX_CHUNK_SIZE + 1024 * 1024
 _MAGIC = b"CPK1"
 _ENTRY = struct.Struct("<32sI")
 _TRAILER = struct.Struct("<I")
@@ -58,24 +60,32 @@ def header_size(entries: int) -> int:
 
 
 class BufferPool:
-    """Pack-sized buffers, re-used: a fresh 20 MiB allocation per pack would leave the C
-    allocator holding several hundred MiB of freed buffers across threads."""
+    """Pack buffers: anonymous memory maps, re-used.
+
+    A map costs memory only for the pages written (a small pack stays small, however large
+    the buffer), and going back to the OS when closed it never leaves the C allocator holding
+    freed 20 MiB blocks across threads. Re-use saves the page faults of fresh maps.
+    """
 
     def __init__(self, size: int, keep: int) -> None:
         self._size, self._keep = size, keep
-        self._free: list[bytearray] = []
+        self._free: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
-    def take(self) -> bytearray:
+    def take(self) -> mmap.mmap:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return bytearray(self._size)
+        return mmap.mmap(-1, self._size)
 
-    def give(self, buffer: bytearray) -> None:
+    def give(self, buffer: mmap.mmap | bytearray) -> None:
+        if not isinstance(buffer, mmap.mmap):
+            return  # a buffer that had to grow (see PackWriter._append)
         with self._lock:
             if len(self._free) < self._keep and len(buffer) == self._size:
                 self._free.append(buffer)
+                return
+        buffer.close()
 
 
 class PackWriter:
@@ -84,7 +94,7 @@ class PackWriter:
     The buffer (from a BufferPool) becomes the blob itself: no second copy of the pack is made.
     """
 
-    def __init__(self, kind: str, buffer: bytearray) -> None:
+    def __init__(self, kind: str, buffer: mmap.mmap | bytearray) -> None:
         self.kind = kind
         self.name = names.new_pack_name()
         self.entries: list[PackEntry] = []
@@ -93,8 +103,10 @@ class PackWriter:
 
     def _append(self, data: bytes) -> None:
         end = self.size + len(data)
-        if end > len(self.buffer):  # only a chunk larger than the pool expects
-            self.buffer.extend(bytes(end - len(self.buffer)))
+        if end > len(self.buffer):  # only a header larger than the pool expects
+            grown = bytearray(self.buffer[: self.size])
+            grown.extend(bytes(end - self.size))
+            self.buffer = grown
         self.buffer[self.size : end] = data
         self.size = end
 
