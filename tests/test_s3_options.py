@@ -58,3 +58,9 @@ def test_a_connection_never_shows_its_secrets():
     connection = Connection("e:1", access_key="AKIAID", secret_key="SECRET", session_token="TOK")
     shown = repr(connection) + str(connection)
     assert "SECRET" not in shown and "TOK" not in shown and "AKIAID" not in shown
+
+
+def test_credential_flags_beat_a_profile_even_a_missing_one(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_PROFILE", "nobody")
+    client = Connection("e:1", access_key="flag-key", secret_key="flag-secret").client("us-east-1")
+    assert client._request_signer._credentials.access_key == "flag-key"

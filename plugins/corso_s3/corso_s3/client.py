@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boto3
+import botocore.session
 import urllib3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ProfileNotFound, SSLError
@@ -51,8 +52,13 @@ class Connection:
         if self.session_token and not self.access_key:
             raise UsageError("--aws-session-token needs --aws-access-key and "
                              "--aws-secret-access-key")
+        # With credential flags, AWS_PROFILE is not read at all: flags beat a profile, even
+        # one that names no profile (which would otherwise fail before any request).
+        ignore_profile = {"profile": (None, None, None, None)} if self.access_key else None
+        core = botocore.session.Session(session_vars=ignore_profile)
         try:
             session = boto3.session.Session(
+                botocore_session=core,
                 aws_access_key_id=self.access_key,
                 aws_secret_access_key=self.secret_key,
                 aws_session_token=self.session_token,
