@@ -71,6 +71,15 @@ def test_put_get_dedup_and_separate_tree_packs(tmp_path):
         tree_id]
 
 
+def test_a_chunk_put_in_this_session_reads_back_before_any_flush(tmp_path):
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        (tree_id,) = put_all(store, [b"a tree just written"], kind="tree")
+        assert keys_of(repo.storage, "tree") == []  # still in the open pack
+        assert store.get(tree_id) == b"a tree just written"
+        assert len(keys_of(repo.storage, "tree")) == 1
+
+
 def test_chunk_ids_are_keyed_blake3(tmp_path):
     import blake3
 

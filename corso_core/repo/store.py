@@ -82,7 +82,7 @@ class ChunkStore:
 
     Thread-safe: the engine calls put() from several worker threads; compression and encryption
     run in the calling thread (zstandard/cryptography release the GIL), uploads run on a small
-    pool of background threads. Chunks put in this session are readable after flush().
+    pool of background threads. A chunk put but not yet stored is read after a flush.
     `cache_dir` overrides the cache root ($CORSO_CACHE_DIR, else the user cache dir).
     """
 
@@ -348,6 +348,11 @@ class ChunkStore:
     def _locate(self, chunk_id: bytes) -> Location:
         with self._lock:
             location = self._index.get(chunk_id) or self._planned.get(chunk_id)
+            pending = chunk_id in self._pending
+        if location is None and pending:  # put in this session, its pack not stored yet
+            self.flush()
+            with self._lock:
+                location = self._index.get(chunk_id)
         if location is None:
             raise Corrupted(f"chunk {chunk_id.hex()} is missing from the repository index")
         return location
