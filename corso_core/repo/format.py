@@ -177,7 +177,8 @@ class FormatBlob:
                 chunker=ChunkerParams(**fields["chunker"]),
                 wrapped_master_key=base64.b64decode(fields["wrapped_master_key"], validate=True),
             )
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
+            # AttributeError: a field of the wrong JSON type (a list where text belongs)
             raise corrupted(f"missing or malformed field ({e})") from None
         if decoded.aead != AEAD_NAME:
             raise UnsupportedFormat(f"format blob {name} uses AEAD {decoded.aead!r}; "
