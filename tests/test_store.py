@@ -305,6 +305,14 @@ def test_a_session_record_is_refreshed_while_the_store_is_open(tmp_path):
     assert repo.storage.stat(key).mtime > first
     record.close()
     assert list_sessions(repo) == []
+    other = SessionRecord(repo)
+    other.start()
+    forged = names.key("session", names.new_short_id())
+    repo.storage.put(forged, repo.storage.get(names.key("session", other.session_id)))
+    with pytest.raises(Corrupted, match=f"session record {names.parse_key('session', forged)}"):
+        list_sessions(repo)  # a record copied under another name does not pass as that session
+    repo.storage.delete(forged)
+    other.close()
 
 
 class SimulatedCrash(Exception):
