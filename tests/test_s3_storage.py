@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from s3_servers import with_small_parts
 
-from corso_core.api import AlreadyExists, BlobStorageContract
+from corso_core.api import AlreadyExists, BlobStorageContract, RepositoryError
+from corso_core.repo.repository import init_or_open, open_repository
 from corso_s3.factory import open_storage
 from corso_s3.storage import MIN_PART_SIZE
 
@@ -111,3 +114,28 @@ def test_without_conditional_writes_create_falls_back_to_check_then_put(s3_stora
     with pytest.raises(AlreadyExists):
         s3_storage.put_new("format", b"two")
     assert s3_storage.get("format") == b"one"
+
+
+def test_concurrent_inits_of_one_prefix_have_exactly_one_winner(seaweedfs, s3_prefix):
+    """Each init is its own process in real life: its own storage, its own passphrase."""
+    barrier = threading.Barrier(6)
+
+    def init(i: int):
+        storage = open_storage(seaweedfs.values(s3_prefix))
+        barrier.wait()
+        try:
+            repository, created = init_or_open(storage, f"passphrase {i}")
+            return "created" if created else "opened", repository.repository_id
+        except RepositoryError as e:
+            return "refused", str(e)
+        finally:
+            storage.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(init, range(6)))
+    winners = [detail for outcome, detail in outcomes if outcome == "created"]
+    assert len(winners) == 1
+    assert [o for o, _ in outcomes].count("refused") == 5
+    stored = open_storage(seaweedfs.values(s3_prefix))
+    winner = next(i for i, (o, _) in enumerate(outcomes) if o == "created")
+    assert open_repository(stored, f"passphrase {winner}").repository_id == winners[0]

@@ -260,7 +260,9 @@ class S3Storage(BlobStorage):
             )
         listed = self.request("ListObjectsV2", None, Prefix=self.prefix, MaxKeys=1000)
         others = [item["Key"][len(self.prefix) :] for item in listed.get("Contents", [])]
-        others = [k for k in others if k not in (key, LOCK_RECORD)]
+        if key in others:  # a concurrent init won since the stat above
+            raise AlreadyExists(f"{self._where(key)}: already exists")
+        others = [k for k in others if k != LOCK_RECORD]
         inner = [k[: -len(key)] for k in others if k.endswith(f"/{key}")]
         if inner:
             raise UsageError(
