@@ -18,6 +18,7 @@ from corso_core.repo.repository import (
     update_passphrase,
 )
 from corso_core.storage.backend import StorageBackend
+from corso_core.upkeep.status import status_lines, upkeep_status
 
 
 @click.group()
@@ -108,12 +109,14 @@ def status(repository: Repository) -> None:
         " (test-only strength: run update-passphrase without CORSO_TEST_CHEAP_KDF)")
     blobs = list(repository.storage.list())
     total = sum(b.size for b in blobs)
+    upkeep = upkeep_status(repository, blobs)  # backups, blobs by kind, last maintenance and verify
     data = {
         **_describe(connection.backend, repository),
         "kdf": {k: v for k, v in kdf.as_dict().items() if k != "salt"},
         "chunker": repository.chunker.as_dict(),
         "blobs": len(blobs),
         "bytes": total,
+        **upkeep,
         "storage_requests": repository.storage.counts.as_dict(),
     }
     output.emit(data, "\n".join([
@@ -123,4 +126,5 @@ def status(repository: Repository) -> None:
         f"format version: {repository.format_version}",
         f"key derivation: {kdf.name} n={kdf.n} r={kdf.r} p={kdf.p}{weak}",
         f"blobs:          {len(blobs)} ({total} bytes)",
+        *status_lines(upkeep),
     ]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from corso_core.engine.progress import Progress
@@ -29,6 +30,7 @@ from corso_core.repo.index import IndexEntry, Location, encode_index
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
 from corso_core.repo.sessions import REFRESH_SECONDS, list_sessions
+from corso_core.storage.interface import BlobInfo
 from corso_core.upkeep.inventory import (
     KINDS,
     ChunkMap,
@@ -64,11 +66,16 @@ def safety_window() -> float:
     return float(os.environ.get(SAFETY_WINDOW_ENV) or SAFETY_WINDOW_SECONDS)
 
 
-def space(storage) -> dict[str, dict[str, int]]:
-    """Objects and bytes by kind: the before/after figures of the report."""
-    listing = list_blobs(storage, SPACE_KINDS)
-    return {kind: {"objects": len(blobs), "bytes": sum(b.size for b in blobs.values())}
-            for kind, blobs in listing.items()}
+def space(blobs: Iterable[BlobInfo]) -> dict[str, dict[str, int]]:
+    """Objects and bytes by kind (of one listing of the whole repository): the before/after
+    figures of the report, and `repo status`'s."""
+    by_kind = {kind: {"objects": 0, "bytes": 0} for kind in SPACE_KINDS}
+    for info in blobs:
+        kind = next((k for k in SPACE_KINDS if names.parse_key(k, info.key) is not None), None)
+        if kind is not None:
+            by_kind[kind]["objects"] += 1
+            by_kind[kind]["bytes"] += info.size
+    return by_kind
 
 
 @dataclass
@@ -328,7 +335,7 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
     progress = progress or Progress()
     report = MaintenanceReport(mode, safety)
     now = claim_owner(repository, user, host, force)
-    report.before = space(repository.storage)
+    report.before = space(repository.storage.list())
     window = safety_window() if safety == "full" else 0.0
     run = _Run(repository, now, window, report, progress)
     progress.start(None)
@@ -350,7 +357,7 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
                 run.replace_index(set(), [])
     finally:
         progress.stop()
-    report.after = space(repository.storage)
+    report.after = space(repository.storage.list())
     write_record(repository, MAINTAINED, {"user": user, "host": host, "mode": mode,
                                           "safety": safety, "after": report.after})
     return report

@@ -7,7 +7,8 @@ existing pack. `--read-data` (or a subset of packs) also downloads packs, authen
 headers and every chunk in them and re-hashes each chunk against its ID.
 
 The report names each damaged blob and, for each backup it affects, the files and
-directories that cannot be restored. Nothing is ever written to the repository.
+directories that cannot be restored. The only write is verify's own record (`upkeep/verified`:
+when, how much was read, whether it was clean) for `repo status`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from corso_core.upkeep.inventory import (
     load_plans,
     walk_backup,
 )
+from corso_core.upkeep.records import VERIFIED, write_record
 
 READ_THREADS = 4
 
@@ -235,4 +237,6 @@ def verify(repository, read_data: Subset | None = None,
                 report.damage(backup_id, f"{shown(b'/'.join(path))}: {len(lost)} of "
                                          f"{len(entry.chunks)} chunks missing or damaged "
                                          f"(first {lost[0].hex()})")
+    write_record(repository, VERIFIED, {"clean": report.clean, "packs_read": report.packs_read,
+                                        "packs": report.packs, "problems": len(report.problems)})
     return report

@@ -1,0 +1,55 @@
+"""What `repo status` adds for upkeep: backups, blobs and bytes by kind, and when maintenance
+and verify last ran (by the storage's clock) with what they found."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from corso_core.errors import Corrupted
+from corso_core.repo import names
+from corso_core.upkeep.maintenance import space
+from corso_core.upkeep.records import MAINTAINED, OWNER, VERIFIED, read_record
+
+
+def _when(name: str, repository) -> dict | None:
+    try:
+        found = read_record(repository, name)
+    except Corrupted as e:
+        return {"damaged": str(e)}
+    if found is None:
+        return None
+    record, mtime = found
+    return {**record, "at": datetime.fromtimestamp(mtime, UTC).isoformat(timespec="seconds")}
+
+
+def upkeep_status(repository, blobs) -> dict:
+    """From `blobs`, the listing of the whole repository that status made already."""
+    by_kind = space(blobs)
+    return {
+        "backups": by_kind[names.MANIFEST]["objects"],
+        "blobs_by_kind": by_kind,
+        "last_maintenance": _when(MAINTAINED, repository),
+        "last_verify": _when(VERIFIED, repository),
+        "maintenance_owner": _when(OWNER, repository),
+    }
+
+
+def status_lines(status: dict) -> list[str]:
+    def last(what: dict | None, summary) -> str:
+        if what is None:
+            return "never"
+        if "damaged" in what:
+            return what["damaged"]
+        return f"{what['at']} ({summary(what)})"
+
+    lines = [f"backups:        {status['backups']}"]
+    lines += [f"  {kind + ':':14}{v['objects']} ({v['bytes']} bytes)"
+              for kind, v in status["blobs_by_kind"].items()]
+    lines.append("last maintenance: " + last(
+        status["last_maintenance"], lambda m: f"{m.get('mode')}, by {m.get('user')}@"
+                                              f"{m.get('host')}"))
+    lines.append("last verify:      " + last(
+        status["last_verify"], lambda v: ("clean" if v.get("clean") else
+                                          f"{v.get('problems')} problem(s)")
+        + f", {v.get('packs_read')} of {v.get('packs')} packs read"))
+    return lines

@@ -1,0 +1,34 @@
+"""`corso repo status` shows backups, blobs by kind, and the last maintenance and verify."""
+
+from __future__ import annotations
+
+import json
+
+from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
+from test_repo_cli import corso  # noqa: F401 (corso is a fixture)
+from test_upkeep_verify import make_tree
+
+
+def test_status_shows_backups_blobs_by_kind_last_maintenance_and_verify(connected, corso,  # noqa: F811
+                                                                        tmp_path):
+    before = json.loads(corso("repo", "status", "--json").out)
+    assert before["backups"] == 0
+    assert before["last_maintenance"] is None and before["last_verify"] is None
+    assert "last verify:      never" in corso("repo", "status").out
+
+    create(corso, "--path", str(make_tree(tmp_path / "tree", 3)))
+    assert corso("repo", "verify", "--read-data").code == 0
+    assert corso("repo", "maintenance", "--mode", "metadata", "--user", "u", "--host",
+                 "h").code == 0
+    status = json.loads(corso("repo", "status", "--json").out)
+    assert status["backups"] == 1
+    kinds = status["blobs_by_kind"]
+    assert (kinds["data"]["objects"], kinds["tree"]["objects"], kinds["index"]["objects"]) == (
+        1, 1, 1)
+    assert kinds["data"]["bytes"] > 3 * 16 * 1024
+    assert status["last_maintenance"]["mode"] == "metadata"
+    assert status["last_maintenance"]["user"] == "u"
+    assert status["last_verify"]["clean"] and status["last_verify"]["packs_read"] == 2
+    text = corso("repo", "status").out
+    assert "backups:        1" in text and "clean, 2 of 2 packs read" in text
+    assert "last maintenance: " in text and "metadata, by u@h" in text
