@@ -243,7 +243,7 @@ def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_
                                    env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         _wait_for(lambda old=stale: sessions.exists() and set(sessions.iterdir()) - old)
-        time.sleep(rng.uniform(0, 0.3))
+        time.sleep(rng.uniform(0, 0.15))
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL  # killed, not finished
     listed = [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)]

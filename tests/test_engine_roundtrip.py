@@ -342,7 +342,9 @@ def test_progress_reaches_the_total_it_announces(repository, tricky_tree, tmp_pa
     seen = _Recorder()
     result = run_backup(repository, FILES, {"path": [tricky_tree], "exclude": ()},
                         BackupOptions(), Problems(), seen)
-    time.sleep(0.2)  # the sizing thread may finish after a backup this small
+    deadline = time.monotonic() + 30
+    while seen.total is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the sizing thread may finish after a backup this small
     assert seen.total == seen.nbytes == size
     assert seen.files == result.stats.files_new == 16
     restored = _Recorder()

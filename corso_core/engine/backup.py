@@ -38,6 +38,8 @@ from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceRe
 #: no faster than 2 on the 1 GiB benchmark here, with 50 % more page faults.
 READER_THREADS = 2
 FILES_IN_FLIGHT = 16
+#: Directories listed (and previous trees loaded) ahead of the walk.
+LISTER_THREADS = 4
 CHUNKS_IN_FLIGHT = 2
 #: A file modified this close to the moment it was read may change again unseen (same size,
 #: same mtime tick): the next backup must not trust its metadata.
@@ -120,14 +122,15 @@ class _Backup:
         cores = os.cpu_count() or 2
         self.readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="corso-read")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
+        self.listers = ThreadPoolExecutor(LISTER_THREADS, thread_name_prefix="corso-list")
         self.file_slots = threading.BoundedSemaphore(FILES_IN_FLIGHT)
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
         self.finishing: deque[_PendingDir] = deque()
         self.hard_links: dict[tuple[int, int], Any] = {}
 
     def shutdown(self) -> None:
-        self.readers.shutdown(wait=True, cancel_futures=True)
-        self.packers.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.listers, self.readers, self.packers):
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # --- reading (reader and packer threads) ----------------------------------------------
 
@@ -212,16 +215,30 @@ class _Backup:
             return {}
         return {e.name: e for e in decode_tree(self.store.get(tree_id), tree_id)}
 
-    def walk(self, node: Node | None, old: dict[bytes, Entry]) -> _PendingDir:
+    def _look_ahead(self, children: list[Node], old: dict[bytes, Entry]) -> dict[bytes, tuple]:
+        """Start listing each subdirectory, and loading its previous tree, on the lister pool:
+        on a cold cache the walk then waits for several disks reads at once, not one by one."""
+        ahead = {}
+        for child in children:
+            if child.meta.kind == DIR:
+                previous = old.get(child.name)
+                old_tree = previous.subtree if previous and previous.meta.kind == DIR else None
+                ahead[child.name] = (self.listers.submit(self.reader.children, child),
+                                     self.listers.submit(self.old_entries, old_tree))
+        return ahead
+
+    def walk(self, node: Node | None, old: dict[bytes, Entry],
+             children: list[Node] | None = None) -> _PendingDir:
         """Walk a directory (None: the backup's root) and queue it for finishing."""
         pending = _PendingDir()
-        children = self.reader.roots() if node is None else self.reader.children(node)
+        if children is None:
+            children = self.reader.roots() if node is None else self.reader.children(node)
+        ahead = self._look_ahead(children, old)
         for child in children:
             previous = old.get(child.name)
             if child.meta.kind == DIR:
-                was_dir = previous is not None and previous.meta.kind == DIR
-                item: Any = self.walk(child, self.old_entries(previous.subtree if was_dir
-                                                              else None))
+                listing, old_entries = ahead[child.name]
+                item: Any = self.walk(child, old_entries.result(), listing.result())
             elif child.meta.kind == FILE:
                 item = self._file(child, previous)
             else:
