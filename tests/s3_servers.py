@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import os
 import ssl
 import threading
 import urllib.request
@@ -80,8 +81,6 @@ def with_small_parts(storage):
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """No AWS_* from the developer's shell, no ~/.aws, no metadata service."""
-    import os
-
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
