@@ -83,3 +83,10 @@ def test_a_prefix_holding_something_else(corso, seaweedfs, keys, s3_prefix):  # 
     one_error_line(init, 2, "holds objects that are not a corso repository (such as "
                             "photos/cat.jpg); choose an empty --prefix")
     nothing_written(seaweedfs, s3_prefix, [foreign])
+
+
+def test_retention_flags_belong_to_init_only(corso, seaweedfs, keys, s3_prefix):  # noqa: F811
+    result = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), "--retention-mode",
+                   "governance", "--passphrase", PASS)
+    one_error_line(result, 2, "--retention-mode")
+    nothing_written(seaweedfs, s3_prefix)
