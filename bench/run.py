@@ -32,7 +32,6 @@ from bench.tools import Command, Corso, Repository, Tool, all_tools, tool_enviro
 from bench.verify import differences
 
 BENCH_DIR = Path(__file__).resolve().parent
-SETTLE_S = 2.0
 
 
 @dataclass
@@ -46,6 +45,8 @@ class Settings:
     index_entries: int = micro.INDEX_ENTRIES
     scaling: bool = True
     step_timeout_s: float = 1800
+    #: Pause after writing the dataset: see Runner.settle.
+    settle_s: float = 2.0
 
 
 @dataclass
@@ -131,6 +132,14 @@ class Runner:
                 row.status = f"failed: {e}"
                 print(f"bench: {row.tool.name} on {row.target.name} {row.status}", flush=True)
 
+    def settle(self) -> None:
+        """Let the data age past every tool's "modified too recently to trust" window (corso:
+        1 s). Otherwise the first tool to run after generating or mutating finds files written
+        within the second it reads them, and must read them again on the next backup: a cost
+        of the harness, not of the tool.
+        """
+        time.sleep(self.settings.settle_s)
+
     def memory_scaling(self, corso: Tool, one_x: Row | None) -> dict | str:
         """Peak RSS of a first corso backup at 4x the size, next to the 1x row's."""
         if one_x is None or not one_x.ok:
@@ -138,7 +147,7 @@ class Runner:
         size = self.settings.size * 4
         source = self.settings.work / "data-4x" / "tree"
         dataset.generate(source, size)
-        _settle()
+        self.settle()
         row = Row(corso, LocalTarget(), self.settings.work / "corso-4x")
         try:
             row.home.mkdir(parents=True)
@@ -156,16 +165,6 @@ class Runner:
                 "peak_rss_1x_bytes": rss_1x, "peak_rss_4x_bytes": rss_4x,
                 "ratio": round(rss_4x / rss_1x, 2), "wall_4x_s": row.steps["first"]["wall_s"],
                 "chunks_4x": stats.get("chunks_new")}
-
-
-def _settle() -> None:
-    """Let the data age past every tool's "modified too recently to trust" window (corso: 1 s).
-
-    Otherwise the first tool to run after generating or mutating finds files written within
-    the second it reads them, and must read them again on the next backup: a cost of the
-    harness, not of the tool.
-    """
-    time.sleep(SETTLE_S)
 
 
 def _versions(tools: list[Tool]) -> dict[str, str]:
@@ -200,7 +199,7 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
     runner = Runner(settings)
     source = settings.work / "data" / "tree"
     summary = dataset.generate(source, settings.size)
-    _settle()
+    runner.settle()
 
     targets = [LocalTarget()]
     server = None
@@ -220,7 +219,7 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
     try:
         runner.each_row(rows, runner.before_mutation, source)
         mutated_bytes = dataset.mutate(source)
-        _settle()
+        runner.settle()
         runner.each_row(rows, runner.after_mutation, source)
     finally:
         if server is not None:

@@ -175,7 +175,7 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     settings = Settings(
         size=TINY, work=tmp_path / "work", out=tmp_path / "out", drop_caches=False,
         targets=("local", "s3") if on_s3 else ("local",),
-        micro_megabytes=1, index_entries=2_000,
+        micro_megabytes=1, index_entries=2_000, settle_s=0,
     )
     results = run_benchmark(settings, [CopyTool(), CorruptingCopyTool(), *peers])
 
