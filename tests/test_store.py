@@ -45,6 +45,20 @@ def keys_of(storage, kind) -> list[str]:
     return [i.key for i in storage.list(names.prefix(kind))]
 
 
+def index_entries(repo, key: str):
+    return decode_index(repo.keys, names.parse_key("index", key), repo.storage.get(key))
+
+
+def two_sessions(repo) -> tuple[bytes, bytes, bytes, bytes]:
+    """One chunk stored by each of two sessions, so each has its own index blob."""
+    (first,), (second,) = chunks(1, seed=1), chunks(1, seed=2)
+    ids = []
+    for data in (first, second):
+        with ChunkStore(repo) as store:
+            ids += put_all(store, [data])
+    return first, ids[0], second, ids[1]
+
+
 def gets(storage) -> int:
     return storage.counts.requests.get("GET", 0)
 
@@ -230,8 +244,7 @@ def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
         store.flush()
         assert (store.stats.chunks_new, store.stats.chunks_dedup) == (80, 240)
     indexed = [e.chunk_id for key in keys_of(repo.storage, "index")
-               for e in decode_index(repo.keys, names.parse_key("index", key),
-                                     repo.storage.get(key))]
+               for e in index_entries(repo, key)]
     assert sorted(indexed) == sorted(ids)
     with ChunkStore(repo) as store:
         assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
@@ -239,45 +252,36 @@ def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
 
 def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
     repo = make_repository(tmp_path)
-    old, kept = chunks(1, seed=1), chunks(1, seed=2)
-    with ChunkStore(repo) as store:
-        (old_id,) = put_all(store, old)
-    with ChunkStore(repo) as store:
-        (kept_id,) = put_all(store, kept)
+    old, old_id, kept, kept_id = two_sessions(repo)
     backup = ChunkStore(repo)  # deduplicates against both
-    assert backup.put(old_id, old[0]) == 0 and backup.put(kept_id, kept[0]) == 0
+    assert backup.put(old_id, old) == 0 and backup.put(kept_id, kept) == 0
     assert backup.find_missing([old_id, kept_id]) == set()
     # Maintenance, meanwhile, drops the old chunk: its pack and the index blob listing it.
     for key in keys_of(repo.storage, "index"):
-        entries = decode_index(repo.keys, names.parse_key("index", key), repo.storage.get(key))
+        entries = index_entries(repo, key)
         if entries[0].chunk_id == old_id:
             repo.storage.delete(key)
             repo.storage.delete(names.key("data", entries[0].location.pack))
     assert backup.find_missing([old_id, kept_id]) == {old_id}
-    assert backup.put(old_id, old[0]) > 0  # stored again
+    assert backup.put(old_id, old) > 0  # stored again
     backup.close()
     with ChunkStore(repo) as store:
-        assert store.get(old_id) == old[0] and store.get(kept_id) == kept[0]
+        assert store.get(old_id) == old and store.get(kept_id) == kept
 
 
 def test_a_damaged_index_blob_is_left_out_naming_it(tmp_path, caplog):
     repo = make_repository(tmp_path)
-    first, second = chunks(1, seed=1), chunks(1, seed=2)
-    with ChunkStore(repo) as store:
-        (first_id,) = put_all(store, first)
-    with ChunkStore(repo) as store:
-        (second_id,) = put_all(store, second)
+    first, first_id, second, second_id = two_sessions(repo)
     damaged = next(k for k in keys_of(repo.storage, "index")
-                   if decode_index(repo.keys, names.parse_key("index", k),
-                                   repo.storage.get(k))[0].chunk_id == first_id)
+                   if index_entries(repo, k)[0].chunk_id == first_id)
     repo.storage.put(damaged, repo.storage.get(damaged)[:-1])
     shutil.rmtree(os.environ["CORSO_CACHE_DIR"])
     with caplog.at_level(logging.WARNING), ChunkStore(repo) as store:
         assert f"index {names.parse_key('index', damaged)} is corrupted" in caplog.text
-        assert store.get(second_id) == second[0]  # what other indexes list still reads
+        assert store.get(second_id) == second  # what other indexes list still reads
         with pytest.raises(Corrupted, match=f"chunk {first_id.hex()} is missing"):
             store.get(first_id)
-        assert store.put(first_id, first[0]) > 0  # a backup stores it again
+        assert store.put(first_id, first) > 0  # a backup stores it again
 
 
 def test_foreign_keys_in_the_bucket_are_ignored(tmp_path):
@@ -361,8 +365,7 @@ def backup(repo, datas: list[bytes]) -> str:
 def assert_valid(repo) -> None:
     """Every index entry points into a stored pack whose header lists it."""
     for key in keys_of(repo.storage, "index"):
-        name = names.parse_key("index", key)
-        for chunk_id, location in decode_index(repo.keys, name, repo.storage.get(key)):
+        for chunk_id, location in index_entries(repo, key):
             header = read_header(repo.storage, repo.keys, location.kind, location.pack)
             assert (chunk_id, location.offset, location.length) in header
 
