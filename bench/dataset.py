@@ -133,7 +133,8 @@ def _write_duplicating_file(path: Path, size: int, source: RandomBytes, rng: ran
         while written < size:
             length = min(rng.randint(segment // 2, segment), size - written)
             if written > 2 * segment and rng.random() < 0.4:
-                start = rng.randrange(1, written - length, 2) if written - length > 1 else 0
+                start = rng.randrange(1, written - length, 2)  # odd: unaligned
+                f.flush()  # pread sees only what left Python's buffer
                 data = os.pread(f.fileno(), length, start)
             else:
                 data = source.read(length)
