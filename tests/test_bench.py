@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from bench import dataset, report
 from bench.measure import StepFailed, run_measured
@@ -40,6 +41,11 @@ def test_dataset_is_deterministic_and_mutation_changes_a_few_percent(tmp_path):
     assert summary.files > 10 and 2_000_000 < summary.bytes < 5_000_000
     large = sorted(p.name for p in (first / dataset.LARGE_DIR).iterdir())
     assert large == ["duplicates.bin", "logs.txt", "random.bin"]
+    compressed = {name: len(zstandard.compress((first / "large" / name).read_bytes(), 3))
+                  / (first / "large" / name).stat().st_size for name in large}
+    assert compressed["random.bin"] > 0.99  # incompressible
+    assert compressed["logs.txt"] < 0.25  # highly compressible
+    assert compressed["duplicates.bin"] < 0.85  # random, but repeating itself
 
     before = _tree_bytes(first)
     changed = dataset.mutate(first)
