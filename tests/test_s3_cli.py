@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_repo_cli import Result, corso, one_error_line  # noqa: F401 (corso is a fixture)
 
-from corso_s3 import client
+from corso_s3 import access, client
+from corso_s3.factory import unchecked_storage
 from corso_s3.permissions import REQUIRED
 
 PASS = "correct horse battery staple"
@@ -252,7 +253,7 @@ def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefi
     assert {r["action"] for r in rows} >= {"PutObject", "GetObject", "ListObjectsV2",
                                            "DeleteObject", "CreateMultipartUpload", "UploadPart",
                                            "AbortMultipartUpload", "ListMultipartUploads",
-                                           "GetBucketLocation"}
+                                           "GetBucketLocation", "PutObject If-None-Match"}
     assert all(r["ok"] for r in rows)
     assert keys_under(seaweedfs, s3_prefix) == []
     uploads = seaweedfs.admin().list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix=s3_prefix)
@@ -266,4 +267,24 @@ def test_check_access_names_the_missing_permission(corso, iam_s3):  # noqa: F811
     failed = [line for line in result.out.splitlines() if "ok" not in line.split()[-1:]]
     assert any("DeleteObject" in line and "s3:DeleteObject" in line and "access denied" in line
                for line in failed), result.out
-    assert result.err.strip() == "corso: error: 1 of 9 checks failed: DeleteObject"
+    assert result.err.strip() == "corso: error: 1 of 10 checks failed: DeleteObject"
+
+
+def test_check_access_reports_a_store_that_ignores_if_none_match(corso, seaweedfs, s3_prefix,  # noqa: F811
+                                                                 monkeypatch):
+    def ignoring_if_none_match(values):
+        storage = unchecked_storage(values)
+        def drop_header(request, **kwargs):  # before signing: as if never sent
+            if "If-None-Match" in request.headers:
+                del request.headers["If-None-Match"]
+
+        storage.client.meta.events.register("before-sign.s3.PutObject", drop_header)
+        return storage
+
+    monkeypatch.setattr(access, "unchecked_storage", ignoring_if_none_match)
+    result = corso("repo", "check-access", "s3", *seaweedfs.flags(s3_prefix),
+                   *with_keys(seaweedfs), "--json")
+    assert result.code == 1
+    failed = [r for r in json.loads(result.out)["checks"] if not r["ok"]]
+    assert [r["action"] for r in failed] == ["PutObject If-None-Match"]
+    assert "ignores If-None-Match" in failed[0]["error"]

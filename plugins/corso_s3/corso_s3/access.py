@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from corso_core.api import CorsoError
+from corso_core.api import AlreadyExists, CorsoError
 from corso_s3.factory import unchecked_storage, use_bucket_region
 from corso_s3.permissions import permission_for
 
@@ -42,6 +42,7 @@ def check_access(values: Mapping[str, Any]) -> list[dict]:
     probe("GetBucketLocation", lambda: use_bucket_region(storage, values))
     probe("PutObject", lambda: request("PutObject", Key=key, Body=b"corso access check"))
     probe("GetObject", lambda: request("GetObject", Key=key)["Body"].read(), "PutObject")
+    rows.append(_conditional_create(request, key, "PutObject" in state))
     probe("ListObjectsV2", lambda: request("ListObjectsV2", Prefix=key))
     probe("CreateMultipartUpload",
           lambda: request("CreateMultipartUpload", Key=key + ".mp")["UploadId"])
@@ -55,3 +56,22 @@ def check_access(values: Mapping[str, Any]) -> list[dict]:
     probe("DeleteObject", lambda: request("DeleteObject", Key=key), "PutObject")
     storage.close()
     return rows
+
+
+def _conditional_create(request, key: str, exists: bool) -> dict:
+    """Whether the store refuses a PUT with If-None-Match: * over an existing object, which is
+    what makes two concurrent inits safe (the README says what happens where it does not)."""
+    row = {"action": "PutObject If-None-Match", "permission": permission_for("PutObject"),
+           "ok": False, "error": ""}
+    if not exists:
+        row["error"] = "not tried: PutObject failed"
+        return row
+    try:
+        request("PutObject", Key=key, Body=b"corso access check", IfNoneMatch="*")
+        row["error"] = "the store ignores If-None-Match: concurrent inits are not safe here"
+    except AlreadyExists:
+        row["ok"] = True
+    except CorsoError as e:
+        row["error"] = f"no conditional writes ({e}): concurrent inits are not safe here"
+    return row
+
