@@ -15,7 +15,7 @@ import tracemalloc
 
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from corso_core import config
@@ -71,6 +71,15 @@ def json_mutations(valid: dict):
 
 def sealed(plain: bytes, kind: str, name: str) -> bytes:
     return seal(KEYS.metadata, plain, metadata_associated_data(kind, name))
+
+
+def plaintexts(valid: dict):
+    """Arbitrary bytes, or the JSON of a valid document with one field changed."""
+    return st.binary(max_size=300) | json_mutations(valid).map(lambda d: json.dumps(d).encode())
+
+
+def store_sealed(repository, kind: str, name: str, plain: bytes) -> None:
+    repository.storage.put(names.key(kind, name), sealed(plain, kind, name))
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +162,9 @@ VALID_PLAN = {"id": "0123456789abcdef", "sessions": ["fedcba9876543210"],
 
 
 @FUZZ
-@given(st.binary(max_size=300) | json_mutations(VALID_PLAN).map(
-    lambda d: json.dumps(d).encode()))
+@given(plaintexts(VALID_PLAN))
+@example(json.dumps({**VALID_PLAN, "entries": [["00" * 32, "data", NAME, float("inf"), 1]]})
+         .encode())
 def test_plan_any_plaintext(plain):
     plan_id = VALID_PLAN["id"]
     decodes_or_refuses(decode_plan, KEYS, plan_id, sealed(plain, names.PLAN, plan_id))
@@ -165,13 +175,10 @@ VALID_MANIFEST = {"id": "0123456789abcdef", "root": "00" * 32, "time": "2026-01-
 
 
 @FUZZ
-@given(st.binary(max_size=300) | json_mutations(VALID_MANIFEST).map(
-    lambda d: json.dumps(d).encode()))
+@given(plaintexts(VALID_MANIFEST))
 def test_manifest_any_plaintext(repository, plain):
-    backup_id = VALID_MANIFEST["id"]
-    repository.storage.put(names.key(names.MANIFEST, backup_id),
-                           sealed(plain, names.MANIFEST, backup_id))
-    decodes_or_refuses(load_manifest, repository, backup_id)
+    store_sealed(repository, names.MANIFEST, VALID_MANIFEST["id"], plain)
+    decodes_or_refuses(load_manifest, repository, VALID_MANIFEST["id"])
 
 
 VALID_SESSION = {"session_id": "0123456789abcdef", "host": "h", "user": "u", "pid": 1,
@@ -179,19 +186,17 @@ VALID_SESSION = {"session_id": "0123456789abcdef", "host": "h", "user": "u", "pi
 
 
 @FUZZ
-@given(st.binary(max_size=300) | json_mutations(VALID_SESSION).map(
-    lambda d: json.dumps(d).encode()))
+@given(plaintexts(VALID_SESSION))
+@example(json.dumps({**VALID_SESSION, "pid": float("inf")}).encode())
 def test_session_record_any_plaintext(repository, plain):
-    session_id = VALID_SESSION["session_id"]
-    repository.storage.put(names.key(names.SESSION, session_id),
-                           sealed(plain, names.SESSION, session_id))
+    store_sealed(repository, names.SESSION, VALID_SESSION["session_id"], plain)
     decodes_or_refuses(list_sessions, repository)
 
 
 @FUZZ
 @given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_upkeep_record_any_plaintext(repository, plain):
-    repository.storage.put(names.key(names.UPKEEP, "owner"), sealed(plain, names.UPKEEP, "owner"))
+    store_sealed(repository, names.UPKEEP, "owner", plain)
     decodes_or_refuses(read_record, repository, "owner")
 
 
@@ -206,6 +211,7 @@ VALID_ENTRY = {"name": "f", "type": "file", "mode": 420, "uid": 0, "gid": 0, "si
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
        | json_mutations(VALID_ENTRY).map(
            lambda e: json.dumps({"v": 1, "entries": [e]}).encode()))
+@example(json.dumps({"v": 1, "entries": [{**VALID_ENTRY, "ctime_ns": float("inf")}]}).encode())
 def test_tree_any_plaintext(plain):
     decodes_or_refuses(decode_tree, plain, b"\0" * 32)
 

@@ -1,6 +1,7 @@
 """Crash test: maintenance, backup and repair stop dead after their n-th write, for every n
-(a storage that fails every write from the n-th on, as a killed process writes nothing
-more). After each crash verify --read-data is clean (or repair makes it clean), no completed
+(test_store's CrashingStorage, the test-only crash-after-N-writes setting: every write from
+the n-th on fails, as a killed process writes nothing more). After each crash verify
+--read-data is clean (or repair makes it clean), no completed
 backup is lost, and a maintenance run afterwards finishes the job."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_upkeep_maintenance import OWNER, edit
+from test_store import CrashingStorage, SimulatedCrash  # fails every write from the n-th on
+from test_upkeep_maintenance import OWNER, back_up_days
 from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
 from trees import TEST_CHUNK, snapshot
 
@@ -23,35 +25,6 @@ from corso_core.upkeep.repair import run_repair
 from corso_core.upkeep.verify import ALL, verify
 
 
-class SimulatedCrash(Exception):
-    pass
-
-
-class CrashingStorage(FilesystemStorage):
-    """The test-only crash-after-N-writes setting: every write from the n-th on fails."""
-
-    def __init__(self, root: str, writes_before_crash: int) -> None:
-        super().__init__(root)
-        self.writes_left = writes_before_crash
-
-    def _write(self) -> None:
-        if self.writes_left <= 0:
-            raise SimulatedCrash()
-        self.writes_left -= 1
-
-    def put(self, key, data):
-        self._write()
-        super().put(key, data)
-
-    def _create(self, key, data):
-        self._write()
-        super()._create(key, data)
-
-    def delete(self, key):
-        self._write()
-        super().delete(key)
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
     """A repository after four backups of a changing tree, the two oldest deleted: garbage
@@ -62,11 +35,7 @@ def history(tmp_path_factory):
         mp.setenv("CORSO_CACHE_DIR", str(base / "cache"))
         repository = init_repository(FilesystemStorage(str(base / "repo")), PASSPHRASE)
         tree = make_tree(base / "tree", 11, files=6)
-        ids = []
-        for day in range(4):
-            if day:
-                edit(tree, 200 + day)
-            ids.append(back_up(repository, tree))
+        ids = back_up_days(repository, tree, 4, seed=200)
         delete_manifests(repository, ids[:2])
     return base / "repo", ids[2:], tree, snapshot(tree)
 
@@ -152,11 +121,7 @@ def test_crash_at_random_writes_of_random_histories(tmp_path, small_chunks, monk
         root = tmp_path / f"round-{round_}"
         repository = init_repository(FilesystemStorage(str(root / "repo")), PASSPHRASE)
         tree = make_tree(root / "tree", round_, files=rng.randint(2, 8))
-        ids = []
-        for day in range(rng.randint(2, 6)):
-            if day:
-                edit(tree, rng.randrange(10**6))
-            ids.append(back_up(repository, tree))
+        ids = back_up_days(repository, tree, rng.randint(2, 6), seed=rng.randrange(10**6))
         delete_manifests(repository, rng.sample(ids[:-1], rng.randint(0, len(ids) - 1)))
         history = (root / "repo", [ids[-1]], tree, snapshot(tree))
         crashing, plain = crashed_copy(history, root, rng.randint(0, 40))

@@ -51,13 +51,19 @@ def edit(tree: Path, seed: int) -> None:
         files[-1].unlink()
 
 
+def back_up_days(repository, tree: Path, days: int, seed: int) -> list[str]:
+    """A backup a day of a tree edited between them; their IDs, oldest first."""
+    ids = []
+    for day in range(days):
+        if day:
+            edit(tree, seed + day)
+        ids.append(back_up(repository, tree))
+    return ids
+
+
 def test_space_after_deleting_all_but_the_newest_backup(repository, tmp_path):
     tree = make_tree(tmp_path / "tree", 1, files=6)
-    ids = []
-    for day in range(5):
-        if day:
-            edit(tree, 100 + day)
-        ids.append(back_up(repository, tree))
+    ids = back_up_days(repository, tree, 5, seed=100)
     newest = ids[-1]
     delete_manifests(repository, ids[:-1])
     report = maintain(repository, safety="none")

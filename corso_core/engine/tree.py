@@ -93,5 +93,5 @@ def decode_tree(data: bytes, tree_id: bytes) -> list[Entry]:
         if document.get("v") != FORMAT_VERSION:
             raise ValueError(f"unknown tree version {document.get('v')!r}")
         return [_decode_entry(record) for record in document["entries"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None

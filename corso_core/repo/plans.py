@@ -63,6 +63,6 @@ def decode_plan(keys: Keys, plan_id: str, blob: bytes) -> Plan:
             names.key(kind, name)  # a kind and name of ours, or ValueError
         if any(len(e.chunk_id) != 32 for e in entries):
             raise ValueError("a chunk ID is not 32 bytes")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         raise Corrupted(f"{what} is corrupted: {e}") from None
     return Plan(plan_id, sessions, packs, entries)

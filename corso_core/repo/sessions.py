@@ -54,7 +54,7 @@ def _decode(repository, session_id: str, blob: bytes, seen: float) -> Session:
         record = json.loads(plain)
         session = Session(record["session_id"], str(record["host"]), str(record["user"]),
                           int(record["pid"]), float(record["started"]), seen)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # Infinity as an int
         raise Corrupted(f"{what} is corrupted: malformed record") from None
     if session.session_id != session_id:
         raise Corrupted(f"{what} is corrupted: it names session {session.session_id}")
