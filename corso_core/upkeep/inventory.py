@@ -184,17 +184,18 @@ def walk_backup(reader: ChunkReader, root: bytes, on_damage) -> Iterator[tuple[P
                 stack.append((entry.subtree, path))
 
 
-def referenced_chunks(reader: ChunkReader, manifests: dict[str, dict]) -> tuple[set[bytes],
-                                                                               list[str]]:
+def referenced_chunks(reader: ChunkReader, manifests: dict[str, dict]
+                      ) -> tuple[set[bytes], list[tuple[str, str]]]:
     """Every chunk (trees and file content) some backup refers to, and the damage that kept
-    part of a backup from being read (then the set is incomplete: nothing may be deleted)."""
+    part of a backup from being read, as (backup ID, message) (then the set is incomplete:
+    nothing may be deleted)."""
     used: set[bytes] = set()
-    damage: list[str] = []
+    damage: list[tuple[str, str]] = []
     for backup_id, manifest in manifests.items():
         root = bytes.fromhex(manifest["root"])
         used.add(root)
         for _path, entry in walk_backup(reader, root, lambda p, why, b=backup_id:
-                                        damage.append(f"backup {b}: {why}")):
+                                        damage.append((b, f"backup {b}: {why}"))):
             if entry.meta.kind == DIR and entry.subtree is not None:
                 used.add(entry.subtree)
             elif entry.meta.kind == FILE:

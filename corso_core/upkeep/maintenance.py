@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from corso_core.engine.progress import Progress
-from corso_core.errors import Corrupted
+from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
 from corso_core.repo.index import IndexEntry, Location, encode_index
@@ -141,11 +141,21 @@ class _Run:
         manifests, damaged = load_manifests(self.repository, list(self.listing[names.MANIFEST]))
         used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
                                          manifests)
-        problems = list(damaged.values()) + damage
+        # A backup deleted meanwhile (another maintenance may have removed its trees) is no
+        # damage: it no longer needs anything.
+        problems = list(damaged.values()) + [why for backup_id, why in damage
+                                             if self._still_there(backup_id)]
         if problems:
             raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
                             "repo verify (and repo repair)")
         return used
+
+    def _still_there(self, backup_id: str) -> bool:
+        try:
+            self.storage.stat(names.key(names.MANIFEST, backup_id))
+        except NotFound:
+            return False
+        return True
 
     # --- writing -----------------------------------------------------------------------
 
@@ -187,6 +197,11 @@ class _Run:
         self.report.plans_waiting += len(self.plans) - len(ready) - len(unfinished)
         if not ready and not unfinished:
             return
+        # Read again now that the sessions are known to have ended: their manifests (written
+        # before their records went) are listed, and so is any index blob written since.
+        self.load()
+        ready = {plan_id: plan for plan_id, plan in ready.items() if plan_id in self.plans}
+        unfinished = {plan_id: p for plan_id, p in unfinished.items() if plan_id in self.plans}
         used = self.used_chunks()
         restore: list[IndexEntry] = []
         doomed: set[PackRef] = set()
