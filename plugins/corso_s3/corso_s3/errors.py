@@ -90,7 +90,10 @@ def _client_error(error: ClientError, operation: str, where: str, bucket: str, e
             f"S3 refused the credentials: {_CREDENTIALS[code].format(endpoint=endpoint)}"
         )
     if code in _DENIED:
-        hint = " (or the credentials are wrong)" if operation == "HeadObject" else ""
+        hint = {
+            "HeadObject": " (or the credentials are wrong)",
+            "GetBucketLocation": " (or give --region)",
+        }.get(operation, "")
         return PermissionDenied(
             f"access denied: S3 {operation} on {where} needs IAM permission "
             f"{permission_for(operation)}{hint}"
