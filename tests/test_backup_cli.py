@@ -256,3 +256,20 @@ def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_
                  str(tmp_path / "o2")).code == 0
     assert snapshot(tmp_path / "o2" / "t", with_dir_mtimes=False) == \
         snapshot(tree, with_dir_mtimes=False)
+
+
+def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):  # noqa: F811
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_bytes(os.urandom(3000))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
+    damaged = bytearray(pack.read_bytes())
+    damaged[40] ^= 1
+    pack.write_bytes(bytes(damaged))
+    result = corso("restore", "files", "--backup", backup_id, "--destination",
+                   str(tmp_path / "out"))
+    assert result.code == Incomplete.exit_code, result
+    warning, error = result.err.splitlines()
+    assert warning.startswith("corso: warning: t/f: not restored: ") and "corrupted" in warning
+    assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete")
+    assert os.listdir(tmp_path / "out" / "t") == []

@@ -351,3 +351,12 @@ def test_progress_reaches_the_total_it_announces(repository, tricky_tree, tmp_pa
     run_restore(repository, FILES, {"destination": str(tmp_path / "out")}, result.backup_id,
                 [], "skip", Problems(), restored)
     assert restored.nbytes == restored.total == size and restored.files == 15
+
+
+def test_a_single_file_and_a_symlink_as_paths(repository, tmp_path):
+    (tmp_path / "file.txt").write_bytes(b"alone")
+    os.symlink("file.txt", tmp_path / "link")
+    result = backup(repository, tmp_path / "file.txt", tmp_path / "link")
+    restore(repository, result.backup_id, tmp_path / "out")
+    assert (tmp_path / "out" / "file.txt").read_bytes() == b"alone"
+    assert os.readlink(tmp_path / "out" / "link") == "file.txt"
