@@ -14,8 +14,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = shutil.ignore_patterns(".venv", ".git", "build", "dist", "demo", "data", "work",
-                              "*.egg-info", "__pycache__", ".*_cache", "tests")
+_EVERYWHERE = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")
+_AT_THE_ROOT = {".venv", ".git", ".pytest_cache", ".ruff_cache", "demo", "bench", "tests"}
+
+
+def _skip(directory: str, names: list[str]) -> set[str]:
+    """What a wheel never contains: caches, build output and the big top-level folders."""
+    skipped = set(_EVERYWHERE(directory, names))
+    return skipped | (_AT_THE_ROOT & set(names) if Path(directory) == ROOT else set())
 
 
 def run(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -30,7 +36,7 @@ def pip(*args) -> None:
 
 def test_core_wheel_alone_hints_then_the_plugin_wheel_works(tmp_path, seaweedfs, s3_prefix):
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=SKIP)
+    shutil.copytree(ROOT, source, ignore=_skip)
     wheels = tmp_path / "wheels"
     pip("wheel", "--no-deps", "-w", wheels, source, source / "plugins" / "corso_s3")
     core, = wheels.glob("corso-*.whl")
