@@ -108,6 +108,17 @@ class BlobStorage(ABC):
     def delete(self, key: str) -> None:
         """Remove the blob. Deleting a blob that is not there is not an error."""
 
+    def retained_until(self, key: str) -> float | None:
+        """When the blob's write protection (S3 Object Lock retention) ends, on the storage's
+        clock; None if it has none. Maintenance deletes a pack only once this has passed."""
+        return None
+
+    def extend_retention(self, key: str) -> bool:
+        """Protect the blob again for the repository's retention period, from now, if the
+        repository asked for that (S3's --extend-retention); whether it did. Maintenance calls
+        it for the blobs the backups use, so they stay protected while in use."""
+        return False
+
     def cleanup(self, older_than_seconds: float) -> int:
         """Remove leftovers of interrupted writes older than the given age; returns how many.
 

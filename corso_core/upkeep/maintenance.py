@@ -26,6 +26,7 @@ from corso_core.engine.progress import Progress
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
 from corso_core.repo.index import IndexEntry, Location, encode_index
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
@@ -93,6 +94,8 @@ class MaintenanceReport:
     packs_deleted: int = 0
     packs_rewritten: int = 0
     packs_kept: int = 0  # planned, but a backup still needs them: back in the index
+    packs_locked: int = 0  # unused, but under Object Lock retention: deleted by a later run
+    retention_extended: int = 0  # blobs whose Object Lock retention was extended
     unused_bytes_after: int = 0
 
     def as_dict(self) -> dict:
@@ -223,14 +226,43 @@ class _Run:
             restore += plan.entries
         if restore:
             self.write_index(restore)
+        locked: set[PackRef] = set()
         for kind, pack in sorted(doomed):
-            self.storage.delete(names.key(kind, pack))
+            key = names.key(kind, pack)
+            try:
+                until = self.storage.retained_until(key)
+            except NotFound:
+                continue  # deleted by another run
+            if until is not None and until > self.now:
+                locked.add((kind, pack))  # Object Lock: deleted by a run after `until`
+                continue
+            self.storage.delete(key)
             self.report.packs_deleted += 1
             self.progress.advance(files=1)
-        for plan_id in [*ready, *unfinished]:
+        self.report.packs_locked += len(locked)
+        for plan_id, plan in [*ready.items(), *unfinished.items()]:
+            if plan_id in ready and locked & set(plan.packs):
+                continue  # the plan stays until its locked packs can go
             self.storage.delete(names.key(names.PLAN, plan_id))
             del self.plans[plan_id]
-        self.report.plans_finished += len(ready)
+            self.report.plans_finished += plan_id in ready
+
+    def extend_retention(self) -> None:
+        """With S3's --extend-retention: protect again every blob that stays in use."""
+        if not self.storage.extend_retention(names.key(names.UPKEEP, "owner")):
+            return
+        self.load()
+        planned = {ref for plan in self.plans.values() for ref in plan.packs}
+        keys = [FORMAT_KEY, FORMAT_COPY_KEY]
+        for kind in (*names.PACK_KINDS, names.INDEX, names.MANIFEST):
+            keys += [info.key for name, info in self.listing[kind].items()
+                     if (kind, name) not in planned]
+        for key in keys:
+            try:
+                self.storage.extend_retention(key)
+            except NotFound:
+                continue  # removed meanwhile (a merged index blob, a deleted backup)
+            self.report.retention_extended += 1
 
     # --- phase 1: planning ---------------------------------------------------------------
 
@@ -366,6 +398,7 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
             if made and safety == "none":
                 run.load()
                 run.finish_plans(at_once=True)
+            run.extend_retention()
         if len(run.index_blobs) > 1 or mode == "metadata":
             run.load()
             if len(run.index_blobs) > 1:

@@ -54,6 +54,7 @@ _KIND = {
     "ListObjectsV2": "LIST",
     "ListMultipartUploads": "LIST",
     "DeleteObject": "DELETE",
+    "PutObjectRetention": "PUT",
 }
 
 
@@ -321,6 +322,25 @@ class S3Storage(BlobStorage):
             if not page.get("IsTruncated"):
                 return
             params["ContinuationToken"] = page["NextContinuationToken"]
+
+    # --- Object Lock retention (for maintenance) ----------------------------------------------
+
+    def retained_until(self, key: str) -> float | None:
+        if not self._object_lock():
+            return None
+        until = self.request("HeadObject", key, Key=self._object(key)).get(
+            "ObjectLockRetainUntilDate")
+        return until.timestamp() if until else None
+
+    def extend_retention(self, key: str) -> bool:
+        lock = self._object_lock()
+        if not lock or not lock.extend:
+            return False
+        parameters = lock.put_parameters()
+        self.request("PutObjectRetention", key, Key=self._object(key), Retention={
+            "Mode": parameters["ObjectLockMode"],
+            "RetainUntilDate": parameters["ObjectLockRetainUntilDate"]})
+        return True
 
     # --- deletes and cleanup -----------------------------------------------------------------
 
