@@ -5,6 +5,7 @@ backup that deduplicated against planned chunks keeps them, the owner record, th
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from corso_core.errors import RepositoryError
 from corso_core.repo import names
 from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
 from corso_core.repo.repository import init_repository
+from corso_core.repo.sessions import SessionRecord, list_sessions
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import FILE
 from corso_core.storage.filesystem import FilesystemStorage
@@ -197,3 +199,25 @@ def test_cli_maintenance_reports_space_json_and_bad_input(connected, corso, tmp_
     assert text.code == 0 and "objects before" in text.out and "index" in text.out
     one_error_line(corso("repo", "maintenance", "--max-unused", "150%"), 2, "--max-unused")
     one_error_line(corso("repo", "maintenance", "--user", "x", "--host", "y"), 1, "--force")
+
+
+def test_metadata_mode_removes_dead_sessions_and_upload_leftovers_only(repository, tmp_path):
+    root = Path(repository.storage.root)
+    dead, alive = SessionRecord(repository), SessionRecord(repository)
+    dead.start()
+    alive.start()
+    dead_key = root / names.key(names.SESSION, dead.session_id)
+    hour_ago = time.time() - 3600
+    os.utime(dead_key, (hour_ago, hour_ago))  # not refreshed for an hour: its client died
+    leftover, fresh = root / "data" / ".x.tmp-aaaaaa", root / "data" / ".y.tmp-bbbbbb"
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_bytes(b"half a pack")
+    fresh.write_bytes(b"an upload in progress")
+    os.utime(leftover, (time.time() - 2 * 86400,) * 2)
+
+    report = maintain(repository, mode="metadata")
+    assert report.sessions_removed == 1 and report.upload_leftovers_removed == 1
+    assert not dead_key.exists() and not leftover.exists() and fresh.exists()
+    assert [s.session_id for s in list_sessions(repository)] == [alive.session_id]
+    dead._stop.set()  # the dead client's thread, which a real death would have ended
+    alive.close()
