@@ -11,7 +11,7 @@ from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.cli.sources import SourceGroup
 from corso_core.engine.backup import BackupOptions, run_backup
-from corso_core.engine.browse import matches, path_text, walk_entries
+from corso_core.engine.browse import TreeLoader, matches, path_text, walk_entries
 from corso_core.engine.progress import Problems
 from corso_core.errors import CorsoError, Incomplete, UsageError
 from corso_core.repo.manifests import delete_manifests, list_manifests, load_manifest
@@ -109,9 +109,10 @@ def _details(source: Source):
     def details(repository, backup, path) -> None:
         manifest = _source_manifest(repository, source, backup)
         store = ChunkStore(repository)
+        trees = TreeLoader(store)
         try:
             rows = []
-            for entry_path, entry in walk_entries(store, bytes.fromhex(manifest["root"])):
+            for entry_path, entry in walk_entries(trees, bytes.fromhex(manifest["root"])):
                 if not matches(entry_path, list(path)):
                     continue
                 meta = entry.meta
@@ -126,6 +127,7 @@ def _details(source: Source):
                        if meta.kind == SYMLINK else {}),
                 })
         finally:
+            trees.close()
             store.close()
         output.emit(rows, "\n".join(
             f"{r['mode']} {r['size']:>12} {r['mtime'][:19]} {path_text_line(r)}" for r in rows))

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from corso_core.engine.browse import matches
+from corso_core.engine.browse import TreeLoader, matches
 from corso_core.engine.progress import Problems, Progress
-from corso_core.engine.tree import Entry, decode_tree
+from corso_core.engine.tree import Entry
 from corso_core.errors import Corrupted, UsageError
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.store import ChunkStore
@@ -65,14 +65,14 @@ class _Plan:
     total_bytes: int = 0
 
 
-def plan_restore(store: ChunkStore, root: bytes, globs: list[str]) -> _Plan:
+def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
     """What to restore: everything, or the entries matching a glob and all that is below them."""
     plan = _Plan()
     first_link: set[tuple[int, int]] = set()
 
     def visit(tree_id: bytes, parent: Path, chosen: bool) -> bool:
         found = False
-        for entry in decode_tree(store.get(tree_id), tree_id):
+        for entry in trees.entries(tree_id):
             path = parent + (entry.name,)
             here = chosen or matches(path, globs)
             if entry.meta.kind == DIR:
@@ -256,7 +256,11 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                          f"not {source.name}")
     store = ChunkStore(repository)
     try:
-        plan = plan_restore(store, bytes.fromhex(manifest["root"]), globs)
+        trees = TreeLoader(store)
+        try:
+            plan = plan_restore(trees, bytes.fromhex(manifest["root"]), globs)
+        finally:
+            trees.close()
         if globs and not plan.ops and not plan.links:
             raise UsageError(f"nothing in backup {backup_id} matches {', '.join(globs)}")
         writer = source.open_writer(values, collisions, problems)
