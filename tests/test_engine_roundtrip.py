@@ -360,3 +360,34 @@ def test_a_single_file_and_a_symlink_as_paths(repository, tmp_path):
     restore(repository, result.backup_id, tmp_path / "out")
     assert (tmp_path / "out" / "file.txt").read_bytes() == b"alone"
     assert os.readlink(tmp_path / "out" / "link") == "file.txt"
+
+
+def test_chunks_removed_during_a_backup_are_stored_again_before_its_manifest(repository,
+                                                                              tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "kept").write_bytes(os.urandom(5000))
+    (tree / "later").write_bytes(os.urandom(5000))
+    time.sleep(1.1)
+    backup(repository, tree)
+    old_blobs = [b.key for b in repository.storage.list("")
+                 if b.key.startswith(("index/", "data/", "tree/"))]
+    (tree / "later").write_bytes(os.urandom(5000))  # read (not reused) by the next backup
+    removed = []
+
+    class MaintenanceMeanwhile(FilesReader):
+        def open(self, node):  # while the backup runs, after it loaded the index
+            if not removed:
+                for key in old_blobs:  # the first backup's packs and index, as maintenance
+                    repository.storage.delete(key)  # would if that backup were deleted
+                removed.extend(old_blobs)
+            return super().open(node)
+
+    raced = dataclasses.replace(FILES, open_reader=lambda values, report: MaintenanceMeanwhile(
+        [os.fsencode(p) for p in values["path"]], [], report))
+    result = run_backup(repository, raced, {"path": [str(tree)], "exclude": ()},
+                        BackupOptions(), Problems())
+    assert removed and result.stats.bytes_read == 10000  # the second pass read "kept" again
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == []
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tree)

@@ -16,6 +16,7 @@ The pipeline, every stage bounded so memory does not grow with the data:
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import threading
@@ -28,7 +29,7 @@ from typing import Any
 
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, decode_tree, encode_tree
-from corso_core.errors import CorsoError
+from corso_core.errors import CorsoError, RepositoryError
 from corso_core.repo.chunker import chunk_file
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
@@ -37,6 +38,7 @@ from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceRe
 #: Files read at once. Each holds a read buffer of up to 4 maximal chunks; 4 readers measured
 #: no faster than 2 on the 1 GiB benchmark here, with 50 % more page faults.
 READER_THREADS = 2
+log = logging.getLogger("corso.engine")
 FILES_IN_FLIGHT = 16
 #: Directories listed (and previous trees loaded) ahead of the walk.
 LISTER_THREADS = 4
@@ -127,6 +129,19 @@ class _Backup:
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
         self.finishing: deque[_PendingDir] = deque()
         self.hard_links: dict[tuple[int, int], Any] = {}
+        #: IDs (32 bytes each, back to back) of the chunks this backup refers to without having
+        #: stored them: they must still exist when the manifest is written.
+        self.deduplicated = bytearray()
+        self._dedup_lock = threading.Lock()
+        self.root: bytes | None = None  # the root tree's ID, once the walk is over
+
+    def _relied_on(self, chunk_ids) -> None:
+        with self._dedup_lock:
+            for chunk_id in chunk_ids:
+                self.deduplicated += chunk_id
+
+    def deduplicated_ids(self):
+        return (bytes(self.deduplicated[i:i + 32]) for i in range(0, len(self.deduplicated), 32))
 
     def shutdown(self) -> None:
         for pool in (self.listers, self.readers, self.packers):
@@ -138,7 +153,10 @@ class _Backup:
         """(chunk ID, size, bytes added): hashing, compression and encryption, on a packer."""
         try:
             chunk_id = self.store.chunk_id(data)
-            return chunk_id, len(data), self.store.put(chunk_id, data)
+            added = self.store.put(chunk_id, data)
+            if not added:
+                self._relied_on([chunk_id])
+            return chunk_id, len(data), added
         finally:
             self.chunk_slots.release()
 
@@ -201,6 +219,7 @@ class _Backup:
             self.progress.advance(files=1)
         elif self._unchanged(old, node):
             self.progress.advance(files=1, nbytes=node.meta.size)
+            self._relied_on(chunk_id for chunk_id, _ in old.chunks)
             item = Entry(node.name, node.meta, old.chunks)
         else:
             self.file_slots.acquire()
@@ -285,7 +304,10 @@ class _Backup:
             entries.append(entry)
         data = encode_tree(entries)
         pending.tree_id = self.store.chunk_id(data)
-        self.stats.bytes_added += self.store.put(pending.tree_id, data, kind="tree")
+        added = self.store.put(pending.tree_id, data, kind="tree")
+        if not added:
+            self._relied_on([pending.tree_id])
+        self.stats.bytes_added += added
 
 
 def _measure(source: Source, values: dict, progress: Progress) -> None:
@@ -304,32 +326,61 @@ def _measure(source: Source, values: dict, progress: Progress) -> None:
     progress.set_total(sum(sizes.values()))
 
 
-def run_backup(repository, source: Source, values: dict, options: BackupOptions,
-               problems: Problems | None = None, progress: Progress | None = None,
-               ) -> BackupResult:
-    """Back up what `values` select from `source`; the manifest is the last thing written."""
-    problems = problems or Problems()
-    progress = progress or Progress()
-    started = time.monotonic()
-    paths = source.describe(values)
-    host = socket.gethostname()
-    reader = source.open_reader(values, problems)
+def _stored_pass(repository, source: Source, values: dict, options: BackupOptions,
+                 problems: Problems, progress: Progress, paths: list[str], host: str):
+    """Walk, read and store everything, flushed: (store, backup, parent). No manifest yet."""
     store = ChunkStore(repository)
     try:
         parent = find_parent(repository, source, paths, host)
-        backup = _Backup(store, repository.chunker, reader, options, problems, progress)
+        backup = _Backup(store, repository.chunker, source.open_reader(values, problems),
+                         options, problems, progress)
         progress.start(None)
         if progress.wants_total:
             threading.Thread(target=_measure, args=(source, values, progress), daemon=True,
                              name="corso-measure").start()
         try:
-            root = backup.walk(None, backup.old_entries(bytes.fromhex(parent["root"]) if parent
-                                                        else None))
+            old_root = bytes.fromhex(parent["root"]) if parent else None
+            root = backup.walk(None, backup.old_entries(old_root))
             backup.finish_ready(block=True)
+            backup.root = root.tree_id
         finally:
             backup.shutdown()
             progress.stop()
         store.flush()
+    except BaseException:
+        store.close()
+        raise
+    return store, backup, parent
+
+
+def run_backup(repository, source: Source, values: dict, options: BackupOptions,
+               problems: Problems | None = None, progress: Progress | None = None,
+               ) -> BackupResult:
+    """Back up what `values` select from `source`; the manifest is the last thing written.
+
+    Before it, the chunks the backup deduplicated against are checked to be still there
+    (maintenance may have removed some meanwhile: docs/format.md, "Concurrency"). If any is
+    gone, the backup runs once more against the index as it is now, which reads and stores
+    again whatever the removed chunks held: no manifest refers to a chunk that is gone.
+    """
+    problems = problems or Problems()
+    progress = progress or Progress()
+    started = time.monotonic()
+    paths = source.describe(values)
+    host = socket.gethostname()
+    source.open_reader(values, problems)  # bad input fails here, before anything is written
+    store, backup, parent = _stored_pass(repository, source, values, options, problems,
+                                         progress, paths, host)
+    try:
+        if store.find_missing(backup.deduplicated_ids()):
+            log.warning("chunks this backup deduplicated against were removed while it ran "
+                        "(maintenance?); backing up again")
+            store.close()
+            store, backup, parent = _stored_pass(repository, source, values, options, problems,
+                                                 progress, paths, host)
+            if store.find_missing(backup.deduplicated_ids()):
+                raise RepositoryError("chunks this backup relies on were removed while it ran, "
+                                      "twice; nothing was recorded: run the backup again")
         stats = backup.stats
         stats.chunks_new = store.stats.chunks_new
         stats.chunks_dedup = store.stats.chunks_dedup
@@ -343,7 +394,7 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
             "source": source.name,
             "paths": paths,
             "tags": dict(options.tags),
-            "root": root.tree_id.hex(),
+            "root": backup.root.hex(),
             "parent": parent["id"] if parent else None,
             "incomplete": bool(problems.errors),
             "stats": asdict(stats),

@@ -44,10 +44,14 @@ class Problems:
         self.warnings: list[str] = []
         self._notify = notify
         self._lock = threading.Lock()
+        self._seen: set[str] = set()
 
     def _add(self, into: list[str], path: bytes, message: str) -> None:
         line = f"{shown(path)}: {message}"
         with self._lock:
+            if line in self._seen:
+                return  # a backup's second pass meets the same problems again
+            self._seen.add(line)
             into.append(line)
         if self._notify:
             self._notify(line)
