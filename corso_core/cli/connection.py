@@ -34,6 +34,7 @@ from corso_core.errors import RepositoryError, UsageError
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.interface import BlobStorage
+from corso_core.storage.kill_switch import with_kill_switch
 
 #: Storage flags reach the command function under this prefix, so a command option with the
 #: same parameter name (restore's --path) never mixes with them.
@@ -139,7 +140,7 @@ def open_storage(backend: StorageBackend, connection: config.Connection,
                 f"{own[name].opts[0]} {value} differs from the connected repository's "
                 f"{'(not set)' if saved is None else saved}; run corso repo connect to switch"
             )
-    return backend.open(values)
+    return with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
 
 
 def _owners(name: str) -> list[str]:
