@@ -35,14 +35,17 @@ from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
 
+log = logging.getLogger("corso.engine")
+
 #: Files read at once. Each holds a read buffer of up to 4 maximal chunks; 4 readers measured
 #: no faster than 2 on the 1 GiB benchmark here, with 50 % more page faults.
 READER_THREADS = 2
-log = logging.getLogger("corso.engine")
+#: Files waiting for a reader (the walk blocks beyond this).
 FILES_IN_FLIGHT = 16
+#: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
+CHUNKS_IN_FLIGHT = 2
 #: Directories listed (and previous trees loaded) ahead of the walk.
 LISTER_THREADS = 4
-CHUNKS_IN_FLIGHT = 2
 #: A file modified this close to the moment it was read may change again unseen (same size,
 #: same mtime tick): the next backup must not trust its metadata.
 RECENT_NS = 1_000_000_000
