@@ -2,7 +2,8 @@
 
 1. Plan: walk the trees of the selected part of the backup; note each file's chunks and where
    they go (chunk ID -> [(file, offset)]). Hard-linked files after the first become links.
-2. Create directories and symlinks, start every file (under a temporary name, by the writer).
+2. Create directories and symlinks; check every file's name against the collision policy (the
+   writer creates it under a temporary name on its first write).
 3. Fetch every needed chunk once with `ChunkStore.get_many` (grouped per pack, in parallel,
    bounded memory) and write it at each of its offsets, on a few writer threads; a file is
    finished, and only then visible, when its last chunk is written.
@@ -31,7 +32,10 @@ from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Source, SourceWriter
 
 Path = tuple[bytes, ...]
+#: Writer threads; each file is written by one of them (file creation and metadata calls wait
+#: on the filesystem, so more than the cores pays).
 WRITE_LANES = 4
+#: Chunks fetched and waiting for a writer, at most.
 WRITES_IN_FLIGHT = 32
 
 
@@ -54,13 +58,13 @@ class _File:
     handle: Any = None
     missing: int = 0  # chunk writes still to come
     lane: int = 0  # the writer thread that writes this file
-    done: bool = False
+    done: bool = False  # finished, or failed and discarded
 
 
 @dataclass
 class _Plan:
-    dirs: list[tuple[Path, Entry]] = field(default_factory=list)  # pre-order
-    ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks in order
+    dirs: list[tuple[Path, Entry]] = field(default_factory=list)  # deepest first, to finish
+    ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks: pre-order
     links: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
     total_bytes: int = 0
 
