@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from trees import TEST_CHUNK, snapshot
+from trees import TEST_CHUNK, snapshot, write_tree
 
 from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
@@ -186,15 +186,9 @@ def test_restore_of_a_subset_by_glob(repository, tricky_tree, tmp_path):
 
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
 def test_restore_into_a_non_empty_destination(repository, tmp_path, collisions):
-    tree = tmp_path / "t"
-    tree.mkdir()
-    (tree / "f").write_bytes(b"backed up")
-    (tree / "new").write_bytes(b"only in backup")
+    tree = write_tree(tmp_path / "t", {"f": b"backed up", "new": b"only in backup"})
     result = backup(repository, tree)
-    out = tmp_path / "out" / "t"
-    out.mkdir(parents=True)
-    (out / "f").write_bytes(b"already there")
-    (out / "mine").write_bytes(b"user's file")
+    out = write_tree(tmp_path / "out" / "t", {"f": b"already there", "mine": b"user's file"})
     stats, problems = restore(repository, result.backup_id, tmp_path / "out",
                               collisions=collisions)
     assert problems.errors == []
@@ -290,14 +284,9 @@ def test_files_whose_chunks_left_the_index_are_read_again(repository, tmp_path, 
 
 
 def test_copy_mode_never_loses_a_file_whose_name_a_copy_would_take(repository, tmp_path):
-    tree = tmp_path / "t"
-    tree.mkdir()
-    (tree / "f").write_bytes(b"one")
-    (tree / "f.restored").write_bytes(b"two")
+    tree = write_tree(tmp_path / "t", {"f": b"one", "f.restored": b"two"})
     result = backup(repository, tree)
-    out = tmp_path / "out" / "t"
-    out.mkdir(parents=True)
-    (out / "f").write_bytes(b"mine")
+    out = write_tree(tmp_path / "out" / "t", {"f": b"mine"})
     stats, problems = restore(repository, result.backup_id, tmp_path / "out", collisions="copy")
     assert problems.errors == []
     assert sorted(p.read_bytes() for p in out.iterdir()) == [b"mine", b"one", b"two"]

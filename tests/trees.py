@@ -80,3 +80,12 @@ def snapshot(root: str | bytes, with_dir_mtimes: bool = True) -> dict[bytes, tup
                          st.st_gid, mtime, content, st.st_ino)
     groups = {ino: tuple(sorted(names)) for ino, names in by_inode.items()}
     return {rel: (*row[:-1], groups.get(row[-1])) for rel, row in rows.items()}
+
+
+def write_tree(root, files: dict[str, bytes]):
+    """A directory holding the given files (name -> content); returns its path."""
+    os.makedirs(root)
+    for name, content in files.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(content)
+    return root
