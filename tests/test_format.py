@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import time
 
 import pytest
@@ -215,6 +216,76 @@ def test_update_passphrase_keeps_the_master_key_and_drops_the_old_passphrase(sto
     assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
     old_salt = created.format.kdf.salt
     assert reopened.format.kdf.salt != old_salt
+
+
+class CrashBeforePrimary(Exception):
+    """Stands for the process dying between update-passphrase's two writes."""
+
+
+class CrashingBeforeThePrimaryWrite(FilesystemStorage):
+    def put(self, key, data):
+        if key == FORMAT_KEY:
+            raise CrashBeforePrimary
+        super().put(key, data)
+
+
+def interrupted_update(tmp_path, old: str, new: str) -> FilesystemStorage:
+    """A repository whose update-passphrase from `old` to `new` died between its two writes."""
+    init_repository(FilesystemStorage(str(tmp_path / "repo")), old)
+    time.sleep(0.05)  # the change comes later than init on the storage's clock, as in life
+    crashing = CrashingBeforeThePrimaryWrite(str(tmp_path / "repo"))
+    with pytest.raises(CrashBeforePrimary):
+        update_passphrase(open_repository(crashing, old), new)
+    storage = FilesystemStorage(str(tmp_path / "repo"))
+    assert storage.get(FORMAT_KEY) != storage.get(FORMAT_COPY_KEY)
+    return storage
+
+
+def test_an_interrupted_update_is_finished_by_the_new_passphrase(tmp_path):
+    storage = interrupted_update(tmp_path, "old", "new")
+    keys = open_repository(storage, "new").keys
+    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "old")
+    assert open_repository(storage, "new").keys == keys
+
+
+def test_an_interrupted_update_is_taken_back_by_the_old_passphrase(tmp_path):
+    storage = interrupted_update(tmp_path, "old", "new")
+    keys = open_repository(storage, "old").keys
+    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "new")
+    assert open_repository(storage, "old").keys == keys
+
+
+def test_an_interrupted_update_and_a_wrong_passphrase_change_nothing(tmp_path):
+    storage = interrupted_update(tmp_path, "old", "new")
+    before = {key: storage.get(key) for key in (FORMAT_KEY, FORMAT_COPY_KEY)}
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "wrong")
+    assert {key: storage.get(key) for key in before} == before
+
+
+def test_a_copy_older_than_the_primary_never_brings_its_passphrase_back(storage):
+    """A copy holding a replaced passphrase (its write overtaken by the primary's) is not
+    "an unfinished change": only a copy newer than the primary is."""
+    init_repository(storage, "old")
+    stale_copy = storage.get(FORMAT_COPY_KEY)
+    update_passphrase(open_repository(storage, "old"), "new")
+    storage.put(FORMAT_COPY_KEY, stale_copy)
+    os.utime(storage._path(FORMAT_COPY_KEY), (1_700_000_000, 1_700_000_000))
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "old")
+    open_repository(storage, "new")
+    assert storage.get(FORMAT_COPY_KEY) == storage.get(FORMAT_KEY)
+
+
+def test_a_damaged_copy_is_repaired_by_the_next_open(storage):
+    init_repository(storage, "pw")
+    storage.put(FORMAT_COPY_KEY, b"damaged")
+    open_repository(storage, "pw")
+    assert storage.get(FORMAT_COPY_KEY) == storage.get(FORMAT_KEY)
 
 
 def test_keys_come_from_the_master_key(storage):

@@ -80,10 +80,8 @@ def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
 
 def init_or_open(storage: BlobStorage, passphrase: str) -> tuple[Repository, bool]:
     """What `repo init` does: create a repository, or open the one there if the passphrase
-    matches (so init is safe to repeat); True if it was created.
-
-    An existing repository missing its format copy (an init interrupted between its two
-    writes) gets the copy back.
+    matches (so init is safe to repeat); True if it was created. Opening it restores a
+    missing format copy (an init interrupted between its two writes).
     """
     try:
         return init_repository(storage, passphrase), True
@@ -94,58 +92,97 @@ def init_or_open(storage: BlobStorage, passphrase: str) -> tuple[Repository, boo
     except InvalidPassphrase:
         raise RepositoryError(f"a repository already exists at {storage.location()} and this "
                               "passphrase does not open it; nothing was changed") from None
-    try:
-        storage.stat(FORMAT_COPY_KEY)
-    except NotFound:
-        storage.put_new(FORMAT_COPY_KEY, storage.get(FORMAT_KEY))
     return repository, False
 
 
-def read_format(storage: BlobStorage) -> FormatBlob:
-    """The decoded format blob; a damaged one names itself and says whether the copy is intact."""
+def read_format(storage: BlobStorage) -> tuple[FormatBlob, bytes]:
+    """The decoded format blob and its bytes; a damaged one names itself and says whether the
+    copy is intact."""
     try:
-        return FormatBlob.decode(storage.get(FORMAT_KEY), FORMAT_KEY)
+        raw = storage.get(FORMAT_KEY)
+        return FormatBlob.decode(raw, FORMAT_KEY), raw
     except NotFound:
-        if _copy_is_intact(storage):
+        if _read_copy(storage):
             raise Corrupted(f"format blob {FORMAT_KEY} is missing at {storage.location()} but "
                             f"{FORMAT_COPY_KEY} is intact: see the README, "
                             "'Recovering a damaged format blob'") from None
         raise RepositoryError(f"no corso repository at {storage.location()}") from None
     except Corrupted as e:
-        if _copy_is_intact(storage):
+        if _read_copy(storage):
             raise Corrupted(f"{e} (at {storage.location()}); {FORMAT_COPY_KEY} is intact: see "
                             "the README, 'Recovering a damaged format blob'") from None
         raise Corrupted(f"{e} (at {storage.location()})") from None
 
 
-def _copy_is_intact(storage: BlobStorage) -> bool:
+def _read_copy(storage: BlobStorage) -> tuple[FormatBlob, bytes] | None:
+    """The decoded format copy and its bytes; None if it is missing or damaged."""
     try:
-        FormatBlob.decode(storage.get(FORMAT_COPY_KEY), FORMAT_COPY_KEY)
+        raw = storage.get(FORMAT_COPY_KEY)
+        return FormatBlob.decode(raw, FORMAT_COPY_KEY), raw
     except (NotFound, Corrupted):
-        return False
-    return True
+        return None
 
 
 def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
-    """Unlock the repository; InvalidPassphrase if the passphrase does not open it."""
+    """Unlock the repository; InvalidPassphrase if the passphrase does not open it.
+
+    `format` and `format-copy` differ only when an init or update-passphrase was interrupted
+    between its two writes (see `update_passphrase`). The first open that unlocks one of them
+    rewrites the other, so the two agree again and exactly one passphrase opens the repository.
+    """
     check_passphrase(passphrase)
-    blob = read_format(storage)
+    blob, raw = read_format(storage)
     log.debug("read format blob of repository %s at %s (version %d, scrypt n=%d)",
               blob.repository_id, storage.location(), blob.format_version, blob.kdf.n)
-    return Repository._from_format(storage, blob, blob.unwrap(passphrase))
+    copy = _read_copy(storage)
+    try:
+        master = blob.unwrap(passphrase)
+    except InvalidPassphrase:
+        if copy is None or copy[1] == raw:
+            raise
+        master = _finish_interrupted_change(storage, blob, copy, passphrase)
+        blob = copy[0]
+    else:
+        if copy is None or copy[1] != raw:
+            _rewrite(storage, FORMAT_COPY_KEY, raw, "it lagged behind format: repaired")
+    return Repository._from_format(storage, blob, master)
+
+
+def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
+                               copy: tuple[FormatBlob, bytes], passphrase: str) -> bytes:
+    """The master key from the copy, if the copy is the first half of an update-passphrase
+    that did not finish: same repository, written after the primary (storage clock), opened
+    by this passphrase. Then the primary is rewritten; else InvalidPassphrase.
+
+    Only a strictly newer copy counts: an older one holds a passphrase that was replaced,
+    which must not open the repository again.
+    """
+    copy_blob, copy_raw = copy
+    if (copy_blob.repository_id != blob.repository_id
+            or storage.stat(FORMAT_COPY_KEY).mtime <= storage.stat(FORMAT_KEY).mtime):
+        raise InvalidPassphrase("invalid passphrase")
+    master = copy_blob.unwrap(passphrase)
+    _rewrite(storage, FORMAT_KEY, copy_raw, "an interrupted passphrase change: finished it")
+    return master
+
+
+def _rewrite(storage: BlobStorage, key: str, raw: bytes, why: str) -> None:
+    log.warning("format blob %s at %s differed from its twin (%s)", key, storage.location(), why)
+    storage.put(key, raw)
 
 
 def update_passphrase(repository: Repository, new_passphrase: str) -> None:
     """Re-wrap the master key under a new passphrase: only the two format blobs change.
 
-    The primary is written first; were the copy's write to fail, the copy still opens with the
-    old passphrase and the README's recovery steps say which blob to keep.
+    The copy is written first, then the primary. Interrupted in between, the primary still
+    opens with the old passphrase and the copy with the new one; `open_repository` then
+    finishes the change (new passphrase) or takes it back (old passphrase).
     """
     check_passphrase(new_passphrase)
     if repository.format is None or repository.master_key is None:
         raise RepositoryError("this repository was not opened with a passphrase")
     blob = repository.format.wrap(repository.master_key, new_passphrase)
-    repository.storage.put(FORMAT_KEY, blob.encode())
     repository.storage.put(FORMAT_COPY_KEY, blob.encode())
+    repository.storage.put(FORMAT_KEY, blob.encode())
     repository.format = blob
     log.info("new passphrase for repository %s", repository.repository_id)
