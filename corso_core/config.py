@@ -62,6 +62,24 @@ def load(path: str) -> Connection:
                       dict(connection.get("settings", {})))
 
 
+def check_writable(path: str) -> None:
+    """ConfigError now if `save(path)` could not succeed later: `repo init` asks before it
+    creates a repository, so a bad --config-file leaves nothing behind.
+
+    The file is replaced through a temp file beside it, so what counts is its directory (or
+    the nearest ancestor that exists, since save creates the rest).
+    """
+    if os.path.isdir(path):
+        raise ConfigError(f"cannot write config file {path}: it is a directory")
+    existing = os.path.dirname(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"cannot write config file {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write config file {path}: {existing} is not writable")
+
+
 def save(path: str, connection: Connection) -> None:
     """Replace the config file atomically: a crash leaves the old file or the new, never half."""
     document = {"connection": {"backend": connection.backend,

@@ -371,6 +371,8 @@ def root_only_dir():
 def test_bad_unwritable_path(root_only_dir):
     """Tests run as root, who may write anywhere; so this runs the CLI as an unprivileged user."""
     parent = root_only_dir
+    (parent / "config").mkdir()
+    os.chmod(parent / "config", 0o777)  # only the repository's place is unwritable
     env = {**os.environ, "CORSO_CONFIG_DIR": str(parent / "config")}
 
     def init(*prefix: str) -> Result:
@@ -381,9 +383,39 @@ def test_bad_unwritable_path(root_only_dir):
 
     result = init(sys.executable, "-c", AS_NOBODY)
     one_error_line(result, 1, str(parent / "repo"), "permission denied")
-    assert os.listdir(parent) == []
+    assert os.listdir(parent) == ["config"] and os.listdir(parent / "config") == []
     # the same command as root succeeds: the failure was the permission, nothing else
     assert init(sys.executable, "-c", AS_NOBODY.replace("os.setuid(65534)", "")).code == 0
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-directory"])
+def test_bad_config_file_location_fails_before_init_creates_anything(tmp_path, corso, where):
+    (tmp_path / "a-file").write_text("precious")
+    (tmp_path / "a-dir").mkdir()
+    target = {"under-a-file": tmp_path / "a-file" / "corso.toml",
+              "a-directory": tmp_path / "a-dir"}[where]
+    for command in ("init", "connect"):
+        one_error_line(corso("repo", command, "filesystem", "--path", str(tmp_path / "repo"),
+                             "--passphrase", "pw", "--config-file", str(target)),
+                       1, f"cannot write config file {target}")
+    assert not (tmp_path / "repo").exists()
+    assert (tmp_path / "a-file").read_text() == "precious"
+    assert not any((tmp_path / "a-dir").iterdir())
+
+
+def test_bad_unwritable_config_dir_fails_before_init_creates_anything(root_only_dir):
+    """As `nobody`: the repository's directory is writable, the config's is not."""
+    (root_only_dir / "open").mkdir()
+    os.chmod(root_only_dir / "open", 0o777)
+    repo = root_only_dir / "open" / "repo"
+    done = subprocess.run([sys.executable, "-c", AS_NOBODY, "repo", "init", "filesystem",
+                           "--path", str(repo), "--passphrase", "pw"], capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "CORSO_CONFIG_DIR": str(root_only_dir / "config")})
+    one_error_line(Result(done.returncode, done.stdout, done.stderr), 1,
+                   f"cannot write config file {root_only_dir / 'config' / 'corso.toml'}",
+                   "not writable")
+    assert os.listdir(root_only_dir) == ["open"] and not repo.exists()
 
 
 def test_bad_empty_passphrase(tmp_path, corso, config_file, monkeypatch):

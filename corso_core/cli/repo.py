@@ -27,6 +27,7 @@ def repo() -> None:
 
 
 def _init(backend: StorageBackend, values: dict) -> None:
+    config.check_writable(config.config_path(output.flags().config_file))
     secret = passphrase.resolve(values.pop(passphrase.PARAM), confirm=True)
     storage = backend.open(values)
     try:
@@ -43,6 +44,7 @@ def _init(backend: StorageBackend, values: dict) -> None:
 
 
 def _connect(backend: StorageBackend, values: dict) -> None:
+    config.check_writable(config.config_path(output.flags().config_file))
     secret = passphrase.resolve(values.pop(passphrase.PARAM))
     storage = backend.open(values)
     try:
