@@ -15,7 +15,7 @@ from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixtur
 from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
 from trees import TEST_CHUNK, snapshot
 
-from corso_core.engine.browse import walk_entries
+from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.errors import RepositoryError
 from corso_core.repo import names
 from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
@@ -136,11 +136,13 @@ def test_a_backup_that_deduplicated_against_planned_chunks_keeps_them(repository
     assert maintain(repository).plans_made == 1
     root = bytes.fromhex(manifest["root"])
     chunk_ids = {root}
-    for _, entry in walk_entries(store, root):
+    trees = TreeLoader(store)
+    for _, entry in walk_entries(trees, root):
         if entry.meta.kind == FILE:
             chunk_ids.update(chunk_id for chunk_id, _ in entry.chunks)
         elif entry.subtree:
             chunk_ids.add(entry.subtree)
+    trees.close()
     for chunk_id in chunk_ids:
         assert store.put(chunk_id, b"") == 0  # deduplicated, as a running backup would
     store.flush()

@@ -139,19 +139,27 @@ class _Run:
 
     def used_chunks(self) -> set[bytes]:
         """Every chunk a backup refers to, read through the index and the plans; any damage
-        stops maintenance before it deletes anything (it could not tell what is used)."""
-        readable = ChunkMap.of(self.index_blobs, self.plans)
-        manifests, damaged = load_manifests(self.repository, list(self.listing[names.MANIFEST]))
-        used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
-                                         manifests)
-        # A backup deleted meanwhile (another maintenance may have removed its trees) is no
-        # damage: it no longer needs anything.
-        problems = list(damaged.values()) + [why for backup_id, why in damage
-                                             if self._still_there(backup_id)]
-        if problems:
-            raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
-                            "repo verify (and repo repair)")
-        return used
+        stops maintenance before it deletes anything (it could not tell what is used).
+
+        Another maintenance run may have moved chunks since this one read the index (rewritten
+        and deleted their old pack): what looks lost is read again from a fresh listing once.
+        """
+        for attempt in range(2):
+            readable = ChunkMap.of(self.index_blobs, self.plans)
+            manifests, damaged = load_manifests(self.repository,
+                                                list(self.listing[names.MANIFEST]))
+            used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
+                                             manifests)
+            # A backup deleted meanwhile (another maintenance may have removed its trees) is no
+            # damage: it no longer needs anything.
+            problems = list(damaged.values()) + [why for backup_id, why in damage
+                                                 if self._still_there(backup_id)]
+            if not problems:
+                return used
+            if not attempt:
+                self.load()
+        raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
+                        "repo verify (and repo repair)")
 
     def _still_there(self, backup_id: str) -> bool:
         try:
@@ -244,7 +252,7 @@ class _Run:
             if plan_id in ready and locked & set(plan.packs):
                 continue  # the plan stays until its locked packs can go
             self.storage.delete(names.key(names.PLAN, plan_id))
-            del self.plans[plan_id]
+            self.plans.pop(plan_id, None)
             self.report.plans_finished += plan_id in ready
 
     def extend_retention(self) -> None:
@@ -343,7 +351,10 @@ class _Run:
                                                            e.length)) for e in writer.entries)
 
         for kind, pack in packs:
-            blob = self.storage.get(names.key(kind, pack))
+            try:
+                blob = self.storage.get(names.key(kind, pack))
+            except NotFound:
+                continue  # another run rewrote it first: its chunks are copied already
             for chunk_id, (offset, length) in self.index.packs[(kind, pack)].items():
                 if canonical.get(chunk_id) != (kind, pack):
                     continue
