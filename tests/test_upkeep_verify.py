@@ -17,7 +17,7 @@ from trees import TEST_CHUNK, snapshot
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.progress import Problems
 from corso_core.engine.restore import run_restore
-from corso_core.errors import CorsoError, UsageError
+from corso_core.errors import CorsoError, PermissionDenied, UsageError
 from corso_core.repo.chunker import TEST_CHUNK_SIZE_ENV
 from corso_core.repo.repository import init_repository, open_repository
 from corso_core.sources.files import FILES
@@ -216,3 +216,17 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     assert any(pack.name in p["blob"] for p in report["problems"])
     text = corso("repo", "verify", "--read-data")
     assert f"backup {backup_id} cannot be fully restored" in text.out and "file-" in text.out
+
+
+class ReadOnlyStorage(FilesystemStorage):
+    """What read-only credentials give: reads work, every write is refused."""
+
+    def put(self, key, data):
+        raise PermissionDenied(f"writing {key}: permission denied")
+
+
+def test_verify_with_read_only_access_still_reports(three_backups):
+    source, _, _ = three_backups
+    repository = open_repository(ReadOnlyStorage(str(source)), PASSPHRASE)
+    report = verify(repository, ALL)
+    assert report.clean and report.backups == 3

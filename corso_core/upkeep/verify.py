@@ -13,13 +13,14 @@ when, how much was read, whether it was clean) for `repo status`.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from corso_core.engine.progress import Progress, shown
-from corso_core.errors import Corrupted, NotFound, UsageError
+from corso_core.errors import Corrupted, NotFound, StorageError, UsageError
 from corso_core.repo import names
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
 from corso_core.repo.packs import decode_header, header_size, open_chunk
@@ -39,6 +40,7 @@ from corso_core.upkeep.inventory import (
 from corso_core.upkeep.records import VERIFIED, write_record
 
 READ_THREADS = 4
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,11 @@ def verify(repository, read_data: Subset | None = None,
                 report.damage(backup_id, f"{shown(b'/'.join(path))}: {len(lost)} of "
                                          f"{len(entry.chunks)} chunks missing or damaged "
                                          f"(first {lost[0].hex()})")
-    write_record(repository, VERIFIED, {"clean": report.clean, "packs_read": report.packs_read,
-                                        "packs": report.packs, "problems": len(report.problems)})
+    try:
+        write_record(repository, VERIFIED, {"clean": report.clean,
+                                            "packs_read": report.packs_read,
+                                            "packs": report.packs,
+                                            "problems": len(report.problems)})
+    except StorageError as e:  # read-only credentials may verify too
+        log.warning("could not record this verify for repo status: %s", e)
     return report
