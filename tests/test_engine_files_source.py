@@ -3,6 +3,7 @@ never writes outside the destination, whatever is already there."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -163,3 +164,17 @@ def test_a_discarded_file_leaves_nothing_visible(tmp_path):
     writer.discard_file(handle)
     writer.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_filesystem_without_hard_links_or_owners_still_gets_every_file(tmp_path, monkeypatch):
+    """As FAT answers: link() and chown() refused with EPERM; files still arrive whole."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    for call in ("link", "fchown", "chown"):
+        monkeypatch.setattr(os, call, refuse)
+    problems = _restore_one_file(tmp_path, (b"d", b"f"), "skip", data=b"whole")
+    assert (tmp_path / "d" / "f").read_bytes() == b"whole"
+    assert problems.errors == []
+    assert problems.warnings == ([] if os.geteuid() else [
+        f"{tmp_path}: owners not restored: the filesystem does not keep them"])

@@ -18,6 +18,7 @@ keeps its own cache of open descriptors, so no thread ever closes a descriptor a
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -31,6 +32,8 @@ Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_PREFIX = b".corso-restore-"
 _MAX_OPEN = 64
+#: What a filesystem without owners or hard links answers.
+_NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
 
 
 def bad_name(name: bytes) -> bool:
@@ -58,6 +61,7 @@ class FilesWriter:
         self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
         self._ours: set[Path] = set()  # directories this restore created or replaced
+        self._warned_owner = False
 
     # --- descriptors --------------------------------------------------------------------
 
@@ -131,16 +135,29 @@ class FilesWriter:
     def _apply(self, meta: Metadata, fd: int | None = None, at: tuple[int, bytes] | None = None):
         """Owner (as root), mode and mtime, on a descriptor or (for symlinks) a name."""
         if at is None:
-            if self.as_root:
-                os.fchown(fd, meta.uid, meta.gid)
+            self._chown(os.fchown, fd, meta)
             os.fchmod(fd, meta.mode)
             os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         else:
             dir_fd, name = at
-            if self.as_root:
-                os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+            self._chown(os.chown, name, meta, dir_fd=dir_fd, follow_symlinks=False)
             os.utime(name, ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd,
                      follow_symlinks=False)
+
+    def _chown(self, chown, target, meta: Metadata, **kwargs) -> None:
+        """Restore the owner when running as root, where the filesystem has owners at all
+        (FAT and some network filesystems refuse: the content still comes back)."""
+        if not self.as_root:
+            return
+        try:
+            chown(target, meta.uid, meta.gid, **kwargs)
+        except OSError as e:
+            if e.errno not in _NOT_SUPPORTED:
+                raise
+            if not self._warned_owner:
+                self._warned_owner = True
+                self.report.warning(self.destination, "owners not restored: the filesystem "
+                                                      "does not keep them")
 
     def _place(self, fd: int, temp: bytes, path: Path) -> None:
         """Give the finished temp item its name, under the collision policy."""
@@ -169,6 +186,12 @@ class FilesWriter:
                 os.link(temp, target, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 continue  # the name was taken since we looked (another writer): look again
+            except OSError as e:
+                if e.errno not in _NOT_SUPPORTED:
+                    raise
+                # No hard links on this filesystem (FAT, some FUSE): a rename, which would
+                # replace a name that appeared in the instant since we looked.
+                os.rename(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
             if target != name:
                 self._renamed[path] = target
             return
