@@ -19,6 +19,7 @@ import blake3
 from corso_core.engine.tree import Entry, decode_tree
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
+from corso_core.repo.cache import BlobCache
 from corso_core.repo.index import IndexEntry, Location, decode_index
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.packs import open_chunk
@@ -64,11 +65,20 @@ def _load_all(names_, load):
     return values, damaged
 
 
-def load_index_blobs(repository, index_names) -> tuple[dict[str, list[IndexEntry]],
-                                                        dict[str, str]]:
+def load_index_blobs(repository, index_names, *, cached: bool = False
+                     ) -> tuple[dict[str, list[IndexEntry]], dict[str, str]]:
+    """Decoded index blobs by name, and the damaged ones with why. `cached`: through the local
+    cache (maintenance reads them several times a run); never for verify and repair, which
+    must see what is stored."""
     storage, keys = repository.storage, repository.keys
-    return _load_all(index_names, lambda name: decode_index(
-        keys, name, storage.get(names.key(names.INDEX, name))))
+    cache = BlobCache(repository.repository_id) if cached else None
+
+    def load(name: str) -> list[IndexEntry]:
+        key = names.key(names.INDEX, name)
+        decode = functools.partial(decode_index, keys, name)
+        return cache.fetch(storage, key, decode) if cache else decode(storage.get(key))
+
+    return _load_all(index_names, load)
 
 
 def load_manifests(repository, backup_ids) -> tuple[dict[str, dict], dict[str, str]]:

@@ -122,7 +122,8 @@ class _Run:
         """The listing, the index blobs and the plans, as they are now."""
         self.listing = list_blobs(self.storage, (*KINDS, names.PLAN))
         self.index_blobs, damaged = load_index_blobs(self.repository,
-                                                     list(self.listing[names.INDEX]))
+                                                     list(self.listing[names.INDEX]),
+                                                     cached=True)
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} index "
                             f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
