@@ -26,6 +26,7 @@ from corso_core.sources.source import Metadata, Node, Source, SourceReader, Sour
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import check_key
 from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes, RequestCounts
+from corso_core.storage.simple import SimpleBlobStorage
 
 __all__ = [
     "AlreadyExists",
@@ -44,6 +45,7 @@ __all__ = [
     "PermissionDenied",
     "RepositoryError",
     "RequestCounts",
+    "SimpleBlobStorage",
     "Source",
     "SourceReader",
     "SourceWriter",

@@ -76,9 +76,9 @@ class BlobStorageContract:
         storage.put_new("format", b"same")  # a retry after a lost response
         assert storage.get("format") == b"same"
 
-    def test_concurrent_put_new_has_exactly_one_winner(self, storage):
-        if not storage.atomic_create:
-            pytest.skip("this backend declares put_new non-atomic")
+    def test_concurrent_put_new(self, storage):
+        """Exactly one winner where `atomic_create` is promised; else at least one, and the
+        blob stored is one writer's whole."""
         winners, losers = [], []
         barrier = threading.Barrier(8)
 
@@ -95,8 +95,10 @@ class BlobStorageContract:
             t.start()
         for t in threads:
             t.join()
-        assert len(winners) == 1 and len(losers) == 7
-        assert storage.get("race") == f"writer {winners[0]}".encode()
+        assert winners and len(winners) + len(losers) == 8
+        if storage.atomic_create:
+            assert len(winners) == 1
+        assert storage.get("race") in {f"writer {i}".encode() for i in winners}
 
     def test_stat_gives_size_and_storage_mtime(self, storage):
         storage.put("s1", b"12345")

@@ -418,6 +418,29 @@ def test_bad_unwritable_config_dir_fails_before_init_creates_anything(root_only_
     assert os.listdir(root_only_dir) == ["open"] and not repo.exists()
 
 
+def test_bad_init_into_a_directory_holding_other_files(tmp_path, corso, config_file):
+    target = tmp_path / "documents"
+    target.mkdir()
+    (target / "thesis.txt").write_text("precious")
+    before = snapshot(target)
+    one_error_line(corso("repo", "init", "filesystem", "--path", str(target), "--passphrase",
+                         "pw"), 2, f"{target} is not empty and holds no corso repository",
+                   "thesis.txt")
+    assert snapshot(target) == before and not config_file.exists()
+
+
+@pytest.mark.parametrize("leftover", [None, ".format.tmp-0123456789ab"],
+                         ids=["empty", "temp-file-of-a-killed-init"])
+def test_init_into_an_empty_directory(tmp_path, corso, leftover):
+    target = tmp_path / "empty"
+    target.mkdir()
+    if leftover:
+        (target / leftover).write_bytes(b"half")
+    assert corso("repo", "init", "filesystem", "--path", str(target), "--passphrase",
+                 "pw").code == 0
+    assert {FORMAT_KEY, FORMAT_COPY_KEY} <= set(os.listdir(target))
+
+
 def test_bad_empty_passphrase(tmp_path, corso, config_file, monkeypatch):
     one_error_line(corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"),
                          "--passphrase", ""), 2, "passphrase is empty")

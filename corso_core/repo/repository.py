@@ -57,9 +57,10 @@ def init_repository(storage: BlobStorage, passphrase: str) -> Repository:
     """Create a repository; AlreadyExists (storage untouched) if one is there already.
 
     The create-only put of the format blob is what claims the location: of two concurrent
-    inits exactly one wins.
+    inits exactly one wins. A location holding anything else is refused (UsageError).
     """
     check_passphrase(passphrase)
+    storage.check_new_location((FORMAT_KEY, FORMAT_COPY_KEY))
     master = secrets.token_bytes(KEY_SIZE)
     blob = FormatBlob.create(master, passphrase, ChunkerParams.for_new_repository())
     exists = AlreadyExists(f"a repository already exists at {storage.location()}")

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import click
@@ -21,7 +21,8 @@ import click
 from corso_core.errors import AlreadyExists, NotFound, PermissionDenied, StorageError, UsageError
 from corso_core.hookspecs import hookimpl
 from corso_core.storage.backend import StorageBackend
-from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes
+from corso_core.storage.interface import BlobInfo, Bytes
+from corso_core.storage.simple import SimpleBlobStorage
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _TEMP_MARK = ".tmp-"
@@ -63,17 +64,16 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class FilesystemStorage(BlobStorage):
+class FilesystemStorage(SimpleBlobStorage):
+    """One file per blob; requests are counted by SimpleBlobStorage."""
+
     atomic_create = True
 
     def __init__(self, root: str) -> None:
-        super().__init__()
+        super().__init__(location=root)
         if os.path.exists(root) and not os.path.isdir(root):
             raise UsageError(f"--path {root} is a file, not a directory")
         self.root = root
-
-    def location(self) -> str:
-        return self.root
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key).split("/"))
@@ -107,13 +107,12 @@ class FilesystemStorage(BlobStorage):
         os.close(fd)
         return temp
 
-    def put(self, key: str, data: Bytes) -> None:
+    def _put(self, key: str, data: Bytes) -> None:
         path = self._path(key)
         with _errors(f"writing {path}"):
             temp = self._write_temp(path, data)
             os.rename(temp, path)
             _fsync_dir(os.path.dirname(path))
-        self.counts.count("PUT", up=len(data))
 
     def _create(self, key: str, data: Bytes) -> None:
         path = self._path(key)
@@ -124,38 +123,31 @@ class FilesystemStorage(BlobStorage):
             finally:
                 os.unlink(temp)
             _fsync_dir(os.path.dirname(path))
-        self.counts.count("PUT", up=len(data))
 
-    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+    def _get(self, key: str, offset: int, length: int | None) -> bytes:
         path = self._path(key)
         with _errors(f"reading {path}"), open(path, "rb") as f:
             if offset:
                 f.seek(offset)
-            data = f.read() if length is None else f.read(length)
-        self.counts.count("GET", down=len(data))
-        return data
+            return f.read() if length is None else f.read(length)
 
-    def get_tail(self, key: str, length: int) -> bytes:
+    def _get_tail(self, key: str, length: int) -> bytes:
         path = self._path(key)
         with _errors(f"reading {path}"), open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - length))
-            data = f.read()
-        self.counts.count("GET", down=len(data))
-        return data
+            return f.read()
 
-    def stat(self, key: str) -> BlobInfo:
+    def _stat(self, key: str) -> BlobInfo:
         path = self._path(key)
         with _errors(f"reading {path}"):
             st = os.stat(path)
-        self.counts.count("HEAD")
         return BlobInfo(key, st.st_size, st.st_mtime)
 
-    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+    def _list(self, prefix: str) -> Iterator[BlobInfo]:
         # Walk only the deepest directory the prefix names completely.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         top = os.path.join(self.root, *base.split("/")) if base else self.root
-        self.counts.count("LIST")
         with _errors(f"listing {top}"):
             if not os.path.isdir(top):
                 return
@@ -173,14 +165,25 @@ class FilesystemStorage(BlobStorage):
                             continue  # deleted while listing
                         yield BlobInfo(key, st.st_size, st.st_mtime)
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         path = self._path(key)
-        self.counts.count("DELETE")
         with _errors(f"deleting {path}"):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 return
+
+    def check_new_location(self, repository_keys: Collection[str]) -> None:
+        """A new repository goes into a missing or empty directory, never among other files
+        (temp files of an interrupted init do not count)."""
+        with _errors(f"reading {self.root}"):
+            try:
+                entries = sorted(e for e in os.listdir(self.root) if _TEMP_MARK not in e)
+            except FileNotFoundError:
+                return
+        if entries and not set(entries) & set(repository_keys):
+            raise UsageError(f"{self.root} is not empty and holds no corso repository (it has "
+                             f"{entries[0]}); init needs an empty or new directory")
 
     def cleanup(self, older_than_seconds: float) -> int:
         """Remove temp files left by a killed process, once they are old enough to be dead."""

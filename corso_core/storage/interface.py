@@ -9,7 +9,7 @@ keys to file paths mangle those).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from corso_core.errors import AlreadyExists
@@ -118,6 +118,12 @@ class BlobStorage(ABC):
         repository asked for that (S3's --extend-retention); whether it did. Maintenance calls
         it for the blobs the backups use, so they stay protected while in use."""
         return False
+
+    def check_new_location(self, repository_keys: Collection[str]) -> None:  # noqa: B027
+        """Called by `repo init` before it creates a repository: raise UsageError, naming the
+        location, if it holds something other than a corso repository (one of
+        `repository_keys` present means a repository, which init then finds). Backends that
+        cannot tell keep this do-nothing default."""
 
     def cleanup(self, older_than_seconds: float) -> int:
         """Remove leftovers of interrupted writes older than the given age; returns how many.
