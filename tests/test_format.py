@@ -241,22 +241,15 @@ def interrupted_update(tmp_path, old: str, new: str) -> FilesystemStorage:
     return storage
 
 
-def test_an_interrupted_update_is_finished_by_the_new_passphrase(tmp_path):
+@pytest.mark.parametrize("opener, refused", [("new", "old"), ("old", "new")],
+                         ids=["the-new-passphrase-finishes-it", "the-old-one-takes-it-back"])
+def test_an_interrupted_update_is_settled_by_the_next_open(tmp_path, opener, refused):
     storage = interrupted_update(tmp_path, "old", "new")
-    keys = open_repository(storage, "new").keys
+    keys = open_repository(storage, opener).keys
     assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
     with pytest.raises(InvalidPassphrase):
-        open_repository(storage, "old")
-    assert open_repository(storage, "new").keys == keys
-
-
-def test_an_interrupted_update_is_taken_back_by_the_old_passphrase(tmp_path):
-    storage = interrupted_update(tmp_path, "old", "new")
-    keys = open_repository(storage, "old").keys
-    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
-    with pytest.raises(InvalidPassphrase):
-        open_repository(storage, "new")
-    assert open_repository(storage, "old").keys == keys
+        open_repository(storage, refused)
+    assert open_repository(storage, opener).keys == keys
 
 
 def test_an_interrupted_update_and_a_wrong_passphrase_change_nothing(tmp_path):
