@@ -3,9 +3,11 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from corso_core.errors import UsageError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import FilesystemStorage
+from corso_core.storage.kill_switch import KILL_AFTER_WRITES_ENV
 
 CORSO = str(Path(sys.executable).with_name("corso"))
 
@@ -265,6 +268,24 @@ def test_update_passphrase_rewrites_only_the_format_blobs(repo, corso):
     assert changed == {FORMAT_KEY, FORMAT_COPY_KEY}
     one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, "invalid passphrase")
     assert corso("repo", "status", "--passphrase", "pw2").code == 0
+
+
+@pytest.mark.parametrize("next_passphrase", ["pw2", "pw"])
+def test_update_passphrase_killed_between_its_writes_is_settled_by_the_next_command(
+        repo, next_passphrase):
+    """SIGKILL as update-passphrase starts its second write (format, after format-copy)."""
+    time.sleep(0.05)  # the change comes later than init on the storage's clock, as in life
+    killed = run_subprocess("repo", "update-passphrase", "--passphrase", "pw",
+                            "--new-passphrase", "pw2", env={KILL_AFTER_WRITES_ENV: "1"})
+    assert killed.code == -signal.SIGKILL
+    assert (repo / FORMAT_KEY).read_bytes() != (repo / FORMAT_COPY_KEY).read_bytes()
+    settled = run_subprocess("repo", "status", "--passphrase", next_passphrase)
+    assert settled.code == 0, settled
+    assert settled.err.count("\n") == 1 and "format blobs at" in settled.err
+    assert (repo / FORMAT_KEY).read_bytes() == (repo / FORMAT_COPY_KEY).read_bytes()
+    other = {"pw": "pw2", "pw2": "pw"}[next_passphrase]
+    one_error_line(run_subprocess("repo", "status", "--passphrase", other), 1,
+                   "invalid passphrase")
 
 
 def test_update_passphrase_refuses_an_empty_new_passphrase(repo, corso):

@@ -145,7 +145,8 @@ def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
         blob = copy[0]
     else:
         if copy is None or copy[1] != raw:
-            _rewrite(storage, FORMAT_COPY_KEY, raw, "it lagged behind format: repaired")
+            _rewrite(storage, FORMAT_COPY_KEY, raw, f"{FORMAT_COPY_KEY} was missing, damaged "
+                     f"or out of date: rewritten from {FORMAT_KEY}")
     return Repository._from_format(storage, blob, master)
 
 
@@ -163,12 +164,13 @@ def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
             or storage.stat(FORMAT_COPY_KEY).mtime <= storage.stat(FORMAT_KEY).mtime):
         raise InvalidPassphrase("invalid passphrase")
     master = copy_blob.unwrap(passphrase)
-    _rewrite(storage, FORMAT_KEY, copy_raw, "an interrupted passphrase change: finished it")
+    _rewrite(storage, FORMAT_KEY, copy_raw, "an interrupted update-passphrase: finished it, "
+             f"{FORMAT_KEY} rewritten from {FORMAT_COPY_KEY}")
     return master
 
 
-def _rewrite(storage: BlobStorage, key: str, raw: bytes, why: str) -> None:
-    log.warning("format blob %s at %s differed from its twin (%s)", key, storage.location(), why)
+def _rewrite(storage: BlobStorage, key: str, raw: bytes, what: str) -> None:
+    log.warning("format blobs at %s disagreed: %s", storage.location(), what)
     storage.put(key, raw)
 
 
