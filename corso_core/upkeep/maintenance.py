@@ -411,10 +411,9 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
                 run.load()
                 run.finish_plans(at_once=True)
             run.extend_retention()
-        if len(run.index_blobs) > 1 or mode == "metadata":
-            run.load()
-            if len(run.index_blobs) > 1:
-                run.replace_index(set(), [])
+        run.load()  # as it is now, after what this run and others changed
+        if len(run.index_blobs) > 1:
+            run.replace_index(set(), [])
     finally:
         progress.stop()
     report.after = space(repository.storage.list())
