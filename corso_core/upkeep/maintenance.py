@@ -402,8 +402,8 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
         run.clean_sessions()
         report.upload_leftovers_removed = repository.storage.cleanup(
             UPLOAD_LEFTOVER_SECONDS if safety == "full" else 0.0)
-        run.load()
         if mode == "complete":
+            run.load()
             run.finish_plans(at_once=safety == "none")
             run.load()
             made = run.plan(max_unused)
