@@ -11,6 +11,7 @@ from corso_core.errors import (
     AlreadyExists,
     Corrupted,
     InvalidPassphrase,
+    PermissionDenied,
     RepositoryError,
     UnsupportedFormat,
 )
@@ -272,6 +273,20 @@ def test_a_copy_older_than_the_primary_never_brings_its_passphrase_back(storage)
         open_repository(storage, "old")
     open_repository(storage, "new")
     assert storage.get(FORMAT_COPY_KEY) == storage.get(FORMAT_KEY)
+
+
+class ReadOnlyStorage(FilesystemStorage):
+    def put(self, key, data):
+        raise PermissionDenied(f"{key}: permission denied")
+
+
+def test_read_only_access_opens_an_interrupted_update_without_repairing_it(tmp_path):
+    storage = interrupted_update(tmp_path, "old", "new")
+    before = {key: storage.get(key) for key in (FORMAT_KEY, FORMAT_COPY_KEY)}
+    read_only = ReadOnlyStorage(storage.root)
+    for passphrase in ("old", "new"):
+        assert open_repository(read_only, passphrase).master_key
+    assert {key: storage.get(key) for key in before} == before
 
 
 def test_a_damaged_copy_is_repaired_by_the_next_open(storage):

@@ -17,6 +17,7 @@ from corso_core.errors import (
     InvalidPassphrase,
     NotFound,
     RepositoryError,
+    StorageError,
     UsageError,
 )
 from corso_core.repo.chunker import ChunkerParams
@@ -170,8 +171,14 @@ def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
 
 
 def _rewrite(storage: BlobStorage, key: str, raw: bytes, what: str) -> None:
+    """Best effort: a command with read-only access still runs, and a later one repairs."""
+    try:
+        storage.put(key, raw)
+    except StorageError as e:
+        log.warning("format blobs at %s disagree, and %s could not be rewritten: %s",
+                    storage.location(), key, e)
+        return
     log.warning("format blobs at %s disagreed: %s", storage.location(), what)
-    storage.put(key, raw)
 
 
 def update_passphrase(repository: Repository, new_passphrase: str) -> None:
