@@ -54,7 +54,9 @@ class RequestCounts:
 class BlobStorage(ABC):
     """Blobs by key. Implementations map their own errors to `corso_core.errors` exceptions.
 
-    Methods may be called from several threads at once.
+    Methods may be called from several threads at once. A backend whose calls are one request
+    each subclasses `SimpleBlobStorage` (storage/simple.py), which counts them and supplies
+    defaults; one that counts its own requests (corso-s3) implements this class directly.
     """
 
     #: Whether `put_new` is atomic against a concurrent writer of the same key (the filesystem:
