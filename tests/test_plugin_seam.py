@@ -93,6 +93,7 @@ def test_the_complete_plugin_is_under_30_lines_of_code():
     lines = (PLUGIN_SOURCE / "corso_memory_backend.py").read_text().splitlines()
     code = [line for line in lines if line.strip()]
     assert len(code) < 30
+    assert f"{len(code)} lines of code ({len(lines)} with blank lines)" in README.read_text()
     assert not any(";" in line or re.match(r"\s*def .*\):\s*[^#\s]", line) for line in code)
 
 
