@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
 from trees import TEST_CHUNK, snapshot
 
 from corso_core.engine.browse import TreeLoader, walk_entries
-from corso_core.errors import RepositoryError
+from corso_core.errors import Corrupted, RepositoryError
 from corso_core.repo import names
 from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
 from corso_core.repo.repository import init_repository
@@ -24,6 +25,7 @@ from corso_core.repo.sessions import SessionRecord, list_sessions
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import FILE
 from corso_core.storage.filesystem import FilesystemStorage
+from corso_core.upkeep import records
 from corso_core.upkeep.inventory import list_blobs
 from corso_core.upkeep.maintenance import SAFETY_WINDOW_ENV, run_maintenance
 from corso_core.upkeep.verify import ALL, verify
@@ -223,3 +225,24 @@ def test_metadata_mode_removes_dead_sessions_and_upload_leftovers_only(repositor
     assert [s.session_id for s in list_sessions(repository)] == [alive.session_id]
     dead._stop.set()  # the dead client's thread, which a real death would have ended
     alive.close()
+
+
+def test_a_stale_owner_is_taken_over_without_force(repository, monkeypatch):
+    maintain(repository, mode="metadata")
+    monkeypatch.setattr(records, "OWNER_STALE_SECONDS", 0.0)  # a week passes
+    run_maintenance(repository, mode="metadata", user="other", host="elsewhere")
+    assert records.read_record(repository, records.OWNER)[0] == {"user": "other",
+                                                                  "host": "elsewhere"}
+
+
+def test_maintenance_stops_on_damage_and_deletes_nothing(repository, tmp_path):
+    ids = back_up_days(repository, make_tree(tmp_path / "tree", 5), 2, seed=500)
+    delete_manifests(repository, ids[:1])
+    [index, *_] = sorted(Path(repository.storage.root, "index").iterdir())
+    index.write_bytes(index.read_bytes()[:-1])
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"])  # the intact cached copy would stand in
+    before = sorted(p.name for p in Path(repository.storage.root).rglob("*") if p.is_file())
+    with pytest.raises(Corrupted, match="repo repair"):
+        maintain(repository, safety="none")
+    after = sorted(p.name for p in Path(repository.storage.root).rglob("*") if p.is_file())
+    assert set(before) <= set(after)  # only upkeep records were added

@@ -207,6 +207,8 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     assert data["clean"] and data["packs_read"] == data["packs"] >= 2
 
     one_error_line(corso("repo", "verify", "--read-data-subset", "7"), 2, "read-data-subset")
+    one_error_line(corso("repo", "verify", "--read-data", "--read-data-subset", "1/2"), 2,
+                   "not both")
     [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
     flip(pack)
     damaged = corso("repo", "verify", "--read-data", "--json")

@@ -27,6 +27,8 @@ def _subset(ctx, param, value):
 @uses_repository
 def verify_command(repository: Repository, read_data: bool, read_data_subset) -> None:
     """Check that every backup can be restored; name each damaged blob, backup and file."""
+    if read_data and read_data_subset:
+        raise UsageError("give --read-data (every pack) or --read-data-subset, not both")
     report = verify(repository, ALL if read_data else read_data_subset,
                     progress_for("verifying"))
     lines = [f"{report.backups} backups, {report.packs} packs checked; "
