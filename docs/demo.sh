@@ -29,6 +29,9 @@ if [ ! -d "$SAMPLE" ]; then
         > "$SAMPLE/docs/note-$i.txt"; done
     seq 1 200000 > "$SAMPLE/numbers.txt"
     ln -s docs/note-1.txt "$SAMPLE/latest-note"
+    # A file changed within a second of being read is read again next time (a same-size rewrite
+    # in the same clock tick would otherwise go unseen): let the new sample settle first.
+    sleep 2
 fi
 step "Back up the sample tree (files new/changed/unchanged, bytes read and added)" \
     backup create files --path "$SAMPLE" --tag demo=yes
