@@ -115,24 +115,44 @@ class ChunkMap:
             self.chunks[chunk_id].append(location)
 
     @classmethod
-    def of(cls, blobs: dict[str, list[IndexEntry]], plans: dict[str, Plan] | None = None
-           ) -> ChunkMap:
-        """The union of index blobs; with `plans`, also the entries deletion plans took out of
-        the index (readable until the plan is finished: docs/format.md, "Maintenance")."""
+    def of(cls, entry_lists) -> ChunkMap:
         union = cls()
-        for entries in [*blobs.values(), *(plan.entries for plan in (plans or {}).values())]:
+        for entries in entry_lists:
             for chunk_id, location in entries:
                 union.add(chunk_id, location)
         return union
 
 
-class ChunkReader:
-    """Reads single chunks through a ChunkMap, authenticated and re-hashed; whole tree packs
-    are kept in a small cache since a backup's directories sit together in a few of them."""
+@dataclass
+class Readable:
+    """Where backups may be read from: the index, and the entries deletion plans took out of
+    it (readable until the plan is finished: docs/format.md, "Maintenance"). Two maps, so the
+    large one, the index, is never copied."""
 
-    def __init__(self, repository, chunk_map: ChunkMap, missing_packs: set[PackRef]) -> None:
+    index: ChunkMap
+    planned: ChunkMap
+
+    @classmethod
+    def of(cls, index: ChunkMap, plans: dict[str, Plan]) -> Readable:
+        return cls(index, ChunkMap.of(plan.entries for plan in plans.values()))
+
+    def locations(self, chunk_id: bytes) -> list[Location]:
+        return self.index.chunks.get(chunk_id, []) + self.planned.chunks.get(chunk_id, [])
+
+    def packs(self) -> set[PackRef]:
+        return set(self.index.packs) | set(self.planned.packs)
+
+    def entries(self, ref: PackRef) -> dict[bytes, tuple[int, int]]:
+        return {**self.planned.packs.get(ref, {}), **self.index.packs.get(ref, {})}
+
+
+class ChunkReader:
+    """Reads single chunks through the index and plans, authenticated and re-hashed; whole
+    tree packs are kept in a small cache since a backup's directories sit together in a few."""
+
+    def __init__(self, repository, readable: Readable, missing_packs: set[PackRef]) -> None:
         self._repository = repository
-        self._map = chunk_map
+        self._readable = readable
         self._missing = missing_packs
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 (one reader per command: freed with it)
@@ -142,7 +162,7 @@ class ChunkReader:
     def read(self, chunk_id: bytes) -> bytes:
         """The chunk's plaintext from the first of its locations that works; Corrupted naming
         the chunk (and its pack) otherwise."""
-        locations = self._map.chunks.get(chunk_id)
+        locations = self._readable.locations(chunk_id)
         if not locations:
             raise Corrupted(f"chunk {chunk_id.hex()} is missing from the index")
         why = ""

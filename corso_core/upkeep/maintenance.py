@@ -37,6 +37,7 @@ from corso_core.upkeep.inventory import (
     ChunkMap,
     ChunkReader,
     PackRef,
+    Readable,
     chunk_matches,
     list_blobs,
     load_index_blobs,
@@ -121,14 +122,16 @@ class _Run:
     def load(self) -> None:
         """The listing, the index blobs and the plans, as they are now."""
         self.listing = list_blobs(self.storage, (*KINDS, names.PLAN))
-        self.index_blobs, damaged = load_index_blobs(self.repository,
-                                                     list(self.listing[names.INDEX]),
-                                                     cached=True)
+        blobs, damaged = load_index_blobs(self.repository, list(self.listing[names.INDEX]),
+                                          cached=True)
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} index "
                             f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
                             "corso repo repair")
-        self.index = ChunkMap.of(self.index_blobs)
+        self.index = ChunkMap.of(blobs.values())
+        #: Each index blob read, and the packs it lists (the entries are in self.index).
+        self.index_blobs = {name: {(loc.kind, loc.pack) for _, loc in entries}
+                            for name, entries in blobs.items()}
         self.plans, damaged = load_plans(self.repository, list(self.listing[names.PLAN]))
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: "
@@ -146,7 +149,7 @@ class _Run:
         and deleted their old pack): what looks lost is read again from a fresh listing once.
         """
         for attempt in range(2):
-            readable = ChunkMap.of(self.index_blobs, self.plans)
+            readable = Readable.of(self.index, self.plans)
             manifests, damaged = load_manifests(self.repository,
                                                 list(self.listing[names.MANIFEST]))
             used, damage = referenced_chunks(ChunkReader(self.repository, readable, set()),
@@ -280,8 +283,8 @@ class _Run:
         used = self.used_chunks()
         planned = {ref for plan in self.plans.values() for ref in plan.packs}
         live = self.live_sessions()
-        protected = {(loc.kind, loc.pack) for name, entries in self.index_blobs.items()
-                     if name.split(".")[0] in live for _, loc in entries}
+        protected = {ref for name, refs in self.index_blobs.items()
+                     if name.split(".")[0] in live for ref in refs}
         stored = {(kind, name): info for kind in names.PACK_KINDS
                   for name, info in self.listing[kind].items()}
 

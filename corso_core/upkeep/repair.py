@@ -20,6 +20,7 @@ from corso_core.repo.packs import read_header
 from corso_core.upkeep.inventory import (
     KINDS,
     ChunkMap,
+    Readable,
     list_blobs,
     load_index_blobs,
     load_plans,
@@ -47,7 +48,7 @@ def run_repair(repository, progress: Progress | None = None) -> RepairReport:
     listing = list_blobs(storage, (*KINDS, names.PLAN))
     index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
     plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
-    covered = set(ChunkMap.of(index_blobs, plans).packs)
+    covered = Readable.of(ChunkMap.of(index_blobs.values()), plans).packs()
     uncovered = sorted((kind, name) for kind in names.PACK_KINDS for name in listing[kind]
                        if (kind, name) not in covered)
     entries: list[IndexEntry] = []

@@ -30,6 +30,7 @@ from corso_core.upkeep.inventory import (
     ChunkMap,
     ChunkReader,
     PackRef,
+    Readable,
     chunk_matches,
     list_blobs,
     load_index_blobs,
@@ -171,8 +172,9 @@ def verify(repository, read_data: Subset | None = None,
     plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
     for name, why in sorted(damaged_plans.items()):
         report.problem(names.key(names.PLAN, name), why)
-    chunk_map = ChunkMap.of(index_blobs)
-    readable = ChunkMap.of(index_blobs, plans)  # what backups may be read from
+    chunk_map = ChunkMap.of(index_blobs.values())
+    del index_blobs  # the map holds it all, more compactly
+    readable = Readable.of(chunk_map, plans)  # what backups may be read from
 
     # Packs: present, and as large as the index says.
     missing: set[PackRef] = set()
@@ -188,17 +190,18 @@ def verify(repository, read_data: Subset | None = None,
                                                   f"its indexed entries make {expected}")
     stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
     report.packs = len(stored)
-    report.unindexed_packs = len(stored - set(readable.packs))
+    report.unindexed_packs = len(stored - readable.packs())
 
     # Pack contents: downloaded, authenticated, re-hashed.
     bad_locations: set[tuple[bytes, PackRef]] = set()
     if read_data is not None:
-        chosen = read_data.select([name for _, name in sorted(stored & set(readable.packs))])
-        refs = [ref for ref in sorted(stored & set(readable.packs)) if ref[1] in chosen]
+        candidates = sorted(stored & readable.packs())
+        chosen = read_data.select([name for _, name in candidates])
+        refs = [ref for ref in candidates if ref[1] in chosen]
         progress.start(sum(listing[kind][name].size for kind, name in refs))
         try:
             with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
-                results = pool.map(lambda ref: _read_pack(repository, ref, readable.packs[ref]),
+                results = pool.map(lambda ref: _read_pack(repository, ref, readable.entries(ref)),
                                    refs)
                 for ref, (problems, bad, size) in zip(refs, results, strict=True):
                     for message in problems:
@@ -217,13 +220,13 @@ def verify(repository, read_data: Subset | None = None,
         report.problem(names.key(names.MANIFEST, backup_id), why)
         report.damage(backup_id, f"manifest: {why}")
     report.backups = len(backup_ids)
-    gone = set(readable.packs) - stored
+    gone = readable.packs() - stored
     reader = ChunkReader(repository, readable, gone)
 
     def sound(chunk_id: bytes) -> bool:
         return any((loc.kind, loc.pack) not in gone
                    and (chunk_id, (loc.kind, loc.pack)) not in bad_locations
-                   for loc in readable.chunks.get(chunk_id, ()))
+                   for loc in readable.locations(chunk_id))
 
     for backup_id in sorted(manifests):
         def tree_damaged(path, why, backup_id=backup_id):
