@@ -159,68 +159,48 @@ def _read_pack(repository, ref: PackRef, indexed: dict[bytes, tuple[int, int]]
     return problems, bad, len(blob)
 
 
-def verify(repository, read_data: Subset | None = None,
-           progress: Progress | None = None) -> VerifyReport:
-    """Check the repository (see the module docstring); never raises for damage it finds."""
-    progress = progress or Progress()
-    report = VerifyReport()
-    _check_format(repository, report)
-    listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
-    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
-    for name, why in sorted(damaged_index.items()):
-        report.problem(names.key(names.INDEX, name), why)
-    plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
-    for name, why in sorted(damaged_plans.items()):
-        report.problem(names.key(names.PLAN, name), why)
-    chunk_map = ChunkMap.of(index_blobs.values())
-    del index_blobs  # the map holds it all, more compactly
-    readable = Readable.of(chunk_map, plans)  # what backups may be read from
-
-    # Packs: present, and as large as the index says.
-    missing: set[PackRef] = set()
+def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport) -> None:
+    """Every pack the index names is stored, as large as its indexed entries make it."""
     for (kind, name), entries in sorted(chunk_map.packs.items()):
         info = listing[kind].get(name)
         expected = sum(length for _, length in entries.values()) + header_size(len(entries))
         if info is None:
-            missing.add((kind, name))
             report.problem(names.key(kind, name), f"{kind} pack {name} is missing "
                                                   f"({len(entries)} chunks indexed in it)")
         elif info.size != expected:
             report.problem(names.key(kind, name), f"{kind} pack {name} is {info.size} bytes; "
                                                   f"its indexed entries make {expected}")
-    stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
-    report.packs = len(stored)
-    report.unindexed_packs = len(stored - readable.packs())
 
-    # Pack contents: downloaded, authenticated, re-hashed.
+
+def _read_packs(repository, readable: Readable, refs: list[PackRef], listing,
+                report: VerifyReport, progress: Progress) -> set[tuple[bytes, PackRef]]:
+    """Download, authenticate and re-hash the packs; the (chunk, pack) pairs that failed."""
     bad_locations: set[tuple[bytes, PackRef]] = set()
-    if read_data is not None:
-        candidates = sorted(stored & readable.packs())
-        chosen = read_data.select([name for _, name in candidates])
-        refs = [ref for ref in candidates if ref[1] in chosen]
-        progress.start(sum(listing[kind][name].size for kind, name in refs))
-        try:
-            with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
-                results = pool.map(lambda ref: _read_pack(repository, ref, readable.entries(ref)),
-                                   refs)
-                for ref, (problems, bad, size) in zip(refs, results, strict=True):
-                    for message in problems:
-                        report.problem(names.key(*ref), message)
-                    bad_locations.update((chunk_id, ref) for chunk_id in bad)
-                    report.packs_read += 1
-                    report.bytes_read += size
-                    progress.advance(files=1, nbytes=size)
-        finally:
-            progress.stop()
+    progress.start(sum(listing[kind][name].size for kind, name in refs))
+    try:
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
+            results = pool.map(lambda ref: _read_pack(repository, ref, readable.entries(ref)),
+                               refs)
+            for ref, (problems, bad, size) in zip(refs, results, strict=True):
+                for message in problems:
+                    report.problem(names.key(*ref), message)
+                bad_locations.update((chunk_id, ref) for chunk_id in bad)
+                report.packs_read += 1
+                report.bytes_read += size
+                progress.advance(files=1, nbytes=size)
+    finally:
+        progress.stop()
+    return bad_locations
 
-    # Backups: every tree read, every file's chunks located in a sound pack.
-    backup_ids = list(listing[names.MANIFEST])
+
+def _check_backups(repository, readable: Readable, gone: set[PackRef],
+                   bad_locations: set[tuple[bytes, PackRef]], backup_ids: list[str],
+                   report: VerifyReport) -> None:
+    """Every backup's trees read, every file's chunks in a pack that is there and sound."""
     manifests, damaged_manifests = load_manifests(repository, backup_ids)
     for backup_id, why in sorted(damaged_manifests.items()):
         report.problem(names.key(names.MANIFEST, backup_id), why)
         report.damage(backup_id, f"manifest: {why}")
-    report.backups = len(backup_ids)
-    gone = readable.packs() - stored
     reader = ChunkReader(repository, readable, gone)
 
     def sound(chunk_id: bytes) -> bool:
@@ -242,6 +222,38 @@ def verify(repository, read_data: Subset | None = None,
                 report.damage(backup_id, f"{shown(b'/'.join(path))}: {len(lost)} of "
                                          f"{len(entry.chunks)} chunks missing or damaged "
                                          f"(first {lost[0].hex()})")
+
+
+def verify(repository, read_data: Subset | None = None,
+           progress: Progress | None = None) -> VerifyReport:
+    """Check the repository (see the module docstring); never raises for damage it finds."""
+    report = VerifyReport()
+    _check_format(repository, report)
+    listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
+    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
+    for name, why in sorted(damaged_index.items()):
+        report.problem(names.key(names.INDEX, name), why)
+    plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
+    for name, why in sorted(damaged_plans.items()):
+        report.problem(names.key(names.PLAN, name), why)
+    chunk_map = ChunkMap.of(index_blobs.values())
+    del index_blobs  # the map holds it all, more compactly
+    readable = Readable.of(chunk_map, plans)  # what backups may be read from
+
+    _check_packs(chunk_map, listing, report)
+    stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
+    report.packs = len(stored)
+    report.unindexed_packs = len(stored - readable.packs())
+    bad_locations: set[tuple[bytes, PackRef]] = set()
+    if read_data is not None:
+        candidates = sorted(stored & readable.packs())
+        chosen = read_data.select([name for _, name in candidates])
+        bad_locations = _read_packs(repository, readable,
+                                    [ref for ref in candidates if ref[1] in chosen], listing,
+                                    report, progress or Progress())
+    report.backups = len(listing[names.MANIFEST])
+    _check_backups(repository, readable, readable.packs() - stored, bad_locations,
+                   list(listing[names.MANIFEST]), report)
     try:
         write_record(repository, VERIFIED, {"clean": report.clean,
                                             "packs_read": report.packs_read,
