@@ -4,6 +4,7 @@ backup that deduplicated against planned chunks keeps them, the owner record, th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -246,3 +247,28 @@ def test_maintenance_stops_on_damage_and_deletes_nothing(repository, tmp_path):
         maintain(repository, safety="none")
     after = sorted(p.name for p in Path(repository.storage.root).rglob("*") if p.is_file())
     assert set(before) <= set(after)  # only upkeep records were added
+
+
+class RecordingStorage(FilesystemStorage):
+    """Remembers the order of writes and listings."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.calls: list[str] = []
+
+    def put(self, key, data):
+        self.calls.append(f"put {key.split('/')[0]}")
+        super().put(key, data)
+
+    def list(self, prefix=""):
+        self.calls.append(f"list {prefix}")
+        return super().list(prefix)
+
+
+def test_a_backup_announces_itself_then_reads_plans_then_the_index(repository):
+    """The order the protocol's proof rests on (docs/format.md, "Maintenance")."""
+    storage = RecordingStorage(repository.storage.root)
+    store = ChunkStore(dataclasses.replace(repository, storage=storage))
+    store.close()
+    order = [c for c in storage.calls if c in ("put sessions", "list plans/", "list index/")]
+    assert order[:3] == ["put sessions", "list plans/", "list index/"]
