@@ -108,7 +108,7 @@ def _list(source: Source):
 def _details(source: Source):
     def details(repository, backup, path) -> None:
         manifest = _source_manifest(repository, source, backup)
-        store = ChunkStore(repository)
+        store = ChunkStore(repository, read_only=True)
         trees = TreeLoader(store)
         try:
             rows = []

@@ -258,7 +258,7 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
     if manifest.get("source") != source.name:
         raise UsageError(f"backup {backup_id} is a {manifest.get('source')} backup, "
                          f"not {source.name}")
-    store = ChunkStore(repository)
+    store = ChunkStore(repository, read_only=True)
     try:
         trees = TreeLoader(store)
         try:

@@ -84,23 +84,31 @@ class ChunkStore:
     run in the calling thread (zstandard/cryptography release the GIL), uploads run on a small
     pool of background threads. A chunk put but not yet stored is read after a flush.
     `cache_dir` overrides the cache root ($CORSO_CACHE_DIR, else the user cache dir).
+
+    `read_only` (restore, listing a backup's files): no session record and no put, so nothing
+    is written to the repository and read-only credentials suffice. Maintenance cannot see such
+    a reader; it only reads chunks that manifests refer to, which maintenance keeps.
     """
 
-    def __init__(self, repository, *, cache_dir: str | None = None) -> None:
+    def __init__(self, repository, *, cache_dir: str | None = None,
+                 read_only: bool = False) -> None:
         self._storage = repository.storage
         self._keys = repository.keys
         self._cache = BlobCache(repository.repository_id, cache_dir)
         self._lock = threading.Lock()
+        self.read_only = read_only
         # The session record comes before the index is read: a maintenance run that does not
         # see this session yet has already written its deletion plan, which this session reads
         # (plans first, then the index; docs/format.md, "Maintenance").
-        self._session = SessionRecord(repository)
-        self._session.start()
+        self._session = None if read_only else SessionRecord(repository)
+        if self._session is not None:
+            self._session.start()
         try:
             self._planned = self._load_plans()
             self._index, self._index_keys = self._load_index()  # and the index blobs' keys
         except BaseException:
-            self._session.close()
+            if self._session is not None:
+                self._session.close()
             raise
         self._pending: set[bytes] = set()  # put, but their pack is not stored yet
         self._writers: dict[str, PackWriter] = {}
@@ -228,6 +236,8 @@ class ChunkStore:
         """
         if kind not in names.PACK_KINDS:
             raise ValueError(f"unknown chunk kind {kind!r}")
+        if self.read_only:
+            raise ValueError("put on a read-only ChunkStore")
         self._raise_upload_error()
         with self._lock:
             # Back-pressure before a new chunk takes memory: the uploads must keep up.
