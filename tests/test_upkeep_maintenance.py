@@ -220,7 +220,11 @@ def test_metadata_mode_removes_dead_sessions_and_upload_leftovers_only(repositor
     fresh.write_bytes(b"an upload in progress")
     os.utime(leftover, (time.time() - 2 * 86400,) * 2)
 
+    damaged = root / names.key(names.SESSION, "00000000000000aa")
+    damaged.write_bytes(b"not a session record")  # fresh: counts as alive, is not removed
     report = maintain(repository, mode="metadata")
+    assert damaged.exists()
+    damaged.unlink()
     assert report.sessions_removed == 1 and report.upload_leftovers_removed == 1
     assert not dead_key.exists() and not leftover.exists() and fresh.exists()
     assert [s.session_id for s in list_sessions(repository)] == [alive.session_id]

@@ -30,7 +30,7 @@ from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
 from corso_core.repo.index import IndexEntry, Location, encode_index
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
-from corso_core.repo.sessions import REFRESH_SECONDS, list_sessions
+from corso_core.repo.sessions import REFRESH_SECONDS
 from corso_core.storage.interface import BlobInfo
 from corso_core.upkeep.inventory import (
     KINDS,
@@ -138,8 +138,15 @@ class _Run:
                             f"{next(iter(damaged.values()))}; run corso repo repair")
 
     def live_sessions(self) -> set[str]:
-        return {s.session_id for s in list_sessions(self.repository)
-                if self.now - s.seen < SESSION_STALE_SECONDS}
+        return {session_id for session_id, seen in self.sessions().items()
+                if self.now - seen < SESSION_STALE_SECONDS}
+
+    def sessions(self) -> dict[str, float]:
+        """Session ID -> when its record was last refreshed (storage mtime). Liveness needs
+        only the listing: a record that would not decode still counts as a session."""
+        return {session_id: info.mtime
+                for session_id, info in list_blobs(self.storage, (names.SESSION,))[
+                    names.SESSION].items()}
 
     def used_chunks(self) -> set[bytes]:
         """Every chunk a backup refers to, read through the index and the plans; any damage
@@ -381,9 +388,9 @@ class _Run:
     # --- metadata upkeep -------------------------------------------------------------------
 
     def clean_sessions(self) -> None:
-        for session in list_sessions(self.repository):
-            if self.now - session.seen >= SESSION_STALE_SECONDS:
-                self.storage.delete(names.key(names.SESSION, session.session_id))
+        for session_id, seen in self.sessions().items():
+            if self.now - seen >= SESSION_STALE_SECONDS:
+                self.storage.delete(names.key(names.SESSION, session_id))
                 self.report.sessions_removed += 1
 
 
