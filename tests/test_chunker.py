@@ -6,7 +6,7 @@ import tracemalloc
 import pytest
 from datalayer import SMALL_CHUNKER
 
-from corso_core.repo.chunker import ChunkerMissing, ChunkerParams, chunk_file
+from corso_core.repo.chunker import ChunkerMissing, ChunkerParams, chunk_file, read_buffer_size
 
 DEFAULT = ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
                         max_size=4 * 1024 * 1024)
@@ -123,3 +123,17 @@ def test_pyfastcdc_version_is_pinned():
     project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert "pyfastcdc==0.3.1" in project["project"]["dependencies"]
     assert pyfastcdc.__version__ == "0.3.1"
+
+
+def test_a_re_used_read_buffer_gives_the_same_chunks_file_after_file():
+    buffer = bytearray(read_buffer_size(SMALL_CHUNKER))
+    for size in (3 * 1024 * 1024 + 17, 100, 0, 16385):  # a large file first leaves stale bytes
+        data = fixed_input(size)[::-1]
+        fresh = [bytes(c) for c in chunk_file(SMALL_CHUNKER, io.BytesIO(data))]
+        re_used = [bytes(c) for c in chunk_file(SMALL_CHUNKER, io.BytesIO(data), buffer)]
+        assert re_used == fresh and b"".join(re_used) == data
+
+
+def test_a_read_buffer_too_small_is_refused():
+    with pytest.raises(ValueError, match="read buffer"):
+        next(chunk_file(SMALL_CHUNKER, io.BytesIO(b"data"), bytearray(10)))

@@ -30,7 +30,7 @@ from typing import Any
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, decode_tree, encode_tree
 from corso_core.errors import CorsoError, RepositoryError
-from corso_core.repo.chunker import chunk_file
+from corso_core.repo.chunker import chunk_file, read_buffer_size
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
@@ -86,11 +86,15 @@ class BackupResult:
 
 @dataclass
 class _FileRead:
+    """A file read to its end; its chunks may still be on the packers (Futures of _pack)."""
+
     meta: Any
-    chunks: list[tuple[bytes, int]]
+    pieces: list[Future]
     recent: bool
-    bytes_added: int
     counted: bool = False
+
+    def stored(self) -> bool:
+        return all(piece.done() for piece in self.pieces)
 
 
 @dataclass
@@ -102,7 +106,10 @@ class _PendingDir:
     tree_id: bytes | None = None
 
     def ready(self) -> bool:
-        return all(not isinstance(item, Future) or item.done() for _, item, _ in self.items)
+        return all(not isinstance(item, Future)
+                   or (item.done() and (item.exception() or item.result() is None
+                                        or item.result().stored()))
+                   for _, item, _ in self.items)
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -137,6 +144,7 @@ class _Backup:
         self.deduplicated = bytearray()
         self._dedup_lock = threading.Lock()
         self.root: bytes | None = None  # the root tree's ID, once the walk is over
+        self._reader_state = threading.local()  # each reader thread's re-used read buffer
 
     def _relied_on(self, chunk_ids) -> None:
         with self._dedup_lock:
@@ -163,27 +171,33 @@ class _Backup:
         finally:
             self.chunk_slots.release()
 
-    def _store_content(self, content: Content) -> list[tuple[bytes, int, int]]:
-        futures = []
-        try:
-            for piece in chunk_file(self.chunker, content.file):
-                self.chunk_slots.acquire()
-                # a copy, so the reader's large buffer is freed as soon as it is chunked
-                futures.append(self.packers.submit(self._pack, bytes(piece)))
-                self.progress.advance(nbytes=len(piece))
-        finally:
-            results = [f.result() for f in futures]  # wait for all, even after a read error
-        return results
+    def _store_content(self, content: Content, pieces: list[Future]) -> int:
+        """Chunk the file onto the packers (appending to `pieces`); the bytes read.
+
+        The reader does not wait for the packers: it goes on to the next file while they
+        compress this one's chunks, so reading and compressing overlap across files.
+        """
+        buffer = getattr(self._reader_state, "buffer", None)
+        if buffer is None:
+            buffer = self._reader_state.buffer = bytearray(read_buffer_size(self.chunker))
+        read = 0
+        for piece in chunk_file(self.chunker, content.file, buffer):
+            self.chunk_slots.acquire()
+            # a copy: the reader's buffer is overwritten by the next read
+            pieces.append(self.packers.submit(self._pack, bytes(piece)))
+            self.progress.advance(nbytes=len(piece))
+            read += len(piece)
+        return read
 
     def _read_file(self, node: Node) -> _FileRead | None:
         try:
             content = self.reader.open(node)
             if content is None:
                 return None
+            pieces: list[Future] = []
             try:
                 started = time.time_ns()
-                stored = self._store_content(content)
-                read = sum(size for _, size, _ in stored)
+                read = self._store_content(content, pieces)
                 why = content.changed() or (
                     None if read == content.meta.size else "changed while being read (size)")
             except OSError as e:
@@ -194,11 +208,8 @@ class _Backup:
                 self.problems.error(node.handle or node.name, why)
                 return None
             meta = content.meta
-            return _FileRead(
-                meta=meta, chunks=[(cid, size) for cid, size, _ in stored],
-                recent=started - max(meta.mtime_ns, meta.ctime_ns) < RECENT_NS,
-                bytes_added=sum(added for _, _, added in stored),
-            )
+            return _FileRead(meta=meta, pieces=pieces,
+                             recent=started - max(meta.mtime_ns, meta.ctime_ns) < RECENT_NS)
         finally:
             self.file_slots.release()
             self.progress.advance(files=1)
@@ -292,10 +303,12 @@ class _Backup:
                 read = item.result()
                 if read is None:
                     continue  # reported by the reader; never recorded torn or half-read
-                entry = Entry(node.name, read.meta, read.chunks, recent=read.recent)
+                stored = [piece.result() for piece in read.pieces]
+                entry = Entry(node.name, read.meta, [(cid, size) for cid, size, _ in stored],
+                              recent=read.recent)
                 if not read.counted:  # a hard link's second name reads and adds nothing
                     self.stats.bytes_read += read.meta.size
-                    self.stats.bytes_added += read.bytes_added
+                    self.stats.bytes_added += sum(added for _, _, added in stored)
                     read.counted = True
             elif isinstance(item, _PendingDir):
                 self.stats.dirs += 1

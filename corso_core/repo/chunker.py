@@ -73,22 +73,32 @@ def _size_hint(f: BinaryIO) -> int | None:
         return None
 
 
-def chunk_file(params: ChunkerParams, f: BinaryIO) -> Iterator[memoryview]:
+def read_buffer_size(params: ChunkerParams) -> int:
+    """The size of the buffer chunk_file reads into."""
+    return max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+
+
+def chunk_file(params: ChunkerParams, f: BinaryIO,
+               buffer: bytearray | None = None) -> Iterator[memoryview]:
     """Content-defined chunks of `f`, in order; together exactly the file's bytes.
 
     Cut points equal those of chunking the whole file in one buffer: a chunk is only cut where
     at least `max_size` bytes follow it in the buffer, or at the end of the file. Each chunk
-    stays valid after the next is produced (another thread may still be hashing it).
+    stays valid after the next is produced (another thread may still be hashing it), unless
+    `buffer` (of read_buffer_size bytes) is given: it is then read into and re-used, so each
+    chunk is valid only until the next is requested. Re-use spares a fresh, zeroed, page-
+    faulted buffer per file, all of it done holding the GIL.
     """
     cdc = _fastcdc(params)
-    block = max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+    block = read_buffer_size(params)
+    if buffer is not None and len(buffer) < block:
+        raise ValueError(f"read buffer of {len(buffer)} bytes, {block} needed")
     left = _size_hint(f)
     carry = memoryview(b"")
     while True:
         # One byte more than the file should have left: a short read then proves the end.
         size = block if left is None else max(min(block, len(carry) + left + 1), len(carry) + 1)
-        buffer = bytearray(size)
-        view = memoryview(buffer)
+        view = memoryview(bytearray(size) if buffer is None else buffer)[:size]
         view[: len(carry)] = carry
         got = _read_into(f, view[len(carry) :])
         if left is not None:
