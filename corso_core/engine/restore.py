@@ -35,8 +35,8 @@ Path = tuple[bytes, ...]
 #: Writer threads; each file is written by one of them (file creation and metadata calls wait
 #: on the filesystem, so more than the cores pays).
 WRITE_LANES = 4
-#: Chunks fetched and waiting for a writer, at most.
-WRITES_IN_FLIGHT = 32
+#: Chunks fetched and waiting for a writer, at most (32 measured no faster, ~20 MB more RSS).
+WRITES_IN_FLIGHT = 8
 
 
 @dataclass
