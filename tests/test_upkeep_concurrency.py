@@ -24,57 +24,65 @@ from corso_core.upkeep.verify import ALL, verify
 KEEP = 2  # each client deletes its older backups, so maintenance has garbage to collect
 
 
+def alongside(clients, maintainers) -> None:
+    """Run each client in a thread of its own, and each maintainer in one that loops until
+    every client is done (it is given that Event); then fail with any thread's error."""
+    errors: list[BaseException] = []
+    clients_done = threading.Event()
+
+    def guarded(work, *args) -> None:
+        try:
+            work(*args)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    client_threads = [threading.Thread(target=guarded, args=(c,)) for c in clients]
+    maintainer_threads = [threading.Thread(target=guarded, args=(m, clients_done))
+                          for m in maintainers]
+    for thread in maintainer_threads + client_threads:
+        thread.start()
+    for thread in client_threads:
+        thread.join()
+    clients_done.set()
+    for thread in maintainer_threads:
+        thread.join()
+    assert not errors, errors
+
+
 def race(open_storage, tmp_path, monkeypatch, window: float, rounds: int = 6) -> None:
     monkeypatch.setenv(SAFETY_WINDOW_ENV, str(window))
     pause = window / 2
     init_repository(open_storage(), PASSPHRASE)
     expected: dict[str, tuple] = {}  # backup ID -> (tree, snapshot when it was taken)
-    errors: list[BaseException] = []
-    clients_done = threading.Event()
     totals = {"packs_deleted": 0, "plans_finished": 0, "runs": 0}
     totals_lock = threading.Lock()
 
     def client(number: int) -> None:
-        try:
-            repository = open_repository(open_storage(), PASSPHRASE)
-            tree = make_tree(tmp_path / f"client-{number}" / "tree", number, files=5)
-            mine: list[str] = []
-            for day in range(rounds):
-                if day:
-                    time.sleep(pause)  # time passes between backups, as windows do
-                    edit(tree, number * 100 + day)
-                backup_id = back_up(repository, tree)
-                expected[backup_id] = (tree, snapshot(tree))
-                mine.append(backup_id)
-                if len(mine) > KEEP:
-                    gone = mine.pop(0)
-                    delete_manifests(repository, [gone])
-                    del expected[gone]
-        except BaseException as e:  # reported by the main thread
-            errors.append(e)
+        repository = open_repository(open_storage(), PASSPHRASE)
+        tree = make_tree(tmp_path / f"client-{number}" / "tree", number, files=5)
+        mine: list[str] = []
+        for day in range(rounds):
+            if day:
+                time.sleep(pause)  # time passes between backups, as windows do
+                edit(tree, number * 100 + day)
+            backup_id = back_up(repository, tree)
+            expected[backup_id] = (tree, snapshot(tree))
+            mine.append(backup_id)
+            if len(mine) > KEEP:
+                gone = mine.pop(0)
+                delete_manifests(repository, [gone])
+                del expected[gone]
 
-    def maintainer() -> None:
-        try:
-            repository = open_repository(open_storage(), PASSPHRASE)
-            while not clients_done.is_set():
-                report = run_maintenance(repository, **OWNER)
-                with totals_lock:
-                    totals["packs_deleted"] += report.packs_deleted
-                    totals["plans_finished"] += report.plans_finished
-                    totals["runs"] += 1
-        except BaseException as e:
-            errors.append(e)
+    def maintainer(clients_done: threading.Event) -> None:
+        repository = open_repository(open_storage(), PASSPHRASE)
+        while not clients_done.is_set():
+            report = run_maintenance(repository, **OWNER)
+            with totals_lock:
+                totals["packs_deleted"] += report.packs_deleted
+                totals["plans_finished"] += report.plans_finished
+                totals["runs"] += 1
 
-    clients = [threading.Thread(target=client, args=(n,)) for n in (1, 2, 3)]
-    maintainers = [threading.Thread(target=maintainer) for _ in range(2)]
-    for thread in maintainers + clients:
-        thread.start()
-    for thread in clients:
-        thread.join()
-    clients_done.set()
-    for thread in maintainers:
-        thread.join()
-    assert not errors, errors
+    alongside([lambda n=n: client(n) for n in (1, 2, 3)], [maintainer, maintainer])
 
     repository = open_repository(open_storage(), PASSPHRASE)
     # Maintenance really deleted data while backups ran (the test is not hollow).

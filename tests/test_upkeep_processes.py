@@ -10,6 +10,7 @@ rounds); this one proves nothing is shared between the clients but the repositor
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_repo_cli import Result, run_subprocess
+from test_upkeep_concurrency import alongside
 from test_upkeep_maintenance import edit
 from test_upkeep_verify import make_tree
 from trees import snapshot
@@ -53,49 +55,33 @@ def race(tmp_path: Path, location: list[str], window: float, rounds: int,
             machine("repo", "connect", *location, "--passphrase", PASSPHRASE)
 
     expected: dict[str, tuple] = {}  # backup ID -> (tree, snapshot when it was taken)
-    errors: list[BaseException] = []
-    clients_done = threading.Event()
     deleted_packs: list[int] = []
 
     def client(number: int) -> None:
-        try:
-            run = machines[f"client-{number}"]
-            tree = make_tree(tmp_path / f"tree-{number}" / "tree", number, files=5)
-            mine: list[str] = []
-            for day in range(rounds):
-                if day:
-                    time.sleep(window / 2)  # time passes between backups, as windows do
-                    edit(tree, number * 100 + day)
-                created = run("backup", "create", "files", "--path", str(tree), "--json")
-                backup_id = json.loads(created.out)["id"]
-                expected[backup_id] = (tree, snapshot(tree))
-                mine.append(backup_id)
-                if len(mine) > KEEP:
-                    gone = mine.pop(0)
-                    run("backup", "delete", "files", "--backups", gone)
-                    del expected[gone]
-        except BaseException as e:  # reported by the main thread
-            errors.append(e)
+        run = machines[f"client-{number}"]
+        tree = make_tree(tmp_path / f"tree-{number}" / "tree", number, files=5)
+        mine: list[str] = []
+        for day in range(rounds):
+            if day:
+                time.sleep(window / 2)  # time passes between backups, as windows do
+                edit(tree, number * 100 + day)
+            created = run("backup", "create", "files", "--path", str(tree), "--json")
+            backup_id = json.loads(created.out)["id"]
+            expected[backup_id] = (tree, snapshot(tree))
+            mine.append(backup_id)
+            if len(mine) > KEEP:
+                gone = mine.pop(0)
+                run("backup", "delete", "files", "--backups", gone)
+                del expected[gone]
 
-    def maintainer(name: str) -> None:
-        try:
-            while not clients_done.is_set():
-                report = machines[name]("repo", "maintenance", "--mode", "complete", "--json",
-                                        "--user", "upkeep", "--host", "scheduler")
-                deleted_packs.append(json.loads(report.out)["packs_deleted"])
-        except BaseException as e:
-            errors.append(e)
+    def maintainer(name: str, clients_done: threading.Event) -> None:
+        while not clients_done.is_set():
+            report = machines[name]("repo", "maintenance", "--mode", "complete", "--json",
+                                    "--user", "upkeep", "--host", "scheduler")
+            deleted_packs.append(json.loads(report.out)["packs_deleted"])
 
-    clients = [threading.Thread(target=client, args=(n,)) for n in (1, 2, 3)]
-    maintainers = [threading.Thread(target=maintainer, args=(m,)) for m in ("maint-1", "maint-2")]
-    for thread in maintainers + clients:
-        thread.start()
-    for thread in clients:
-        thread.join()
-    clients_done.set()
-    for thread in maintainers:
-        thread.join()
-    assert not errors, errors
+    alongside([lambda n=n: client(n) for n in (1, 2, 3)],
+              [functools.partial(maintainer, m) for m in ("maint-1", "maint-2")])
     # Maintenance really deleted packs while backups ran (else the test proves nothing).
     assert len(deleted_packs) >= 2 and sum(deleted_packs) >= 1, deleted_packs
 
