@@ -9,10 +9,8 @@ and the rest is still read, so one bad blob never hides the others.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import blake3
 
@@ -20,16 +18,19 @@ from corso_core.engine.tree import Entry, decode_tree
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.cache import BlobCache
-from corso_core.repo.index import IndexEntry, Location, decode_index
+from corso_core.repo.index import IndexEntry, decode_index
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.packs import open_chunk
 from corso_core.repo.plans import Plan, decode_plan
 from corso_core.sources.source import DIR, FILE
 from corso_core.storage.interface import BlobInfo
+from corso_core.upkeep.chunk_map import ChunkMap, PackRef, Readable
 
 #: Every kind of blob the inventory lists, in the order reports show them.
 KINDS = (names.DATA_PACK, names.TREE_PACK, names.INDEX, names.MANIFEST, names.SESSION)
-PackRef = tuple[str, str]  # (kind, name)
+#: Bytes of index blobs decoded at once: ~190k entries, held as Python objects (~300 B each)
+#: until folded into the compact map; small blobs (a backup's checkpoints) are read 8 at once.
+INDEX_BATCH_BYTES = 8 << 20
 
 
 def list_blobs(storage, kinds=KINDS) -> dict[str, dict[str, BlobInfo]]:
@@ -65,11 +66,13 @@ def _load_all(names_, load):
     return values, damaged
 
 
-def load_index_blobs(repository, index_names, *, cached: bool = False
-                     ) -> tuple[dict[str, list[IndexEntry]], dict[str, str]]:
-    """Decoded index blobs by name, and the damaged ones with why. `cached`: through the local
-    cache (maintenance reads them several times a run); never for verify and repair, which
-    must see what is stored."""
+def load_index(repository, index_blobs: dict[str, BlobInfo], *, cached: bool = False
+               ) -> tuple[ChunkMap, dict[str, set[PackRef]], dict[str, str]]:
+    """The union of the index blobs listed, the packs each one lists, and the damaged ones
+    with why. Read a batch (INDEX_BATCH_BYTES) at a time and folded into the compact map, so
+    only that batch's decoded entries are held at once. `cached`: through the local cache
+    (maintenance reads them several times a run); never for verify and repair, which must see
+    what is stored."""
     storage, keys = repository.storage, repository.keys
     cache = BlobCache(repository.repository_id) if cached else None
 
@@ -78,7 +81,24 @@ def load_index_blobs(repository, index_names, *, cached: bool = False
         decode = functools.partial(decode_index, keys, name)
         return cache.fetch(storage, key, decode) if cache else decode(storage.get(key))
 
-    return _load_all(index_names, load)
+    union, packs_by_blob, damaged = ChunkMap(), {}, {}
+
+    def fold(batch: list[str]) -> None:
+        blobs, bad = _load_all(batch, load)
+        damaged.update(bad)
+        for name, entries in blobs.items():
+            union.update([entries])
+            packs_by_blob[name] = {(location.kind, location.pack) for _, location in entries}
+
+    batch, batch_bytes = [], 0
+    for name, info in index_blobs.items():
+        batch.append(name)
+        batch_bytes += info.size
+        if batch_bytes >= INDEX_BATCH_BYTES:
+            fold(batch)
+            batch, batch_bytes = [], 0
+    fold(batch)
+    return union, packs_by_blob, damaged
 
 
 def load_manifests(repository, backup_ids) -> tuple[dict[str, dict], dict[str, str]]:
@@ -97,53 +117,6 @@ def load_plans(repository, plan_ids) -> tuple[dict[str, Plan], dict[str, str]]:
     storage, keys = repository.storage, repository.keys
     return _load_all(plan_ids, lambda plan_id: decode_plan(
         keys, plan_id, storage.get(names.key(names.PLAN, plan_id))))
-
-
-@dataclass
-class ChunkMap:
-    """The union of index blobs, kept per pack: where every chunk is, and what every pack
-    holds according to the index (a chunk may be in several packs)."""
-
-    chunks: dict[bytes, list[Location]] = field(default_factory=lambda: defaultdict(list))
-    packs: dict[PackRef, dict[bytes, tuple[int, int]]] = field(
-        default_factory=lambda: defaultdict(dict))
-
-    def add(self, chunk_id: bytes, location: Location) -> None:
-        ref = (location.kind, location.pack)
-        if chunk_id not in self.packs[ref]:
-            self.packs[ref][chunk_id] = (location.offset, location.length)
-            self.chunks[chunk_id].append(location)
-
-    @classmethod
-    def of(cls, entry_lists) -> ChunkMap:
-        union = cls()
-        for entries in entry_lists:
-            for chunk_id, location in entries:
-                union.add(chunk_id, location)
-        return union
-
-
-@dataclass
-class Readable:
-    """Where backups may be read from: the index, and the entries deletion plans took out of
-    it (readable until the plan is finished: docs/format.md, "Maintenance"). Two maps, so the
-    large one, the index, is never copied."""
-
-    index: ChunkMap
-    planned: ChunkMap
-
-    @classmethod
-    def of(cls, index: ChunkMap, plans: dict[str, Plan]) -> Readable:
-        return cls(index, ChunkMap.of(plan.entries for plan in plans.values()))
-
-    def locations(self, chunk_id: bytes) -> list[Location]:
-        return self.index.chunks.get(chunk_id, []) + self.planned.chunks.get(chunk_id, [])
-
-    def packs(self) -> set[PackRef]:
-        return set(self.index.packs) | set(self.planned.packs)
-
-    def entries(self, ref: PackRef) -> dict[bytes, tuple[int, int]]:
-        return {**self.planned.packs.get(ref, {}), **self.index.packs.get(ref, {})}
 
 
 class ChunkReader:

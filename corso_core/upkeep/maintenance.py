@@ -32,15 +32,13 @@ from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
 from corso_core.repo.sessions import REFRESH_SECONDS
 from corso_core.storage.interface import BlobInfo
+from corso_core.upkeep.chunk_map import PackRef, Readable
 from corso_core.upkeep.inventory import (
     KINDS,
-    ChunkMap,
     ChunkReader,
-    PackRef,
-    Readable,
     chunk_matches,
     list_blobs,
-    load_index_blobs,
+    load_index,
     load_manifests,
     load_plans,
     referenced_chunks,
@@ -122,16 +120,12 @@ class _Run:
     def load(self) -> None:
         """The listing, the index blobs and the plans, as they are now."""
         self.listing = list_blobs(self.storage, (*KINDS, names.PLAN))
-        blobs, damaged = load_index_blobs(self.repository, list(self.listing[names.INDEX]),
-                                          cached=True)
+        self.index, self.index_blobs, damaged = load_index(
+            self.repository, self.listing[names.INDEX], cached=True)
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} index "
                             f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
                             "corso repo repair")
-        self.index = ChunkMap.of(blobs.values())
-        #: Each index blob read, and the packs it lists (the entries are in self.index).
-        self.index_blobs = {name: {(loc.kind, loc.pack) for _, loc in entries}
-                            for name, entries in blobs.items()}
         self.plans, damaged = load_plans(self.repository, list(self.listing[names.PLAN]))
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: "
@@ -193,9 +187,8 @@ class _Run:
     def replace_index(self, drop: set[PackRef], extra: list[IndexEntry]) -> None:
         """Merge every index blob read into new ones, without the packs in `drop` and with
         `extra`; then delete the blobs read (a blob written meanwhile by a backup stays)."""
-        entries = [IndexEntry(chunk_id, Location(kind, pack, offset, length))
-                   for (kind, pack), chunks in self.index.packs.items() if (kind, pack) not in drop
-                   for chunk_id, (offset, length) in chunks.items()]
+        entries = [entry for ref in self.index.pack_refs() if ref not in drop
+                   for entry in self.index.index_entries(ref)]
         self.write_index(entries + extra)
         for name in self.index_blobs:
             self.storage.delete(names.key(names.INDEX, name))
@@ -232,9 +225,9 @@ class _Run:
             for entry in plan.entries:
                 by_pack.setdefault((entry.location.kind, entry.location.pack), []).append(entry)
             for ref in plan.packs:
-                needed = any(e.chunk_id in used and e.chunk_id not in self.index.chunks
+                needed = any(e.chunk_id in used and e.chunk_id not in self.index
                              for e in by_pack.get(ref, ()))
-                if ref in self.index.packs:
+                if self.index.has_pack(ref):
                     self.report.packs_kept += 1  # indexed again since the plan: in use
                 elif needed:
                     restore += by_pack[ref]
@@ -298,16 +291,11 @@ class _Run:
         def old(ref: PackRef) -> bool:
             return self.now - stored[ref].mtime >= self.window
 
-        # One copy of each used chunk counts as used: the first in a pack that is stored.
         used_bytes: Counter[PackRef] = Counter()
-        canonical: dict[bytes, PackRef] = {}
         for chunk_id in used:
-            for location in self.index.chunks.get(chunk_id, ()):
-                ref = (location.kind, location.pack)
-                if ref in stored:
-                    canonical[chunk_id] = ref
-                    used_bytes[ref] += location.length
-                    break
+            location = self.counted_copy(chunk_id, stored)
+            if location is not None:
+                used_bytes[(location.kind, location.pack)] += location.length
         candidates = [ref for ref in stored if ref not in planned and ref not in protected
                       and old(ref)]
         unused_packs = [ref for ref in candidates if not used_bytes[ref]]
@@ -326,13 +314,11 @@ class _Run:
         self.report.unused_bytes_after = max(remaining, 0)
         if not unused_packs and not rewrite:
             return None
-        copies = self.copy_used(rewrite, canonical)
+        copies = self.copy_used(rewrite, used, stored)
         goners = set(unused_packs) | set(rewrite)
         plan_id = names.new_short_id()
-        entries = tuple(IndexEntry(chunk_id, Location(kind, pack, offset, length))
-                        for kind, pack in sorted(goners)
-                        for chunk_id, (offset, length) in self.index.packs.get((kind, pack),
-                                                                              {}).items())
+        entries = tuple(entry for ref in sorted(goners)
+                        for entry in self.index.index_entries(ref))
         key = names.key(names.PLAN, plan_id)
         keys = self.repository.keys
         self.storage.put_new(key, encode_plan(keys, Plan(plan_id, None, tuple(sorted(goners)),
@@ -348,8 +334,15 @@ class _Run:
         self.report.packs_rewritten += len(rewrite)
         return plan_id
 
-    def copy_used(self, packs: list[PackRef], canonical: dict[bytes, PackRef]
-                  ) -> list[IndexEntry]:
+    def counted_copy(self, chunk_id: bytes, stored) -> Location | None:
+        """The copy of a used chunk that counts as used (and is kept): the first indexed in a
+        pack that is stored. Worked out again when needed rather than held for every chunk."""
+        for location in self.index.locations(chunk_id):
+            if (location.kind, location.pack) in stored:
+                return location
+        return None
+
+    def copy_used(self, packs: list[PackRef], used: set[bytes], stored) -> list[IndexEntry]:
         """Copy the used chunks of `packs` into new packs (authenticated and re-hashed on
         the way: damage is never copied); the new packs' index entries."""
         writers: dict[str, PackWriter] = {}
@@ -366,8 +359,11 @@ class _Run:
                 blob = self.storage.get(names.key(kind, pack))
             except NotFound:
                 continue  # another run rewrote it first: its chunks are copied already
-            for chunk_id, (offset, length) in self.index.packs[(kind, pack)].items():
-                if canonical.get(chunk_id) != (kind, pack):
+            for chunk_id, (offset, length) in self.index.pack_entries((kind, pack)).items():
+                if chunk_id not in used:
+                    continue
+                counted = self.counted_copy(chunk_id, stored)
+                if (counted.kind, counted.pack) != (kind, pack):
                     continue
                 sealed = blob[offset : offset + length]
                 plain = open_chunk(self.repository.keys, chunk_id, sealed)

@@ -17,14 +17,8 @@ from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.index import IndexEntry, Location, encode_index
 from corso_core.repo.packs import read_header
-from corso_core.upkeep.inventory import (
-    KINDS,
-    ChunkMap,
-    Readable,
-    list_blobs,
-    load_index_blobs,
-    load_plans,
-)
+from corso_core.upkeep.chunk_map import Readable
+from corso_core.upkeep.inventory import KINDS, list_blobs, load_index, load_plans
 from corso_core.upkeep.maintenance import INDEX_BLOB_ENTRIES
 from corso_core.upkeep.verify import verify
 
@@ -46,9 +40,9 @@ def run_repair(repository, progress: Progress | None = None) -> RepairReport:
     storage, keys = repository.storage, repository.keys
     report = RepairReport()
     listing = list_blobs(storage, (*KINDS, names.PLAN))
-    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
+    index, _, damaged_index = load_index(repository, listing[names.INDEX])
     plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
-    covered = Readable.of(ChunkMap.of(index_blobs.values()), plans).packs()
+    covered = Readable.of(index, plans).packs()
     uncovered = sorted((kind, name) for kind in names.PACK_KINDS for name in listing[kind]
                        if (kind, name) not in covered)
     entries: list[IndexEntry] = []

@@ -25,15 +25,13 @@ from corso_core.repo import names
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
 from corso_core.repo.packs import decode_header, header_size, open_chunk
 from corso_core.sources.source import FILE
+from corso_core.upkeep.chunk_map import ChunkMap, PackRef, Readable
 from corso_core.upkeep.inventory import (
     KINDS,
-    ChunkMap,
     ChunkReader,
-    PackRef,
-    Readable,
     chunk_matches,
     list_blobs,
-    load_index_blobs,
+    load_index,
     load_manifests,
     load_plans,
     walk_backup,
@@ -161,7 +159,8 @@ def _read_pack(repository, ref: PackRef, indexed: dict[bytes, tuple[int, int]]
 
 def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport) -> None:
     """Every pack the index names is stored, as large as its indexed entries make it."""
-    for (kind, name), entries in sorted(chunk_map.packs.items()):
+    for kind, name in sorted(chunk_map.pack_refs()):
+        entries = chunk_map.pack_entries((kind, name))
         info = listing[kind].get(name)
         expected = sum(length for _, length in entries.values()) + header_size(len(entries))
         if info is None:
@@ -230,14 +229,12 @@ def verify(repository, read_data: Subset | None = None,
     report = VerifyReport()
     _check_format(repository, report)
     listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
-    index_blobs, damaged_index = load_index_blobs(repository, list(listing[names.INDEX]))
+    chunk_map, _, damaged_index = load_index(repository, listing[names.INDEX])
     for name, why in sorted(damaged_index.items()):
         report.problem(names.key(names.INDEX, name), why)
     plans, damaged_plans = load_plans(repository, list(listing[names.PLAN]))
     for name, why in sorted(damaged_plans.items()):
         report.problem(names.key(names.PLAN, name), why)
-    chunk_map = ChunkMap.of(index_blobs.values())
-    del index_blobs  # the map holds it all, more compactly
     readable = Readable.of(chunk_map, plans)  # what backups may be read from
 
     _check_packs(chunk_map, listing, report)
