@@ -1,4 +1,5 @@
-"""`corso repo status` shows backups, blobs by kind, and the last maintenance and verify."""
+"""`corso repo status` shows backups, blobs by kind, and the last maintenance and verify with
+the requests by kind each made."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def test_status_shows_backups_blobs_by_kind_last_maintenance_and_verify(connecte
     assert status["last_maintenance"]["mode"] == "metadata"
     assert status["last_maintenance"]["user"] == "u"
     assert status["last_verify"]["clean"] and status["last_verify"]["packs_read"] == 2
+    # Requests by kind of each run: verify read the two packs, the index blob, the manifest
+    # and both format blobs, and wrote nothing but its record (counted after it was taken).
+    verified = status["last_verify"]["requests"]
+    assert verified["GET"] >= 2 + 1 + 1 + 2 and verified["LIST"] >= 1, verified
+    assert "PUT" not in verified and "DELETE" not in verified, verified
+    maintained = status["last_maintenance"]["requests"]  # the owner record, the merge
+    assert maintained["PUT"] >= 1 and maintained["LIST"] >= 1, maintained
     text = corso("repo", "status").out
-    assert "backups:        1" in text and "clean, 2 of 2 packs read" in text
-    assert "last maintenance: " in text and "metadata, by u@h" in text
+    assert "backups:        1" in text and "clean, 2 of 2 packs read; requests: " in text
+    assert f"{verified['GET']} GET" in text
+    assert "last maintenance: " in text and "metadata, by u@h; requests: " in text

@@ -43,7 +43,7 @@ from corso_core.upkeep.inventory import (
     load_plans,
     referenced_chunks,
 )
-from corso_core.upkeep.records import MAINTAINED, claim_owner, write_record
+from corso_core.upkeep.records import MAINTAINED, claim_owner, requests_made, write_record
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +399,7 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
         raise ValueError(f"mode {mode!r}, safety {safety!r}")
     progress = progress or Progress()
     report = MaintenanceReport(mode, safety)
+    requests_before = dict(repository.storage.counts.requests)
     now = claim_owner(repository, user, host, force)
     report.before = space(repository.storage.list())
     window = safety_window() if safety == "full" else 0.0
@@ -423,6 +424,7 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
     finally:
         progress.stop()
     report.after = space(repository.storage.list())
-    write_record(repository, MAINTAINED, {"user": user, "host": host, "mode": mode,
-                                          "safety": safety, "after": report.after})
+    write_record(repository, MAINTAINED, {
+        "user": user, "host": host, "mode": mode, "safety": safety, "after": report.after,
+        "requests": requests_made(repository.storage, requests_before)})
     return report

@@ -26,6 +26,13 @@ CLOCK = "clock"
 OWNER_STALE_SECONDS = 7 * 24 * 3600.0
 
 
+def requests_made(storage, before: dict[str, int]) -> dict[str, int]:
+    """Requests by kind (GET, PUT, …) the storage made since its counts were `before`: what a
+    run cost on metered storage, recorded for repo status."""
+    return {kind: n - before.get(kind, 0) for kind, n in sorted(storage.counts.requests.items())
+            if n > before.get(kind, 0)}
+
+
 def write_record(repository, name: str, record: dict) -> float:
     """Replace the record; returns its storage mtime (the storage's 'now')."""
     key = names.key(names.UPKEEP, name)

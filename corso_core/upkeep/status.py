@@ -1,5 +1,6 @@
 """What `repo status` adds for upkeep: backups, blobs and bytes by kind, and when maintenance
-and verify last ran (by the storage's clock) with what they found."""
+and verify last ran (by the storage's clock) with what they found and the requests by kind
+they made (what they cost on metered storage)."""
 
 from __future__ import annotations
 
@@ -42,14 +43,18 @@ def status_lines(status: dict) -> list[str]:
             return what["damaged"]
         return f"{what['at']} ({summary(what)})"
 
+    def requests(what: dict) -> str:
+        made = what.get("requests") or {}
+        return "; requests: " + (", ".join(f"{n} {kind}" for kind, n in made.items()) or "none")
+
     lines = [f"backups:        {status['backups']}"]
     lines += [f"  {kind + ':':14}{v['objects']} ({v['bytes']} bytes)"
               for kind, v in status["blobs_by_kind"].items()]
     lines.append("last maintenance: " + last(
         status["last_maintenance"], lambda m: f"{m.get('mode')}, by {m.get('user')}@"
-                                              f"{m.get('host')}"))
+                                              f"{m.get('host')}{requests(m)}"))
     lines.append("last verify:      " + last(
         status["last_verify"], lambda v: ("clean" if v.get("clean") else
                                           f"{v.get('problems')} problem(s)")
-        + f", {v.get('packs_read')} of {v.get('packs')} packs read"))
+        + f", {v.get('packs_read')} of {v.get('packs')} packs read{requests(v)}"))
     return lines

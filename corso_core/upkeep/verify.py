@@ -36,7 +36,7 @@ from corso_core.upkeep.inventory import (
     load_plans,
     walk_backup,
 )
-from corso_core.upkeep.records import VERIFIED, write_record
+from corso_core.upkeep.records import VERIFIED, requests_made, write_record
 
 READ_THREADS = 4
 log = logging.getLogger(__name__)
@@ -227,6 +227,7 @@ def verify(repository, read_data: Subset | None = None,
            progress: Progress | None = None) -> VerifyReport:
     """Check the repository (see the module docstring); never raises for damage it finds."""
     report = VerifyReport()
+    requests_before = dict(repository.storage.counts.requests)
     _check_format(repository, report)
     listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
     chunk_map, _, damaged_index = load_index(repository, listing[names.INDEX])
@@ -255,7 +256,9 @@ def verify(repository, read_data: Subset | None = None,
         write_record(repository, VERIFIED, {"clean": report.clean,
                                             "packs_read": report.packs_read,
                                             "packs": report.packs,
-                                            "problems": len(report.problems)})
+                                            "problems": len(report.problems),
+                                            "requests": requests_made(repository.storage,
+                                                                      requests_before)})
     except StorageError as e:  # read-only credentials may verify too
         log.warning("could not record this verify for repo status: %s", e)
     return report
