@@ -318,6 +318,9 @@ class _Backup:
             if entry.meta.kind == FILE:
                 self._count_file(entry, read_now=isinstance(item, Future), known=known)
             entries.append(entry)
+        # The parent needs only the tree ID: dropping the items frees this directory's futures
+        # and file records now, not when the whole walk is done (memory stays O(in flight)).
+        pending.items = []
         data = encode_tree(entries)
         pending.tree_id = self.store.chunk_id(data)
         added = self.store.put(pending.tree_id, data, kind="tree")
