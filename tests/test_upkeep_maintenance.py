@@ -20,13 +20,14 @@ from trees import TEST_CHUNK, snapshot
 from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.errors import Corrupted, RepositoryError
 from corso_core.repo import names
+from corso_core.repo.index import decode_index
 from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
 from corso_core.repo.repository import init_repository
 from corso_core.repo.sessions import SessionRecord, list_sessions
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import FILE
 from corso_core.storage.filesystem import FilesystemStorage
-from corso_core.upkeep import records
+from corso_core.upkeep import maintenance, records
 from corso_core.upkeep.inventory import list_blobs
 from corso_core.upkeep.maintenance import SAFETY_WINDOW_ENV, run_maintenance
 from corso_core.upkeep.verify import ALL, verify
@@ -95,6 +96,25 @@ def test_hundred_backups_leave_one_index_blob_after_metadata_maintenance(reposit
     assert report.index_blobs_merged >= 100 and count(repository, names.INDEX) == 1
     assert report.before["index"]["objects"] >= 100 and report.after["index"]["objects"] == 1
     assert verify(repository).clean
+
+
+def test_merged_index_is_written_in_blobs_of_at_most_the_limit(repository, tmp_path,
+                                                                monkeypatch):
+    back_up(repository, make_tree(tmp_path / "a", 1, files=6))
+    back_up(repository, make_tree(tmp_path / "b", 2, files=6))
+    entries = sum(len(entries) for entries in all_index_entries(repository))
+    monkeypatch.setattr(maintenance, "INDEX_BLOB_ENTRIES", 4)
+    maintain(repository, mode="metadata")
+    sizes = sorted(len(entries) for entries in all_index_entries(repository))
+    assert sum(sizes) == entries and max(sizes) == 4 and len(sizes) == -(-entries // 4), sizes
+    assert verify(repository, ALL).clean
+
+
+def all_index_entries(repository) -> list[list]:
+    index_blobs = list_blobs(repository.storage, (names.INDEX,))[names.INDEX]
+    return [decode_index(repository.keys, name,
+                         repository.storage.get(names.key(names.INDEX, name)))
+            for name in index_blobs]
 
 
 def test_two_phase_delete_waits_for_the_window_and_for_running_backups(repository, tmp_path,

@@ -16,6 +16,7 @@ waiting for sessions: only for a repository no other client is writing to.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter
@@ -175,21 +176,22 @@ class _Run:
 
     # --- writing -----------------------------------------------------------------------
 
-    def write_index(self, entries: list[IndexEntry]) -> None:
-        """New index blobs of at most INDEX_BLOB_ENTRIES entries, named by this run."""
-        for start in range(0, len(entries), INDEX_BLOB_ENTRIES):
+    def write_index(self, entries: Iterable[IndexEntry]) -> None:
+        """New index blobs of at most INDEX_BLOB_ENTRIES entries, named by this run; `entries`
+        is consumed a blob's worth at a time (the merged index is never one list)."""
+        entries = iter(entries)
+        while batch := list(itertools.islice(entries, INDEX_BLOB_ENTRIES)):
             name = names.index_name(self.session_id, self.sequence)
             self.sequence += 1
             self.storage.put_new(names.key(names.INDEX, name),
-                                 encode_index(self.repository.keys, name,
-                                              entries[start : start + INDEX_BLOB_ENTRIES]))
+                                 encode_index(self.repository.keys, name, batch))
 
     def replace_index(self, drop: set[PackRef], extra: list[IndexEntry]) -> None:
         """Merge every index blob read into new ones, without the packs in `drop` and with
         `extra`; then delete the blobs read (a blob written meanwhile by a backup stays)."""
-        entries = [entry for ref in self.index.pack_refs() if ref not in drop
-                   for entry in self.index.index_entries(ref)]
-        self.write_index(entries + extra)
+        kept = (entry for ref in self.index.pack_refs() if ref not in drop
+                for entry in self.index.index_entries(ref))
+        self.write_index(itertools.chain(kept, extra))
         for name in self.index_blobs:
             self.storage.delete(names.key(names.INDEX, name))
         self.report.index_blobs_merged += len(self.index_blobs)
