@@ -28,9 +28,9 @@ from corso_core.upkeep.chunk_map import ChunkMap, PackRef, Readable
 
 #: Every kind of blob the inventory lists, in the order reports show them.
 KINDS = (names.DATA_PACK, names.TREE_PACK, names.INDEX, names.MANIFEST, names.SESSION)
-#: Bytes of index blobs decoded at once: ~190k entries, held as Python objects (~300 B each)
-#: until folded into the compact map; small blobs (a backup's checkpoints) are read 8 at once.
-INDEX_BATCH_BYTES = 8 << 20
+#: Bytes of index blobs decoded at once (~24k entries, ~250 B each as Python objects until
+#: folded into the compact map): small blobs (a backup's checkpoints) are still read 8 at once.
+INDEX_BATCH_BYTES = 1 << 20
 
 
 def list_blobs(storage, kinds=KINDS) -> dict[str, dict[str, BlobInfo]]:

@@ -58,8 +58,10 @@ SAFETY_WINDOW_ENV = "CORSO_TEST_SAFETY_WINDOW"
 SESSION_STALE_SECONDS = 5 * REFRESH_SECONDS
 #: Leftovers of interrupted uploads older than this are removed.
 UPLOAD_LEFTOVER_SECONDS = 24 * 3600.0
-#: Entries per merged index blob (44 bytes each: about 11 MiB a blob).
-INDEX_BLOB_ENTRIES = 250_000
+#: Entries per merged index blob (44 bytes each: about 4.4 MiB a blob). Every reader decodes a
+#: whole blob into Python objects (~250 bytes an entry) before folding it into its compact
+#: index: this bounds that passing peak to ~25 MB (250,000 entries made it ~60 MB).
+INDEX_BLOB_ENTRIES = 100_000
 SPACE_KINDS = (*KINDS, names.PLAN)
 
 
@@ -121,6 +123,7 @@ class _Run:
     def load(self) -> None:
         """The listing, the index blobs and the plans, as they are now."""
         self.listing = list_blobs(self.storage, (*KINDS, names.PLAN))
+        self.index = None  # the previous map goes first: two are never held at once
         self.index, self.index_blobs, damaged = load_index(
             self.repository, self.listing[names.INDEX], cached=True)
         if damaged:
