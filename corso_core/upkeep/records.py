@@ -50,15 +50,21 @@ def read_record(repository, name: str) -> tuple[dict, float] | None:
         blob = repository.storage.get(key)
     except NotFound:
         return None
-    plain = unseal(repository.keys.metadata, blob,
-                   metadata_associated_data(names.UPKEEP, name), f"upkeep record {name}")
+    return open_record(repository, names.UPKEEP, name, blob), info.mtime
+
+
+def open_record(repository, kind: str, name: str, blob: bytes) -> dict:
+    """A sealed JSON record (an upkeep or session record) authenticated under its own key,
+    so one swapped for another fails; Corrupted naming it otherwise."""
+    what = f"{kind} record {name}"
+    plain = unseal(repository.keys.metadata, blob, metadata_associated_data(kind, name), what)
     try:
         record = json.loads(plain)
         if not isinstance(record, dict):
             raise ValueError
     except ValueError:
-        raise Corrupted(f"upkeep record {name} is corrupted: not a JSON object") from None
-    return record, info.mtime
+        raise Corrupted(f"{what} is corrupted: not a JSON object") from None
+    return record
 
 
 def default_owner() -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """`corso repo verify`: check that every backup can be restored, and name what cannot.
 
-Structure (always): both format blobs decode; every index blob and manifest authenticates;
+Structure (always): both format blobs decode; every index blob, manifest, deletion plan,
+session and upkeep record authenticates;
 every pack the index names exists with the size its entries add up to; every backup's trees
 are read (authenticated, re-hashed) and every file's chunks resolve through the index to an
 existing pack. `--read-data` (or a subset of packs) also downloads packs, authenticates their
@@ -36,7 +37,7 @@ from corso_core.upkeep.inventory import (
     load_plans,
     walk_backup,
 )
-from corso_core.upkeep.records import VERIFIED, requests_made, write_record
+from corso_core.upkeep.records import VERIFIED, open_record, requests_made, write_record
 
 READ_THREADS = 4
 log = logging.getLogger(__name__)
@@ -122,6 +123,20 @@ def _check_format(repository, report: VerifyReport) -> None:
     if len(blobs) == 2 and not report.problems and blobs[FORMAT_KEY] != blobs[FORMAT_COPY_KEY]:
         report.problem(FORMAT_COPY_KEY, f"{FORMAT_COPY_KEY} differs from {FORMAT_KEY} (an "
                                         "interrupted passphrase change?)")
+
+
+def _check_records(repository, listing, report: VerifyReport) -> None:
+    """Every session and upkeep record authenticates under its own name. A deleted one cannot
+    be told from one never written or gone as it should (a session's record goes when it
+    ends); maintenance counts a session from its listing alone, so damage keeps it waited for."""
+    for kind in (names.SESSION, names.UPKEEP):
+        for name in sorted(listing[kind]):
+            try:
+                open_record(repository, kind, name, repository.storage.get(names.key(kind, name)))
+            except NotFound:
+                continue  # the session ended meanwhile
+            except Corrupted as e:
+                report.problem(names.key(kind, name), str(e))
 
 
 def _read_pack(repository, ref: PackRef, indexed: dict[bytes, tuple[int, int]]
@@ -229,7 +244,8 @@ def verify(repository, read_data: Subset | None = None,
     report = VerifyReport()
     requests_before = dict(repository.storage.counts.requests)
     _check_format(repository, report)
-    listing = list_blobs(repository.storage, (*KINDS, names.PLAN))
+    listing = list_blobs(repository.storage, (*KINDS, names.PLAN, names.UPKEEP))
+    _check_records(repository, listing, report)  # before this run replaces its own record
     chunk_map, _, damaged_index = load_index(repository, listing[names.INDEX])
     for name, why in sorted(damaged_index.items()):
         report.problem(names.key(names.INDEX, name), why)
