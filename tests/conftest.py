@@ -8,9 +8,9 @@ from corso_core.repo.format import TEST_CHEAP_KDF_ENV
 
 os.environ[TEST_CHEAP_KDF_ENV] = "1"
 
-#: S3 servers (SeaweedFS, moto with IAM) as fixtures: tests/s3_servers.py; the backup engine's
-#: repository and tricky tree: tests/engine_fixtures.py.
-pytest_plugins = ["s3_servers", "engine_fixtures"]
+#: Fixtures: the CLI runner (tests/cli_fixtures.py), S3 servers (SeaweedFS, moto with IAM:
+#: tests/s3_servers.py), the backup engine's repository and tricky tree (tests/engine_fixtures.py).
+pytest_plugins = ["cli_fixtures", "s3_servers", "engine_fixtures"]
 
 
 @pytest.fixture(autouse=True)

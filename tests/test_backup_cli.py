@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_repo_cli import CORSO, corso, one_error_line  # noqa: F401 (corso is a fixture)
+from cli_fixtures import CORSO, one_error_line
 from test_repo_cli import snapshot as files_and_mtimes
 from trees import snapshot
 
@@ -24,7 +24,7 @@ from corso_core.errors import Incomplete
 
 
 @pytest.fixture
-def connected(tmp_path, corso, small_chunks, monkeypatch) -> Path:  # noqa: F811
+def connected(tmp_path, corso, small_chunks, monkeypatch) -> Path:
     """A connected small-chunk filesystem repository; its passphrase in the environment."""
     path = tmp_path / "repo"
     assert corso("repo", "init", "filesystem", "--path", str(path), "--passphrase", "pw").code == 0
@@ -32,13 +32,13 @@ def connected(tmp_path, corso, small_chunks, monkeypatch) -> Path:  # noqa: F811
     return path
 
 
-def create(corso, *args) -> str:  # noqa: F811
+def create(corso, *args) -> str:
     result = corso("backup", "create", "files", "--json", *args)
     assert result.code == 0 and result.err == "", result
     return json.loads(result.out)["id"]
 
 
-def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_path):  # noqa: F811
+def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_path):
     text = corso("backup", "create", "files", "--path", tricky_tree, "--tag", "env=test")
     assert text.code == 0 and text.err == ""  # no progress: stderr is not a terminal
     assert "files:    16 new, 0 changed, 0 unchanged" in text.out
@@ -69,7 +69,7 @@ def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_p
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
 
 
-def test_second_backup_summary_counts_unchanged_files(connected, corso, tmp_path):  # noqa: F811
+def test_second_backup_summary_counts_unchanged_files(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a").write_bytes(b"a" * 1000)
     time.sleep(1.1)
@@ -83,7 +83,7 @@ def test_second_backup_summary_counts_unchanged_files(connected, corso, tmp_path
 # --- bad input: one line, non-zero exit, nothing lost --------------------------------------
 
 
-def test_a_missing_path_writes_nothing(connected, corso, tmp_path):  # noqa: F811
+def test_a_missing_path_writes_nothing(connected, corso, tmp_path):
     before = files_and_mtimes(connected)
     result = corso("backup", "create", "files", "--path", str(tmp_path / "absent"))
     one_error_line(result, 2, "absent: no such file or directory")
@@ -96,7 +96,7 @@ def test_a_missing_path_writes_nothing(connected, corso, tmp_path):  # noqa: F81
     ["backup", "delete", "files", "--backups", "0123456789abcdef"],
     ["restore", "files", "--destination", "DEST", "--backup", "../../etc"],
 ])
-def test_a_backup_id_that_does_not_exist(connected, corso, tmp_path, command):  # noqa: F811
+def test_a_backup_id_that_does_not_exist(connected, corso, tmp_path, command):
     (tmp_path / "t").mkdir()
     kept = create(corso, "--path", str(tmp_path / "t"))
     dest = str(tmp_path / "dest")
@@ -106,7 +106,7 @@ def test_a_backup_id_that_does_not_exist(connected, corso, tmp_path, command):  
     assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
 
 
-def test_deleting_a_known_and_an_unknown_backup_deletes_neither(connected, corso, tmp_path):  # noqa: F811
+def test_deleting_a_known_and_an_unknown_backup_deletes_neither(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     kept = create(corso, "--path", str(tmp_path / "t"))
     one_error_line(corso("backup", "delete", "files", "--backups", f"{kept},0123456789abcdef"),
@@ -114,7 +114,7 @@ def test_deleting_a_known_and_an_unknown_backup_deletes_neither(connected, corso
     assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
 
 
-def test_a_destination_that_is_a_file(connected, corso, tmp_path):  # noqa: F811
+def test_a_destination_that_is_a_file(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "f").write_bytes(b"x")
     backup_id = create(corso, "--path", str(tmp_path / "t"))
@@ -125,7 +125,7 @@ def test_a_destination_that_is_a_file(connected, corso, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
-def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, corso, tmp_path,  # noqa: F811
+def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, corso, tmp_path,
                                                                    collisions):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "f").write_bytes(b"backed up")
@@ -141,7 +141,7 @@ def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, c
     assert (out / "f").read_bytes() == (b"backed up" if collisions == "replace" else b"mine")
 
 
-def test_a_glob_that_matches_nothing(connected, corso, tmp_path):  # noqa: F811
+def test_a_glob_that_matches_nothing(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     backup_id = create(corso, "--path", str(tmp_path / "t"))
     one_error_line(corso("restore", "files", "--backup", backup_id, "--destination",
@@ -149,7 +149,7 @@ def test_a_glob_that_matches_nothing(connected, corso, tmp_path):  # noqa: F811
     assert not (tmp_path / "out").exists()
 
 
-def test_a_malformed_tag(connected, corso, tmp_path):  # noqa: F811
+def test_a_malformed_tag(connected, corso, tmp_path):
     one_error_line(corso("backup", "create", "files", "--path", str(tmp_path), "--tag", "novalue"),
                    2, "KEY=VALUE")
 
@@ -157,7 +157,7 @@ def test_a_malformed_tag(connected, corso, tmp_path):  # noqa: F811
 @pytest.mark.parametrize("command", [["backup", "create", "files", "--path", "."],
                                      ["backup", "list", "files"],
                                      ["restore", "files", "--backup", "x", "--destination", "d"]])
-def test_no_repository_connected(corso, tmp_path, command, monkeypatch):  # noqa: F811
+def test_no_repository_connected(corso, tmp_path, command, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = corso(*command)
     assert result.code != 0
@@ -183,7 +183,7 @@ def unprivileged():
         os.setegid(0)
 
 
-def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_chunks,  # noqa: F811
+def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_chunks,
                                                                    monkeypatch):
     work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`
     try:
@@ -225,7 +225,7 @@ def _wait_for(predicate, timeout=60.0) -> None:
 
 
 def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_intact(
-        connected, corso, tmp_path):  # noqa: F811
+        connected, corso, tmp_path):
     tree = tmp_path / "t"
     tree.mkdir()
     rng = random.Random(5)
@@ -258,7 +258,7 @@ def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_
         snapshot(tree, with_dir_mtimes=False)
 
 
-def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):  # noqa: F811
+def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "f").write_bytes(os.urandom(3000))
     backup_id = create(corso, "--path", str(tmp_path / "t"))

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
 from test_engine_roundtrip import backup, restore
-from test_repo_cli import corso  # noqa: F401 (a fixture)
 from trees import snapshot
 
 from corso_core.errors import PermissionDenied

@@ -8,60 +8,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
+from cli_fixtures import CORSO, Result, one_error_line, run_subprocess
 
 from corso_core import config
 from corso_core.cli.connection import open_storage
-from corso_core.cli.main import main
 from corso_core.errors import UsageError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.storage.kill_switch import KILL_AFTER_WRITES_ENV
-
-CORSO = str(Path(sys.executable).with_name("corso"))
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def corso(capsys):
-    """Run the CLI in this process (fast) exactly as the console script does."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def run_subprocess(*args: str, env: dict | None = None, **kwargs) -> Result:
-    done = subprocess.run([CORSO, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, **kwargs)
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
-def one_error_line(result: Result, code: int, *fragments: str) -> None:
-    assert result.code == code, result
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("corso: error: "), result.err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.err
 
 
 def snapshot(root: Path) -> dict:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixture)
+from cli_fixtures import one_error_line
 
 PASS = "pw"
 
@@ -43,7 +43,7 @@ def keys(seaweedfs, monkeypatch):
     (["--bucket", "ok-bucket", "--aws-access-key", "AKIA"], 2,
      "--aws-access-key and --aws-secret-access-key go together"),
 ])
-def test_malformed_flags(corso, seaweedfs, keys, command, flags, code, message):  # noqa: F811
+def test_malformed_flags(corso, seaweedfs, keys, command, flags, code, message):
     before = keys_under(seaweedfs, "")  # other tests share the bucket
     result = corso("repo", command, "s3", *flags, "--passphrase", PASS)
     one_error_line(result, code, message)
@@ -61,20 +61,20 @@ def test_malformed_flags(corso, seaweedfs, keys, command, flags, code, message):
     (["--retention-mode", "governance", "--retention-duration", "1d"], 2,
      "needs a bucket with Object Lock enabled; bucket corso-test has none"),
 ])
-def test_bad_retention(corso, seaweedfs, keys, s3_prefix, flags, code, message):  # noqa: F811
+def test_bad_retention(corso, seaweedfs, keys, s3_prefix, flags, code, message):
     result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), *flags,
                    "--passphrase", PASS)
     one_error_line(result, code, message)
     nothing_written(seaweedfs, s3_prefix)
 
 
-def test_connect_where_there_is_no_repository(corso, seaweedfs, keys, s3_prefix):  # noqa: F811
+def test_connect_where_there_is_no_repository(corso, seaweedfs, keys, s3_prefix):
     result = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
     one_error_line(result, 1, f"no corso repository at s3://{seaweedfs.bucket}/{s3_prefix}")
     nothing_written(seaweedfs, s3_prefix)
 
 
-def test_a_prefix_holding_something_else(corso, seaweedfs, keys, s3_prefix):  # noqa: F811
+def test_a_prefix_holding_something_else(corso, seaweedfs, keys, s3_prefix):
     foreign = f"{s3_prefix}photos/cat.jpg"
     seaweedfs.admin().put_object(Bucket=seaweedfs.bucket, Key=foreign, Body=b"meow")
     connect = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
@@ -85,7 +85,7 @@ def test_a_prefix_holding_something_else(corso, seaweedfs, keys, s3_prefix):  # 
     nothing_written(seaweedfs, s3_prefix, [foreign])
 
 
-def test_retention_flags_belong_to_init_only(corso, seaweedfs, keys, s3_prefix):  # noqa: F811
+def test_retention_flags_belong_to_init_only(corso, seaweedfs, keys, s3_prefix):
     result = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), "--retention-mode",
                    "governance", "--passphrase", PASS)
     one_error_line(result, 2, "--retention-mode")

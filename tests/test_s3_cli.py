@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_repo_cli import Result, corso, one_error_line  # noqa: F401 (corso is a fixture)
+from cli_fixtures import Result, one_error_line
 
 from corso_s3 import access, client
 from corso_s3.factory import unchecked_storage
@@ -35,12 +35,12 @@ def use_env_keys(monkeypatch, server) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
 
 
-def init(corso, server, prefix, *extra) -> Result:  # noqa: F811
+def init(corso, server, prefix, *extra) -> Result:
     return corso("repo", "init", "s3", *server.flags(prefix), *with_keys(server),
                  "--passphrase", PASS, *extra)
 
 
-def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix, tmp_path,
                                                     monkeypatch):
     done = init(corso, seaweedfs, s3_prefix, "--json")
     assert done.code == 0, done
@@ -65,7 +65,7 @@ def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix,
     assert shown["storage_requests"]["bytes_down"] > 0
 
 
-def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedfs,  # noqa: F811
+def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedfs,
                                                                   s3_prefix, monkeypatch):
     assert init(corso, seaweedfs, s3_prefix).code == 0
     use_env_keys(monkeypatch, seaweedfs)
@@ -76,7 +76,7 @@ def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedf
     one_error_line(moved, 2, "--endpoint 127.0.0.1:1 differs", seaweedfs.endpoint)
 
 
-def test_backup_and_restore_through_s3(corso, seaweedfs, s3_prefix, tmp_path, monkeypatch):  # noqa: F811
+def test_backup_and_restore_through_s3(corso, seaweedfs, s3_prefix, tmp_path, monkeypatch):
     source = tmp_path / "source"
     source.mkdir()
     (source / "a.txt").write_text("on s3")
@@ -92,13 +92,13 @@ def test_backup_and_restore_through_s3(corso, seaweedfs, s3_prefix, tmp_path, mo
     assert (restored / "source" / "a.txt").read_text() == "on s3"
 
 
-def test_init_twice_with_the_same_passphrase_says_it_exists(corso, seaweedfs, s3_prefix):  # noqa: F811
+def test_init_twice_with_the_same_passphrase_says_it_exists(corso, seaweedfs, s3_prefix):
     assert init(corso, seaweedfs, s3_prefix).code == 0
     again = init(corso, seaweedfs, s3_prefix)
     assert again.code == 0 and "already exists" in again.out
 
 
-def test_wrong_passphrase_is_refused(corso, seaweedfs, s3_prefix, monkeypatch, tmp_path):  # noqa: F811
+def test_wrong_passphrase_is_refused(corso, seaweedfs, s3_prefix, monkeypatch, tmp_path):
     assert init(corso, seaweedfs, s3_prefix).code == 0
     monkeypatch.setenv("CORSO_CONFIG_DIR", str(tmp_path / "other"))
     wrong = corso("repo", "connect", "s3", *seaweedfs.flags(s3_prefix), *with_keys(seaweedfs),
@@ -107,7 +107,7 @@ def test_wrong_passphrase_is_refused(corso, seaweedfs, s3_prefix, monkeypatch, t
     assert not config_file().exists()
 
 
-def test_missing_bucket_is_named_and_never_created(corso, seaweedfs):  # noqa: F811
+def test_missing_bucket_is_named_and_never_created(corso, seaweedfs):
     server = type(seaweedfs)(**{**vars(seaweedfs), "bucket": "no-such-bucket"})
     result = init(corso, server, "p/")
     one_error_line(result, 1, f"bucket no-such-bucket does not exist at {seaweedfs.endpoint}; "
@@ -116,7 +116,7 @@ def test_missing_bucket_is_named_and_never_created(corso, seaweedfs):  # noqa: F
     assert "no-such-bucket" not in names and not config_file().exists()
 
 
-def test_wrong_secret_key_is_named(corso, seaweedfs, s3_prefix):  # noqa: F811
+def test_wrong_secret_key_is_named(corso, seaweedfs, s3_prefix):
     result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--aws-access-key",
                    seaweedfs.access_key, "--aws-secret-access-key", "wrong", "--passphrase", PASS)
     one_error_line(result, 1, "secret access key does not match")
@@ -124,14 +124,14 @@ def test_wrong_secret_key_is_named(corso, seaweedfs, s3_prefix):  # noqa: F811
     assert keys_under(seaweedfs, s3_prefix) == [] and not config_file().exists()
 
 
-def test_unreachable_endpoint_is_named(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+def test_unreachable_endpoint_is_named(corso, seaweedfs, s3_prefix, monkeypatch):
     monkeypatch.setattr(client, "MAX_RETRIES", 1)  # retried with backoff: ~20 s at 10 retries
     result = corso("repo", "init", "s3", "--bucket", seaweedfs.bucket, "--endpoint",
                    "127.0.0.1:9", "--disable-tls", *with_keys(seaweedfs), "--passphrase", PASS)
     one_error_line(result, 1, "cannot reach the S3 endpoint 127.0.0.1:9")
 
 
-def test_two_prefixes_in_one_bucket_stay_independent(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+def test_two_prefixes_in_one_bucket_stay_independent(corso, seaweedfs, s3_prefix, tmp_path,
                                                      monkeypatch):
     ids = {}
     for name in ("a/", "b/"):
@@ -150,7 +150,7 @@ def test_two_prefixes_in_one_bucket_stay_independent(corso, seaweedfs, s3_prefix
     ("a/inner/", "is inside the repository at"),
     ("", "holds the repository at"),
 ])
-def test_nested_repositories_are_refused(corso, seaweedfs, s3_prefix, nested, message):  # noqa: F811
+def test_nested_repositories_are_refused(corso, seaweedfs, s3_prefix, nested, message):
     assert init(corso, seaweedfs, s3_prefix + "a/").code == 0
     before = keys_under(seaweedfs, s3_prefix)
     config_file().unlink()
@@ -168,13 +168,13 @@ def credentials_file(path: Path, profile: str, server, secret: str | None = None
     return str(path)
 
 
-def test_credentials_from_flags_beat_the_environment(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+def test_credentials_from_flags_beat_the_environment(corso, seaweedfs, s3_prefix, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-from-env")
     assert init(corso, seaweedfs, s3_prefix).code == 0
 
 
-def test_credentials_from_the_environment_beat_the_file(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+def test_credentials_from_the_environment_beat_the_file(corso, seaweedfs, s3_prefix, tmp_path,
                                                         monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", credentials_file(
         tmp_path / "creds", "default", seaweedfs, secret="wrong-from-file"))
@@ -183,7 +183,7 @@ def test_credentials_from_the_environment_beat_the_file(corso, seaweedfs, s3_pre
     assert result.code == 0, result
 
 
-def test_credentials_from_a_profile_in_the_shared_file(corso, seaweedfs, s3_prefix, tmp_path,  # noqa: F811
+def test_credentials_from_a_profile_in_the_shared_file(corso, seaweedfs, s3_prefix, tmp_path,
                                                        monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
                        credentials_file(tmp_path / "creds", "backup", seaweedfs))
@@ -194,7 +194,7 @@ def test_credentials_from_a_profile_in_the_shared_file(corso, seaweedfs, s3_pref
     assert result.code == 0, result
 
 
-def test_credentials_from_the_default_profile_of_the_shared_file(corso, seaweedfs, s3_prefix,  # noqa: F811
+def test_credentials_from_the_default_profile_of_the_shared_file(corso, seaweedfs, s3_prefix,
                                                                  tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
                        credentials_file(tmp_path / "creds", "default", seaweedfs))
@@ -202,7 +202,7 @@ def test_credentials_from_the_default_profile_of_the_shared_file(corso, seaweedf
     assert result.code == 0, result
 
 
-def test_an_unknown_profile_is_named(corso, seaweedfs, s3_prefix, monkeypatch):  # noqa: F811
+def test_an_unknown_profile_is_named(corso, seaweedfs, s3_prefix, monkeypatch):
     monkeypatch.setenv("AWS_PROFILE", "nobody")
     result = corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix), "--passphrase", PASS)
     one_error_line(result, 2, "AWS profile not found: nobody")
@@ -211,7 +211,7 @@ def test_an_unknown_profile_is_named(corso, seaweedfs, s3_prefix, monkeypatch): 
 # --- secrets, session tokens (moto: SeaweedFS has no STS), TLS, check-access --------------
 
 
-def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monkeypatch,  # noqa: F811
+def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monkeypatch,
                                                              tmp_path):
     server = iam_s3(REQUIRED, assumed_role=True)
     creds = {"AccessKeyId": server.access_key, "SecretAccessKey": server.secret_key,
@@ -237,7 +237,7 @@ def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monke
         assert secret not in written
 
 
-def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix):  # noqa: F811
+def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix):
     strict = [f for f in seaweedfs_tls.flags(s3_prefix) if f != "--disable-tls-verification"]
     refused = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)
     one_error_line(refused, 1, "TLS failure", "--disable-tls-verification")
@@ -245,7 +245,7 @@ def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3
     assert init(corso, seaweedfs_tls, s3_prefix).code == 0
 
 
-def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefix):  # noqa: F811
+def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefix):
     result = corso("repo", "check-access", "s3", *seaweedfs.flags(s3_prefix),
                    *with_keys(seaweedfs), "--json")
     assert result.code == 0, result
@@ -260,7 +260,7 @@ def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefi
     assert uploads.get("Uploads", []) == []
 
 
-def test_check_access_names_the_missing_permission(corso, iam_s3):  # noqa: F811
+def test_check_access_names_the_missing_permission(corso, iam_s3):
     server = iam_s3(set(REQUIRED) - {"s3:DeleteObject"})
     result = corso("repo", "check-access", "s3", *server.flags("repo/"), *with_keys(server))
     assert result.code == 1
@@ -270,7 +270,7 @@ def test_check_access_names_the_missing_permission(corso, iam_s3):  # noqa: F811
     assert result.err.strip() == "corso: error: 1 of 10 checks failed: DeleteObject"
 
 
-def test_check_access_reports_a_store_that_ignores_if_none_match(corso, seaweedfs, s3_prefix,  # noqa: F811
+def test_check_access_reports_a_store_that_ignores_if_none_match(corso, seaweedfs, s3_prefix,
                                                                  monkeypatch):
     def ignoring_if_none_match(values):
         storage = unchecked_storage(values)

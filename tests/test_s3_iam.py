@@ -14,7 +14,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from s3_servers import with_small_parts
-from test_repo_cli import corso  # noqa: F401 (a fixture)
 
 from corso_core.api import NotFound, PermissionDenied
 from corso_s3.factory import open_storage
@@ -57,7 +56,7 @@ def test_canary_enforcement_is_on(iam_s3):
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
 
 
-def test_documented_policy_suffices_for_everything(iam_s3, corso, monkeypatch, tmp_path):  # noqa: F811
+def test_documented_policy_suffices_for_everything(iam_s3, corso, monkeypatch, tmp_path):
     server = iam_s3(CORSO_DOCUMENTED)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)

@@ -7,7 +7,6 @@ import datetime
 
 import pytest
 from s3_servers import LOCKED_BUCKET
-from test_repo_cli import corso  # noqa: F401 (a fixture)
 
 from corso_s3.factory import open_storage
 from corso_s3.storage import LOCK_RECORD
@@ -25,7 +24,7 @@ def lock_of(server, key: str) -> tuple[str, datetime.datetime]:
     return head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]
 
 
-def test_every_blob_is_locked_by_every_process(corso, locked, s3_prefix, tmp_path,  # noqa: F811
+def test_every_blob_is_locked_by_every_process(corso, locked, s3_prefix, tmp_path,
                                                monkeypatch):
     done = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
                  "--retention-mode", "governance", "--retention-duration", "2d")
@@ -60,8 +59,7 @@ def test_without_lock_record_nothing_is_locked(locked, s3_prefix):
     assert "ObjectLockMode" not in head
 
 
-
-def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked, s3_prefix):  # noqa: F811
+def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked, s3_prefix):
     assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw").code == 0
     again = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
                   "--retention-mode", "compliance", "--retention-duration", "1d")

@@ -10,8 +10,8 @@ import shutil
 import signal
 
 import pytest
+from cli_fixtures import run_subprocess
 from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
-from test_repo_cli import corso, run_subprocess  # noqa: F401 (corso is a fixture)
 from test_upkeep_maintenance import edit
 from test_upkeep_verify import make_tree
 from trees import snapshot
@@ -46,7 +46,7 @@ def killed(*args: str, writes: int) -> bool:
     return result.code == -signal.SIGKILL
 
 
-def check(corso, kept, tree, taken, tmp_path, n: int) -> None:  # noqa: F811
+def check(corso, kept, tree, taken, tmp_path, n: int) -> None:
     assert corso("repo", "verify", "--read-data").code == 0, n
     assert corso("repo", "maintenance", "--safety", "none").code == 0
     listed = {row["id"] for row in json.loads(corso("backup", "list", "files", "--json").out)}
@@ -58,7 +58,7 @@ def check(corso, kept, tree, taken, tmp_path, n: int) -> None:  # noqa: F811
     assert snapshot(destination / tree.name) == taken
 
 
-def kill_points(scene, corso, tmp_path, command, points, repair_first=False) -> int:  # noqa: F811
+def kill_points(scene, corso, tmp_path, command, points, repair_first=False) -> int:
     reset, kept, tree, taken = scene
     deaths = 0
     for n in points:
@@ -93,5 +93,5 @@ def test_sigkill_at_chosen_writes(scene, corso, connected, tmp_path):  # noqa: F
 
 
 @pytest.mark.soak
-def test_sigkill_at_every_write_of_maintenance(scene, corso, tmp_path):  # noqa: F811
+def test_sigkill_at_every_write_of_maintenance(scene, corso, tmp_path):
     assert kill_points(scene, corso, tmp_path, MAINTENANCE, range(200)) >= 15

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_repo_cli import Result, run_subprocess
+from cli_fixtures import Result, run_subprocess
 from test_upkeep_concurrency import alongside
 from test_upkeep_maintenance import edit
 from test_upkeep_verify import make_tree

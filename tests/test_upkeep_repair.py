@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+from cli_fixtures import one_error_line
 from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
-from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixture)
 from test_upkeep_verify import (  # noqa: F401 (three_backups is a fixture)
     PASSPHRASE,
     blob_of,

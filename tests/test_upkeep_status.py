@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
-from test_repo_cli import corso  # noqa: F401 (corso is a fixture)
 from test_upkeep_verify import make_tree
 
 

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_fixtures import one_error_line
 from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
-from test_repo_cli import corso, one_error_line  # noqa: F401 (corso is a fixture)
 from trees import TEST_CHUNK, snapshot
 
 from corso_core.engine.backup import BackupOptions, run_backup
