@@ -68,7 +68,9 @@ def test_verification_catches_a_corrupted_missing_or_extra_file(tmp_path):
     victim = next(p for p in sorted(restored.rglob("*.bin")))
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 1
+    mtime_ns = victim.stat().st_mtime_ns
     victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(mtime_ns, mtime_ns))  # only the content differs
     assert differences(source, restored) == [f"content differs: {victim.relative_to(restored)}"]
 
     (restored / "extra.txt").write_text("x")
@@ -77,6 +79,30 @@ def test_verification_catches_a_corrupted_missing_or_extra_file(tmp_path):
     assert any(p.startswith("missing: ") for p in problems)
     assert "unexpected: extra.txt" in problems
     assert differences(source, tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'} does not exist"]
+
+
+def test_verification_catches_a_wrong_mode_or_mtime(tmp_path):
+    source = tmp_path / "source"
+    dataset.generate(source, TINY)
+    (source / "link").symlink_to(dataset.LARGE_DIR)
+    restored = tmp_path / "restored"
+    shutil.copytree(source, restored, symlinks=True)
+    assert differences(source, restored) == []
+    victim = next(p for p in sorted(restored.rglob("*.bin")))
+    name = str(victim.relative_to(restored))
+    mode = victim.stat().st_mode & 0o777
+    victim.chmod(mode ^ 0o100)
+    assert differences(source, restored) == [f"mode differs: {name} ({mode:o} != "
+                                             f"{mode ^ 0o100:o})"]
+    victim.chmod(mode)
+    directory = victim.parent
+    mtime_ns = directory.stat().st_mtime_ns
+    os.utime(directory, ns=(mtime_ns, mtime_ns + 1))  # one nanosecond off
+    assert differences(source, restored) == [
+        f"mtime differs: {directory.relative_to(restored)} ({mtime_ns} != {mtime_ns + 1})"]
+    os.utime(directory, ns=(mtime_ns, mtime_ns))
+    os.utime(restored / "link", ns=(0, 0), follow_symlinks=False)  # a symlink's own mtime
+    assert [p.split(" (")[0] for p in differences(source, restored)] == ["mtime differs: link"]
 
 
 def test_measurement_covers_the_whole_process_tree():
@@ -169,6 +195,19 @@ class CorruptingCopyTool(CopyTool):
         return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{flip}\" {destination}"])
 
 
+class ChmodCopyTool(CopyTool):
+    """Restores every byte, but one file without its owner's write permission: verification
+    must fail the row."""
+
+    name = "chmod-copy"
+
+    def restore(self, repo, home, backup_id, destination) -> Command:
+        chmod = ("import pathlib, sys; p = sorted(pathlib.Path(sys.argv[1]).rglob('*.bin'))[0]; "
+                 "p.chmod(p.stat().st_mode & ~0o200)")
+        copy = f"cp -a {repo.path / backup_id} {destination}"
+        return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{chmod}\" {destination}"])
+
+
 def _peers() -> list[Tool]:
     """restic, borg and corso where they can run here."""
     peers = [Corso(), Restic(), Borg("lz4")]
@@ -183,7 +222,7 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
         targets=("local", "s3") if on_s3 else ("local",),
         micro_megabytes=1, index_entries=2_000, settle_s=0,
     )
-    results = run_benchmark(settings, [CopyTool(), CorruptingCopyTool(), *peers])
+    results = run_benchmark(settings, [CopyTool(), CorruptingCopyTool(), ChmodCopyTool(), *peers])
 
     rows = {(r["tool"], r["target"]): r for r in results["rows"]}
     copy = rows["copy", "local"]
@@ -194,6 +233,8 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     assert copy["repo_bytes"]["final"] > 3 * results["dataset"]["bytes"]
     assert rows["corrupting-copy", "local"]["status"].startswith(
         "failed: restore differs from the source: content differs: ")
+    assert rows["chmod-copy", "local"]["status"].startswith(
+        "failed: restore differs from the source: mode differs: ")
     for tool in peers:
         for target in tool.targets:
             if target in settings.targets:
