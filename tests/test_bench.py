@@ -1,8 +1,9 @@
 """The benchmark harness (bench/) on a tiny dataset: it must keep working between real runs.
 
-It needs neither restic nor borg: two test adapters that copy files with `cp` exercise the runner,
-one of them corrupting its restore. Where restic, borg or corso's backup commands are installed,
-their rows run too (and restic on S3, counted at the server).
+It needs neither restic nor borg: test adapters that copy files with `cp` exercise the runner,
+two of them spoiling their restore (a flipped bit, a changed mode). Where restic, borg or
+corso's backup commands are installed, their rows run too (and restic on S3, counted at the
+server).
 """
 
 from __future__ import annotations
@@ -183,29 +184,23 @@ class CopyTool(Tool):
         return destination
 
 
-class CorruptingCopyTool(CopyTool):
-    """Restores with one flipped bit in the first file: verification must fail the row."""
+class SabotagingCopyTool(CopyTool):
+    """Restores with `cp -a`, then runs `sabotage` (Python; `p` is the first restored .bin
+    file) on the copy: verification must fail the row."""
 
-    name = "corrupting-copy"
-
-    def restore(self, repo, home, backup_id, destination) -> Command:
-        flip = ("import pathlib, sys; p = sorted(pathlib.Path(sys.argv[1]).rglob('*.bin'))[0]; "
-                "b = bytearray(p.read_bytes()); b[0] ^= 1; p.write_bytes(bytes(b))")
-        copy = f"cp -a {repo.path / backup_id} {destination}"
-        return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{flip}\" {destination}"])
-
-
-class ChmodCopyTool(CopyTool):
-    """Restores every byte, but one file without its owner's write permission: verification
-    must fail the row."""
-
-    name = "chmod-copy"
+    def __init__(self, name: str, sabotage: str):
+        self.name = name
+        self.sabotage = sabotage
 
     def restore(self, repo, home, backup_id, destination) -> Command:
-        chmod = ("import pathlib, sys; p = sorted(pathlib.Path(sys.argv[1]).rglob('*.bin'))[0]; "
-                 "p.chmod(p.stat().st_mode & ~0o200)")
+        script = ("import pathlib, sys; p = sorted(pathlib.Path(sys.argv[1]).rglob('*.bin'))[0]; "
+                  + self.sabotage)
         copy = f"cp -a {repo.path / backup_id} {destination}"
-        return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{chmod}\" {destination}"])
+        return Command(["sh", "-c", f"{copy} && {sys.executable} -c \"{script}\" {destination}"])
+
+
+FLIP_A_BIT = "b = bytearray(p.read_bytes()); b[0] ^= 1; p.write_bytes(bytes(b))"
+DROP_WRITE_PERMISSION = "p.chmod(p.stat().st_mode & ~0o200)"
 
 
 def _peers() -> list[Tool]:
@@ -222,7 +217,9 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
         targets=("local", "s3") if on_s3 else ("local",),
         micro_megabytes=1, index_entries=2_000, settle_s=0,
     )
-    results = run_benchmark(settings, [CopyTool(), CorruptingCopyTool(), ChmodCopyTool(), *peers])
+    sabotaging = [SabotagingCopyTool("corrupting-copy", FLIP_A_BIT),
+                  SabotagingCopyTool("chmod-copy", DROP_WRITE_PERMISSION)]
+    results = run_benchmark(settings, [CopyTool(), *sabotaging, *peers])
 
     rows = {(r["tool"], r["target"]): r for r in results["rows"]}
     copy = rows["copy", "local"]
