@@ -79,6 +79,17 @@ def targets(kind: str, plans: list[str], sessions: list[str]) -> tuple[str, str]
     return names.key(names.UPKEEP, "maintained"), names.key(names.UPKEEP, "verified")
 
 
+def tampered_copy(waiting_plans, tmp_path: Path, kind: str, damage: str):
+    """A copy of the fixture's repository with one blob of `kind` damaged: (its root, the
+    repository opened, the damaged blob, the other of its kind)."""
+    source, _, plans, sessions = waiting_plans
+    repo = tmp_path / "repo"
+    shutil.copytree(source, repo)
+    target, other = targets(kind, plans, sessions)
+    tamper(repo, target, other, damage)
+    return repo, open_repository(FilesystemStorage(str(repo)), PASSPHRASE), target, other
+
+
 def assert_backups_restore(repository, backups, tmp_path: Path) -> None:
     for label, (backup_id, tree) in backups.items():
         destination = tmp_path / f"restore-{label}"
@@ -89,12 +100,8 @@ def assert_backups_restore(repository, backups, tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "swap"])
 @pytest.mark.parametrize("kind", [names.PLAN, names.SESSION, names.UPKEEP])
 def test_tampered_record_is_named_and_backups_restore(waiting_plans, tmp_path, kind, damage):
-    source, backups, plans, sessions = waiting_plans
-    repo = tmp_path / "repo"
-    shutil.copytree(source, repo)
-    repository = open_repository(FilesystemStorage(str(repo)), PASSPHRASE)
-    target, other = targets(kind, plans, sessions)
-    tamper(repo, target, other, damage)
+    _, backups, _, _ = waiting_plans
+    _, repository, target, other = tampered_copy(waiting_plans, tmp_path, kind, damage)
 
     report = verify(repository, ALL)
 
@@ -113,12 +120,8 @@ def test_tampered_record_is_named_and_backups_restore(waiting_plans, tmp_path, k
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "swap"])
 def test_maintenance_never_carries_out_a_damaged_plan(waiting_plans, tmp_path, damage):
-    source, _, plans, sessions = waiting_plans
-    repo = tmp_path / "repo"
-    shutil.copytree(source, repo)
-    repository = open_repository(FilesystemStorage(str(repo)), PASSPHRASE)
-    target, other = targets(names.PLAN, plans, sessions)
-    tamper(repo, target, other, damage)
+    plans = waiting_plans[2]
+    repo, repository, _, _ = tampered_copy(waiting_plans, tmp_path, names.PLAN, damage)
     before = acted_on(repo)
 
     # --safety none would carry out every plan at once, sessions or not.
@@ -145,12 +148,7 @@ def test_sound_plans_are_carried_out(waiting_plans, tmp_path):
 def test_a_damaged_session_record_still_holds_the_plans(waiting_plans, tmp_path, damage):
     """Maintenance counts a session by its listing alone: a record that no longer decodes is
     still a live client, and the plans made while it ran keep waiting for it."""
-    source, _, plans, sessions = waiting_plans
-    repo = tmp_path / "repo"
-    shutil.copytree(source, repo)
-    repository = open_repository(FilesystemStorage(str(repo)), PASSPHRASE)
-    target, other = targets(names.SESSION, plans, sessions)
-    tamper(repo, target, other, damage)
+    repo, repository, _, _ = tampered_copy(waiting_plans, tmp_path, names.SESSION, damage)
     before = acted_on(repo) - {p for p in acted_on(repo) if p.startswith("index/")}
 
     report = maintain(repository)
