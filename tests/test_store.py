@@ -150,6 +150,45 @@ def test_get_many_reads_each_pack_in_few_ranges(tmp_path, small_packs):
     assert got == dict(zip(ids, datas, strict=True))
 
 
+def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
+    """Packs of ~6 MiB (real ones are 16): each is read with one request, not in 4 MiB pieces."""
+    monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 6 * 1024 * 1024)
+    repo = make_repository(tmp_path)
+    datas = chunks(40, size=300 * 1024)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    packs = len(keys_of(repo.storage, "data"))
+    assert packs == 2
+    with ChunkStore(repo, read_only=True) as store:
+        before = gets(repo.storage)
+        got = dict(store.get_many(ids))
+        assert gets(repo.storage) - before == packs
+    assert got == dict(zip(ids, datas, strict=True))
+
+
+def test_get_many_skips_large_gaps_only_in_sparsely_needed_packs(tmp_path, small_packs,
+                                                                monkeypatch):
+    monkeypatch.setattr("corso_core.repo.store.RANGE_GAP", 0)
+    repo = make_repository(tmp_path)
+    datas = chunks(60)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    packs = len(keys_of(repo.storage, "data"))
+    with ChunkStore(repo, read_only=True) as store:
+        before = gets(repo.storage)
+        assert len(dict(store.get_many(ids[::2]))) == 30  # half of each pack: one range
+        assert gets(repo.storage) - before == packs
+        ends = [(entries[0].chunk_id, entries[-1].chunk_id) for entries in (
+            read_header(repo.storage, repo.keys, "data", names.parse_key("data", key))
+            for key in keys_of(repo.storage, "data"))]
+        assert all(len({first, last}) == 2 for first, last in ends)
+        wanted = [chunk_id for pair in ends for chunk_id in pair]
+        before = gets(repo.storage)
+        got = dict(store.get_many(wanted))  # a pack's first and last chunk: two ranges
+        assert gets(repo.storage) - before == 2 * packs
+    assert got == {i: datas[ids.index(i)] for i in wanted}
+
+
 def test_get_many_checks_every_id_before_reading(tmp_path):
     repo = make_repository(tmp_path)
     with ChunkStore(repo) as store:

@@ -8,16 +8,18 @@ that index blobs may point to, and index blobs that point to stored packs; the e
 its manifest after `flush`, last. An interruption at any point leaves the repository valid.
 
 The read path: `get` reads one entry with one range request (tree packs come whole from the
-local cache); `get_many` groups entries per pack into few range reads, run in parallel.
+local cache); `get_many` reads each pack in as few range requests as it can, ahead of
+the caller, and decrypts chunks as the caller takes them.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 import blake3
@@ -45,14 +47,18 @@ log = logging.getLogger(__name__)
 UPLOAD_THREADS = 3
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
-#: Range reads in flight in get_many, and the most bytes one may span (each range's chunks are
-#: held decrypted until written). Measured on a 1 GiB restore from the filesystem: 2 x 4 MiB
-#: as fast as 4 x 4 MiB or 4 x 8 MiB, with 30 MB less peak memory.
+#: Ranges read and decrypted at once in get_many, and how many decrypted chunks each may
+#: have waiting for the caller. A range (up to a whole pack, ~17 MiB) is held raw while its chunks
+#: are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
 READ_THREADS = 2
-MAX_RANGE = 4 * 1024 * 1024
+OPENED_AHEAD = 4
 #: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
 #: cheaper than another request).
 RANGE_GAP = 256 * 1024
+#: A pack whose needed entries fill at least this share of the span between the first and the
+#: last of them is read in one range, gaps and all: on object storage a request costs more
+#: than the bytes it skips.
+WHOLE_SPAN_SHARE = 0.5
 
 
 @dataclass
@@ -381,21 +387,25 @@ class ChunkStore:
             return blob[start:end]
         return self._storage.get(key, start, end - start)
 
+    def _fetch_range(self, piece: _Range) -> memoryview:
+        """A range's raw bytes; a missing pack is named by a chunk it should hold."""
+        try:
+            return memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
+        except NotFound:
+            first = piece.entries[0][0].hex()
+            raise Corrupted(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
+                            "missing") from None
+
+    def _open_entries(self, piece: _Range, data: memoryview) -> Iterator[tuple[bytes, bytes]]:
+        for chunk_id, offset, length in piece.entries:
+            at = offset - piece.start
+            yield chunk_id, open_chunk(self._keys, chunk_id, data[at : at + length])
+
     def _open_range(self, piece: _Range) -> list[tuple[bytes, bytes]]:
         """Plaintexts of a range's chunks; a tree pack's cached copy that fails is re-fetched."""
         for attempt in range(2):
             try:
-                data = memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
-                return [
-                    (chunk_id, open_chunk(self._keys, chunk_id,
-                                          data[offset - piece.start : offset - piece.start
-                                               + length]))
-                    for chunk_id, offset, length in piece.entries
-                ]
-            except NotFound:
-                first = piece.entries[0][0].hex()
-                raise Corrupted(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
-                                "missing") from None
+                return list(self._open_entries(piece, self._fetch_range(piece)))
             except Corrupted:
                 if attempt or piece.kind != names.TREE_PACK:
                     raise
@@ -418,35 +428,73 @@ class ChunkStore:
                                                        location.length))
         ranges = []
         for (kind, pack), entries in by_pack.items():
+            ordered = sorted(entries, key=lambda e: e[1])
+            start, end = ordered[0][1], max(offset + length for _, offset, length in ordered)
+            if sum(length for _, _, length in ordered) >= WHOLE_SPAN_SHARE * (end - start):
+                ranges.append(_Range(kind, pack, start, end, tuple(ordered)))
+                continue
             group: list[tuple[bytes, int, int]] = []
-            for entry in sorted(entries, key=lambda e: e[1]):
-                if group:
-                    start, end = group[0][1], group[-1][1] + group[-1][2]
-                    if entry[1] - end > RANGE_GAP or entry[1] + entry[2] - start > MAX_RANGE:
-                        ranges.append(_Range(kind, pack, start, end, tuple(group)))
-                        group = []
+            for entry in ordered:
+                if group and entry[1] - (group[-1][1] + group[-1][2]) > RANGE_GAP:
+                    ranges.append(_Range(kind, pack, group[0][1],
+                                         group[-1][1] + group[-1][2], tuple(group)))
+                    group = []
                 group.append(entry)
             ranges.append(_Range(kind, pack, group[0][1], group[-1][1] + group[-1][2],
                                  tuple(group)))
         return ranges
 
     def get_many(self, chunk_ids: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
-        """(chunk ID, plaintext) for each distinct ID, in whatever order the reads finish.
+        """(chunk ID, plaintext) for each distinct ID, grouped by pack.
 
-        Entries are grouped per pack into few range reads (neighbours closer than RANGE_GAP
-        share one), READ_THREADS at a time, so memory stays near READ_THREADS * MAX_RANGE.
-        Every ID is located before anything is read: a missing one raises Corrupted first.
+        Each pack is read in as few range requests as its needed entries allow (one, when they
+        fill most of it). READ_THREADS ranges are read and decrypted at once, the threads
+        handing chunks over through one short queue, so memory holds READ_THREADS raw ranges
+        and a few plaintexts, not whole ranges decrypted. Every ID is located
+        before anything is read: a missing one raises Corrupted first.
         """
         ranges = self._plan(chunk_ids)
-        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
-            running: set[Future] = set()
+        stop = threading.Event()  # the caller stopped early: threads drop what they hold
+        outlet: queue.Queue = queue.Queue(READ_THREADS * OPENED_AHEAD)
+        pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read")
+        try:
             for piece in ranges:
-                if len(running) >= READ_THREADS:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield from future.result()
-                running.add(pool.submit(self._open_range, piece))
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield from future.result()
+                pool.submit(self._open_into, piece, outlet, stop)
+            for _ in range(sum(len(piece.entries) for piece in ranges)):
+                item = outlet.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _open_into(self, piece: _Range, outlet: queue.Queue, stop: threading.Event) -> None:
+        """Put a range's chunks into `outlet` as they are decrypted (a failure as the last
+        item); a tree pack from a damaged cache is read once more."""
+
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    outlet.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        taken = 0
+        try:
+            try:
+                for opened in self._open_entries(piece, self._fetch_range(piece)):
+                    if not hand_over(opened):
+                        return
+                    taken += 1
+            except Corrupted:
+                if piece.kind != names.TREE_PACK:
+                    raise
+                self._cache.discard(names.key(piece.kind, piece.pack))
+                for opened in self._open_range(piece)[taken:]:
+                    if not hand_over(opened):
+                        return
+        except BaseException as e:
+            hand_over(e)
