@@ -8,8 +8,8 @@ that index blobs may point to, and index blobs that point to stored packs; the e
 its manifest after `flush`, last. An interruption at any point leaves the repository valid.
 
 The read path: `get` reads one entry with one range request (tree packs come whole from the
-local cache); `get_many` reads each pack in as few range requests as it can, ahead of
-the caller, and decrypts chunks as the caller takes them.
+local cache); `get_many` reads each pack in as few range requests as it can, on a few
+threads that decrypt chunk by chunk and hand chunks over through a short queue.
 """
 
 from __future__ import annotations
