@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,16 +37,16 @@ class Command:
     cwd: Path | None = None
 
 
-class Tool:
+class Tool(ABC):
     """The adapter interface; subclasses fill in the command lines."""
 
     name = ""  # the row's name: one program may make several rows (borg-lz4, borg-zstd3)
     program = ""
     targets: tuple[str, ...] = ("local",)
 
+    @abstractmethod
     def unavailable_reason(self) -> str | None:
         """None when the tool can run here, else why not (shown in the report)."""
-        raise NotImplementedError
 
     def version(self) -> str:
         """The version number the program reports (second word of its version line)."""
@@ -55,18 +56,21 @@ class Tool:
         """Environment additions: passphrase and cache locations under `home`."""
         return {"XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config")}
 
+    @abstractmethod
     def init(self, repo: Repository, home: Path) -> Command:
-        raise NotImplementedError
+        """The command line of this step."""
 
+    @abstractmethod
     def backup(self, repo: Repository, home: Path, source: Path, label: str) -> Command:
-        raise NotImplementedError
+        """The command line of this step."""
 
     def backup_id(self, stdout: str, label: str) -> str:
         """The ID of the backup just made, from the backup command's output."""
         return label
 
+    @abstractmethod
     def restore(self, repo: Repository, home: Path, backup_id: str, destination: Path) -> Command:
-        raise NotImplementedError
+        """The command line of this step."""
 
     def restored_root(self, destination: Path, source: Path) -> Path:
         """Where, under `destination`, the restored copy of `source` ends up."""
