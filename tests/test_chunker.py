@@ -137,3 +137,20 @@ def test_a_re_used_read_buffer_gives_the_same_chunks_file_after_file():
 def test_a_read_buffer_too_small_is_refused():
     with pytest.raises(ValueError, match="read buffer"):
         next(chunk_file(SMALL_CHUNKER, io.BytesIO(b"data"), bytearray(10)))
+
+
+@pytest.mark.parametrize("size", [1023, 1024, 1025, 40_000])
+@pytest.mark.parametrize("hint", ["exact", "too small", "too large", None])
+def test_cuts_equal_the_chunkers_own_whatever_the_size_hint(size, hint):
+    # A file at most min_size long skips the chunker; a stale size (the file grew or shrank
+    # since it was listed) must not change a cut either.
+    from pyfastcdc.cy import FastCDC
+
+    data = fixed_input(size)
+    p = SMALL_CHUNKER
+    expected = [c.length for c in FastCDC(p.avg_size, min_size=p.min_size,
+                                          max_size=p.max_size).cut_buf(data)]
+    given = {"exact": size, "too small": size // 3, "too large": size * 2, None: None}[hint]
+    chunks = [bytes(c) for c in chunk_file(p, io.BytesIO(data), size=given)]
+    assert [len(c) for c in chunks] == expected
+    assert b"".join(chunks) == data

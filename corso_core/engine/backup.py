@@ -3,11 +3,12 @@
 The pipeline, every stage bounded so memory does not grow with the data:
 - the calling thread walks the source, listing directories; a file whose path, size, mtime,
   ctime and inode match the previous backup (and whose chunks are all still indexed) is reused
-  without being opened; any other file goes to the reader pool (at most FILES_IN_FLIGHT);
-- reader threads open and chunk files (pyfastcdc) and hand each chunk to the packer pool (at
-  most CHUNKS_IN_FLIGHT per core);
-- packer threads, one per core, hash each chunk and `ChunkStore.put` it: zstd and AES-GCM run
-  there and release the GIL, so both cores compress in parallel;
+  without being opened; other files go to the reader pool in batches (at most BATCHES_IN_FLIGHT),
+  many small files to a batch, so that a file costs no thread hand-off of its own;
+- reader threads open and chunk files (pyfastcdc). A small file (one chunk) is hashed and
+  stored right there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per
+  core), so that one large file still keeps both cores compressing;
+- hashing and `ChunkStore.put` (zstd, AES-GCM) release the GIL, so both cores compress at once;
 - the calling thread finishes directories in post-order as their files complete, each one a
   "tree" chunk; the manifest is written last, so an interrupted backup leaves no trace but
   reusable chunks.
@@ -40,8 +41,11 @@ log = logging.getLogger("corso.engine")
 #: Files read at once. Each holds a read buffer of up to 4 maximal chunks; 4 readers measured
 #: no faster than 2 on the 1 GiB benchmark here, with 50 % more page faults.
 READER_THREADS = 2
-#: Files waiting for a reader (the walk blocks beyond this).
-FILES_IN_FLIGHT = 16
+#: Batches of files waiting for a reader (the walk blocks beyond this).
+BATCHES_IN_FLIGHT = 8
+#: A batch is handed to a reader once it holds this many files or bytes, or a large file.
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
 CHUNKS_IN_FLIGHT = 2
 #: Directories listed (and previous trees loaded) ahead of the walk.
@@ -84,32 +88,55 @@ class BackupResult:
     problems: Problems
 
 
+#: What storing one chunk gives: (chunk ID, size, bytes added).
+_Stored = tuple[bytes, int, int]
+
+
 @dataclass
 class _FileRead:
-    """A file read to its end; its chunks may still be on the packers (Futures of _pack)."""
+    """A file read to its end; a large file's chunks may still be on the packers (Futures)."""
 
     meta: Any
-    pieces: list[Future]
+    pieces: list[Future | _Stored]
     recent: bool
     counted: bool = False
 
     def stored(self) -> bool:
-        return all(piece.done() for piece in self.pieces)
+        return all(not isinstance(piece, Future) or piece.done() for piece in self.pieces)
+
+    def results(self) -> list[_Stored]:
+        return [piece.result() if isinstance(piece, Future) else piece for piece in self.pieces]
+
+
+@dataclass
+class _FileJob:
+    """A file queued for reading; `batch` is its batch's Future once handed to a reader."""
+
+    node: Node
+    batch: Future | None = None
+    read: _FileRead | None = None  # None after the batch ran: the file was reported unreadable
+
+    def ready(self) -> bool:
+        if self.batch is None or not self.batch.done():
+            return False
+        return (self.batch.exception() is not None or self.read is None
+                or self.read.stored())
+
+    def result(self) -> _FileRead | None:
+        self.batch.result()  # a reader's failure is raised here
+        return self.read
 
 
 @dataclass
 class _PendingDir:
     """A directory whose entries may still be waiting on reader futures."""
 
-    #: (node, Entry | Future | _PendingDir, whether the previous backup had this name)
+    #: (node, Entry | _FileJob | _PendingDir, whether the previous backup had this name)
     items: list[tuple[Node, Any, bool]] = field(default_factory=list)
     tree_id: bytes | None = None
 
     def ready(self) -> bool:
-        return all(not isinstance(item, Future)
-                   or (item.done() and (item.exception() or item.result() is None
-                                        or item.result().stored()))
-                   for _, item, _ in self.items)
+        return all(not isinstance(item, _FileJob) or item.ready() for _, item, _ in self.items)
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -135,7 +162,9 @@ class _Backup:
         self.readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="corso-read")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.listers = ThreadPoolExecutor(LISTER_THREADS, thread_name_prefix="corso-list")
-        self.file_slots = threading.BoundedSemaphore(FILES_IN_FLIGHT)
+        self.batch_slots = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
+        self.batch: list[_FileJob] = []  # files queued, not yet handed to a reader
+        self.batch_bytes = 0
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
         self.finishing: deque[_PendingDir] = deque()
         self.hard_links: dict[tuple[int, int], Any] = {}
@@ -160,31 +189,40 @@ class _Backup:
 
     # --- reading (reader and packer threads) ----------------------------------------------
 
-    def _pack(self, data: bytes) -> tuple[bytes, int, int]:
-        """(chunk ID, size, bytes added): hashing, compression and encryption, on a packer."""
+    def _pack(self, data: bytes | memoryview) -> _Stored:
+        """Hashing, compression and encryption of one chunk."""
+        chunk_id = self.store.chunk_id(data)
+        added = self.store.put(chunk_id, data)
+        if not added:
+            self._relied_on([chunk_id])
+        return chunk_id, len(data), added
+
+    def _pack_queued(self, data: bytes) -> _Stored:
+        """_pack on a packer thread, freeing the chunk's slot."""
         try:
-            chunk_id = self.store.chunk_id(data)
-            added = self.store.put(chunk_id, data)
-            if not added:
-                self._relied_on([chunk_id])
-            return chunk_id, len(data), added
+            return self._pack(data)
         finally:
             self.chunk_slots.release()
 
-    def _store_content(self, content: Content, pieces: list[Future]) -> int:
-        """Chunk the file onto the packers (appending to `pieces`); the bytes read.
+    def _store_content(self, content: Content, pieces: list[Future | _Stored]) -> int:
+        """Chunk the file, appending to `pieces`; the bytes read.
 
-        The reader does not wait for the packers: it goes on to the next file while they
-        compress this one's chunks, so reading and compressing overlap across files.
+        A file below the chunker's minimum size is one chunk: it is packed right here, as a
+        hand-off would cost more than the work. A larger file's chunks go to the packers and
+        the reader goes on to the next file meanwhile, so reading and compressing overlap.
         """
         buffer = getattr(self._reader_state, "buffer", None)
         if buffer is None:
             buffer = self._reader_state.buffer = bytearray(read_buffer_size(self.chunker))
+        small = content.meta.size < self.chunker.min_size
         read = 0
-        for piece in chunk_file(self.chunker, content.file, buffer):
-            self.chunk_slots.acquire()
-            # a copy: the reader's buffer is overwritten by the next read
-            pieces.append(self.packers.submit(self._pack, bytes(piece)))
+        for piece in chunk_file(self.chunker, content.file, buffer, content.meta.size):
+            if small:
+                pieces.append(self._pack(piece))
+            else:
+                self.chunk_slots.acquire()
+                # a copy: the reader's buffer is overwritten by the next read
+                pieces.append(self.packers.submit(self._pack_queued, bytes(piece)))
             self.progress.advance(nbytes=len(piece))
             read += len(piece)
         return read
@@ -194,7 +232,7 @@ class _Backup:
             content = self.reader.open(node)
             if content is None:
                 return None
-            pieces: list[Future] = []
+            pieces: list[Future | _Stored] = []
             try:
                 started = time.time_ns()
                 read = self._store_content(content, pieces)
@@ -211,8 +249,34 @@ class _Backup:
             return _FileRead(meta=meta, pieces=pieces,
                              recent=started - max(meta.mtime_ns, meta.ctime_ns) < RECENT_NS)
         finally:
-            self.file_slots.release()
             self.progress.advance(files=1)
+
+    def _read_batch(self, jobs: list[_FileJob]) -> None:
+        try:
+            for job in jobs:
+                job.read = self._read_file(job.node)
+        finally:
+            self.batch_slots.release()
+
+    def _queue_read(self, node: Node) -> _FileJob:
+        """Queue a file for a reader; the batch goes once it is full or the file is large."""
+        job = _FileJob(node)
+        self.batch.append(job)
+        self.batch_bytes += node.meta.size
+        if (len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES
+                or node.meta.size >= self.chunker.min_size):
+            self.send_batch()
+        return job
+
+    def send_batch(self) -> None:
+        """Hand the queued files to a reader (waiting while BATCHES_IN_FLIGHT are queued)."""
+        if not self.batch:
+            return
+        jobs, self.batch, self.batch_bytes = self.batch, [], 0
+        self.batch_slots.acquire()
+        batch = self.readers.submit(self._read_batch, jobs)
+        for job in jobs:
+            job.batch = batch
 
     # --- walking (calling thread) ---------------------------------------------------------
 
@@ -225,8 +289,8 @@ class _Backup:
                 and (self.options.ignore_inode or a.inode == b.inode)
                 and all(self.store.has(chunk_id) for chunk_id, _ in old.chunks))
 
-    def _file(self, node: Node, old: Entry | None) -> Any:
-        """An Entry reused from the previous backup, or the Future of reading the file."""
+    def _file(self, node: Node, old: Entry | None) -> Entry | _FileJob:
+        """An Entry reused from the previous backup, or the job of reading the file."""
         link_key = (node.meta.dev, node.meta.inode) if node.meta.nlink > 1 else None
         item = self.hard_links.get(link_key)  # a second name of a file already seen: share it
         if item is not None:
@@ -236,8 +300,7 @@ class _Backup:
             self._relied_on(chunk_id for chunk_id, _ in old.chunks)
             item = Entry(node.name, node.meta, old.chunks)
         else:
-            self.file_slots.acquire()
-            item = self.readers.submit(self._read_file, node)
+            item = self._queue_read(node)
         if link_key:
             self.hard_links[link_key] = item
         return item
@@ -284,6 +347,8 @@ class _Backup:
 
     def finish_ready(self, block: bool) -> None:
         """Store the trees of finished directories, oldest first (post-order: children first)."""
+        if block:
+            self.send_batch()
         while self.finishing and (block or self.finishing[0].ready()):
             self._finish(self.finishing.popleft())
 
@@ -299,11 +364,11 @@ class _Backup:
     def _finish(self, pending: _PendingDir) -> None:
         entries = []
         for node, item, known in pending.items:
-            if isinstance(item, Future):
+            if isinstance(item, _FileJob):
                 read = item.result()
                 if read is None:
                     continue  # reported by the reader; never recorded torn or half-read
-                stored = [piece.result() for piece in read.pieces]
+                stored = read.results()
                 entry = Entry(node.name, read.meta, [(cid, size) for cid, size, _ in stored],
                               recent=read.recent)
                 if not read.counted:  # a hard link's second name reads and adds nothing
@@ -316,7 +381,7 @@ class _Backup:
             else:
                 entry = Entry(node.name, node.meta, item.chunks)
             if entry.meta.kind == FILE:
-                self._count_file(entry, read_now=isinstance(item, Future), known=known)
+                self._count_file(entry, read_now=isinstance(item, _FileJob), known=known)
             entries.append(entry)
         # The parent needs only the tree ID: dropping the items frees this directory's futures
         # and file records now, not when the whole walk is done (memory stays O(in flight)).

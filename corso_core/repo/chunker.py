@@ -78,8 +78,8 @@ def read_buffer_size(params: ChunkerParams) -> int:
     return max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
 
 
-def chunk_file(params: ChunkerParams, f: BinaryIO,
-               buffer: bytearray | None = None) -> Iterator[memoryview]:
+def chunk_file(params: ChunkerParams, f: BinaryIO, buffer: bytearray | None = None,
+               size: int | None = None) -> Iterator[memoryview]:
     """Content-defined chunks of `f`, in order; together exactly the file's bytes.
 
     Cut points equal those of chunking the whole file in one buffer: a chunk is only cut where
@@ -87,25 +87,33 @@ def chunk_file(params: ChunkerParams, f: BinaryIO,
     stays valid after the next is produced (another thread may still be hashing it), unless
     `buffer` (of read_buffer_size bytes) is given: it is then read into and re-used, so each
     chunk is valid only until the next is requested. Re-use spares a fresh, zeroed, page-
-    faulted buffer per file, all of it done holding the GIL.
+    faulted buffer per file, all of it done holding the GIL. `size`, the bytes the file
+    should hold (as its reader found them), spares asking the file.
+
+    A file of at most `min_size` bytes is one chunk: it is yielded without running the chunker.
     """
     cdc = _fastcdc(params)
     block = read_buffer_size(params)
     if buffer is not None and len(buffer) < block:
         raise ValueError(f"read buffer of {len(buffer)} bytes, {block} needed")
-    left = _size_hint(f)
+    left = _size_hint(f) if size is None else size
     carry = memoryview(b"")
     while True:
         # One byte more than the file should have left: a short read then proves the end.
-        size = block if left is None else max(min(block, len(carry) + left + 1), len(carry) + 1)
-        view = memoryview(bytearray(size) if buffer is None else buffer)[:size]
+        want = block if left is None else max(min(block, len(carry) + left + 1), len(carry) + 1)
+        view = memoryview(bytearray(want) if buffer is None else buffer)[:want]
         view[: len(carry)] = carry
         got = _read_into(f, view[len(carry) :])
-        if left is not None:
-            left = max(left - got, 0)
         filled = len(carry) + got
-        at_end = filled < size
+        at_end = filled < want
+        if left is not None:
+            # a file that grew past what it should hold is read on at full blocks
+            left = left - got if left > got else None
         view = view[:filled]
+        if at_end and filled <= params.min_size:
+            if filled:
+                yield view
+            return
         consumed = 0
         for chunk in cdc.cut_buf(view):
             if not at_end and filled - chunk.offset < params.max_size:
