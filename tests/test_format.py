@@ -15,6 +15,7 @@ from corso_core.errors import (
     RepositoryError,
     UnsupportedFormat,
 )
+from corso_core.repo import format as format_module
 from corso_core.repo.crypto import Keys
 from corso_core.repo.format import (
     FORMAT_COPY_KEY,
@@ -76,7 +77,21 @@ def test_without_the_test_setting_the_kdf_has_full_strength(storage, monkeypatch
     monkeypatch.delenv(TEST_CHEAP_KDF_ENV)
     init_repository(storage, "pw")
     kdf = FormatBlob.decode(storage.get(FORMAT_KEY), FORMAT_KEY).kdf
-    assert (kdf.n, kdf.r, kdf.p) == (2**16, 8, 1)
+    assert (kdf.n, kdf.r, kdf.p) == (2**15, 8, 2)  # 32 MiB, as restic's N=2^15, r=8
+    assert not kdf.test_strength
+
+
+def test_a_repository_keeps_the_kdf_parameters_it_was_made_with(storage, monkeypatch):
+    """A repository made with the earlier default (N=2^16, r=8, p=1: 64 MiB) still opens, with
+    the parameters its format blob records, and is not taken for a test-only one."""
+    monkeypatch.delenv(TEST_CHEAP_KDF_ENV)
+    current = format_module.FULL_STRENGTH
+    monkeypatch.setattr(format_module, "FULL_STRENGTH", {"n": 2**16, "r": 8, "p": 1})
+    created = init_repository(storage, "pw")
+    monkeypatch.setattr(format_module, "FULL_STRENGTH", current)
+    opened = open_repository(storage, "pw")
+    assert (opened.format.kdf.n, opened.format.kdf.r, opened.format.kdf.p) == (2**16, 8, 1)
+    assert opened.keys == created.keys and not opened.format.kdf.test_strength
 
 
 def test_the_test_setting_is_what_makes_tests_cheap(storage):

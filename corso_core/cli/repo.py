@@ -10,7 +10,6 @@ from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.upkeep import COMMANDS as UPKEEP_COMMANDS
-from corso_core.repo.format import FULL_STRENGTH
 from corso_core.repo.repository import (
     Repository,
     init_or_open,
@@ -107,7 +106,7 @@ def status(repository: Repository) -> None:
     """Show the connected repository: backend, location, ID, format, blobs and bytes."""
     connection = config.load(config.config_path(output.flags().config_file))
     kdf = repository.format.kdf
-    weak = "" if kdf.n >= FULL_STRENGTH["n"] else (
+    weak = "" if not kdf.test_strength else (
         " (test-only strength: run update-passphrase without CORSO_TEST_CHEAP_KDF)")
     blobs = list(repository.storage.list())
     total = sum(b.size for b in blobs)
