@@ -3,11 +3,12 @@
 The pipeline, every stage bounded so memory does not grow with the data:
 - the calling thread walks the source, listing directories; a file whose path, size, mtime,
   ctime and inode match the previous backup (and whose chunks are all still indexed) is reused
-  without being opened; other files go to the reader pool in batches (at most BATCHES_IN_FLIGHT),
-  many small files to a batch, so that a file costs no thread hand-off of its own;
-- reader threads open and chunk files (pyfastcdc). A small file (one chunk) is hashed and
-  stored right there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per
-  core), so that one large file still keeps both cores compressing;
+  without being opened; other files go to one of two reader lanes: small files in batches
+  (many files to a batch, so that a file costs no thread hand-off of its own), large ones each
+  on their own, on a lane of their own;
+- readers open and chunk files (pyfastcdc). A small file (one chunk) is hashed and stored right
+  there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per core), so
+  that one large file keeps both cores compressing while small files go on beside it;
 - hashing and `ChunkStore.put` (zstd, AES-GCM) release the GIL, so both cores compress at once;
 - the calling thread finishes directories in post-order as their files complete, each one a
   "tree" chunk; the manifest is written last, so an interrupted backup leaves no trace but
@@ -38,12 +39,15 @@ from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceRe
 
 log = logging.getLogger("corso.engine")
 
-#: Files read at once. Each holds a read buffer of up to 4 maximal chunks; 4 readers measured
-#: no faster than 2 on the 1 GiB benchmark here, with 50 % more page faults.
-READER_THREADS = 2
-#: Batches of files waiting for a reader (the walk blocks beyond this).
+#: Readers of small files (one chunk each: read, hashed and stored by the reader). Their work
+#: is mostly Python, bound by the GIL: more threads measured no faster.
+SMALL_READERS = 2
+#: Readers of large files (chunked, the chunks compressed on the packers). A lane of their own,
+#: so that small files keep going while the packers compress a large one.
+LARGE_READERS = 1
+#: Batches waiting for a reader, per lane (the walk blocks beyond this).
 BATCHES_IN_FLIGHT = 8
-#: A batch is handed to a reader once it holds this many files or bytes, or a large file.
+#: Small files are handed to a reader in batches of this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
@@ -127,6 +131,14 @@ class _FileJob:
         return self.read
 
 
+class _ReadLane:
+    """A pool of reader threads and the bound on the batches queued for it."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self.slots = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
+
+
 @dataclass
 class _PendingDir:
     """A directory whose entries may still be waiting on reader futures."""
@@ -159,11 +171,11 @@ class _Backup:
         self.progress = progress
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
-        self.readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="corso-read")
+        self.small_files = _ReadLane(SMALL_READERS, "corso-read-small")
+        self.large_files = _ReadLane(LARGE_READERS, "corso-read-large")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.listers = ThreadPoolExecutor(LISTER_THREADS, thread_name_prefix="corso-list")
-        self.batch_slots = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
-        self.batch: list[_FileJob] = []  # files queued, not yet handed to a reader
+        self.batch: list[_FileJob] = []  # small files queued, not yet handed to a reader
         self.batch_bytes = 0
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
         self.finishing: deque[_PendingDir] = deque()
@@ -184,7 +196,7 @@ class _Backup:
         return (bytes(self.deduplicated[i:i + 32]) for i in range(0, len(self.deduplicated), 32))
 
     def shutdown(self) -> None:
-        for pool in (self.listers, self.readers, self.packers):
+        for pool in (self.listers, self.small_files.pool, self.large_files.pool, self.packers):
             pool.shutdown(wait=True, cancel_futures=True)
 
     # --- reading (reader and packer threads) ----------------------------------------------
@@ -251,32 +263,37 @@ class _Backup:
         finally:
             self.progress.advance(files=1)
 
-    def _read_batch(self, jobs: list[_FileJob]) -> None:
+    def _read_batch(self, jobs: list[_FileJob], lane: _ReadLane) -> None:
         try:
             for job in jobs:
                 job.read = self._read_file(job.node)
         finally:
-            self.batch_slots.release()
+            lane.slots.release()
+
+    def _send(self, lane: _ReadLane, jobs: list[_FileJob]) -> None:
+        """Hand files to a lane's readers (waiting while BATCHES_IN_FLIGHT are queued)."""
+        lane.slots.acquire()
+        batch = lane.pool.submit(self._read_batch, jobs, lane)
+        for job in jobs:
+            job.batch = batch
 
     def _queue_read(self, node: Node) -> _FileJob:
-        """Queue a file for a reader; the batch goes once it is full or the file is large."""
+        """Queue a file for a reader: a large one at once, small ones in batches."""
         job = _FileJob(node)
+        if node.meta.size >= self.chunker.min_size:
+            self._send(self.large_files, [job])
+            return job
         self.batch.append(job)
         self.batch_bytes += node.meta.size
-        if (len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES
-                or node.meta.size >= self.chunker.min_size):
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
             self.send_batch()
         return job
 
     def send_batch(self) -> None:
-        """Hand the queued files to a reader (waiting while BATCHES_IN_FLIGHT are queued)."""
-        if not self.batch:
-            return
-        jobs, self.batch, self.batch_bytes = self.batch, [], 0
-        self.batch_slots.acquire()
-        batch = self.readers.submit(self._read_batch, jobs)
-        for job in jobs:
-            job.batch = batch
+        """Hand the queued small files to a reader."""
+        if self.batch:
+            jobs, self.batch, self.batch_bytes = self.batch, [], 0
+            self._send(self.small_files, jobs)
 
     # --- walking (calling thread) ---------------------------------------------------------
 
