@@ -9,7 +9,7 @@ its manifest after `flush`, last. An interruption at any point leaves the reposi
 
 The read path: `get` reads one entry with one range request (tree packs come whole from the
 local cache); `get_many` reads each pack in as few range requests as it can, on a few
-threads that decrypt chunk by chunk and hand chunks over through a short queue.
+threads that decrypt chunk by chunk and hand chunks over in batches through a short queue.
 """
 
 from __future__ import annotations
@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 UPLOAD_THREADS = 3
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
-#: Ranges read and decrypted at once in get_many, and how many decrypted chunks each may
-#: have waiting for the caller. A range (up to a whole pack, ~17 MiB) is held raw while its chunks
-#: are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
+#: Ranges read and decrypted at once in get_many. A range (up to a whole pack, ~17 MiB) is held
+#: raw while its chunks are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
 READ_THREADS = 2
-OPENED_AHEAD = 4
+#: Decrypted chunks go to the caller in batches of about this many bytes (a large chunk alone),
+#: so 15,000 small files cost a few hundred queue hand-offs, not 15,000; and how many batches
+#: may wait for the caller.
+HANDOVER_BYTES = 1024 * 1024
+BATCHES_AHEAD = 4
 #: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
 #: cheaper than another request).
 RANGE_GAP = 256 * 1024
@@ -449,29 +452,31 @@ class ChunkStore:
 
         Each pack is read in as few range requests as its needed entries allow (one, when they
         fill most of it). READ_THREADS ranges are read and decrypted at once, the threads
-        handing chunks over through one short queue, so memory holds READ_THREADS raw ranges
-        and a few plaintexts, not whole ranges decrypted. Every ID is located
-        before anything is read: a missing one raises Corrupted first.
+        handing chunks over in batches through one short queue, so memory holds READ_THREADS
+        raw ranges and a few batches of plaintexts, not whole ranges decrypted. Every ID is
+        located before anything is read: a missing one raises Corrupted first.
         """
         ranges = self._plan(chunk_ids)
         stop = threading.Event()  # the caller stopped early: threads drop what they hold
-        outlet: queue.Queue = queue.Queue(READ_THREADS * OPENED_AHEAD)
+        outlet: queue.Queue = queue.Queue(BATCHES_AHEAD)
         pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read")
         try:
             for piece in ranges:
                 pool.submit(self._open_into, piece, outlet, stop)
-            for _ in range(sum(len(piece.entries) for piece in ranges)):
-                item = outlet.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            expected = sum(len(piece.entries) for piece in ranges)
+            while expected:
+                batch = outlet.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                expected -= len(batch)
+                yield from batch
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _open_into(self, piece: _Range, outlet: queue.Queue, stop: threading.Event) -> None:
-        """Put a range's chunks into `outlet` as they are decrypted (a failure as the last
-        item); a tree pack from a damaged cache is read once more."""
+        """Put a range's chunks into `outlet` in batches as they are decrypted (a failure as
+        the last item); a tree pack from a damaged cache is read once more."""
 
         def hand_over(item) -> bool:
             while not stop.is_set():
@@ -482,19 +487,31 @@ class ChunkStore:
                     continue
             return False
 
+        def batches(opened: Iterable[tuple[bytes, bytes]]) -> Iterator[list]:
+            batch: list[tuple[bytes, bytes]] = []
+            size = 0
+            for item in opened:
+                batch.append(item)
+                size += len(item[1])
+                if size >= HANDOVER_BYTES:
+                    yield batch
+                    batch, size = [], 0
+            if batch:
+                yield batch
+
         taken = 0
         try:
             try:
-                for opened in self._open_entries(piece, self._fetch_range(piece)):
-                    if not hand_over(opened):
+                for batch in batches(self._open_entries(piece, self._fetch_range(piece))):
+                    if not hand_over(batch):
                         return
-                    taken += 1
+                    taken += len(batch)
             except Corrupted:
                 if piece.kind != names.TREE_PACK:
                     raise
                 self._cache.discard(names.key(piece.kind, piece.pack))
-                for opened in self._open_range(piece)[taken:]:
-                    if not hand_over(opened):
+                for batch in batches(self._open_range(piece)[taken:]):
+                    if not hand_over(batch):
                         return
         except BaseException as e:
             hand_over(e)
