@@ -141,14 +141,23 @@ class _ReadLane:
 
 @dataclass
 class _PendingDir:
-    """A directory whose entries may still be waiting on reader futures."""
+    """A directory whose entries may still be waiting on readers."""
 
     #: (node, Entry | _FileJob | _PendingDir, whether the previous backup had this name)
     items: list[tuple[Node, Any, bool]] = field(default_factory=list)
+    #: The jobs not yet seen ready, oldest first: each is checked until ready, then never again.
+    waiting: deque[_FileJob] = field(default_factory=deque)
     tree_id: bytes | None = None
 
+    def add(self, node: Node, item: Any, known: bool) -> None:
+        self.items.append((node, item, known))
+        if isinstance(item, _FileJob):
+            self.waiting.append(item)
+
     def ready(self) -> bool:
-        return all(not isinstance(item, _FileJob) or item.ready() for _, item, _ in self.items)
+        while self.waiting and self.waiting[0].ready():
+            self.waiting.popleft()
+        return not self.waiting
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -357,7 +366,7 @@ class _Backup:
             else:
                 self.stats.symlinks += 1
                 item = Entry(child.name, child.meta)
-            pending.items.append((child, item, previous is not None))
+            pending.add(child, item, previous is not None)
         self.finishing.append(pending)
         self.finish_ready(block=False)
         return pending
