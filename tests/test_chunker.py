@@ -6,7 +6,13 @@ import tracemalloc
 import pytest
 from datalayer import SMALL_CHUNKER
 
-from corso_core.repo.chunker import ChunkerMissing, ChunkerParams, chunk_file, read_buffer_size
+from corso_core.repo.chunker import (
+    ChunkerMissing,
+    ChunkerParams,
+    _fastcdc,
+    chunk_file,
+    read_buffer_size,
+)
 
 DEFAULT = ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
                         max_size=4 * 1024 * 1024)
@@ -110,6 +116,7 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
 
 def test_missing_compiled_extension_fails_loudly(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyfastcdc.cy", None)  # makes `import pyfastcdc.cy` fail
+    _fastcdc.cache_clear()  # as in a process where the extension never loaded
     with pytest.raises(ChunkerMissing, match=r"pyfastcdc\.cy"):
         next(chunk_file(SMALL_CHUNKER, io.BytesIO(b"data")))
 

@@ -18,6 +18,8 @@ from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 FORMAT_VERSION = 1
 _KINDS = (FILE, DIR, SYMLINK)
 _INT_FIELDS = tuple(f.name for f in fields(Metadata) if f.type == "int")
+#: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass
@@ -83,7 +85,7 @@ def encode_tree(entries: list[Entry]) -> bytes:
     """The tree chunk's plaintext; entries are sorted by name bytes here."""
     ordered = sorted(entries, key=lambda e: e.name)
     document = {"v": FORMAT_VERSION, "entries": [_encode_entry(e) for e in ordered]}
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(document).encode()
 
 
 def decode_tree(data: bytes, tree_id: bytes) -> list[Entry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -40,8 +41,12 @@ class ChunkerMissing(CorsoError):
     """pyfastcdc's compiled extension is not installed: chunking would be ~100x slower."""
 
 
+@functools.lru_cache(maxsize=4)
 def _fastcdc(params: ChunkerParams):
-    """A FastCDC instance from the compiled extension, never the pure-Python fallback."""
+    """A FastCDC instance from the compiled extension, never the pure-Python fallback.
+
+    Made once per parameters (it computes its gear tables) and shared: cutting only reads it.
+    """
     if params.algorithm != "fastcdc-2020":
         raise UnsupportedFormat(f"unknown chunker algorithm {params.algorithm!r}")
     try:

@@ -7,6 +7,7 @@ blob moved, swapped or replayed under another name fails authentication.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -25,10 +26,17 @@ TAG_SIZE = 16
 OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 
+@functools.lru_cache(maxsize=16)
+def _aead(key: bytes) -> AESGCM:
+    """One AESGCM per key: it holds no per-message state, so threads share it, and a small
+    chunk is not charged the key set-up again."""
+    return AESGCM(key)
+
+
 def seal(key: bytes, plaintext: bytes | memoryview, associated: bytes) -> bytes:
     """nonce || ciphertext || tag."""
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + AESGCM(key).encrypt(nonce, bytes(plaintext), associated)
+    return nonce + _aead(key).encrypt(nonce, bytes(plaintext), associated)
 
 
 def unseal(key: bytes, blob: bytes | memoryview, associated: bytes, what: str) -> bytes:
@@ -37,7 +45,7 @@ def unseal(key: bytes, blob: bytes | memoryview, associated: bytes, what: str) -
         raise Corrupted(f"{what} is corrupted: {len(blob)} bytes is too short to be encrypted")
     blob = memoryview(blob)
     try:
-        return AESGCM(key).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), associated)
+        return _aead(key).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), associated)
     except InvalidTag:
         raise Corrupted(f"{what} is corrupted: authentication failed") from None
 
