@@ -1,5 +1,8 @@
 """The filesystem backend: the shared contract, plus what only a filesystem can show."""
 
+import errno
+import fcntl
+import mmap
 import os
 import stat
 import time
@@ -7,6 +10,7 @@ import time
 import pytest
 
 from corso_core.errors import AlreadyExists
+from corso_core.storage import filesystem
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.testing import BlobStorageContract
 
@@ -56,3 +60,63 @@ def test_cleanup_removes_only_old_temp_files(tmp_path):
     assert storage.cleanup(86400) == 1
     assert not old.exists() and fresh.exists()
     assert [b.key for b in storage.list()] == ["data/blob"]
+
+
+class WriteSpy:
+    """Records each os.write of the backend: its length and whether O_DIRECT was on."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[int, bool]] = []
+        real_write = os.write
+
+        def write(fd, data):
+            direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+            n = real_write(fd, data)
+            self.calls.append((n, direct))
+            return n
+
+        monkeypatch.setattr(filesystem.os, "write", write)
+
+
+def pack_like(size: int) -> mmap.mmap:
+    """A page-aligned buffer like the store's pack buffers, filled with random bytes."""
+    buffer = mmap.mmap(-1, size)
+    buffer.write(os.urandom(size))
+    return buffer
+
+
+def test_a_large_aligned_blob_bypasses_the_page_cache_and_reads_back_whole(tmp_path, monkeypatch):
+    size = 2 * filesystem.DIRECT_WRITE_MIN + 123
+    buffer = pack_like(size)
+    spy = WriteSpy(monkeypatch)
+    FilesystemStorage(str(tmp_path / "repo")).put("data/pack", memoryview(buffer)[:size])
+    direct = sum(n for n, is_direct in spy.calls if is_direct)
+    assert direct == size - size % 4096
+    assert sum(n for n, _ in spy.calls) == size
+    assert (tmp_path / "repo" / "data" / "pack").read_bytes() == buffer[:size]
+
+
+def refuse_o_direct(monkeypatch) -> None:
+    """As filesystems without O_DIRECT do: setting the flag fails with EINVAL."""
+    real_fcntl = fcntl.fcntl
+
+    def fcntl_without_direct(fd, cmd, arg=0):
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(filesystem.fcntl, "fcntl", fcntl_without_direct)
+
+
+@pytest.mark.parametrize("why", ["unaligned buffer", "filesystem refuses"])
+def test_large_blobs_are_written_whole_where_o_direct_cannot_be_used(why, tmp_path, monkeypatch):
+    size = 2 * filesystem.DIRECT_WRITE_MIN
+    if why == "filesystem refuses":  # an aligned buffer: only the refusal stops O_DIRECT
+        refuse_o_direct(monkeypatch)
+        blob = memoryview(pack_like(size))
+    else:  # 7 bytes into a page-aligned map: never 4096-aligned
+        blob = memoryview(pack_like(size + 7))[7:]
+    spy = WriteSpy(monkeypatch)
+    FilesystemStorage(str(tmp_path / "repo")).put("data/pack", blob)
+    assert not any(is_direct for _, is_direct in spy.calls)
+    assert (tmp_path / "repo" / "data" / "pack").read_bytes() == bytes(blob)
