@@ -150,6 +150,26 @@ def test_names_that_could_escape_are_refused(tmp_path, name):
     assert os.listdir(destination) == []
 
 
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_a_name_taken_in_a_directory_the_restore_made_follows_the_policy(tmp_path, collisions):
+    """In a directory it made the writer does not look before it links: a name that appears
+    there meanwhile (another process) still meets the collision policy, never overwritten
+    unless replacing."""
+    writer = FILES.open_writer({"destination": str(tmp_path)}, collisions, Problems())
+    assert writer.make_dir((b"d",), DIR_META)
+    handle = writer.start_file((b"d", b"f"), FILE_META)
+    writer.write(handle, 0, b"fresh")
+    (tmp_path / "d" / "f").write_bytes(b"theirs")
+    writer.finish_file(handle)
+    writer.close()
+    expected = {"skip": (b"theirs", None), "copy": (b"theirs", b"fresh"),
+                "replace": (b"fresh", None)}[collisions]
+    assert (tmp_path / "d" / "f").read_bytes() == expected[0]
+    copy = tmp_path / "d" / "f.restored"
+    assert (copy.read_bytes() if copy.exists() else None) == expected[1]
+    assert sorted(os.listdir(tmp_path / "d")) == sorted(["f"] + ["f.restored"] * bool(expected[1]))
+
+
 def test_a_destination_that_is_a_file_is_bad_input(tmp_path):
     (tmp_path / "file").write_bytes(b"keep")
     with pytest.raises(UsageError, match="not a directory"):

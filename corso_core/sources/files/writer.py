@@ -19,6 +19,7 @@ keeps its own cache of open descriptors, so no thread ever closes a descriptor a
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -61,6 +62,11 @@ class FilesWriter:
         self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
         self._ours: set[Path] = set()  # directories this restore created or replaced
+        # Directories this restore created, empty then: a name in one needs no look first.
+        self._made: set[Path] = set()
+        # Temp names: one random part per restore (nobody can guess them ahead), then a count.
+        self._temp_prefix = _TEMP_PREFIX + secrets.token_hex(8).encode() + b"-"
+        self._temp_numbers = itertools.count()
         self._warned_owner = False
 
     # --- descriptors --------------------------------------------------------------------
@@ -170,34 +176,44 @@ class FilesWriter:
                 pass  # renamed into place
 
     def _link_into_place(self, fd: int, temp: bytes, path: Path) -> None:
+        """Link first, look only when the name is taken: a restore into an empty destination
+        costs no lookup per item."""
         name = path[-1]
+        target = name
         while True:
-            existing = self._lstat(fd, name)
-            if existing is not None and self.collisions == "skip":
-                return
-            if existing is not None and self.collisions == "replace":
-                if stat.S_ISDIR(existing.st_mode):
-                    self._say(path, "not replaced: a directory is in the way")
-                else:
-                    os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-                return
-            target = name if existing is None else self._free_name(fd, name)
             try:
-                os.link(temp, target, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                self._link_new(fd, temp, target)
             except FileExistsError:
-                continue  # the name was taken since we looked (another writer): look again
-            except OSError as e:
-                if e.errno not in _NOT_SUPPORTED:
-                    raise
-                # No hard links on this filesystem (FAT, some FUSE): a rename, which would
-                # replace a name that appeared in the instant since we looked.
-                os.rename(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
+                if target == name and self.collisions != "copy":
+                    existing = self._lstat(fd, name)
+                    if existing is None:
+                        continue  # gone since: try again
+                    if self.collisions == "replace" and stat.S_ISDIR(existing.st_mode):
+                        self._say(path, "not replaced: a directory is in the way")
+                    elif self.collisions == "replace":
+                        os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    return
+                target = self._free_name(fd, name)  # taken (perhaps since we looked): again
+                continue
             if target != name:
                 self._renamed[path] = target
             return
 
+    def _link_new(self, fd: int, temp: bytes, target: bytes) -> None:
+        """A hard link `target` to `temp`, FileExistsError if the name is taken, however
+        recently. Without hard links (FAT, some FUSE): a rename after a look, which would
+        replace a name that appeared in the instant since."""
+        try:
+            os.link(temp, target, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in _NOT_SUPPORTED:
+                raise
+            if self._lstat(fd, target) is not None:
+                raise FileExistsError(errno.EEXIST, "File exists", target) from None
+            os.rename(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
+
     def _temp_name(self) -> bytes:
-        return _TEMP_PREFIX + secrets.token_hex(8).encode()
+        return self._temp_prefix + b"%d" % next(self._temp_numbers)
 
     # --- the SourceWriter interface -----------------------------------------------------
 
@@ -220,6 +236,7 @@ class FilesWriter:
                     os.unlink(path[-1], dir_fd=fd)
             os.mkdir(self._actual(path), 0o700, dir_fd=fd)
             self._ours.add(path)
+            self._made.add(path)
             return True
         except OSError as e:
             self._say(path, f"cannot create directory: {e.strerror}")
@@ -258,7 +275,8 @@ class FilesWriter:
         fd = self._checked_parent(path)
         if fd is None:
             return None
-        if self.collisions == "skip" and self._lstat(fd, path[-1]) is not None:
+        if (self.collisions == "skip" and path[:-1] not in self._made
+                and self._lstat(fd, path[-1]) is not None):
             return None
         return PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
 
