@@ -15,7 +15,7 @@ import pytest
 from cli_fixtures import CORSO, Result, one_error_line, run_subprocess
 
 from corso_core import config
-from corso_core.cli.connection import open_storage
+from corso_core.cli.connection import storage_values
 from corso_core.errors import UsageError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
 from corso_core.storage.backend import StorageBackend
@@ -168,20 +168,19 @@ def test_a_repository_replaced_behind_the_config_is_refused(repo, corso, tmp_pat
 
 
 def test_secret_flags_reach_the_backend_but_other_backends_flags_are_refused():
-    opened = {}
     backend = StorageBackend(
         name="vault", description="test",
         options=[click.Option(["--bucket"]), click.Option(["--secret-key"]),
                  click.Option(["--lock-days"])],
         secret_options=frozenset({"secret_key"}), init_only=frozenset({"lock_days"}),
-        open=lambda values: opened.update(values),
+        open=lambda values: None,
     )
     connection = config.Connection("vault", "id", {"bucket": "b"})
-    open_storage(backend, connection, {"secret_key": "k", "bucket": "b"})
+    opened = storage_values(backend, connection, {"secret_key": "k", "bucket": "b"})
     assert opened == {"bucket": "b", "secret_key": "k", "lock_days": None}
     with pytest.raises(UsageError, match="--path is an option of backend filesystem, but the "
                                          "connected repository is on vault"):
-        open_storage(backend, connection, {"path": "/x"})
+        storage_values(backend, connection, {"path": "/x"})
 
 
 #: A command with its own --path (as restore has), run as a user would: its stderr must stay clean.

@@ -15,6 +15,10 @@ connection (a different value, or a flag of another backend, is an error naming 
 secret flags (credentials) into the values the backend opens the storage with, resolves the
 passphrase, opens the repository, checks its ID against the connection's, and calls the
 command with ``repository=``. The storage is closed when the command returns.
+
+The key (scrypt) is derived before the storage is opened, from the KDF of the format blob kept
+in the local cache (format.DerivedKey), and the cached copy is renewed when the repository's
+KDF differs from it.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from click.core import ParameterSource
 
 from corso_core import config, passphrase, plugins
 from corso_core.cli import output
-from corso_core.errors import RepositoryError, UsageError
+from corso_core.errors import Corrupted, RepositoryError, UnsupportedFormat, UsageError
+from corso_core.repo.cache import BlobCache
+from corso_core.repo.format import FORMAT_KEY, DerivedKey, FormatBlob
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
-from corso_core.storage.interface import BlobStorage
 from corso_core.storage.kill_switch import with_kill_switch
 
 #: Storage flags reach the command function under this prefix, so a command option with the
@@ -106,9 +111,13 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Rep
     path = config.config_path(output.flags().config_file)
     connection = config.load(path)
     backend = plugins.backend(connection.backend)
-    storage = open_storage(backend, connection, given)
+    values = storage_values(backend, connection, given)
+    secret = passphrase.resolve(passphrase_flag)
+    cache = _format_cache(connection.repository_id)
+    derived = _derive_from_cache(cache, secret) if cache else None
+    storage = with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
     try:
-        repository = open_repository(storage, passphrase.resolve(passphrase_flag))
+        repository = open_repository(storage, secret, derived=derived)
         if repository.repository_id != connection.repository_id:
             raise RepositoryError(
                 f"the repository at {storage.location()} has ID {repository.repository_id}, but "
@@ -117,12 +126,37 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Rep
     except BaseException:
         storage.close()
         raise
+    if cache and (derived is None or derived.kdf != repository.format.kdf):
+        cache.put(FORMAT_KEY, repository.format.encode())
     return repository
 
 
-def open_storage(backend: StorageBackend, connection: config.Connection,
-                 given: Mapping[str, Any]) -> BlobStorage:
-    """The connected storage; flags given must match the connection (secrets are merged)."""
+def _format_cache(repository_id: str) -> BlobCache | None:
+    """The local cache of the connected repository; None for an ID no repository has (a
+    hand-edited corso.toml: the ID check after opening then names both IDs)."""
+    try:
+        return BlobCache(repository_id)
+    except ValueError:
+        return None
+
+
+def _derive_from_cache(cache: BlobCache, secret: str) -> DerivedKey | None:
+    """The key for the cached format blob's KDF; None without a usable copy."""
+    cached = cache.get(FORMAT_KEY)
+    if cached is None:
+        return None
+    try:
+        kdf = FormatBlob.decode(cached, "cached copy").kdf
+    except (Corrupted, UnsupportedFormat):
+        cache.discard(FORMAT_KEY)
+        return None
+    return DerivedKey.of(kdf, secret)
+
+
+def storage_values(backend: StorageBackend, connection: config.Connection,
+                   given: Mapping[str, Any]) -> dict[str, Any]:
+    """What the backend opens the storage with: the connection's settings, the secret flags
+    given; any other flag given must match the connection."""
     own = {o.name: o for o in backend.options if o.name not in backend.init_only}
     values: dict[str, Any] = {o.name: None for o in backend.options}  # as StorageBackend.open says
     values.update(connection.settings)
@@ -140,7 +174,7 @@ def open_storage(backend: StorageBackend, connection: config.Connection,
                 f"{own[name].opts[0]} {value} differs from the connected repository's "
                 f"{'(not set)' if saved is None else saved}; run corso repo connect to switch"
             )
-    return with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
+    return values
 
 
 def _owners(name: str) -> list[str]:

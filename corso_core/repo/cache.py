@@ -2,8 +2,10 @@
 
 It keeps index blobs, tree packs and manifests exactly as stored, still encrypted: what is read
 from it is authenticated like anything read from the repository, and a damaged or stale copy
-only costs a download. It lives under `$CORSO_CACHE_DIR` (else the platformdirs user cache dir)
-in a directory per repository ID; deleting it is always safe.
+only costs a download. It also keeps the format blob, whose KDF lets a command derive its key
+before it opens the storage (cli/connection.py, format.DerivedKey). It lives under
+`$CORSO_CACHE_DIR` (else the platformdirs user cache dir) in a directory per repository ID;
+deleting it is always safe.
 """
 
 from __future__ import annotations

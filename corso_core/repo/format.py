@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -125,10 +125,14 @@ class FormatBlob:
         wrapped = seal(header.kdf.derive(passphrase), master_key, header._associated_data())
         return replace(header, wrapped_master_key=wrapped)
 
-    def unwrap(self, passphrase: str) -> bytes:
-        """The master key; InvalidPassphrase if the passphrase (or a forged header) is wrong."""
+    def unwrap(self, passphrase: str, derived: DerivedKey | None = None) -> bytes:
+        """The master key; InvalidPassphrase if the passphrase (or a forged header) is wrong.
+
+        `derived`: a key derived earlier, used if it was for this blob's KDF.
+        """
+        key = derived.key if derived is not None and derived.kdf == self.kdf else None
         try:
-            return unseal(self.kdf.derive(passphrase), self.wrapped_master_key,
+            return unseal(key or self.kdf.derive(passphrase), self.wrapped_master_key,
                           self._associated_data(), FORMAT_KEY)
         except Corrupted:
             # The checksum already proved the bytes are as written, so failing authentication
@@ -199,6 +203,25 @@ class FormatBlob:
                                     f"this corso knows {AEAD_NAME}")
         decoded.kdf.check_bounds(f"format blob {name}")
         return decoded
+
+
+@dataclass(frozen=True)
+class DerivedKey:
+    """A wrapping key already derived for one Kdf (salt and parameters).
+
+    A command derives it from the format blob the local cache kept, before the storage is
+    opened: scrypt's buffer is freed before a backend's imports load (boto3: ~20 MB), so the two
+    never add up in the command's peak memory. It is used only for a blob whose KDF is
+    identical, and like any key it must still unwrap the master key under the blob's
+    authenticated header: the cached copy decides nothing.
+    """
+
+    kdf: Kdf
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, kdf: Kdf, passphrase: str) -> DerivedKey:
+        return cls(kdf, kdf.derive(passphrase))
 
 
 def _canonical(value: dict) -> bytes:

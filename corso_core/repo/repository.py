@@ -22,7 +22,7 @@ from corso_core.errors import (
 )
 from corso_core.repo.chunker import ChunkerParams
 from corso_core.repo.crypto import KEY_SIZE, Keys
-from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FormatBlob
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, DerivedKey, FormatBlob
 from corso_core.storage.interface import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,11 @@ def _read_copy(storage: BlobStorage) -> tuple[FormatBlob, bytes] | None:
         return None
 
 
-def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
+def open_repository(storage: BlobStorage, passphrase: str, *,
+                    derived: DerivedKey | None = None) -> Repository:
     """Unlock the repository; InvalidPassphrase if the passphrase does not open it.
+
+    `derived`: a key derived beforehand (see DerivedKey), used if its KDF is the blob's.
 
     `format` and `format-copy` differ only when an init or update-passphrase was interrupted
     between its two writes (see `update_passphrase`). The first open that unlocks one of them
@@ -138,11 +141,11 @@ def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
               blob.repository_id, storage.location(), blob.format_version, blob.kdf.n)
     copy = _read_copy(storage)
     try:
-        master = blob.unwrap(passphrase)
+        master = blob.unwrap(passphrase, derived)
     except InvalidPassphrase:
         if copy is None or copy[1] == raw:
             raise
-        master = _finish_interrupted_change(storage, blob, copy, passphrase)
+        master = _finish_interrupted_change(storage, blob, copy, passphrase, derived)
         blob = copy[0]
     else:
         if copy is None or copy[1] != raw:
@@ -152,7 +155,8 @@ def open_repository(storage: BlobStorage, passphrase: str) -> Repository:
 
 
 def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
-                               copy: tuple[FormatBlob, bytes], passphrase: str) -> bytes:
+                               copy: tuple[FormatBlob, bytes], passphrase: str,
+                               derived: DerivedKey | None = None) -> bytes:
     """The master key from the copy, if the copy is the first half of an update-passphrase
     that did not finish: same repository, written after the primary (storage clock), opened
     by this passphrase. Then the primary is rewritten; else InvalidPassphrase.
@@ -164,7 +168,7 @@ def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
     if (copy_blob.repository_id != blob.repository_id
             or storage.stat(FORMAT_COPY_KEY).mtime <= storage.stat(FORMAT_KEY).mtime):
         raise InvalidPassphrase("invalid passphrase")
-    master = copy_blob.unwrap(passphrase)
+    master = copy_blob.unwrap(passphrase, derived)
     _rewrite(storage, FORMAT_KEY, copy_raw, "an interrupted update-passphrase: finished it, "
              f"{FORMAT_KEY} rewritten from {FORMAT_COPY_KEY}")
     return master
