@@ -89,6 +89,41 @@ def test_unchanged_rebackup_reads_no_file_content(repository, tricky_tree, monke
     assert second.manifest["parent"] == first.backup_id
 
 
+def count_tree_encodings(monkeypatch) -> list:
+    """Record each directory tree the backup encodes (the real encoding still runs)."""
+    import corso_core.engine.backup as engine
+
+    encoded = []
+    original = engine.encode_tree
+
+    def spy(entries):
+        encoded.append(sorted(e.name for e in entries))
+        return original(entries)
+
+    monkeypatch.setattr(engine, "encode_tree", spy)
+    return encoded
+
+
+def test_only_the_trees_on_a_changed_files_path_are_encoded_again(repository, tmp_path,
+                                                                   monkeypatch):
+    tree = tmp_path / "t"
+    for d in ("a/b/c", "x/y", "z"):
+        (tree / d).mkdir(parents=True)
+        (tree / d / "f").write_bytes(d.encode())
+    time.sleep(1.1)  # past the "recent" window
+    first = backup(repository, tree)
+    encoded = count_tree_encodings(monkeypatch)
+    assert backup(repository, tree).manifest["root"] == first.manifest["root"]
+    assert encoded == []  # nothing changed: every directory keeps its tree, none is encoded
+    (tree / "a" / "b" / "f2").write_bytes(b"new")
+    changed = backup(repository, tree)
+    # b itself, then a, t and the backup's root: the directories above the new file
+    assert encoded == [[b"c", b"f2"], [b"b"], [b"a", b"x", b"z"], [b"t"]]
+    stats, problems = restore(repository, changed.backup_id, tmp_path / "out")
+    assert problems.errors == []
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tree)
+
+
 def _same_size_rewrite(path, data):
     st = os.stat(path)
     with open(path, "r+b") as f:

@@ -140,9 +140,23 @@ class _ReadLane:
 
 
 @dataclass
+class _Previous:
+    """A directory as the previous backup recorded it: its tree's ID and its entries by name."""
+
+    tree_id: bytes | None = None
+    entries: dict[bytes, Entry] = field(default_factory=dict)
+
+    def same_as(self, entries: list[Entry]) -> bool:
+        """Whether `entries` would encode to the previous tree (equal entries, same names)."""
+        return (self.tree_id is not None and len(entries) == len(self.entries)
+                and all(self.entries.get(entry.name) == entry for entry in entries))
+
+
+@dataclass
 class _PendingDir:
     """A directory whose entries may still be waiting on readers."""
 
+    previous: _Previous
     #: (node, Entry | _FileJob | _PendingDir, whether the previous backup had this name)
     items: list[tuple[Node, Any, bool]] = field(default_factory=list)
     #: The jobs not yet seen ready, oldest first: each is checked until ready, then never again.
@@ -331,36 +345,37 @@ class _Backup:
             self.hard_links[link_key] = item
         return item
 
-    def old_entries(self, tree_id: bytes | None) -> dict[bytes, Entry]:
-        """The previous backup's entries of one directory, by name ({} if there is none)."""
+    def previous(self, tree_id: bytes | None) -> _Previous:
+        """The previous backup's record of one directory (empty if there is none)."""
         if tree_id is None or not self.store.has(tree_id):
-            return {}
-        return {e.name: e for e in decode_tree(self.store.get(tree_id), tree_id)}
+            return _Previous()
+        entries = decode_tree(self.store.get(tree_id), tree_id)
+        return _Previous(tree_id, {e.name: e for e in entries})
 
-    def _look_ahead(self, children: list[Node], old: dict[bytes, Entry]) -> dict[bytes, tuple]:
+    def _look_ahead(self, children: list[Node], old: _Previous) -> dict[bytes, tuple]:
         """Start listing each subdirectory, and loading its previous tree, on the lister pool:
         on a cold cache the walk then waits for several disks reads at once, not one by one."""
         ahead = {}
         for child in children:
             if child.meta.kind == DIR:
-                previous = old.get(child.name)
+                previous = old.entries.get(child.name)
                 old_tree = previous.subtree if previous and previous.meta.kind == DIR else None
                 ahead[child.name] = (self.listers.submit(self.reader.children, child),
-                                     self.listers.submit(self.old_entries, old_tree))
+                                     self.listers.submit(self.previous, old_tree))
         return ahead
 
-    def walk(self, node: Node | None, old: dict[bytes, Entry],
+    def walk(self, node: Node | None, old: _Previous,
              children: list[Node] | None = None) -> _PendingDir:
         """Walk a directory (None: the backup's root) and queue it for finishing."""
-        pending = _PendingDir()
+        pending = _PendingDir(old)
         if children is None:
             children = self.reader.roots() if node is None else self.reader.children(node)
         ahead = self._look_ahead(children, old)
         for child in children:
-            previous = old.get(child.name)
+            previous = old.entries.get(child.name)
             if child.meta.kind == DIR:
-                listing, old_entries = ahead[child.name]
-                item: Any = self.walk(child, old_entries.result(), listing.result())
+                listing, old_dir = ahead[child.name]
+                item: Any = self.walk(child, old_dir.result(), listing.result())
             elif child.meta.kind == FILE:
                 item = self._file(child, previous)
             else:
@@ -411,7 +426,11 @@ class _Backup:
             entries.append(entry)
         # The parent needs only the tree ID: dropping the items frees this directory's futures
         # and file records now, not when the whole walk is done (memory stays O(in flight)).
-        pending.items = []
+        previous, pending.previous, pending.items = pending.previous, _Previous(), []
+        if previous.same_as(entries):  # the tree would be the very chunk stored last time
+            pending.tree_id = previous.tree_id
+            self._relied_on([pending.tree_id])
+            return
         data = encode_tree(entries)
         pending.tree_id = self.store.chunk_id(data)
         added = self.store.put(pending.tree_id, data, kind="tree")
@@ -450,7 +469,7 @@ def _stored_pass(repository, source: Source, values: dict, options: BackupOption
                              name="corso-measure").start()
         try:
             old_root = bytes.fromhex(parent["root"]) if parent else None
-            root = backup.walk(None, backup.old_entries(old_root))
+            root = backup.walk(None, backup.previous(old_root))
             backup.finish_ready(block=True)
             backup.root = root.tree_id
         finally:
