@@ -329,10 +329,13 @@ def test_bad_path_that_is_a_file(tmp_path, corso, config_file):
 
 
 #: Runs corso's main() as `nobody`: the interpreter lives under root's 0700 home, so it is
-#: started as root, imports corso, and only then drops to uid/gid 65534.
+#: started as root, imports corso (every command's module: main loads them on first use), and
+#: only then drops to uid/gid 65534.
 AS_NOBODY = """
-import os, sys
-from corso_core.cli.main import main
+import importlib, os, sys
+from corso_core.cli.main import COMMANDS, main
+for where in COMMANDS.values():
+    importlib.import_module(where.partition(":")[0])
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 main(sys.argv[1:])
 """

@@ -27,3 +27,16 @@ def test_cli_start_up_does_not_import_heavy_libraries(argv):
     imported = set(done.stdout.split())
     assert "corso_s3" in imported  # the S3 backend is registered, just not its client
     assert imported.isdisjoint(HEAVY), imported & set(HEAVY)
+
+
+def test_a_command_loads_only_its_own_command_module():
+    """The root group imports a command's module when that command runs (cli/main.py)."""
+    probe = PROBE.replace('name.split(".")[0] for name', "name for name")
+    done = subprocess.run([sys.executable, "-c", probe.format(argv=["backup", "create", "files",
+                                                                     "--help"])],
+                          capture_output=True, text=True, check=True)
+    imported = set(done.stdout.split())
+    assert "corso_core.cli.backup" in imported
+    assert imported.isdisjoint({"corso_core.cli.repo", "corso_core.cli.upkeep",
+                                "corso_core.cli.restore", "corso_core.engine.restore",
+                                "corso_core.upkeep.maintenance"})

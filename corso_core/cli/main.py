@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -9,28 +10,43 @@ import click
 
 from corso_core import __version__
 from corso_core.cli import output
-from corso_core.cli.backup import backup
-from corso_core.cli.plugins import plugins_command
-from corso_core.cli.repo import repo
-from corso_core.cli.restore import restore
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
 
+#: The top-level commands and where each is defined: a command's module (and the engine parts
+#: it imports) is loaded only when that command runs or help lists it, so `backup create` does
+#: not pay for the upkeep and restore modules (~45 ms with a cold page cache).
+COMMANDS = {
+    "backup": "corso_core.cli.backup:backup",
+    "plugins": "corso_core.cli.plugins:plugins_command",
+    "repo": "corso_core.cli.repo:repo",
+    "restore": "corso_core.cli.restore:restore",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """The root group: its subcommands are imported on first use (see COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module, _, attribute = COMMANDS[name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            _add_global_options(command)
+            self.add_command(command, name)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="corso")
 def cli() -> None:
     """Encrypted, deduplicated backups to object storage.
 
     Start with `corso repo init filesystem --path DIR` (or `s3 --bucket B` with corso-s3).
     """
-
-
-cli.add_command(repo)
-cli.add_command(plugins_command)
-cli.add_command(backup)
-cli.add_command(restore)
 
 
 def _add_global_options(command: click.Command) -> None:
@@ -41,7 +57,7 @@ def _add_global_options(command: click.Command) -> None:
             _add_global_options(sub)
 
 
-_add_global_options(cli)
+cli.params.extend(output.global_options())
 
 
 def main(argv: list[str] | None = None) -> None:
