@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from cli_fixtures import Result, one_error_line
 
+from corso_core import config
 from corso_s3 import access, client
 from corso_s3.factory import unchecked_storage
 from corso_s3.permissions import REQUIRED
+from corso_s3.storage import S3Storage
 
 PASS = "correct horse battery staple"
 
@@ -63,6 +65,24 @@ def test_init_then_connect_from_a_second_config_dir(corso, seaweedfs, s3_prefix,
     assert shown["repository_id"] == created["repository_id"] and shown["backend"] == "s3"
     assert shown["storage_requests"]["requests"]["GET"] >= 1
     assert shown["storage_requests"]["bytes_down"] > 0
+
+
+def test_the_region_init_asks_for_is_saved_and_not_asked_again(corso, seaweedfs, s3_prefix,
+                                                                monkeypatch):
+    assert init(corso, seaweedfs, s3_prefix).code == 0
+    assert config.load(str(config_file())).settings["region"] == "us-east-1"
+    use_env_keys(monkeypatch, seaweedfs)
+    asked = []
+    region = S3Storage.bucket_region
+    monkeypatch.setattr(S3Storage, "bucket_region",
+                        lambda storage: asked.append(storage) or region(storage))
+    assert corso("repo", "status", "--passphrase", PASS).code == 0
+    assert asked == []
+    saved = config.load(str(config_file()))
+    del saved.settings["region"]  # a connection saved before regions were kept
+    config.save(str(config_file()), saved)
+    assert corso("repo", "status", "--passphrase", PASS).code == 0
+    assert len(asked) == 1
 
 
 def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedfs,

@@ -61,8 +61,8 @@ def _connect(backend: StorageBackend, values: dict) -> None:
 def _remember(backend: StorageBackend, values: dict, repository: Repository) -> str:
     """Save the connection, replacing the old one only now that the new repository opened."""
     path = config.config_path(output.flags().config_file)
-    config.save(path, config.Connection(backend.name, repository.repository_id,
-                                        backend.settings(values)))
+    settings = backend.settings({**values, **repository.storage.discovered_settings()})
+    config.save(path, config.Connection(backend.name, repository.repository_id, settings))
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from corso_core.errors import AlreadyExists
 
@@ -134,6 +135,12 @@ class BlobStorage(ABC):
         this default.
         """
         return 0
+
+    def discovered_settings(self) -> dict[str, Any]:
+        """Connection settings the storage found out as it opened (an S3 bucket's region), by
+        option name: `repo init` and `repo connect` save them with the connection, so later
+        commands open without asking again. Backends that find out nothing keep this default."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 (optional hook with a do-nothing default)
         """Release connections and other resources."""

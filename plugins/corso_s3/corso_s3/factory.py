@@ -35,10 +35,12 @@ def unchecked_storage(values: Mapping[str, Any], **kwargs) -> S3Storage:
 
 
 def use_bucket_region(storage: S3Storage, values: Mapping[str, Any]) -> None:
-    """Without --region, ask the bucket (which also proves it exists and the keys work)."""
+    """Without --region (given, or saved with the connection), ask the bucket, which also
+    proves it exists and the keys work; `repo init` and `connect` then save the answer."""
     if values.get("region"):
         return
     region = storage.bucket_region()
+    storage.found_region = region
     if region != DEFAULT_REGION:
         storage.client.close()
         storage.client = connection(values).client(region)

@@ -81,7 +81,8 @@ def connection_options() -> list[click.Option]:
                      help="Key prefix of the repository inside the bucket (default: none)."),
         click.Option(["--endpoint"], callback=endpoint,
                      help="S3 endpoint host[:port] (default s3.amazonaws.com)."),
-        click.Option(["--region"], help="Bucket region (default: asked with GetBucketLocation)."),
+        click.Option(["--region"], help="Bucket region (default: asked with GetBucketLocation "
+                                        "at init or connect, and saved)."),
         click.Option(["--disable-tls"], is_flag=True, default=None,
                      help="Talk plain HTTP to the endpoint."),
         click.Option(["--disable-tls-verification"], is_flag=True, default=None,

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
@@ -94,11 +95,16 @@ class S3Storage(BlobStorage):
         #: format blob before writing anything.
         self._may_be_new = True
         self._lock_known = False
+        #: The region GetBucketLocation gave (factory.use_bucket_region), if it was asked.
+        self.found_region: str | None = None
         self._count_lock = threading.Lock()
         self._settings_lock = threading.Lock()
 
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def discovered_settings(self) -> dict[str, Any]:
+        return {"region": self.found_region} if self.found_region else {}
 
     # --- what the bucket is like -------------------------------------------------------------
 
