@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -103,6 +104,27 @@ def test_wrong_passphrase_is_invalid_passphrase(storage):
     init_repository(storage, "right")
     with pytest.raises(InvalidPassphrase, match="^invalid passphrase$"):
         open_repository(storage, "wrong")
+
+
+class BothFormatReadsAtOnce(FilesystemStorage):
+    """Reading `format` waits until `format-copy` is being read too (at most 10 s)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.copy_asked = threading.Event()
+
+    def get(self, key, offset=0, length=None):
+        if key == FORMAT_COPY_KEY:
+            self.copy_asked.set()
+        elif key == FORMAT_KEY and not self.copy_asked.wait(10):
+            raise AssertionError("format-copy was not read while format was")
+        return super().get(key, offset, length)
+
+
+def test_open_reads_the_format_blob_and_its_copy_at_once(tmp_path):
+    created = init_repository(FilesystemStorage(str(tmp_path / "repo")), "pw")
+    opened = open_repository(BothFormatReadsAtOnce(str(tmp_path / "repo")), "pw")
+    assert opened.keys == created.keys
 
 
 @pytest.mark.parametrize("where", ["magic", "checksum", "body", "truncated"])

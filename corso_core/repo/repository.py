@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from corso_core.errors import (
@@ -136,10 +137,12 @@ def open_repository(storage: BlobStorage, passphrase: str, *,
     rewrites the other, so the two agree again and exactly one passphrase opens the repository.
     """
     check_passphrase(passphrase)
-    blob, raw = read_format(storage)
+    with ThreadPoolExecutor(1, thread_name_prefix="corso-format-copy") as pool:
+        reading_copy = pool.submit(_read_copy, storage)  # one round trip for both blobs
+        blob, raw = read_format(storage)
+        copy = reading_copy.result()
     log.debug("read format blob of repository %s at %s (version %d, scrypt n=%d)",
               blob.repository_id, storage.location(), blob.format_version, blob.kdf.n)
-    copy = _read_copy(storage)
     try:
         master = blob.unwrap(passphrase, derived)
     except InvalidPassphrase:
