@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
+import time
 
 import pytest
 
@@ -168,6 +170,30 @@ def test_a_name_taken_in_a_directory_the_restore_made_follows_the_policy(tmp_pat
     copy = tmp_path / "d" / "f.restored"
     assert (copy.read_bytes() if copy.exists() else None) == expected[1]
     assert sorted(os.listdir(tmp_path / "d")) == sorted(["f"] + ["f.restored"] * bool(expected[1]))
+
+
+def test_a_file_written_by_two_threads_at_once_is_created_once(tmp_path, monkeypatch):
+    """Chunks of one file from two packs arrive on two reader threads: the first creates the
+    temp, the other waits for it and opens it (the create is slowed so both arrive there)."""
+    real_open = os.open
+
+    def slow_create(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            time.sleep(0.05)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", slow_create)
+    writer = FILES.open_writer({"destination": str(tmp_path)}, "skip", Problems())
+    handle = writer.start_file((b"f",), Metadata(FILE, mode=0o644, size=10, mtime_ns=10**18))
+    halves = [threading.Thread(target=writer.write, args=(handle, offset, data))
+              for offset, data in ((0, b"first"), (5, b"-last"))]
+    for thread in halves:
+        thread.start()
+    for thread in halves:
+        thread.join()
+    writer.finish_file(handle)
+    writer.close()
+    assert (tmp_path / "f").read_bytes() == b"first-last"
 
 
 def test_a_destination_that_is_a_file_is_bad_input(tmp_path):

@@ -41,6 +41,20 @@ def put_all(store: ChunkStore, datas, kind="data") -> list[bytes]:
     return ids
 
 
+def get_all(store: ChunkStore, ids) -> dict[bytes, bytes]:
+    """What get_many delivers, each ID once."""
+    got: dict[bytes, bytes] = {}
+    lock = threading.Lock()
+
+    def deliver(chunk_id: bytes, data: bytes) -> None:
+        with lock:
+            assert chunk_id not in got, "delivered twice"
+            got[chunk_id] = data
+
+    store.get_many(ids, deliver)
+    return got
+
+
 def keys_of(storage, kind) -> list[str]:
     return [i.key for i in storage.list(names.prefix(kind))]
 
@@ -145,7 +159,7 @@ def test_get_many_reads_each_pack_in_few_ranges(tmp_path, small_packs):
     packs = len(keys_of(repo.storage, "data"))
     with ChunkStore(repo) as store:
         before = gets(repo.storage)
-        got = dict(store.get_many(ids + ids[:5]))
+        got = get_all(store, ids + ids[:5])
         assert gets(repo.storage) - before == packs
     assert got == dict(zip(ids, datas, strict=True))
 
@@ -161,7 +175,7 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
     assert packs == 2
     with ChunkStore(repo, read_only=True) as store:
         before = gets(repo.storage)
-        got = dict(store.get_many(ids))
+        got = get_all(store, ids)
         assert gets(repo.storage) - before == packs
     assert got == dict(zip(ids, datas, strict=True))
 
@@ -176,7 +190,7 @@ def test_get_many_skips_large_gaps_only_in_sparsely_needed_packs(tmp_path, small
     packs = len(keys_of(repo.storage, "data"))
     with ChunkStore(repo, read_only=True) as store:
         before = gets(repo.storage)
-        assert len(dict(store.get_many(ids[::2]))) == 30  # half of each pack: one range
+        assert len(get_all(store, ids[::2])) == 30  # half of each pack: one range
         assert gets(repo.storage) - before == packs
         ends = [(entries[0].chunk_id, entries[-1].chunk_id) for entries in (
             read_header(repo.storage, repo.keys, "data", names.parse_key("data", key))
@@ -184,9 +198,25 @@ def test_get_many_skips_large_gaps_only_in_sparsely_needed_packs(tmp_path, small
         assert all(len({first, last}) == 2 for first, last in ends)
         wanted = [chunk_id for pair in ends for chunk_id in pair]
         before = gets(repo.storage)
-        got = dict(store.get_many(wanted))  # a pack's first and last chunk: two ranges
+        got = get_all(store, wanted)  # a pack's first and last chunk: two ranges
         assert gets(repo.storage) - before == 2 * packs
     assert got == {i: datas[ids.index(i)] for i in wanted}
+
+
+def test_get_many_stops_on_a_failing_delivery_and_raises_its_error(tmp_path, small_packs):
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, chunks(60))
+    delivered = []
+
+    def deliver(chunk_id: bytes, data: bytes) -> None:
+        delivered.append(chunk_id)
+        if len(delivered) == 3:
+            raise OSError("disk full")
+
+    with ChunkStore(repo, read_only=True) as store, pytest.raises(OSError, match="disk full"):
+        store.get_many(ids, deliver)
+    assert 3 <= len(delivered) < len(ids) // 2  # the other thread stops at its next chunk
 
 
 def test_get_many_checks_every_id_before_reading(tmp_path):
@@ -196,7 +226,7 @@ def test_get_many_checks_every_id_before_reading(tmp_path):
         store.flush()
         before = gets(repo.storage)
         with pytest.raises(Corrupted, match=f"chunk {'ab' * 32} is missing"):
-            list(store.get_many(ids + [bytes.fromhex("ab" * 32)]))
+            get_all(store, ids + [bytes.fromhex("ab" * 32)])
         assert gets(repo.storage) == before
 
 
@@ -219,7 +249,7 @@ def test_a_flipped_byte_is_corrupted_naming_the_chunk(tmp_path):
         with pytest.raises(Corrupted, match=f"chunk {ids[1].hex()} is corrupted"):
             store.get(ids[1])
         with pytest.raises(Corrupted, match=f"chunk {ids[1].hex()} is corrupted"):
-            list(store.get_many(ids))
+            get_all(store, ids)
         assert store.get(ids[0]) == datas[0] and store.get(ids[2]) == datas[2]
 
 
@@ -249,7 +279,7 @@ def test_swapped_truncated_or_missing_packs_are_detected(tmp_path):
         with pytest.raises(Corrupted, match=f"chunk {first[1].hex()} is corrupted"):
             store.get(first[1])
         with pytest.raises(Corrupted, match=f"pack .* holding chunk {second[0].hex()} is missing"):
-            list(store.get_many(second))
+            get_all(store, second)
 
 
 def test_tree_chunks_come_from_the_local_cache(tmp_path):
@@ -286,7 +316,7 @@ def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
                for e in index_entries(repo, key)]
     assert sorted(indexed) == sorted(ids)
     with ChunkStore(repo) as store:
-        assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
+        assert get_all(store, ids) == dict(zip(ids, datas, strict=True))
 
 
 def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
@@ -518,7 +548,7 @@ def test_the_data_layer_on_s3(seaweedfs, s3_prefix, tmp_path, small_packs):
     assert_valid(repo)  # every pack header read with one suffix GET
     shutil.rmtree(os.environ["CORSO_CACHE_DIR"])
     with ChunkStore(repo) as store:
-        assert dict(store.get_many(ids)) == dict(zip(ids, datas, strict=True))
+        assert get_all(store, ids) == dict(zip(ids, datas, strict=True))
         assert store.get(bytes.fromhex(load_manifest(repo, backup_id)["tree"])) == b"a tree"
     key = next(k for k in keys_of(repo.storage, "data")
                if ids[0] in [e.chunk_id for e in read_header(

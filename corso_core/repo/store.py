@@ -9,17 +9,16 @@ its manifest after `flush`, last. An interruption at any point leaves the reposi
 
 The read path: `get` reads one entry with one range request (tree packs come whole from the
 local cache); `get_many` reads each pack in as few range requests as it can, on a few
-threads that decrypt chunk by chunk and hand chunks over in batches through a short queue.
+threads that decrypt chunk by chunk and hand each chunk to the caller's function right there.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 import blake3
@@ -50,11 +49,6 @@ CHECKPOINT_PACKS = 8
 #: Ranges read and decrypted at once in get_many. A range (up to a whole pack, ~17 MiB) is held
 #: raw while its chunks are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
 READ_THREADS = 2
-#: Decrypted chunks go to the caller in batches of about this many bytes (a large chunk alone),
-#: so 15,000 small files cost a few hundred queue hand-offs, not 15,000; and how many batches
-#: may wait for the caller.
-HANDOVER_BYTES = 1024 * 1024
-BATCHES_AHEAD = 4
 #: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
 #: cheaper than another request).
 RANGE_GAP = 256 * 1024
@@ -447,71 +441,51 @@ class ChunkStore:
                                  tuple(group)))
         return ranges
 
-    def get_many(self, chunk_ids: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
-        """(chunk ID, plaintext) for each distinct ID, grouped by pack.
+    def get_many(self, chunk_ids: Iterable[bytes],
+                 deliver: Callable[[bytes, bytes], None]) -> None:
+        """Call `deliver(chunk ID, plaintext)` once for each distinct ID, grouped by pack.
 
         Each pack is read in as few range requests as its needed entries allow (one, when they
-        fill most of it). READ_THREADS ranges are read and decrypted at once, the threads
-        handing chunks over in batches through one short queue, so memory holds READ_THREADS
-        raw ranges and a few batches of plaintexts, not whole ranges decrypted. Every ID is
-        located before anything is read: a missing one raises Corrupted first.
+        fill most of it). READ_THREADS ranges are read and decrypted at once, each thread
+        calling `deliver` as it opens a chunk (so `deliver` must be thread-safe): no hand-off
+        per chunk, and memory holds READ_THREADS raw ranges and the chunks being delivered.
+        Every ID is located before anything is read: a missing one raises Corrupted first.
+        The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
+        raised here, once the threads have stopped.
         """
         ranges = self._plan(chunk_ids)
-        stop = threading.Event()  # the caller stopped early: threads drop what they hold
-        outlet: queue.Queue = queue.Queue(BATCHES_AHEAD)
-        pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read")
-        try:
-            for piece in ranges:
-                pool.submit(self._open_into, piece, outlet, stop)
-            expected = sum(len(piece.entries) for piece in ranges)
-            while expected:
-                batch = outlet.get()
-                if isinstance(batch, BaseException):
-                    raise batch
-                expected -= len(batch)
-                yield from batch
-        finally:
+        stop = threading.Event()
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
+            futures = [pool.submit(self._deliver_range, piece, deliver, stop)
+                       for piece in ranges]
+            wait(futures, return_when=FIRST_EXCEPTION)
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()
 
-    def _open_into(self, piece: _Range, outlet: queue.Queue, stop: threading.Event) -> None:
-        """Put a range's chunks into `outlet` in batches as they are decrypted (a failure as
-        the last item); a tree pack from a damaged cache is read once more."""
-
-        def hand_over(item) -> bool:
-            while not stop.is_set():
-                try:
-                    outlet.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def batches(opened: Iterable[tuple[bytes, bytes]]) -> Iterator[list]:
-            batch: list[tuple[bytes, bytes]] = []
-            size = 0
-            for item in opened:
-                batch.append(item)
-                size += len(item[1])
-                if size >= HANDOVER_BYTES:
-                    yield batch
-                    batch, size = [], 0
-            if batch:
-                yield batch
-
+    def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, bytes], None],
+                       stop: threading.Event) -> None:
+        """Deliver a range's chunks as they are decrypted, unless a thread failed (this one's
+        failure stops the others at their next chunk); a tree pack from a damaged cache is
+        read once more."""
         taken = 0
         try:
+            if stop.is_set():
+                return
             try:
-                for batch in batches(self._open_entries(piece, self._fetch_range(piece))):
-                    if not hand_over(batch):
+                for chunk_id, plaintext in self._open_entries(piece, self._fetch_range(piece)):
+                    if stop.is_set():
                         return
-                    taken += len(batch)
+                    deliver(chunk_id, plaintext)
+                    taken += 1
             except Corrupted:
                 if piece.kind != names.TREE_PACK:
                     raise
                 self._cache.discard(names.key(piece.kind, piece.pack))
-                for batch in batches(self._open_range(piece)[taken:]):
-                    if not hand_over(batch):
-                        return
-        except BaseException as e:
-            hand_over(e)
+                for chunk_id, plaintext in self._open_range(piece)[taken:]:
+                    deliver(chunk_id, plaintext)
+        except BaseException:
+            stop.set()
+            raise

@@ -12,8 +12,9 @@ Collision policies, for a name already present in the destination:
 - replace: replace files and symlinks (the link itself, atomically, by rename); an existing
   directory in the way of a file is reported, never deleted.
 
-Files may be written from several threads, each file by one thread at a time: every thread
-keeps its own cache of open descriptors, so no thread ever closes a descriptor another uses.
+Files may be written from several threads, a file by two at once at different offsets (the
+first to get there creates it): every thread keeps its own cache of open descriptors, so no
+thread ever closes a descriptor another uses.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import secrets
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corso_core.sources.source import Metadata, Report
 
@@ -48,6 +49,7 @@ class PendingFile:
     parent: Path
     temp: bytes
     created: bool = False
+    creating: threading.Lock = field(default_factory=threading.Lock)  # first writers wait
 
 
 class FilesWriter:
@@ -281,15 +283,21 @@ class FilesWriter:
         return PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
 
     def _file_fd(self, pending: PendingFile) -> int:
+        return self._cached(("file", pending.parent, pending.temp),
+                            lambda: self._open_temp(pending))
+
+    def _open_temp(self, pending: PendingFile) -> int:
+        """A new descriptor of the file's temp; the first thread to ask creates it."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        dir_fd = self._dir_fd(pending.parent)
         if not pending.created:
-            flags |= os.O_CREAT | os.O_EXCL
-        fd = self._cached(
-            ("file", pending.parent, pending.temp),
-            lambda: os.open(pending.temp, flags, 0o600, dir_fd=self._dir_fd(pending.parent)),
-        )
-        pending.created = True
-        return fd
+            with pending.creating:
+                if not pending.created:
+                    fd = os.open(pending.temp, flags | os.O_CREAT | os.O_EXCL, 0o600,
+                                 dir_fd=dir_fd)
+                    pending.created = True
+                    return fd
+        return os.open(pending.temp, flags, dir_fd=dir_fd)
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
         fd = self._file_fd(pending)
