@@ -1,4 +1,5 @@
 import io
+import os
 import random
 import sys
 import tracemalloc
@@ -11,6 +12,7 @@ from corso_core.repo.chunker import (
     ChunkerParams,
     _fastcdc,
     chunk_file,
+    new_read_buffer,
     read_buffer_size,
 )
 
@@ -161,3 +163,20 @@ def test_cuts_equal_the_chunkers_own_whatever_the_size_hint(size, hint):
     chunks = [bytes(c) for c in chunk_file(p, io.BytesIO(data), size=given)]
     assert [len(c) for c in chunks] == expected
     assert b"".join(chunks) == data
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_re_used_read_buffer_takes_memory_only_where_read(tmp_path):
+    small = tmp_path / "small"
+    small.write_bytes(fixed_input(10_000))
+    before = resident_bytes()
+    buffer = new_read_buffer(DEFAULT)  # 8 MiB of address space
+    with open(small, "rb") as f:
+        (chunk,) = chunk_file(DEFAULT, f, buffer)
+        assert bytes(chunk) == small.read_bytes()
+    assert len(buffer) == read_buffer_size(DEFAULT) == 8 * 1024 * 1024
+    assert resident_bytes() - before < 1024 * 1024

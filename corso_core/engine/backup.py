@@ -32,7 +32,7 @@ from typing import Any
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, decode_tree, encode_tree
 from corso_core.errors import CorsoError, RepositoryError
-from corso_core.repo.chunker import chunk_file, read_buffer_size
+from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
@@ -248,7 +248,7 @@ class _Backup:
         """
         buffer = getattr(self._reader_state, "buffer", None)
         if buffer is None:
-            buffer = self._reader_state.buffer = bytearray(read_buffer_size(self.chunker))
+            buffer = self._reader_state.buffer = new_read_buffer(self.chunker)
         small = content.meta.size < self.chunker.min_size
         read = 0
         for piece in chunk_file(self.chunker, content.file, buffer, content.meta.size):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -83,17 +84,27 @@ def read_buffer_size(params: ChunkerParams) -> int:
     return max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
 
 
-def chunk_file(params: ChunkerParams, f: BinaryIO, buffer: bytearray | None = None,
+def new_read_buffer(params: ChunkerParams) -> mmap.mmap:
+    """A buffer for chunk_file to re-use, file after file.
+
+    An anonymous map, not a bytearray (which Python zeroes, making all of it resident): its
+    pages take memory only once read into, so a thread that reads only small files keeps a
+    small buffer.
+    """
+    return mmap.mmap(-1, read_buffer_size(params), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def chunk_file(params: ChunkerParams, f: BinaryIO, buffer: bytearray | mmap.mmap | None = None,
                size: int | None = None) -> Iterator[memoryview]:
     """Content-defined chunks of `f`, in order; together exactly the file's bytes.
 
     Cut points equal those of chunking the whole file in one buffer: a chunk is only cut where
     at least `max_size` bytes follow it in the buffer, or at the end of the file. Each chunk
     stays valid after the next is produced (another thread may still be hashing it), unless
-    `buffer` (of read_buffer_size bytes) is given: it is then read into and re-used, so each
-    chunk is valid only until the next is requested. Re-use spares a fresh, zeroed, page-
-    faulted buffer per file, all of it done holding the GIL. `size`, the bytes the file
-    should hold (as its reader found them), spares asking the file.
+    `buffer` (see new_read_buffer) is given: it is then read into and re-used, so each chunk
+    is valid only until the next is requested. Re-use spares a fresh, zeroed, page-faulted
+    buffer per file, all of it done holding the GIL. `size`, the bytes the file should hold
+    (as its reader found them), spares asking the file.
 
     A file of at most `min_size` bytes is one chunk: it is yielded without running the chunker.
     """
