@@ -1,7 +1,7 @@
 """The `s3` backend as the core sees it: its name, its flags, its factory, its access check.
 
-The factory and the probe import botocore (about 0.25 s and 20 MB with its client) only when
-called: every corso command registers this backend, most never touch S3.
+The factory and the probe import boto3 (about 0.2 s and 20 MB) only when called: every corso
+command registers this backend, most never touch S3.
 """
 
 from __future__ import annotations

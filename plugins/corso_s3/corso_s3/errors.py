@@ -1,4 +1,4 @@
-"""Turning botocore exceptions into the core's errors, each one line a user can act on.
+"""Turning boto3 exceptions into the core's errors, each one line a user can act on.
 
 Bad credentials, a missing bucket, an unreachable endpoint, a TLS failure and access denied
 each get their own message; access denied names the S3 operation and the IAM permission it

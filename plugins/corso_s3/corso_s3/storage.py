@@ -1,7 +1,7 @@
 """S3Storage: the core's BlobStorage on an S3 bucket, under one prefix.
 
 Every call goes through `request`, which counts the request (retries included: metered stores
-bill them) and turns botocore's exceptions into the core's. Retries with exponential backoff and
+bill them) and turns boto3's exceptions into the core's. Retries with exponential backoff and
 jitter happen inside botocore (standard mode, see client.py); by the time an error reaches
 `request` it is final.
 """
@@ -144,7 +144,7 @@ class S3Storage(BlobStorage):
                 self._lock_known = True
             return self._lock
 
-    # --- the one door to botocore ------------------------------------------------------------
+    # --- the one door to boto3 ---------------------------------------------------------------
 
     def request(self, operation: str, key: str | None = None, up: int = 0, **params):
         """Send one S3 operation; count it and its retries; raise only core errors."""
