@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import pytest
 
 from corso_core.api import UsageError
 from corso_s3 import options
-from corso_s3.client import Connection
+from corso_s3.client import Connection, S3OnlyLoader
 from corso_s3.lock import from_flags, parse_duration
 
 
@@ -64,3 +65,20 @@ def test_credential_flags_beat_a_profile_even_a_missing_one(aws_env, monkeypatch
     monkeypatch.setenv("AWS_PROFILE", "nobody")
     client = Connection("e:1", access_key="flag-key", secret_key="flag-secret").client("us-east-1")
     assert client._request_signer._credentials.access_key == "flag-key"
+
+
+def test_the_client_loads_the_s3_model_without_listing_every_service(aws_env, monkeypatch,
+                                                                      tmp_path):
+    """botocore lists ~400 services' directories before loading a model; corso's loader
+    lists S3 alone, and still searches AWS_DATA_PATH first, then botocore's and boto3's data."""
+    listed, real_listdir = [], os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or real_listdir(path))
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    client = Connection("e:1", access_key="k", secret_key="s").client("us-east-1")
+    assert client.meta.service_model.service_name == "s3"
+    assert not [path for path in listed if path.rstrip("/").endswith("/data")]
+    loader = client._loader
+    assert isinstance(loader, S3OnlyLoader)
+    assert loader.search_paths[0] == str(tmp_path)
+    assert any(path.endswith("botocore/data") for path in loader.search_paths)
+    assert any(path.endswith("boto3/data") for path in loader.search_paths)

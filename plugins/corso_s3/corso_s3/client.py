@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boto3
+import botocore.loaders
 import botocore.session
 import urllib3
 from botocore.config import Config
@@ -57,6 +58,7 @@ class Connection:
         ignore_profile = {"profile": (None, None, None, None)} if self.access_key else None
         core = botocore.session.Session(session_vars=ignore_profile)
         try:
+            core.register_component("data_loader", S3OnlyLoader.for_session(core))
             session = boto3.session.Session(
                 botocore_session=core,
                 aws_access_key_id=self.access_key,
@@ -92,6 +94,24 @@ class Connection:
             raise UsageError(f"cannot set up the S3 client: {e}") from e
         client.meta.events.register_first("needs-retry.s3", _never_retry_tls_failures)
         return client
+
+
+class S3OnlyLoader(botocore.loaders.Loader):
+    """botocore's data loader for a session that builds nothing but S3 clients.
+
+    Before loading a service model, botocore lists every service it has data for, to check the
+    name: ~400 directories, ~3,600 stat and open calls, ~20 ms with a warm page cache and
+    100-200 ms with a cold one, on every S3 command. This session only ever asks for S3.
+    """
+
+    @classmethod
+    def for_session(cls, session: botocore.session.Session) -> S3OnlyLoader:
+        """Searching where the session's own loader would (AWS_DATA_PATH, then botocore's)."""
+        paths = botocore.loaders.create_loader(session.get_config_variable("data_path"))
+        return cls(extra_search_paths=paths.search_paths, include_default_search_paths=False)
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
 
 
 def _never_retry_tls_failures(caught_exception=None, **kwargs) -> None:
