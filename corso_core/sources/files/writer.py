@@ -66,6 +66,7 @@ class FilesWriter:
         self._ours: set[Path] = set()  # directories this restore created or replaced
         # Directories this restore created, empty then: a name in one needs no look first.
         self._made: set[Path] = set()
+        self._sound_parents: set[Path] = set()  # parents whose names were checked
         # Temp names: one random part per restore (nobody can guess them ahead), then a count.
         self._temp_prefix = _TEMP_PREFIX + secrets.token_hex(8).encode() + b"-"
         self._temp_numbers = itertools.count()
@@ -84,14 +85,14 @@ class FilesWriter:
         return cache
 
     def _cached(self, key: object, opener) -> int:
-        fd = self._fds.get(key)
+        fds = self._fds
+        fd = fds.get(key)
         if fd is None:
-            fd = opener()
-            self._fds[key] = fd
-            if len(self._fds) > _MAX_OPEN:
-                os.close(self._fds.popitem(last=False)[1])
+            fd = fds[key] = opener()
+            if len(fds) > _MAX_OPEN:
+                os.close(fds.popitem(last=False)[1])
         else:
-            self._fds.move_to_end(key)
+            fds.move_to_end(key)
         return fd
 
     def _forget(self, key: object) -> None:
@@ -117,11 +118,14 @@ class FilesWriter:
 
     def _checked_parent(self, path: Path) -> int | None:
         """The parent's descriptor, or None (reported) for a refused name or unusable parent."""
-        if any(bad_name(n) for n in path):
+        parent = path[:-1]
+        if bad_name(path[-1]) or (parent not in self._sound_parents
+                                  and any(bad_name(n) for n in parent)):
             self._say(path, "refused: the name is not a plain file name")
             return None
+        self._sound_parents.add(parent)
         try:
-            return self._dir_fd(path[:-1])
+            return self._dir_fd(parent)
         except OSError as e:
             self._say(path, f"cannot enter its directory: {e.strerror}")
             return None
