@@ -5,6 +5,7 @@ two paths with one base name."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.restore import run_restore
+from corso_core.errors import UsageError
 from corso_core.repo.repository import init_repository
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent, FilesReader
@@ -218,6 +220,15 @@ def test_restore_of_a_subset_by_glob(repository, tricky_tree, tmp_path):
     assert sorted(os.listdir(out / "sub")) == ["deeper"]
     assert (out / "sub" / "deeper" / "large.bin").read_bytes() == \
         open(os.path.join(tricky_tree, "sub", "deeper", "large.bin"), "rb").read()
+
+
+def test_a_restore_turns_the_cycle_collector_back_on_even_when_it_fails(repository, tmp_path):
+    result = backup(repository, write_tree(tmp_path / "t", {"f": b"data"}))
+    restore(repository, result.backup_id, tmp_path / "out")
+    assert gc.isenabled()
+    with pytest.raises(UsageError, match="nothing in backup"):
+        restore(repository, result.backup_id, tmp_path / "out2", globs=["no/such/path"])
+    assert gc.isenabled()
 
 
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
