@@ -85,13 +85,16 @@ def _write_direct(fd: int, view: memoryview) -> memoryview:
     if aligned < DIRECT_WRITE_MIN or not hasattr(os, "O_DIRECT"):
         return view
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    written = 0
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return view  # EINVAL, or ENOTSUP on some FUSE filesystems: not available here
+    written = 0
+    try:
         while written < aligned:
             written += os.write(fd, view[written:aligned])
     except OSError as e:
-        if e.errno != errno.EINVAL:
+        if e.errno != errno.EINVAL:  # ENOSPC, EIO…: a real failure
             raise
     finally:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
