@@ -165,7 +165,7 @@ def test_get_many_reads_each_pack_in_few_ranges(tmp_path, small_packs):
 
 
 def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
-    """Packs of ~6 MiB (real ones are 16): each is read with one request, not in 4 MiB pieces."""
+    """Packs of ~6 MiB, under MAX_RANGE_BYTES: each is read with one request."""
     monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 6 * 1024 * 1024)
     repo = make_repository(tmp_path)
     datas = chunks(40, size=300 * 1024)
@@ -178,6 +178,24 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
         got = get_all(store, ids)
         assert gets(repo.storage) - before == packs
     assert got == dict(zip(ids, datas, strict=True))
+
+
+def test_a_pack_larger_than_the_range_cap_is_read_in_capped_ranges(tmp_path, monkeypatch):
+    monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 6 * 1024 * 1024)
+    monkeypatch.setattr("corso_core.repo.store.MAX_RANGE_BYTES", 2 * 1024 * 1024)
+    repo = make_repository(tmp_path)
+    datas = chunks(40, size=300 * 1024)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    packs = len(keys_of(repo.storage, "data"))
+    with ChunkStore(repo, read_only=True) as store:
+        lengths = []
+        read = repo.storage.get
+        monkeypatch.setattr(repo.storage, "get", lambda key, offset=0, length=None: (
+            lengths.append(length), read(key, offset, length))[1])
+        got = get_all(store, ids)
+    assert got == dict(zip(ids, datas, strict=True))
+    assert len(lengths) >= 3 * packs and max(lengths) <= 2 * 1024 * 1024
 
 
 def test_get_many_skips_large_gaps_only_in_sparsely_needed_packs(tmp_path, small_packs,

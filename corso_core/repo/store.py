@@ -46,9 +46,13 @@ log = logging.getLogger(__name__)
 UPLOAD_THREADS = 3
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
-#: Ranges read and decrypted at once in get_many. A range (up to a whole pack, ~17 MiB) is held
+#: Ranges read and decrypted at once in get_many. A range (at most MAX_RANGE_BYTES) is held
 #: raw while its chunks are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
 READ_THREADS = 2
+#: A range spans at most this many bytes (a larger chunk alone): each reader thread holds its
+#: range raw while delivering its chunks (the S3 client twice, while it joins the body), so
+#: this bounds that memory. A whole pack (16-20 MiB) takes two requests.
+MAX_RANGE_BYTES = 10 * 1024 * 1024
 #: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
 #: cheaper than another request).
 RANGE_GAP = 256 * 1024
@@ -80,6 +84,11 @@ class _Range:
     start: int
     end: int
     entries: tuple[tuple[bytes, int, int], ...]  # (chunk ID, offset, length)
+
+    @classmethod
+    def of(cls, kind: str, pack: str, entries: list[tuple[bytes, int, int]]) -> _Range:
+        """The range spanning `entries` (in pack order)."""
+        return cls(kind, pack, entries[0][1], entries[-1][1] + entries[-1][2], tuple(entries))
 
 
 class ChunkStore:
@@ -426,29 +435,27 @@ class ChunkStore:
         ranges = []
         for (kind, pack), entries in by_pack.items():
             ordered = sorted(entries, key=lambda e: e[1])
-            start, end = ordered[0][1], max(offset + length for _, offset, length in ordered)
-            if sum(length for _, _, length in ordered) >= WHOLE_SPAN_SHARE * (end - start):
-                ranges.append(_Range(kind, pack, start, end, tuple(ordered)))
-                continue
+            start, end = ordered[0][1], ordered[-1][1] + ordered[-1][2]
+            dense = sum(length for _, _, length in ordered) >= WHOLE_SPAN_SHARE * (end - start)
             group: list[tuple[bytes, int, int]] = []
             for entry in ordered:
-                if group and entry[1] - (group[-1][1] + group[-1][2]) > RANGE_GAP:
-                    ranges.append(_Range(kind, pack, group[0][1],
-                                         group[-1][1] + group[-1][2], tuple(group)))
+                if group and (entry[1] + entry[2] - group[0][1] > MAX_RANGE_BYTES or (
+                        not dense and entry[1] - (group[-1][1] + group[-1][2]) > RANGE_GAP)):
+                    ranges.append(_Range.of(kind, pack, group))
                     group = []
                 group.append(entry)
-            ranges.append(_Range(kind, pack, group[0][1], group[-1][1] + group[-1][2],
-                                 tuple(group)))
+            ranges.append(_Range.of(kind, pack, group))
         return ranges
 
     def get_many(self, chunk_ids: Iterable[bytes],
                  deliver: Callable[[bytes, bytes], None]) -> None:
         """Call `deliver(chunk ID, plaintext)` once for each distinct ID, grouped by pack.
 
-        Each pack is read in as few range requests as its needed entries allow (one, when they
-        fill most of it). READ_THREADS ranges are read and decrypted at once, each thread
-        calling `deliver` as it opens a chunk (so `deliver` must be thread-safe): no hand-off
-        per chunk, and memory holds READ_THREADS raw ranges and the chunks being delivered.
+        Each pack is read in as few range requests as its needed entries allow (one per
+        MAX_RANGE_BYTES, when they fill most of it). READ_THREADS ranges are read and decrypted
+        at once, each thread calling `deliver` as it opens a chunk (so `deliver` must be
+        thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges and the
+        chunks being delivered.
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
         raised here, once the threads have stopped.
