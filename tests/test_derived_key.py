@@ -52,25 +52,42 @@ def salt_of(raw: bytes) -> bytes:
     return FormatBlob.decode(raw, "test").kdf.salt
 
 
-def test_the_second_command_derives_the_key_once_before_it_opens_the_storage(
+def test_after_init_a_command_derives_the_key_once_before_it_opens_the_storage(
         repo, corso, events):
-    assert corso("repo", "status", "--passphrase", "pw").code == 0
     salt = salt_of((repo / FORMAT_KEY).read_bytes())
-    assert events == [("open", "filesystem"), ("derive", salt)]  # nothing cached yet
-    assert salt_of(cached_format().read_bytes()) == salt
-    events.clear()
+    assert salt_of(cached_format().read_bytes()) == salt  # init kept a copy
     assert corso("repo", "status", "--passphrase", "pw").code == 0
     assert events == [("derive", salt), ("open", "filesystem")]
 
 
-def test_a_cached_copy_of_an_older_passphrase_costs_a_derivation_and_is_renewed(
+def test_without_a_cached_copy_the_key_is_derived_after_opening_and_the_copy_kept(
         repo, corso, events):
+    cached_format().unlink()
     assert corso("repo", "status", "--passphrase", "pw").code == 0
+    salt = salt_of((repo / FORMAT_KEY).read_bytes())
+    assert events == [("open", "filesystem"), ("derive", salt)]
+    assert salt_of(cached_format().read_bytes()) == salt
+
+
+def test_update_passphrase_renews_the_cached_copy(repo, corso, events):
     assert corso("repo", "update-passphrase", "--passphrase", "pw",
                  "--new-passphrase", "pw2").code == 0
-    stale = salt_of(cached_format().read_bytes())
     current = salt_of((repo / FORMAT_KEY).read_bytes())
-    assert stale != current
+    assert salt_of(cached_format().read_bytes()) == current
+    events.clear()
+    assert corso("repo", "status", "--passphrase", "pw2").code == 0
+    assert events == [("derive", current), ("open", "filesystem")]
+
+
+def test_a_copy_from_before_a_passphrase_change_elsewhere_costs_a_derivation_and_is_renewed(
+        repo, corso, events, monkeypatch, tmp_path):
+    stale = salt_of(cached_format().read_bytes())
+    with monkeypatch.context() as elsewhere:  # another machine, with its own cache
+        elsewhere.setenv("CORSO_CACHE_DIR", str(tmp_path / "other-cache"))
+        assert corso("repo", "update-passphrase", "--passphrase", "pw",
+                     "--new-passphrase", "pw2").code == 0
+    current = salt_of((repo / FORMAT_KEY).read_bytes())
+    assert stale != current and salt_of(cached_format().read_bytes()) == stale
     events.clear()
     assert corso("repo", "status", "--passphrase", "pw2").code == 0
     assert events == [("derive", stale), ("open", "filesystem"), ("derive", current)]
@@ -79,7 +96,6 @@ def test_a_cached_copy_of_an_older_passphrase_costs_a_derivation_and_is_renewed(
 
 
 def test_a_damaged_cached_copy_is_replaced(repo, corso, events):
-    assert corso("repo", "status", "--passphrase", "pw").code == 0
     cached_format().write_bytes(b"corso repository format\nsha256:00\n{}")
     events.clear()
     assert corso("repo", "status", "--passphrase", "pw").code == 0
@@ -89,5 +105,5 @@ def test_a_damaged_cached_copy_is_replaced(repo, corso, events):
 
 
 def test_a_wrong_passphrase_fails_as_before_with_the_cache_in_place(repo, corso):
-    assert corso("repo", "status", "--passphrase", "pw").code == 0
+    assert cached_format().exists()
     one_error_line(corso("repo", "status", "--passphrase", "wrong"), 1, "invalid passphrase")

@@ -17,8 +17,8 @@ passphrase, opens the repository, checks its ID against the connection's, and ca
 command with ``repository=``. The storage is closed when the command returns.
 
 The key (scrypt) is derived before the storage is opened, from the KDF of the format blob kept
-in the local cache (format.DerivedKey), and the cached copy is renewed when the repository's
-KDF differs from it.
+in the local cache (format.DerivedKey); the cached copy is renewed when the repository's KDF
+differs from it (`remember_format`, which repo init, connect and update-passphrase call too).
 """
 
 from __future__ import annotations
@@ -126,9 +126,17 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Rep
     except BaseException:
         storage.close()
         raise
-    if cache and (derived is None or derived.kdf != repository.format.kdf):
-        cache.put(FORMAT_KEY, repository.format.encode())
+    if derived is None or derived.kdf != repository.format.kdf:
+        remember_format(repository)
     return repository
+
+
+def remember_format(repository: Repository) -> None:
+    """Keep the repository's format blob in the local cache, for the next command's key
+    derivation (repo init, connect and update-passphrase call it too)."""
+    cache = _format_cache(repository.repository_id)
+    if cache:
+        cache.put(FORMAT_KEY, repository.format.encode())
 
 
 def _format_cache(repository_id: str) -> BlobCache | None:
