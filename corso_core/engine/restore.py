@@ -48,7 +48,7 @@ class RestoreStats:
     duration_s: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     path: Path
     entry: Entry

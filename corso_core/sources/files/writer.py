@@ -42,12 +42,11 @@ def bad_name(name: bytes) -> bool:
     return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingFile:
     path: Path
     meta: Metadata
-    parent: Path
-    temp: bytes
+    temp: bytes  # unique in this restore: it keys the file's descriptors
     created: bool = False
     creating: threading.Lock = field(default_factory=threading.Lock)  # first writers wait
 
@@ -284,16 +283,16 @@ class FilesWriter:
         if (self.collisions == "skip" and path[:-1] not in self._made
                 and self._lstat(fd, path[-1]) is not None):
             return None
-        return PendingFile(path=path, meta=meta, parent=path[:-1], temp=self._temp_name())
+        return PendingFile(path=path, meta=meta, temp=self._temp_name())
 
     def _file_fd(self, pending: PendingFile) -> int:
-        return self._cached(("file", pending.parent, pending.temp),
+        return self._cached(("file", pending.temp),
                             lambda: self._open_temp(pending))
 
     def _open_temp(self, pending: PendingFile) -> int:
         """A new descriptor of the file's temp; the first thread to ask creates it."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        dir_fd = self._dir_fd(pending.parent)
+        dir_fd = self._dir_fd(pending.path[:-1])
         if not pending.created:
             with pending.creating:
                 if not pending.created:
@@ -313,18 +312,18 @@ class FilesWriter:
     def finish_file(self, pending: PendingFile) -> None:
         try:
             self._apply(pending.meta, fd=self._file_fd(pending))
-            self._forget(("file", pending.parent, pending.temp))
-            self._place(self._dir_fd(pending.parent), pending.temp, pending.path)
+            self._forget(("file", pending.temp))
+            self._place(self._dir_fd(pending.path[:-1]), pending.temp, pending.path)
         except OSError as e:
             self._say(pending.path, f"cannot finish file: {e.strerror}")
             self.discard_file(pending)
 
     def discard_file(self, pending: PendingFile) -> None:
-        self._forget(("file", pending.parent, pending.temp))
+        self._forget(("file", pending.temp))
         if not pending.created:
             return
         try:
-            os.unlink(pending.temp, dir_fd=self._dir_fd(pending.parent))
+            os.unlink(pending.temp, dir_fd=self._dir_fd(pending.path[:-1]))
         except FileNotFoundError:
             pass
 
