@@ -7,7 +7,7 @@ import zstandard
 from corso_core.errors import Corrupted
 from corso_core.repo import compression, names
 from corso_core.repo.crypto import OVERHEAD, Keys
-from corso_core.repo.packs import PackWriter, open_chunk, read_header, seal_chunk
+from corso_core.repo.packs import PackWriter, open_chunk, read_header
 from corso_core.storage.filesystem import FilesystemStorage
 
 KEYS = Keys.derive(b"k" * 32)
@@ -57,9 +57,16 @@ def test_malformed_payloads_are_corrupted(payload):
         compression.decompress(payload, "chunk c")
 
 
+def sealed(chunk_id: bytes, data: bytes) -> bytes:
+    """The chunk's entry as a pack holds it."""
+    writer = PackWriter(names.DATA_PACK, bytearray(1024))
+    entry = writer.add_chunk(KEYS, chunk_id, compression.compress(data))
+    return bytes(writer.buffer[entry.offset : entry.offset + entry.length])
+
+
 def test_chunks_use_a_fresh_nonce_and_bind_their_id():
     chunk_id, other = b"\1" * 32, b"\2" * 32
-    a, b = seal_chunk(KEYS, chunk_id, b"data"), seal_chunk(KEYS, chunk_id, b"data")
+    a, b = sealed(chunk_id, b"data"), sealed(chunk_id, b"data")
     assert a != b and a[:12] != b[:12]
     assert open_chunk(KEYS, chunk_id, a) == b"data"
     with pytest.raises(Corrupted, match=f"chunk {other.hex()} is corrupted"):
@@ -70,7 +77,7 @@ def write_pack(storage, kind=names.DATA_PACK, count=5) -> tuple[PackWriter, list
     writer = PackWriter(kind, bytearray(256))  # too small: it must grow
     chunks = [os.urandom(100 + i) for i in range(count)]
     for i, chunk in enumerate(chunks):
-        writer.add(bytes([i]) * 32, seal_chunk(KEYS, bytes([i]) * 32, chunk))
+        writer.add_chunk(KEYS, bytes([i]) * 32, compression.compress(chunk))
     storage.put(names.key(kind, writer.name), writer.finish(KEYS))
     return writer, chunks
 

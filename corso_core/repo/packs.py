@@ -4,10 +4,10 @@ Layout (see docs/format.md):
 
     entry 0 || entry 1 || ... || sealed header || header length (u32, little-endian)
 
-Each entry is `seal(keys.data, compress(chunk), associated=chunk ID)`. The header lists
-(chunk ID, entry length) in order, so offsets are the running sum; it is sealed with the
-metadata key and bound to the pack's kind and name. Readers fetch the header with one
-suffix-range GET; the index normally makes even that unnecessary.
+Each entry is `seal(keys.data, compress(chunk), associated=chunk ID)`, sealed straight into the
+pack's buffer. The header lists (chunk ID, entry length) in order, so offsets are the running
+sum; it is sealed with the metadata key and bound to the pack's kind and name. Readers fetch
+the header with one suffix-range GET; the index normally makes even that unnecessary.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from typing import NamedTuple
 
 from corso_core.errors import Corrupted
 from corso_core.repo import compression, names
-from corso_core.repo.crypto import OVERHEAD, Keys, metadata_associated_data, seal, unseal
+from corso_core.repo.crypto import (
+    OVERHEAD,
+    Keys,
+    metadata_associated_data,
+    seal,
+    seal_into,
+    unseal,
+)
 from corso_core.storage.interface import BlobStorage
 
 #: Packs are closed once they reach this size: few requests per GB, little memory per pack.
@@ -38,10 +45,6 @@ class PackEntry(NamedTuple):
     chunk_id: bytes
     offset: int
     length: int
-
-
-def seal_chunk(keys: Keys, chunk_id: bytes, data: bytes | memoryview) -> bytes:
-    return seal(keys.data, compression.compress(data), chunk_id)
 
 
 def open_chunk(keys: Keys, chunk_id: bytes, entry: bytes | memoryview) -> bytes:
@@ -101,19 +104,34 @@ class PackWriter:
         self.buffer = buffer
         self.size = 0
 
-    def _append(self, data: bytes) -> None:
-        end = self.size + len(data)
-        if end > len(self.buffer):  # only a header larger than the pool expects
+    def _room(self, length: int) -> memoryview:
+        """The next `length` bytes of the buffer, grown if needed (only a header larger than
+        the pool expects, or a test's small buffer)."""
+        end = self.size + length
+        if end > len(self.buffer):
             grown = bytearray(self.buffer[: self.size])
             grown.extend(bytes(end - self.size))
             self.buffer = grown
-        self.buffer[self.size : end] = data
-        self.size = end
+        return memoryview(self.buffer)[self.size : end]
+
+    def _append(self, data: bytes) -> None:
+        self._room(len(data))[:] = data
+        self.size += len(data)
 
     def add(self, chunk_id: bytes, sealed: bytes) -> PackEntry:
+        """An entry sealed already (maintenance copies entries from pack to pack)."""
         entry = PackEntry(chunk_id, self.size, len(sealed))
         self.entries.append(entry)
         self._append(sealed)
+        return entry
+
+    def add_chunk(self, keys: Keys, chunk_id: bytes, payload: bytes) -> PackEntry:
+        """Seal a chunk's payload (compression.compress's) straight into the pack."""
+        with self._room(len(payload) + OVERHEAD) as room:
+            length = seal_into(keys.data, payload, chunk_id, room)
+        entry = PackEntry(chunk_id, self.size, length)
+        self.entries.append(entry)
+        self.size += length
         return entry
 
     def full(self) -> bool:

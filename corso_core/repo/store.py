@@ -1,8 +1,8 @@
 """ChunkStore: content-addressed chunks packed into encrypted pack blobs.
 
-The write path: `put` seals a chunk (compress, encrypt) in the calling thread, appends it to
-the open pack of its kind, and hands a full pack to a small pool of upload threads. Once a pack
-is stored, its chunks enter the in-memory index; every `CHECKPOINT_PACKS` packs (and at
+The write path: `put` compresses a chunk in the calling thread, seals (encrypts) it straight
+into the open pack of its kind, and hands a full pack to a small pool of upload threads. Once a
+pack is stored, its chunks enter the in-memory index; every `CHECKPOINT_PACKS` packs (and at
 `flush`) their entries go out as a new immutable index blob. So storage only ever holds packs
 that index blobs may point to, and index blobs that point to stored packs; the engine writes
 its manifest after `flush`, last. An interruption at any point leaves the repository valid.
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import blake3
 
 from corso_core.errors import Corrupted, NotFound
-from corso_core.repo import names
+from corso_core.repo import compression, names
 from corso_core.repo.cache import BlobCache
 from corso_core.repo.index import (
     INDEX_ENTRY_SIZE,
@@ -35,7 +35,7 @@ from corso_core.repo.index import (
     decode_index,
     encode_index,
 )
-from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk, seal_chunk
+from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk
 from corso_core.repo.plans import decode_plan
 from corso_core.repo.sessions import SessionRecord
 
@@ -263,25 +263,25 @@ class ChunkStore:
                 return 0
             self._pending.add(chunk_id)
         try:
-            sealed = seal_chunk(self._keys, chunk_id, data)
+            payload = compression.compress(data)  # here, beside the other threads' work
         except BaseException:
             with self._lock:
                 self._pending.discard(chunk_id)
             raise
-        with self._lock:
+        with self._lock:  # sealing is one fast pass, straight into the pack's buffer
             writer = self._writers.get(kind)
             if writer is None:
                 writer = self._writers[kind] = PackWriter(kind, self._buffers.take())
-            writer.add(chunk_id, sealed)
+            entry = writer.add_chunk(self._keys, chunk_id, payload)
             self.stats.chunks_new += 1
             self.stats.bytes_new += len(data)
-            self.stats.bytes_stored += len(sealed)
+            self.stats.bytes_stored += entry.length
             full = writer.full()
             if full:
                 del self._writers[kind]
         if full:
             self._submit(writer)
-        return len(sealed)
+        return entry.length
 
     def _submit(self, writer: PackWriter) -> None:
         future = self._uploads.submit(self._upload, writer)
