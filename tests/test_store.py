@@ -342,7 +342,11 @@ def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
     old, old_id, kept, kept_id = two_sessions(repo)
     backup = ChunkStore(repo)  # deduplicates against both
     assert backup.put(old_id, old) == 0 and backup.put(kept_id, kept) == 0
+    loads = []
+    load_index = backup._load_index
+    backup._load_index = lambda *args: loads.append(args) or load_index(*args)
     assert backup.find_missing([old_id, kept_id]) == set()
+    assert loads == []  # every index blob is still listed: nothing removed, nothing reloaded
     # Maintenance, meanwhile, drops the old chunk: its pack and the index blob listing it.
     for key in keys_of(repo.storage, "index"):
         entries = index_entries(repo, key)
@@ -350,6 +354,7 @@ def test_find_missing_sees_chunks_removed_since_the_index_was_loaded(tmp_path):
             repo.storage.delete(key)
             repo.storage.delete(names.key("data", entries[0].location.pack))
     assert backup.find_missing([old_id, kept_id]) == {old_id}
+    assert len(loads) == 1
     assert backup.put(old_id, old) > 0  # stored again
     backup.close()
     with ChunkStore(repo) as store:

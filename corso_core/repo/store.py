@@ -38,6 +38,7 @@ from corso_core.repo.index import (
 from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk
 from corso_core.repo.plans import decode_plan
 from corso_core.repo.sessions import SessionRecord
+from corso_core.storage.interface import BlobInfo
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,20 @@ class ChunkStore:
 
     # --- the index -------------------------------------------------------------------------
 
-    def _load_index(self) -> tuple[ChunkIndex, set[str]]:
+    def _list_index_blobs(self) -> list[BlobInfo]:
+        return [info for info in self._storage.list(names.prefix(names.INDEX))
+                if names.parse_key(names.INDEX, info.key) is not None]
+
+    def _load_index(self, listed: list[BlobInfo] | None = None) -> tuple[ChunkIndex, set[str]]:
         """Union of every index blob (each from the local cache when it has it), and their keys.
 
         Blobs are decoded 8 at a time, in parallel, and added as they come, so loading holds
         the compact index and a few decoded blobs, never every entry as Python objects.
+        `listed`: the index blobs, if the caller has just listed them.
         """
         prefix = names.prefix(names.INDEX)
-        listed = [info for info in self._storage.list(prefix)
-                  if names.parse_key(names.INDEX, info.key) is not None]
+        if listed is None:
+            listed = self._list_index_blobs()
 
         def load(key: str) -> list[IndexEntry] | None:
             """The blob's entries; None if it is gone (merged by maintenance since the
@@ -179,9 +185,8 @@ class ChunkStore:
                 if loaded >= set(keys):
                     break
                 # A blob vanished: maintenance wrote the merged one first; list again for it.
-                keys = [info.key for info in self._storage.list(prefix)
-                        if names.parse_key(names.INDEX, info.key) is not None
-                        and info.key not in loaded | gone]
+                keys = [info.key for info in self._list_index_blobs()
+                        if info.key not in loaded | gone]
         keys = sorted(loaded)
         for stale in self._cache.keys(prefix) - set(keys):
             self._cache.discard(stale)  # merged or removed by maintenance
@@ -214,10 +219,14 @@ class ChunkStore:
         seen at the start is still listed, nothing was removed; otherwise the index is loaded
         again. The caller puts the missing chunks again (put() now stores them) and flushes.
         """
-        index, listed = self._load_index()
+        listed = self._list_index_blobs()
         with self._lock:
-            if not self._index_keys <= listed:
-                self._index, self._index_keys = index, listed
+            unchanged = self._index_keys <= {info.key for info in listed}
+        if not unchanged:
+            index, keys = self._load_index(listed)
+            with self._lock:
+                self._index, self._index_keys = index, keys
+        with self._lock:
             return {chunk_id for chunk_id in chunk_ids
                     if chunk_id not in self._index and chunk_id not in self._pending}
 
