@@ -552,7 +552,7 @@ def test_memory_does_not_grow_with_the_data(tmp_path, monkeypatch):
             f.write(os.urandom(8 * 1024 * 1024))  # nothing deduplicates
     peak_small = peak_while_storing(make_repository(tmp_path / "a"), small)
     peak_large = peak_while_storing(make_repository(tmp_path / "b"), large)
-    # By design: UPLOAD_THREADS + 1 pack buffers and the 8 MiB chunker buffers that the chunks
+    # By design: concurrent_writes + 1 pack buffers and the 8 MiB chunker buffers that the chunks
     # in flight point into, whatever the size of the data (192 MiB in 96 packs here: keeping
     # one pack or chunk buffer too many per pack would show as hundreds of MiB).
     assert peak_large < 110 * 1024 * 1024
@@ -585,3 +585,39 @@ def test_the_data_layer_on_s3(seaweedfs, s3_prefix, tmp_path, small_packs):
         with pytest.raises(Corrupted, match=f"chunk {ids[0].hex()} is corrupted"):
             store.get(ids[0])
     repo.storage.close()
+
+
+class SlowPackWrites(FilesystemStorage):
+    """Pack writes take 20 ms; records the most that were ever in progress at once."""
+
+    def __init__(self, root: str, concurrent_writes: int) -> None:
+        super().__init__(root)
+        self.concurrent_writes = concurrent_writes
+        self.writing = self.most = 0
+        self._counting = threading.Lock()
+
+    def _create(self, key: str, data) -> None:
+        if not key.startswith(names.prefix(names.DATA_PACK)):
+            return super()._create(key, data)
+        with self._counting:
+            self.writing += 1
+            self.most = max(self.most, self.writing)
+        try:
+            time.sleep(0.02)
+            super()._create(key, data)
+        finally:
+            with self._counting:
+                self.writing -= 1
+
+
+@pytest.mark.parametrize("concurrent_writes", [1, 2])
+def test_uploads_in_flight_never_exceed_the_storages_concurrent_writes(tmp_path, small_packs,
+                                                                       concurrent_writes):
+    storage = SlowPackWrites(str(tmp_path / "repo"), concurrent_writes)
+    repo = make_repository(tmp_path, storage)
+    datas = chunks(120)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    assert storage.most == concurrent_writes  # reached, and never passed
+    with ChunkStore(repo) as store:
+        assert get_all(store, ids) == dict(zip(ids, datas, strict=True))

@@ -42,9 +42,6 @@ from corso_core.storage.interface import BlobInfo
 
 log = logging.getLogger(__name__)
 
-#: Packs being uploaded at once. put() waits while this many are in flight, so the write
-#: path holds about UPLOAD_THREADS + 1 pack buffers, whatever the size of the backup.
-UPLOAD_THREADS = 3
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
 #: Ranges read and decrypted at once in get_many. A range (at most MAX_RANGE_BYTES) is held
@@ -128,8 +125,11 @@ class ChunkStore:
         self._pending: set[bytes] = set()  # put, but their pack is not stored yet
         self._writers: dict[str, PackWriter] = {}
         # One buffer per open pack and per upload, kept for re-use.
-        self._buffers = BufferPool(PACK_BUFFER_SIZE, keep=UPLOAD_THREADS + 2)
-        self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="corso-upload")
+        # Packs uploaded at once: put() waits while this many are in flight, so the write path
+        # holds about that many + 1 pack buffers, whatever the size of the backup.
+        self._upload_slots = self._storage.concurrent_writes
+        self._buffers = BufferPool(PACK_BUFFER_SIZE, keep=self._upload_slots + 2)
+        self._uploads = ThreadPoolExecutor(self._upload_slots, thread_name_prefix="corso-upload")
         self._upload_finished = threading.Condition(self._lock)
         self._in_flight: set[Future] = set()
         self._unindexed: list[IndexEntry] = []  # in stored packs, not yet in an index blob
@@ -265,7 +265,8 @@ class ChunkStore:
         with self._lock:
             # Back-pressure before a new chunk takes memory: the uploads must keep up.
             while (chunk_id not in self._pending and chunk_id not in self._index
-                   and len(self._in_flight) >= UPLOAD_THREADS and self._upload_error is None):
+                   and len(self._in_flight) >= self._upload_slots
+                   and self._upload_error is None):
                 self._upload_finished.wait()
             if chunk_id in self._pending or chunk_id in self._index:
                 self.stats.chunks_dedup += 1

@@ -105,6 +105,7 @@ class FilesystemStorage(SimpleBlobStorage):
     """One file per blob; requests are counted by SimpleBlobStorage."""
 
     atomic_create = True
+    concurrent_writes = 1  # one pack written at a time keeps up (O_DIRECT: ~2.4 GB/s)
 
     def __init__(self, root: str) -> None:
         super().__init__(location=root)

@@ -63,6 +63,10 @@ class BlobStorage(ABC):
     #: Whether `put_new` is atomic against a concurrent writer of the same key (the filesystem:
     #: yes, through os.link; S3: yes where the store honours If-None-Match).
     atomic_create: bool = False
+    #: Writes a writer should keep in flight. Object storage overlaps requests (each one's
+    #: latency, not the bandwidth, bounds a single stream); a local disk gains nothing from a
+    #: second, and every write in flight holds a pack buffer (~17 MiB) in memory.
+    concurrent_writes: int = 3
 
     def __init__(self) -> None:
         self.counts = RequestCounts()
