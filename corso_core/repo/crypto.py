@@ -58,7 +58,7 @@ def unseal(key: bytes, blob: bytes | memoryview, associated: bytes, what: str) -
         raise Corrupted(f"{what} is corrupted: {len(blob)} bytes is too short to be encrypted")
     blob = memoryview(blob)
     try:
-        return _aead(key).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), associated)
+        return _aead(key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)  # no copies
     except InvalidTag:
         raise Corrupted(f"{what} is corrupted: authentication failed") from None
 
