@@ -164,15 +164,21 @@ def test_get_many_reads_each_pack_in_few_ranges(tmp_path, small_packs):
     assert got == dict(zip(ids, datas, strict=True))
 
 
-def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
-    """Packs of ~6 MiB, under MAX_RANGE_BYTES: each is read with one request."""
+def two_large_packs(tmp_path, monkeypatch) -> tuple:
+    """(repository, chunks, their IDs): 40 chunks of 300 KiB in two packs of ~6 MiB."""
     monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 6 * 1024 * 1024)
     repo = make_repository(tmp_path)
     datas = chunks(40, size=300 * 1024)
     with ChunkStore(repo) as store:
         ids = put_all(store, datas)
-    packs = len(keys_of(repo.storage, "data"))
-    assert packs == 2
+    assert len(keys_of(repo.storage, "data")) == 2
+    return repo, datas, ids
+
+
+def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
+    """Packs of ~6 MiB, under MAX_RANGE_BYTES: each is read with one request."""
+    repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
+    packs = 2
     with ChunkStore(repo, read_only=True) as store:
         before = gets(repo.storage)
         got = get_all(store, ids)
@@ -181,13 +187,9 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
 
 
 def test_a_pack_larger_than_the_range_cap_is_read_in_capped_ranges(tmp_path, monkeypatch):
-    monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 6 * 1024 * 1024)
     monkeypatch.setattr("corso_core.repo.store.MAX_RANGE_BYTES", 2 * 1024 * 1024)
-    repo = make_repository(tmp_path)
-    datas = chunks(40, size=300 * 1024)
-    with ChunkStore(repo) as store:
-        ids = put_all(store, datas)
-    packs = len(keys_of(repo.storage, "data"))
+    repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
+    packs = 2
     with ChunkStore(repo, read_only=True) as store:
         lengths = []
         read = repo.storage.get
