@@ -188,14 +188,27 @@ def _machine() -> dict:
             "kernel": platform.release()}
 
 
+#: Marks a directory as a benchmark's scratch space, which a run may wipe.
+WORK_MARKER = ".corso-bench-work"
+
+
+def fresh_work_directory(work: Path) -> None:
+    """Empty `work` for a run. Only a directory a run made (it holds WORK_MARKER) is wiped:
+    a mistyped --work never deletes anything else."""
+    if work.exists() and any(work.iterdir()) and not (work / WORK_MARKER).exists():
+        sys.exit(f"bench: --work {work} is not empty and is not a benchmark's work directory")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / WORK_MARKER).touch()
+
+
 def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
     """Run everything and write the report; return the results (as in results.json)."""
     started = time.monotonic()
     tools = all_tools() if tools is None else tools
     skipped = {t.name: reason for t in tools if (reason := t.unavailable_reason())}
     usable = [t for t in tools if t.name not in skipped]
-    shutil.rmtree(settings.work, ignore_errors=True)
-    settings.work.mkdir(parents=True)
+    fresh_work_directory(settings.work)
     runner = Runner(settings)
     source = settings.work / "data" / "tree"
     summary = dataset.generate(source, settings.size)
@@ -258,8 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tools", help="comma-separated: corso,restic,borg-lz4,borg-zstd3")
     parser.add_argument("--no-drop-caches", action="store_true", help="keep the page cache warm")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
+    parser.add_argument("--work", type=Path, default=Settings.work,
+                        help="scratch directory, emptied before and removed after the run "
+                             "(two runs at once need two)")
     args = parser.parse_args(argv)
-    settings = Settings(out=args.out, targets=tuple(args.targets.split(",")),
+    settings = Settings(work=args.work, out=args.out, targets=tuple(args.targets.split(",")),
                         drop_caches=not args.no_drop_caches)
     if args.quick:
         settings.size, settings.micro_megabytes, settings.index_entries = 0.1, 16, 100_000

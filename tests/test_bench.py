@@ -19,7 +19,7 @@ import zstandard
 
 from bench import dataset, report
 from bench.measure import StepFailed, run_measured
-from bench.run import Settings, run_benchmark
+from bench.run import WORK_MARKER, Settings, fresh_work_directory, run_benchmark
 from bench.seaweedfs import parse_request_counts
 from bench.tools import Borg, Command, Corso, Restic, Tool
 from bench.verify import differences
@@ -268,3 +268,17 @@ def test_report_divides_by_restic_and_bolds_the_best():
     assert "| first backup: wall s | 2.00 | **1.00** | 0.50 |" in table
     assert "| repository MiB at the end | **20.0** | 30.0 | 1.50 |" in table
     assert "borg" not in table  # a failed row is listed under the table, never compared
+
+
+def test_a_work_directory_that_the_bench_did_not_make_is_never_wiped(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious").write_text("keep me")
+    with pytest.raises(SystemExit, match="not a benchmark's work directory"):
+        fresh_work_directory(mine)
+    assert (mine / "precious").read_text() == "keep me"
+    earlier_run = tmp_path / "work"
+    fresh_work_directory(earlier_run)  # made, and marked, by a run
+    (earlier_run / "leftover").write_text("x")
+    fresh_work_directory(earlier_run)
+    assert sorted(p.name for p in earlier_run.iterdir()) == [WORK_MARKER]
