@@ -176,7 +176,7 @@ def two_large_packs(tmp_path, monkeypatch) -> tuple:
 
 
 def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
-    """Packs of ~6 MiB, under MAX_RANGE_BYTES: each is read with one request."""
+    """Packs of ~6 MiB, under the storage's largest_read: each is read with one request."""
     repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
     packs = 2
     with ChunkStore(repo, read_only=True) as store:
@@ -187,8 +187,8 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
 
 
 def test_a_pack_larger_than_the_range_cap_is_read_in_capped_ranges(tmp_path, monkeypatch):
-    monkeypatch.setattr("corso_core.repo.store.MAX_RANGE_BYTES", 2 * 1024 * 1024)
     repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
+    monkeypatch.setattr(repo.storage, "largest_read", 2 * 1024 * 1024)
     packs = 2
     with ChunkStore(repo, read_only=True) as store:
         lengths = []
@@ -623,3 +623,12 @@ def test_uploads_in_flight_never_exceed_the_storages_concurrent_writes(tmp_path,
     assert storage.most == concurrent_writes  # reached, and never passed
     with ChunkStore(repo) as store:
         assert get_all(store, ids) == dict(zip(ids, datas, strict=True))
+
+
+def test_object_storage_reads_a_whole_default_pack_in_one_request():
+    from corso_core.repo.packs import TARGET_PACK_SIZE
+    from corso_core.storage.interface import BlobStorage
+
+    largest_pack = TARGET_PACK_SIZE + DEFAULT_CHUNKER.max_size + 64 * 1024  # + its header
+    assert BlobStorage.largest_read >= largest_pack  # S3 keeps the default
+    assert FilesystemStorage.largest_read < TARGET_PACK_SIZE  # local reads trade requests for RSS

@@ -44,13 +44,10 @@ log = logging.getLogger(__name__)
 
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
-#: Ranges read and decrypted at once in get_many. A range (at most MAX_RANGE_BYTES) is held
-#: raw while its chunks are decrypted one at a time, so memory stays near READ_THREADS raw ranges.
+#: Ranges read and decrypted at once in get_many. A range (at most the storage's
+#: `largest_read` bytes, or one larger chunk alone) is held raw while its chunks are decrypted
+#: one at a time, so memory stays near READ_THREADS raw ranges.
 READ_THREADS = 2
-#: A range spans at most this many bytes (a larger chunk alone): each reader thread holds its
-#: range raw while delivering its chunks (the S3 client twice, while it joins the body), so
-#: this bounds that memory. A whole pack (16-20 MiB) takes two requests.
-MAX_RANGE_BYTES = 10 * 1024 * 1024
 #: Entries of one pack closer than this are fetched in one range (a few wasted bytes are
 #: cheaper than another request).
 RANGE_GAP = 256 * 1024
@@ -442,6 +439,7 @@ class ChunkStore:
             location = self._locate(chunk_id)
             by_pack[location.kind, location.pack].add((chunk_id, location.offset,
                                                        location.length))
+        largest = self._storage.largest_read
         ranges = []
         for (kind, pack), entries in by_pack.items():
             ordered = sorted(entries, key=lambda e: e[1])
@@ -449,7 +447,7 @@ class ChunkStore:
             dense = sum(length for _, _, length in ordered) >= WHOLE_SPAN_SHARE * (end - start)
             group: list[tuple[bytes, int, int]] = []
             for entry in ordered:
-                if group and (entry[1] + entry[2] - group[0][1] > MAX_RANGE_BYTES or (
+                if group and (entry[1] + entry[2] - group[0][1] > largest or (
                         not dense and entry[1] - (group[-1][1] + group[-1][2]) > RANGE_GAP)):
                     ranges.append(_Range.of(kind, pack, group))
                     group = []
@@ -462,10 +460,10 @@ class ChunkStore:
         """Call `deliver(chunk ID, plaintext)` once for each distinct ID, grouped by pack.
 
         Each pack is read in as few range requests as its needed entries allow (one per
-        MAX_RANGE_BYTES, when they fill most of it). READ_THREADS ranges are read and decrypted
-        at once, each thread calling `deliver` as it opens a chunk (so `deliver` must be
-        thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges and the
-        chunks being delivered.
+        storage.largest_read bytes, when they fill most of it). READ_THREADS ranges are read
+        and decrypted at once, each thread calling `deliver` as it opens a chunk (so `deliver`
+        must be thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges
+        and the chunks being delivered.
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
         raised here, once the threads have stopped.

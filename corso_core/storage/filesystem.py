@@ -106,6 +106,7 @@ class FilesystemStorage(SimpleBlobStorage):
 
     atomic_create = True
     concurrent_writes = 1  # one pack written at a time keeps up (O_DIRECT: ~2.4 GB/s)
+    largest_read = 10 * 1024 * 1024  # a pack in two reads costs nothing here, 10 MiB less RSS
 
     def __init__(self, root: str) -> None:
         super().__init__(location=root)

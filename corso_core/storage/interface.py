@@ -67,6 +67,10 @@ class BlobStorage(ABC):
     #: latency, not the bandwidth, bounds a single stream); a local disk gains nothing from a
     #: second, and every write in flight holds a pack buffer (~17 MiB) in memory.
     concurrent_writes: int = 3
+    #: Bytes a reader asks for in one request, at most. Object storage charges and waits per
+    #: request: a whole pack (16-20 MiB) in one. Every byte of a read is held in memory while
+    #: its chunks are handed on, so where requests are cheap (a local disk) reads are smaller.
+    largest_read: int = 24 * 1024 * 1024
 
     def __init__(self) -> None:
         self.counts = RequestCounts()
