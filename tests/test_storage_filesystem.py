@@ -85,13 +85,28 @@ def pack_like(size: int) -> mmap.mmap:
     return buffer
 
 
+def o_direct_works_in(directory) -> bool:
+    """Whether this filesystem takes an aligned O_DIRECT write (tmpfs before Linux 6.6 does not)."""
+    fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_DIRECT)
+        os.write(fd, pack_like(4096))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(directory / "probe")
+
+
 def test_a_large_aligned_blob_bypasses_the_page_cache_and_reads_back_whole(tmp_path, monkeypatch):
     size = 2 * filesystem.DIRECT_WRITE_MIN + 123
     buffer = pack_like(size)
+    # Where the filesystem cannot, everything goes through the cache, and whole.
+    expected_direct = size - size % 4096 if o_direct_works_in(tmp_path) else 0
     spy = WriteSpy(monkeypatch)
     FilesystemStorage(str(tmp_path / "repo")).put("data/pack", memoryview(buffer)[:size])
-    direct = sum(n for n, is_direct in spy.calls if is_direct)
-    assert direct == size - size % 4096
+    assert sum(n for n, is_direct in spy.calls if is_direct) == expected_direct
     assert sum(n for n, _ in spy.calls) == size
     assert (tmp_path / "repo" / "data" / "pack").read_bytes() == buffer[:size]
 
