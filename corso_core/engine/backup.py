@@ -9,7 +9,8 @@ The pipeline, every stage bounded so memory does not grow with the data:
 - readers open and chunk files (pyfastcdc). A small file (one chunk) is hashed and stored right
   there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per core), so
   that one large file keeps both cores compressing while small files go on beside it;
-- hashing and `ChunkStore.put` (zstd, AES-GCM) release the GIL, so both cores compress at once;
+- hashing (blake3) and compressing (zstd, in `ChunkStore.put`) release the GIL, so both cores
+  work at once; sealing into the pack is one fast pass under the store's lock;
 - the calling thread finishes directories in post-order as their files complete, each one a
   "tree" chunk; the manifest is written last, so an interrupted backup leaves no trace but
   reusable chunks.
