@@ -432,3 +432,30 @@ def test_chunks_removed_during_a_backup_are_stored_again_before_its_manifest(rep
     stats, problems = restore(repository, result.backup_id, tmp_path / "out")
     assert problems.errors == []
     assert snapshot(tmp_path / "out" / "t") == snapshot(tree)
+
+
+def test_the_walk_lists_only_a_few_subdirectories_ahead(repository, tmp_path, monkeypatch):
+    import corso_core.engine.backup as engine
+
+    tree = tmp_path / "t"
+    for n in range(30):
+        (tree / f"d{n:02}").mkdir(parents=True)
+        (tree / f"d{n:02}" / "f").write_bytes(b"%d" % n)
+    monkeypatch.setattr(engine, "LOOK_AHEAD", 3)
+    listed: list[bytes] = []
+    lead: list[int] = []  # directories listed but not yet walked, each time the walk moves on
+    children, file = FilesReader.children, engine._Backup._file
+
+    def listing(self, node):
+        listed.append(node.name)
+        return children(self, node)
+
+    def walked(self, node, old):
+        lead.append(len(listed) - int(os.path.basename(os.path.dirname(node.handle))[1:]) - 1)
+        return file(self, node, old)
+
+    monkeypatch.setattr(FilesReader, "children", listing)
+    monkeypatch.setattr(engine._Backup, "_file", walked)
+    result = backup(repository, tree)
+    assert result.stats.files_new == 30
+    assert len(lead) == 30 and max(lead) <= 3 + 1  # the next LOOK_AHEAD, and t itself

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -53,8 +54,10 @@ BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
 CHUNKS_IN_FLIGHT = 2
-#: Directories listed (and previous trees loaded) ahead of the walk.
+#: Threads listing directories (and loading previous trees) ahead of the walk.
 LISTER_THREADS = 4
+#: Subdirectories of one directory listed ahead of the walk, at most.
+LOOK_AHEAD = 8
 #: A file modified this close to the moment it was read may change again unseen (same size,
 #: same mtime tick): the next backup must not trust its metadata.
 RECENT_NS = 1_000_000_000
@@ -160,19 +163,24 @@ class _PendingDir:
     previous: _Previous
     #: (node, Entry | _FileJob | _PendingDir, whether the previous backup had this name)
     items: list[tuple[Node, Any, bool]] = field(default_factory=list)
-    #: The jobs not yet seen ready, oldest first: each is checked until ready, then never again.
-    waiting: deque[_FileJob] = field(default_factory=deque)
+    #: What it still waits for, oldest first: file jobs and subdirectories, each checked until
+    #: it is ready (a subdirectory: its tree is stored), then never again.
+    waiting: deque[_FileJob | _PendingDir] = field(default_factory=deque)
     tree_id: bytes | None = None
 
     def add(self, node: Node, item: Any, known: bool) -> None:
         self.items.append((node, item, known))
-        if isinstance(item, _FileJob):
+        if isinstance(item, (_FileJob, _PendingDir)):
             self.waiting.append(item)
 
     def ready(self) -> bool:
-        while self.waiting and self.waiting[0].ready():
+        while self.waiting and _done(self.waiting[0]):
             self.waiting.popleft()
         return not self.waiting
+
+
+def _done(item: _FileJob | _PendingDir) -> bool:
+    return item.ready() if isinstance(item, _FileJob) else item.tree_id is not None
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -202,7 +210,8 @@ class _Backup:
         self.batch: list[_FileJob] = []  # small files queued, not yet handed to a reader
         self.batch_bytes = 0
         self.chunk_slots = threading.BoundedSemaphore(CHUNKS_IN_FLIGHT * cores)
-        self.finishing: deque[_PendingDir] = deque()
+        #: Directories walked but not finished, children before their parents.
+        self.finishing: list[_PendingDir] = []
         self.hard_links: dict[tuple[int, int], Any] = {}
         #: IDs (32 bytes each, back to back) of the chunks this backup refers to without having
         #: stored them: they must still exist when the manifest is written.
@@ -353,17 +362,20 @@ class _Backup:
         entries = decode_tree(self.store.get(tree_id), tree_id)
         return _Previous(tree_id, {e.name: e for e in entries})
 
-    def _look_ahead(self, children: list[Node], old: _Previous) -> dict[bytes, tuple]:
-        """Start listing each subdirectory, and loading its previous tree, on the lister pool:
-        on a cold cache the walk then waits for several disks reads at once, not one by one."""
-        ahead = {}
-        for child in children:
-            if child.meta.kind == DIR:
-                previous = old.entries.get(child.name)
-                old_tree = previous.subtree if previous and previous.meta.kind == DIR else None
-                ahead[child.name] = (self.listers.submit(self.reader.children, child),
-                                     self.listers.submit(self.previous, old_tree))
-        return ahead
+    def _look_ahead(self, children: list[Node], old: _Previous) -> Iterator[tuple[Future, Future]]:
+        """(listing, previous record) of each subdirectory in turn, each started LOOK_AHEAD
+        subdirectories before it is needed, on the lister pool: on a cold cache the walk waits
+        for several disk reads at once, not one by one, and holds no more than LOOK_AHEAD
+        listings however many subdirectories a directory has."""
+        started: deque[tuple[Future, Future]] = deque()
+        for child in (c for c in children if c.meta.kind == DIR):
+            previous = old.entries.get(child.name)
+            old_tree = previous.subtree if previous and previous.meta.kind == DIR else None
+            started.append((self.listers.submit(self.reader.children, child),
+                            self.listers.submit(self.previous, old_tree)))
+            if len(started) > LOOK_AHEAD:
+                yield started.popleft()
+        yield from started
 
     def walk(self, node: Node | None, old: _Previous,
              children: list[Node] | None = None) -> _PendingDir:
@@ -375,7 +387,7 @@ class _Backup:
         for child in children:
             previous = old.entries.get(child.name)
             if child.meta.kind == DIR:
-                listing, old_dir = ahead[child.name]
+                listing, old_dir = next(ahead)
                 item: Any = self.walk(child, old_dir.result(), listing.result())
             elif child.meta.kind == FILE:
                 item = self._file(child, previous)
@@ -388,11 +400,19 @@ class _Backup:
         return pending
 
     def finish_ready(self, block: bool) -> None:
-        """Store the trees of finished directories, oldest first (post-order: children first)."""
+        """Store the trees of the directories whose files are all stored (with `block`: of all,
+        waiting for their files). Children come before their parents in `finishing`, so one
+        pass finishes a parent right after its last child; a directory held up by a large file
+        holds up only its ancestors, so the walk's memory stays bounded by what is in flight."""
         if block:
             self.send_batch()
-        while self.finishing and (block or self.finishing[0].ready()):
-            self._finish(self.finishing.popleft())
+        unfinished = []
+        for pending in self.finishing:
+            if block or pending.ready():
+                self._finish(pending)
+            else:
+                unfinished.append(pending)
+        self.finishing = unfinished
 
     def _count_file(self, entry: Entry, read_now: bool, known: bool) -> None:
         self.stats.bytes_total += entry.meta.size
