@@ -224,3 +224,19 @@ def test_a_filesystem_without_hard_links_or_owners_still_gets_every_file(tmp_pat
     assert problems.errors == []
     assert problems.warnings == ([] if os.geteuid() else [
         f"{tmp_path}: owners not restored: the filesystem does not keep them"])
+
+
+def test_a_small_file_is_read_in_when_opened_a_large_one_is_not(tmp_path, monkeypatch):
+    import corso_core.sources.files.reader as files_reader
+
+    (tmp_path / "small").write_bytes(b"s" * files_reader.READ_IN_ON_OPEN)
+    (tmp_path / "large").write_bytes(b"l" * (files_reader.READ_IN_ON_OPEN + 1))
+    hinted = []
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, offset, length, advice: hinted.append((os.fstat(fd).st_size,
+                                                                          advice)))
+    reader = FilesReader([os.fsencode(tmp_path)], [], Problems())
+    [root] = reader.roots()
+    for node in reader.children(root):
+        reader.open(node).close()
+    assert hinted == [(files_reader.READ_IN_ON_OPEN, os.POSIX_FADV_WILLNEED)]

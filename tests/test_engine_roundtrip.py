@@ -459,3 +459,47 @@ def test_the_walk_lists_only_a_few_subdirectories_ahead(repository, tmp_path, mo
     result = backup(repository, tree)
     assert result.stats.files_new == 30
     assert len(lead) == 30 and max(lead) <= 3 + 1  # the next LOOK_AHEAD, and t itself
+
+
+def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository, tmp_path,
+                                                                      monkeypatch):
+    import corso_core.engine.backup as engine
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for n in range(12):
+        (tree / f"f{n:02}").write_bytes(b"small %d" % n)
+    monkeypatch.setattr(engine, "OPEN_AHEAD", 3)
+    opened: list[FileContent] = []
+    lead: list[int] = []  # files opened but not yet read, each time a file's reading starts
+    open_file, read_file = FilesReader.open, engine._Backup._read_file
+
+    def opening(self, node):
+        content = open_file(self, node)
+        opened.append(content)
+        return content
+
+    def reading(self, node, content):
+        lead.append(len(opened) - 1 - opened.index(content))
+        return read_file(self, node, content)
+
+    monkeypatch.setattr(FilesReader, "open", opening)
+    monkeypatch.setattr(engine._Backup, "_read_file", reading)
+    assert backup(repository, tree).stats.files_new == 12
+    assert max(lead) == 3 and lead[-1] == 0  # three ahead; the batch's last one on its own
+    assert all(content.file.closed for content in opened)
+
+    opened.clear()
+    store_content = engine._Backup._store_content
+
+    def failing(self, content, pieces):
+        if content is opened[1]:
+            raise RuntimeError("a reader failed")
+        return store_content(self, content, pieces)
+
+    monkeypatch.setattr(engine._Backup, "_store_content", failing)
+    other = tmp_path / "other"
+    shutil.copytree(tree, other)  # new paths: every file is read
+    with pytest.raises(RuntimeError, match="a reader failed"):
+        backup(repository, other)
+    assert len(opened) == 5 and all(content.file.closed for content in opened)

@@ -6,7 +6,8 @@ The pipeline, every stage bounded so memory does not grow with the data:
   without being opened; other files go to one of two reader lanes: small files in batches
   (many files to a batch, so that a file costs no thread hand-off of its own), large ones each
   on their own, on a lane of their own;
-- readers open and chunk files (pyfastcdc). A small file (one chunk) is hashed and stored right
+- readers open files a few ahead of the one they read (OPEN_AHEAD: the source may fetch them
+  meanwhile; a cold disk then serves many at once) and chunk them (pyfastcdc). A small file (one chunk) is hashed and stored right
   there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per core), so
   that one large file keeps both cores compressing while small files go on beside it;
 - hashing (blake3) and compressing (zstd, in `ChunkStore.put`) release the GIL, so both cores
@@ -27,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +54,8 @@ BATCHES_IN_FLIGHT = 8
 #: Small files are handed to a reader in batches of this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
+#: Files a reader has opened ahead of the one it reads (see _Backup._opened).
+OPEN_AHEAD = 32
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
 CHUNKS_IN_FLIGHT = 2
 #: Threads listing directories (and loading previous trees) ahead of the walk.
@@ -272,9 +276,9 @@ class _Backup:
             read += len(piece)
         return read
 
-    def _read_file(self, node: Node) -> _FileRead | None:
+    def _read_file(self, node: Node, content: Content | None) -> _FileRead | None:
+        """Read an opened file to its end (None: unreadable, reported)."""
         try:
-            content = self.reader.open(node)
             if content is None:
                 return None
             pieces: list[Future | _Stored] = []
@@ -296,10 +300,28 @@ class _Backup:
         finally:
             self.progress.advance(files=1)
 
-    def _read_batch(self, jobs: list[_FileJob], lane: _ReadLane) -> None:
+    def _opened(self, jobs: list[_FileJob]) -> Iterator[tuple[_FileJob, Content | None]]:
+        """Each job with its file opened, OPEN_AHEAD files before it is read: a source may
+        start fetching a file when it is opened (the files source has the kernel read a small
+        file in), so on a cold cache the disk serves many files at once, not one by one."""
+        window: deque[tuple[_FileJob, Content | None]] = deque()
         try:
             for job in jobs:
-                job.read = self._read_file(job.node)
+                window.append((job, self.reader.open(job.node)))
+                if len(window) > OPEN_AHEAD:
+                    yield window.popleft()
+            while window:
+                yield window.popleft()
+        finally:  # the reader stopped early (it failed): close what it will not read
+            for _, content in window:
+                if content is not None:
+                    content.close()
+
+    def _read_batch(self, jobs: list[_FileJob], lane: _ReadLane) -> None:
+        try:
+            with closing(self._opened(jobs)) as opened:
+                for job, content in opened:
+                    job.read = self._read_file(job.node, content)
         finally:
             lane.slots.release()
 

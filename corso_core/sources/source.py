@@ -80,7 +80,10 @@ class SourceReader(Protocol):
         """A directory's nodes sorted by name; unreadable ones are reported and left out."""
 
     def open(self, node: Node) -> Content | None:
-        """The content of a FILE node, or None after reporting why it cannot be read."""
+        """The content of a FILE node, or None after reporting why it cannot be read.
+
+        The engine opens a few files ahead of the one it reads (and closes each), so a
+        source may start fetching a file's content here."""
 
 
 class SourceWriter(Protocol):

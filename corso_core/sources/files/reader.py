@@ -14,6 +14,9 @@ import stat
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: A file up to this size is read in by the kernel as soon as it is opened (the engine opens
+#: small files ahead of reading them, so the disk gets many requests at once).
+READ_IN_ON_OPEN = 1024 * 1024
 _SKIPPED_KINDS = {
     stat.S_IFSOCK: "a socket",
     stat.S_IFIFO: "a FIFO",
@@ -130,6 +133,8 @@ class FilesReader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(0, "no longer a regular file")
+            if st.st_size <= READ_IN_ON_OPEN:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             return FileContent(fd, metadata(st))
         except OSError as e:
             os.close(fd)
