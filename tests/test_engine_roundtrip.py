@@ -479,9 +479,9 @@ def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository
         opened.append(content)
         return content
 
-    def reading(self, node, content):
+    def reading(self, node, content, *rest):
         lead.append(len(opened) - 1 - opened.index(content))
-        return read_file(self, node, content)
+        return read_file(self, node, content, *rest)
 
     monkeypatch.setattr(FilesReader, "open", opening)
     monkeypatch.setattr(engine._Backup, "_read_file", reading)
@@ -492,10 +492,10 @@ def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository
     opened.clear()
     store_content = engine._Backup._store_content
 
-    def failing(self, content, pieces):
+    def failing(self, content, *rest):
         if content is opened[1]:
             raise RuntimeError("a reader failed")
-        return store_content(self, content, pieces)
+        return store_content(self, content, *rest)
 
     monkeypatch.setattr(engine._Backup, "_store_content", failing)
     other = tmp_path / "other"
@@ -503,3 +503,25 @@ def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository
     with pytest.raises(RuntimeError, match="a reader failed"):
         backup(repository, other)
     assert len(opened) == 5 and all(content.file.closed for content in opened)
+
+
+def test_a_batch_of_small_files_is_stored_in_one_call(repository, tmp_path, monkeypatch):
+    from corso_core.repo.store import ChunkStore
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for n in range(10):
+        (tree / f"f{n}").write_bytes(b"small file number %d\n" % n * 20)
+    calls = []
+    put_many = ChunkStore.put_many
+
+    def recording(self, chunks, kind="data"):
+        calls.append((kind, len(chunks)))
+        return put_many(self, chunks, kind)
+
+    monkeypatch.setattr(ChunkStore, "put_many", recording)
+    result = backup(repository, tree)
+    assert result.stats.files_new == 10
+    assert [call for call in calls if call[0] == "data"] == [("data", 10)]
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and snapshot(tmp_path / "out" / "t") == snapshot(tree)

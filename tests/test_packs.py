@@ -41,6 +41,28 @@ def test_large_chunks_are_judged_by_a_sample_and_kept_compressible(monkeypatch):
     assert packed[0] == compression.ZSTD and compression.decompress(packed, "x") == text
 
 
+def test_compressing_many_chunks_at_once_gives_what_compressing_each_gives(monkeypatch):
+    calls = []
+    real = compression._compressor()
+
+    class Recording:
+        def compress(self, data):
+            calls.append("compress")
+            return real.compress(data)
+
+        def multi_compress_to_buffer(self, data, threads):
+            calls.append(("many", len(data)))
+            return real.multi_compress_to_buffer(data, threads=threads)
+
+    chunks = [b"", b"x", b"the same line again\n" * 500, os.urandom(5000),
+              memoryview(b"text " * 3000), os.urandom(1024 * 1024)]
+    one_by_one = [compression.compress(chunk) for chunk in chunks]
+    monkeypatch.setattr(compression, "_compressor", Recording)
+    assert compression.compress_many(chunks) == one_by_one
+    assert calls == [("many", 5), "compress"]  # the large one judged by its sample alone
+    assert compression.compress_many([]) == []
+
+
 def test_decompression_is_bounded_even_when_a_frame_declares_its_size():
     huge = compression.MAX_CHUNK_SIZE + 1
     declared = zstandard.ZstdCompressor().compress(b"\0" * huge)

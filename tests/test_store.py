@@ -99,6 +99,26 @@ def test_put_get_dedup_and_separate_tree_packs(tmp_path):
         tree_id]
 
 
+def test_put_many_stores_each_new_chunk_once_and_counts_the_rest_as_deduplicated(tmp_path):
+    repo = make_repository(tmp_path)
+    old, new, text = chunks(1, seed=1)[0], chunks(1, seed=2)[0], b"compressible " * 300
+    with ChunkStore(repo) as store:
+        old_id, new_id, text_id = (store.chunk_id(d) for d in (old, new, text))
+        assert store.put(old_id, old) > 0
+        added = store.put_many([(new_id, new), (old_id, old), (text_id, memoryview(text)),
+                                (new_id, new)])
+        assert added[0] > len(new) and added[1] == 0 and 0 < added[2] < len(text)
+        assert added[3] == 0  # the same chunk twice in one call is stored once
+        assert (store.stats.chunks_new, store.stats.chunks_dedup) == (3, 2)
+        store.flush()
+    with ChunkStore(repo, read_only=True) as store:
+        assert get_all(store, [old_id, new_id, text_id]) == {old_id: old, new_id: new,
+                                                               text_id: text}
+    [pack] = keys_of(repo.storage, "data")
+    entries = read_header(repo.storage, repo.keys, "data", names.parse_key("data", pack))
+    assert [e.chunk_id for e in entries] == [old_id, new_id, text_id]
+
+
 def test_a_chunk_put_in_this_session_reads_back_before_any_flush(tmp_path):
     repo = make_repository(tmp_path)
     with ChunkStore(repo) as store:

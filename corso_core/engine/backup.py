@@ -7,11 +7,12 @@ The pipeline, every stage bounded so memory does not grow with the data:
   (many files to a batch, so that a file costs no thread hand-off of its own), large ones each
   on their own, on a lane of their own;
 - readers open files a few ahead of the one they read (OPEN_AHEAD: the source may fetch them
-  meanwhile; a cold disk then serves many at once) and chunk them (pyfastcdc). A small file (one chunk) is hashed and stored right
-  there; a large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per core), so
-  that one large file keeps both cores compressing while small files go on beside it;
-- hashing (blake3) and compressing (zstd, in `ChunkStore.put`) release the GIL, so both cores
-  work at once; sealing into the pack is one fast pass under the store's lock;
+  meanwhile; a cold disk then serves many at once) and chunk them (pyfastcdc). A small file
+  (one chunk) is hashed right there and stored with the rest of its batch, in one call; a
+  large file's chunks go to the packer pool (at most CHUNKS_IN_FLIGHT per core), so that one
+  large file keeps both cores compressing while small files go on beside it;
+- hashing (blake3) and compressing (zstd, in `ChunkStore.put_many`) release the GIL, so both
+  cores work at once; sealing into the pack is one fast pass under the store's lock;
 - the calling thread finishes directories in post-order as their files complete, each one a
   "tree" chunk; the manifest is written last, so an interrupted backup leaves no trace but
   reusable chunks.
@@ -102,6 +103,9 @@ class BackupResult:
 
 #: What storing one chunk gives: (chunk ID, size, bytes added).
 _Stored = tuple[bytes, int, int]
+#: A small file's chunk, read and hashed, to be stored with its batch: (the file's pieces, its
+#: place there, chunk ID, data).
+_Unstored = tuple[list, int, bytes, bytes]
 
 
 @dataclass
@@ -253,12 +257,14 @@ class _Backup:
         finally:
             self.chunk_slots.release()
 
-    def _store_content(self, content: Content, pieces: list[Future | _Stored]) -> int:
+    def _store_content(self, content: Content, pieces: list[Future | _Stored | None],
+                       unstored: list[_Unstored]) -> int:
         """Chunk the file, appending to `pieces`; the bytes read.
 
-        A file below the chunker's minimum size is one chunk: it is packed right here, as a
-        hand-off would cost more than the work. A larger file's chunks go to the packers and
-        the reader goes on to the next file meanwhile, so reading and compressing overlap.
+        A file below the chunker's minimum size is one chunk: it is hashed right here and
+        stored with the rest of its batch (_store_unstored), as a hand-off would cost more than
+        the work. A larger file's chunks go to the packers and the reader goes on to the next
+        file meanwhile, so reading and compressing overlap.
         """
         buffer = getattr(self._reader_state, "buffer", None)
         if buffer is None:
@@ -266,8 +272,9 @@ class _Backup:
         small = content.meta.size < self.chunker.min_size
         read = 0
         for piece in chunk_file(self.chunker, content.file, buffer, content.meta.size):
-            if small:
-                pieces.append(self._pack(piece))
+            if small:  # a copy: the reader's buffer is overwritten by the next read
+                unstored.append((pieces, len(pieces), self.store.chunk_id(piece), bytes(piece)))
+                pieces.append(None)
             else:
                 self.chunk_slots.acquire()
                 # a copy: the reader's buffer is overwritten by the next read
@@ -276,15 +283,16 @@ class _Backup:
             read += len(piece)
         return read
 
-    def _read_file(self, node: Node, content: Content | None) -> _FileRead | None:
+    def _read_file(self, node: Node, content: Content | None,
+                   unstored: list[_Unstored]) -> _FileRead | None:
         """Read an opened file to its end (None: unreadable, reported)."""
         try:
             if content is None:
                 return None
-            pieces: list[Future | _Stored] = []
+            pieces: list[Future | _Stored | None] = []
             try:
                 started = time.time_ns()
-                read = self._store_content(content, pieces)
+                read = self._store_content(content, pieces, unstored)
                 why = content.changed() or (
                     None if read == content.meta.size else "changed while being read (size)")
             except OSError as e:
@@ -319,11 +327,27 @@ class _Backup:
 
     def _read_batch(self, jobs: list[_FileJob], lane: _ReadLane) -> None:
         try:
+            unstored: list[_Unstored] = []
             with closing(self._opened(jobs)) as opened:
                 for job, content in opened:
-                    job.read = self._read_file(job.node, content)
+                    job.read = self._read_file(job.node, content, unstored)
+            self._store_unstored(unstored)
         finally:
             lane.slots.release()
+
+    def _store_unstored(self, unstored: list[_Unstored]) -> None:
+        """Store a batch's small chunks in one call (ChunkStore.put_many: one compression pass,
+        one taking of the lock; per chunk, each of those was a GIL hand-off between readers),
+        each into its place among its file's pieces."""
+        if not unstored:
+            return
+        added = self.store.put_many([(chunk_id, data) for _, _, chunk_id, data in unstored])
+        deduplicated = []
+        for (pieces, position, chunk_id, data), n in zip(unstored, added, strict=True):
+            pieces[position] = (chunk_id, len(data), n)
+            if not n:
+                deduplicated.append(chunk_id)
+        self._relied_on(deduplicated)
 
     def _send(self, lane: _ReadLane, jobs: list[_FileJob]) -> None:
         """Hand files to a lane's readers (waiting while BATCHES_IN_FLIGHT are queued)."""

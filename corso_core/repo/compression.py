@@ -45,24 +45,44 @@ def _saves_enough(original: int, packed: int) -> bool:
     return packed <= original - (original >> _MIN_SAVING_SHIFT)
 
 
+def _payload(data: bytes | memoryview, packed: bytes | memoryview) -> bytes:
+    """codec byte || body: the packed form if it saves enough, else the data as is."""
+    if len(data) and _saves_enough(len(data), len(packed)):
+        return bytes((ZSTD,)) + packed
+    return bytes((RAW,)) + data
+
+
+def _check_size(data: bytes | memoryview) -> None:
+    if len(data) > MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk of {len(data)} bytes exceeds the maximum of {MAX_CHUNK_SIZE}")
+
+
 def compress(data: bytes | memoryview) -> bytes:
     """codec byte || body: zstd if that saves enough, else the data as is.
 
     A large chunk is first judged by a sample from its middle: random data (media, archives,
     encrypted files) is then stored without spending a full compression pass on it.
     """
+    _check_size(data)
     size = len(data)
-    if size > MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk of {size} bytes exceeds the maximum of {MAX_CHUNK_SIZE}")
     if size >= 4 * _SAMPLE_SIZE:
         middle = size // 2
         sample = memoryview(data)[middle - _SAMPLE_SIZE // 2 : middle + _SAMPLE_SIZE // 2]
         if not _saves_enough(_SAMPLE_SIZE, len(_compressor().compress(sample))):
             return bytes((RAW,)) + data
-    packed = _compressor().compress(data)
-    if size and _saves_enough(size, len(packed)):
-        return bytes((ZSTD,)) + packed
-    return bytes((RAW,)) + data
+    return _payload(data, _compressor().compress(data))
+
+
+def compress_many(chunks: list[bytes | memoryview]) -> list[bytes]:
+    """compress() of each chunk, the same bytes; chunks too small to be sampled are compressed
+    in one call (zstd's multi-input API), which releases the GIL once for all of them instead
+    of once per chunk: with threads beside it, every release and re-take costs a hand-off."""
+    for chunk in chunks:
+        _check_size(chunk)
+    small = [chunk for chunk in chunks if len(chunk) < 4 * _SAMPLE_SIZE]
+    packed = iter(_compressor().multi_compress_to_buffer(small, threads=1) if small else ())
+    return [_payload(chunk, next(packed)) if len(chunk) < 4 * _SAMPLE_SIZE else compress(chunk)
+            for chunk in chunks]
 
 
 def decompress(payload: bytes | memoryview, what: str) -> bytes:

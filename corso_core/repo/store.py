@@ -254,41 +254,54 @@ class ChunkStore:
 
         kind "data" goes to data packs, "tree" (directory trees) to metadata packs.
         """
+        return self.put_many([(chunk_id, data)], kind)[0]
+
+    def put_many(self, chunks: list[tuple[bytes, bytes | memoryview]], kind: str = "data",
+                 ) -> list[int]:
+        """put() of several chunks: what each added, in order. The new ones are compressed in
+        one call (compression.compress_many) and sealed under one taking of the lock."""
         if kind not in names.PACK_KINDS:
             raise ValueError(f"unknown chunk kind {kind!r}")
         if self.read_only:
             raise ValueError("put on a read-only ChunkStore")
         self._raise_upload_error()
+        new: list[int] = []  # positions in `chunks` of the chunks this call stores
         with self._lock:
-            # Back-pressure before a new chunk takes memory: the uploads must keep up.
-            while (chunk_id not in self._pending and chunk_id not in self._index
+            # Back-pressure before new chunks take memory: the uploads must keep up.
+            while (any(cid not in self._pending and cid not in self._index for cid, _ in chunks)
                    and len(self._in_flight) >= self._upload_slots
                    and self._upload_error is None):
                 self._upload_finished.wait()
-            if chunk_id in self._pending or chunk_id in self._index:
-                self.stats.chunks_dedup += 1
-                return 0
-            self._pending.add(chunk_id)
-        try:
-            payload = compression.compress(data)  # here, beside the other threads' work
+            for position, (chunk_id, _) in enumerate(chunks):
+                if chunk_id in self._pending or chunk_id in self._index:
+                    self.stats.chunks_dedup += 1
+                else:
+                    self._pending.add(chunk_id)
+                    new.append(position)
+        try:  # compressing here, beside the other threads' work
+            payloads = compression.compress_many([chunks[p][1] for p in new])
         except BaseException:
             with self._lock:
-                self._pending.discard(chunk_id)
+                self._pending.difference_update(chunks[p][0] for p in new)
             raise
-        with self._lock:  # sealing is one fast pass, straight into the pack's buffer
-            writer = self._writers.get(kind)
-            if writer is None:
-                writer = self._writers[kind] = PackWriter(kind, self._buffers.take())
-            entry = writer.add_chunk(self._keys, chunk_id, payload)
-            self.stats.chunks_new += 1
-            self.stats.bytes_new += len(data)
-            self.stats.bytes_stored += entry.length
-            full = writer.full()
-            if full:
-                del self._writers[kind]
-        if full:
+        added = [0] * len(chunks)
+        full: list[PackWriter] = []
+        with self._lock:  # sealing is one fast pass per chunk, straight into the pack's buffer
+            for position, payload in zip(new, payloads, strict=True):
+                chunk_id, data = chunks[position]
+                writer = self._writers.get(kind)
+                if writer is None:
+                    writer = self._writers[kind] = PackWriter(kind, self._buffers.take())
+                entry = writer.add_chunk(self._keys, chunk_id, payload)
+                self.stats.chunks_new += 1
+                self.stats.bytes_new += len(data)
+                self.stats.bytes_stored += entry.length
+                added[position] = entry.length
+                if writer.full():
+                    full.append(self._writers.pop(kind))
+        for writer in full:
             self._submit(writer)
-        return entry.length
+        return added
 
     def _submit(self, writer: PackWriter) -> None:
         future = self._uploads.submit(self._upload, writer)
