@@ -525,3 +525,30 @@ def test_a_batch_of_small_files_is_stored_in_one_call(repository, tmp_path, monk
     assert [call for call in calls if call[0] == "data"] == [("data", 10)]
     stats, problems = restore(repository, result.backup_id, tmp_path / "out")
     assert problems.errors == [] and snapshot(tmp_path / "out" / "t") == snapshot(tree)
+
+
+def test_small_files_after_many_large_ones_are_read_while_those_wait(repository, tmp_path,
+                                                                     monkeypatch):
+    import corso_core.engine.backup as engine
+
+    tree = tmp_path / "t"
+    (tree / "a-large").mkdir(parents=True)
+    (tree / "b-small").mkdir()
+    for n in range(engine.BATCHES_IN_FLIGHT + 4):  # more than the small-file lane queues
+        (tree / "a-large" / f"f{n:02}").write_bytes(os.urandom(TEST_CHUNK * 2))
+    (tree / "b-small" / "s").write_bytes(b"small")
+    small_read = threading.Event()
+    waited: list[bool] = []  # each large file: whether the small one was read meanwhile
+    read_file = engine._Backup._read_file
+
+    def reading(self, node, content, *rest):
+        if content.meta.size < self.chunker.min_size:
+            small_read.set()
+        else:
+            waited.append(small_read.wait(10))
+        return read_file(self, node, content, *rest)
+
+    monkeypatch.setattr(engine._Backup, "_read_file", reading)
+    result = backup(repository, tree)
+    assert result.stats.files_new == engine.BATCHES_IN_FLIGHT + 5
+    assert waited and all(waited)  # the walk went on past the queued large files

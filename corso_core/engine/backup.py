@@ -50,8 +50,11 @@ SMALL_READERS = 2
 #: Readers of large files (chunked, the chunks compressed on the packers). A lane of their own,
 #: so that small files keep going while the packers compress a large one.
 LARGE_READERS = 1
-#: Batches waiting for a reader, per lane (the walk blocks beyond this).
+#: Batches of small files waiting for a reader (the walk blocks beyond this).
 BATCHES_IN_FLIGHT = 8
+#: Large files waiting for a reader. Many more than small batches: a queued file costs only
+#: its record, and a walk blocked behind large files would leave the small-file readers idle.
+LARGE_FILES_QUEUED = 64
 #: Small files are handed to a reader in batches of this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
@@ -146,9 +149,9 @@ class _FileJob:
 class _ReadLane:
     """A pool of reader threads and the bound on the batches queued for it."""
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, queued: int, name: str) -> None:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
-        self.slots = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
+        self.slots = threading.BoundedSemaphore(queued)
 
 
 @dataclass
@@ -211,8 +214,8 @@ class _Backup:
         self.progress = progress
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
-        self.small_files = _ReadLane(SMALL_READERS, "corso-read-small")
-        self.large_files = _ReadLane(LARGE_READERS, "corso-read-large")
+        self.small_files = _ReadLane(SMALL_READERS, BATCHES_IN_FLIGHT, "corso-read-small")
+        self.large_files = _ReadLane(LARGE_READERS, LARGE_FILES_QUEUED, "corso-read-large")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.listers = ThreadPoolExecutor(LISTER_THREADS, thread_name_prefix="corso-list")
         self.batch: list[_FileJob] = []  # small files queued, not yet handed to a reader
