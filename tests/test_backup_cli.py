@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -273,3 +274,17 @@ def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, cors
     assert warning.startswith("corso: warning: t/f: not restored: ") and "corrupted" in warning
     assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete")
     assert os.listdir(tmp_path / "out" / "t") == []
+
+
+def test_a_low_open_files_limit_still_backs_up_every_file(connected, tmp_path):
+    tree = tmp_path / "many"
+    tree.mkdir()
+    for n in range(300):
+        (tree / f"f{n:03}").write_bytes(b"file %d\n" % n)
+    limited = subprocess.run(  # ulimit -n 40: the readers must not open files far ahead
+        [CORSO, "backup", "create", "files", "--path", str(tree), "--json"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)))
+    assert limited.returncode == 0 and limited.stderr == "", limited
+    stats = json.loads(limited.stdout)["stats"]
+    assert stats["files_new"] == 300 and stats["errors"] == 0

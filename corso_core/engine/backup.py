@@ -23,6 +23,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import resource
 import socket
 import threading
 import time
@@ -58,7 +59,8 @@ LARGE_FILES_QUEUED = 64
 #: Small files are handed to a reader in batches of this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
-#: Files a reader has opened ahead of the one it reads (see _Backup._opened).
+#: Files a reader has opened ahead of the one it reads (see _Backup._opened), at most: fewer
+#: where the process may hold only a few open files (see _open_ahead).
 OPEN_AHEAD = 32
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
 CHUNKS_IN_FLIGHT = 2
@@ -194,6 +196,16 @@ def _done(item: _FileJob | _PendingDir) -> bool:
     return item.ready() if isinstance(item, _FileJob) else item.tree_id is not None
 
 
+def _open_ahead() -> int:
+    """OPEN_AHEAD, or fewer so that the readers' windows take at most a quarter of the files
+    the process may have open (ulimit -n): a backup that ran out of descriptors would fail to
+    open the files it was about to read."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit == resource.RLIM_INFINITY:
+        return OPEN_AHEAD
+    return max(0, min(OPEN_AHEAD, limit // 4 // (SMALL_READERS + LARGE_READERS) - 1))
+
+
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
     """The latest backup of the same source, paths and host (an incomplete one is fine: what
     it holds is sound, and what it lacks is simply read again)."""
@@ -230,6 +242,7 @@ class _Backup:
         self._dedup_lock = threading.Lock()
         self.root: bytes | None = None  # the root tree's ID, once the walk is over
         self._reader_state = threading.local()  # each reader thread's re-used read buffer
+        self.open_ahead = _open_ahead()
 
     def _relied_on(self, chunk_ids) -> None:
         with self._dedup_lock:
@@ -312,14 +325,14 @@ class _Backup:
             self.progress.advance(files=1)
 
     def _opened(self, jobs: list[_FileJob]) -> Iterator[tuple[_FileJob, Content | None]]:
-        """Each job with its file opened, OPEN_AHEAD files before it is read: a source may
+        """Each job with its file opened, open_ahead files before it is read: a source may
         start fetching a file when it is opened (the files source has the kernel read a small
         file in), so on a cold cache the disk serves many files at once, not one by one."""
         window: deque[tuple[_FileJob, Content | None]] = deque()
         try:
             for job in jobs:
                 window.append((job, self.reader.open(job.node)))
-                if len(window) > OPEN_AHEAD:
+                if len(window) > self.open_ahead:
                     yield window.popleft()
             while window:
                 yield window.popleft()
