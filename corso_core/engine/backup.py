@@ -64,8 +64,9 @@ BATCH_BYTES = 4 * 1024 * 1024
 OPEN_AHEAD = 32
 #: Chunks waiting for or being compressed, per core (each up to the chunker's maximum size).
 CHUNKS_IN_FLIGHT = 2
-#: Threads listing directories (and loading previous trees) ahead of the walk.
-LISTER_THREADS = 4
+#: Threads listing directories (and loading previous trees) ahead of the walk. Their work is
+#: mostly Python between short system calls: more threads only pass the GIL around more.
+LISTER_THREADS = 2
 #: Subdirectories of one directory listed ahead of the walk, at most.
 LOOK_AHEAD = 8
 #: A file modified this close to the moment it was read may change again unseen (same size,
