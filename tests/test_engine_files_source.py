@@ -240,3 +240,23 @@ def test_a_small_file_is_read_in_when_opened_a_large_one_is_not(tmp_path, monkey
     for node in reader.children(root):
         reader.open(node).close()
     assert hinted == [(files_reader.READ_IN_ON_OPEN, os.POSIX_FADV_WILLNEED)]
+
+
+def test_a_refused_read_in_hint_leaves_the_file_readable(tmp_path, monkeypatch):
+    (tmp_path / "small").write_bytes(b"still read")
+
+    def refusing(fd, offset, length, advice):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "posix_fadvise", refusing)
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path)], [], problems)
+    [root] = reader.roots()
+    [node] = reader.children(root)
+    content = reader.open(node)
+    assert content.file.read() == b"still read" and problems.errors == []
+    content.close()
+    monkeypatch.delattr(os, "posix_fadvise")  # a system without it (macOS)
+    content = reader.open(node)
+    assert content.file.read() == b"still read" and problems.errors == []
+    content.close()

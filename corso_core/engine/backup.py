@@ -367,7 +367,7 @@ class _Backup:
         self._relied_on(deduplicated)
 
     def _send(self, lane: _ReadLane, jobs: list[_FileJob]) -> None:
-        """Hand files to a lane's readers (waiting while BATCHES_IN_FLIGHT are queued)."""
+        """Hand files to a lane's readers (waiting while the lane's queue is full)."""
         lane.slots.acquire()
         batch = lane.pool.submit(self._read_batch, jobs, lane)
         for job in jobs:

@@ -25,6 +25,16 @@ _SKIPPED_KINDS = {
 }
 
 
+def _read_in(fd: int) -> None:
+    """Have the kernel read the file in now. Only a hint: where the system has no fadvise
+    (macOS) or the filesystem refuses it, the file is simply read when its turn comes."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+
+
 def metadata(st: os.stat_result, target: bytes = b"") -> Metadata | None:
     """Metadata of a regular file, directory or symlink; None for every other type."""
     if stat.S_ISREG(st.st_mode):
@@ -134,7 +144,7 @@ class FilesReader:
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(0, "no longer a regular file")
             if st.st_size <= READ_IN_ON_OPEN:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                _read_in(fd)
             return FileContent(fd, metadata(st))
         except OSError as e:
             os.close(fd)
