@@ -80,9 +80,18 @@ def compress_many(chunks: list[bytes | memoryview]) -> list[bytes]:
     for chunk in chunks:
         _check_size(chunk)
     small = [chunk for chunk in chunks if len(chunk) < 4 * _SAMPLE_SIZE]
-    packed = iter(_compressor().multi_compress_to_buffer(small, threads=1) if small else ())
+    packed = iter(_compress_together(small) if small else ())
     return [_payload(chunk, next(packed)) if len(chunk) < 4 * _SAMPLE_SIZE else compress(chunk)
             for chunk in chunks]
+
+
+def _compress_together(chunks: list[bytes | memoryview]) -> list:
+    """Each chunk's zstd frame, from one call where zstandard's C backend is installed (its
+    CFFI backend, used where the C one could not be, lacks the multi-input call)."""
+    try:
+        return list(_compressor().multi_compress_to_buffer(chunks, threads=1))
+    except NotImplementedError:
+        return [_compressor().compress(chunk) for chunk in chunks]
 
 
 def decompress(payload: bytes | memoryview, what: str) -> bytes:
