@@ -23,6 +23,9 @@ _SAMPLE_SIZE = 16 * 1024
 #: No chunk is larger than this (pyfastcdc's own maximum chunk size); it bounds decompression.
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 
+#: Whether zstandard can compress a list of chunks in one call (only its C backend can).
+MULTI_INPUT = zstandard.backend == "cext"
+
 # zstandard contexts must not be shared between threads; each thread keeps its own.
 _local = threading.local()
 
@@ -86,12 +89,12 @@ def compress_many(chunks: list[bytes | memoryview]) -> list[bytes]:
 
 
 def _compress_together(chunks: list[bytes | memoryview]) -> list:
-    """Each chunk's zstd frame, from one call where zstandard's C backend is installed (its
-    CFFI backend, used where the C one could not be, lacks the multi-input call)."""
-    try:
+    """Each chunk's zstd frame: from one call with zstandard's C backend, one call per chunk
+    with the others (CFFI, used where the C extension could not be installed, has no
+    multi-input call)."""
+    if MULTI_INPUT:
         return list(_compressor().multi_compress_to_buffer(chunks, threads=1))
-    except NotImplementedError:
-        return [_compressor().compress(chunk) for chunk in chunks]
+    return [_compressor().compress(chunk) for chunk in chunks]
 
 
 def decompress(payload: bytes | memoryview, what: str) -> bytes:
