@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 from dataclasses import dataclass, field, fields
 
 from corso_core.errors import Corrupted
@@ -18,6 +19,9 @@ from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 FORMAT_VERSION = 1
 _KINDS = (FILE, DIR, SYMLINK)
 _INT_FIELDS = tuple(f.name for f in fields(Metadata) if f.type == "int")
+#: A record's integer fields in Metadata's own order (right after `kind`), in one C call.
+_INT_VALUES = operator.itemgetter(*_INT_FIELDS)
+assert [f.name for f in fields(Metadata)] == ["kind", *_INT_FIELDS, "target"]
 #: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -45,9 +49,12 @@ def _put_bytes(record: dict, key: str, value: bytes) -> None:
 
 
 def _get_bytes(record: dict, key: str) -> bytes:
+    text = record.get(key)
+    if text is not None:
+        return text.encode("utf-8")
     if key + "_b64" in record:
         return base64.b64decode(record[key + "_b64"], validate=True)
-    return record.get(key, "").encode("utf-8")
+    return b""
 
 
 def _encode_entry(entry: Entry) -> dict:
@@ -70,15 +77,14 @@ def _decode_entry(record: dict) -> Entry:
     kind = record["type"]
     if kind not in _KINDS:
         raise ValueError(f"unknown entry type {kind!r}")
-    ints = {name: int(record[name]) for name in _INT_FIELDS}
     target = _get_bytes(record, "target") if kind == SYMLINK else b""
-    return Entry(
-        name=_get_bytes(record, "name"),
-        meta=Metadata(kind=kind, target=target, **ints),
-        chunks=[(bytes.fromhex(c), int(n)) for c, n in record.get("chunks", [])],
-        subtree=bytes.fromhex(record["tree"]) if kind == DIR else None,
-        recent=bool(record.get("recent", False)),
-    )
+    meta = Metadata(kind, *map(int, _INT_VALUES(record)), target)
+    if kind == FILE:
+        chunks = [(bytes.fromhex(c), int(n)) for c, n in record.get("chunks", ())]
+        return Entry(_get_bytes(record, "name"), meta, chunks, None,
+                     bool(record.get("recent", False)))
+    subtree = bytes.fromhex(record["tree"]) if kind == DIR else None
+    return Entry(_get_bytes(record, "name"), meta, [], subtree)
 
 
 def encode_tree(entries: list[Entry]) -> bytes:

@@ -95,6 +95,8 @@ class FilesReader:
         self.report = report
 
     def _excluded(self, path: bytes) -> bool:
+        if not self.excludes:
+            return False
         name = os.path.basename(path)
         return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g)
                    for g in self.excludes)
@@ -124,8 +126,9 @@ class FilesReader:
             self.report.error(node.handle, f"cannot list directory: {e.strerror}")
             return []
         found = []
+        prefix = node.handle.rstrip(b"/") + b"/"
         for name in names:
-            child_path = os.path.join(node.handle, name)
+            child_path = prefix + name
             if self._excluded(child_path):
                 continue
             child = self._node(name, child_path)
