@@ -23,7 +23,8 @@ class Result:
 
 @pytest.fixture
 def corso(capsys):
-    """Run the CLI in this process (fast) exactly as the console script does."""
+    """Run the CLI in this process (fast) as the console script does (but for its quick exit,
+    main.run)."""
 
     def run(*args: str) -> Result:
         capsys.readouterr()

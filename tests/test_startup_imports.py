@@ -1,10 +1,16 @@
-"""Start-up cost: every corso command pays for what its CLI imports, so heavy libraries that
-only some commands use (boto3 for S3, test tools) are imported when those commands run."""
+"""Start-up and exit cost: every corso command pays for what its CLI imports, so heavy libraries
+that only some commands use (boto3 for S3, test tools) are imported when those commands run; and
+the console script leaves without the interpreter's teardown (main.run), losing no output."""
 
+import io
+import json
 import subprocess
 import sys
 
 import pytest
+
+from corso_core.cli import main as cli_main
+from tests.cli_fixtures import CORSO, one_error_line, run_subprocess
 
 HEAVY = ("boto3", "botocore", "rich", "hypothesis", "pytest")
 
@@ -40,3 +46,46 @@ def test_a_command_loads_only_its_own_command_module():
     assert imported.isdisjoint({"corso_core.cli.repo", "corso_core.cli.upkeep",
                                 "corso_core.cli.restore", "corso_core.engine.restore",
                                 "corso_core.upkeep.maintenance"})
+
+
+def test_the_console_script_prints_its_whole_result():
+    done = run_subprocess("plugins", "--json")
+    assert done.code == 0, done
+    names = {row["name"] for row in json.loads(done.out)}
+    assert {"files", "filesystem", "s3"} <= names
+
+
+def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
+    """os._exit drops whatever a buffered stream still holds: run() flushes both first, then
+    leaves with main()'s exit code."""
+    events = []
+
+    class Stream(io.StringIO):
+        def flush(self):
+            events.append(("flush", self.getvalue()))
+
+    def fake_main():
+        print("unflushed", end="")
+        sys.exit(3)
+
+    monkeypatch.setattr(sys, "stdout", Stream())
+    monkeypatch.setattr(sys, "stderr", Stream())
+    monkeypatch.setattr(cli_main, "main", fake_main)
+    monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
+    cli_main.run()
+    assert events[-1] == ("exit", 3)
+    assert ("flush", "unflushed") in events[:-1]
+
+
+def test_the_console_script_keeps_the_exit_code_of_an_error(tmp_path):
+    done = run_subprocess("backup", "list", "files", "--config-file",
+                          str(tmp_path / "none.toml"))
+    one_error_line(done, 1, "no repository connected")
+
+
+def test_a_reader_that_goes_away_early_gets_no_traceback():
+    """`corso --help | head -1`: the flush at exit finds the pipe closed."""
+    shell = subprocess.run(f"'{CORSO}' --help | head -c 1", shell=True, capture_output=True,
+                           text=True, timeout=60)
+    assert shell.stdout == "U"
+    assert "Traceback" not in shell.stderr and "Exception" not in shell.stderr, shell.stderr
