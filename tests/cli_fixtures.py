@@ -1,6 +1,7 @@
 """The CLI as tests drive it: the `corso` fixture (in-process, fast), a subprocess runner, and
 the check that an error is one line on stderr. Registered for every test in conftest.py."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def corso(capsys):
             main(list(args))
         except SystemExit as e:
             code = e.code
+        finally:
+            gc.unfreeze()  # what a command froze (cli/connection.py); this process goes on
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -2,6 +2,7 @@
 that only some commands use (boto3 for S3, test tools) are imported when those commands run; and
 the console script leaves without the interpreter's teardown (main.run), losing no output."""
 
+import gc
 import io
 import json
 import subprocess
@@ -9,6 +10,8 @@ import sys
 
 import pytest
 
+from corso_core.cli import backup as cli_backup
+from corso_core.cli import connection
 from corso_core.cli import main as cli_main
 from tests.cli_fixtures import CORSO, one_error_line, run_subprocess
 
@@ -89,3 +92,30 @@ def test_a_reader_that_goes_away_early_gets_no_traceback():
                            text=True, timeout=60)
     assert shell.stdout == "U"
     assert "Traceback" not in shell.stderr and "Exception" not in shell.stderr, shell.stderr
+
+
+def test_the_objects_made_while_opening_the_repository_are_kept_out_of_collections(
+        tmp_path, corso, monkeypatch):
+    """The cyclic collector is paused while a command opens its repository (boto3's models
+    for S3) and what exists then is frozen; the command itself runs with it back on."""
+    repo = tmp_path / "repo"
+    assert corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase", "pw").code == 0
+    seen = {}
+    open_connected, list_manifests = connection.open_connected, cli_backup.list_manifests
+
+    def opening(*args):
+        seen["collector while opening"] = gc.isenabled()
+        return open_connected(*args)
+
+    def listing(repository):
+        seen["collector in the command"] = gc.isenabled()
+        seen["frozen"] = gc.get_freeze_count()
+        return list_manifests(repository)
+
+    monkeypatch.setattr(connection, "open_connected", opening)
+    monkeypatch.setattr(cli_backup, "list_manifests", listing)
+    gc.unfreeze()
+    assert corso("backup", "list", "files", "--passphrase", "pw").code == 0
+    assert seen["collector while opening"] is False
+    assert seen["collector in the command"] is True
+    assert seen["frozen"] > 10_000  # modules, click, the repository's objects

@@ -19,14 +19,18 @@ command with ``repository=``. The storage is closed when the command returns.
 The key (scrypt) is derived before the storage is opened, from the KDF of the format blob kept
 in the local cache (format.DerivedKey); the cached copy is renewed when the repository's KDF
 differs from it (`remember_format`, which repo init, connect and update-passphrase call too).
+The cyclic garbage collector is paused while the repository opens, and what exists then (the
+modules, boto3's models) is frozen out of its later collections (`_start_up_objects_kept`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import gc
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import click
@@ -95,7 +99,8 @@ def uses_repository(function: Callable) -> Callable:
             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT,
                                                        ParameterSource.DEFAULT_MAP):
                 given[name.removeprefix(STORAGE_PARAM_PREFIX)] = value
-        repository = open_connected(given, kwargs.pop(passphrase.PARAM))
+        with _start_up_objects_kept():
+            repository = open_connected(given, kwargs.pop(passphrase.PARAM))
         try:
             return function(repository=repository, **kwargs)
         finally:
@@ -104,6 +109,23 @@ def uses_repository(function: Callable) -> Callable:
     params = getattr(command, "__click_params__", [])
     command.__click_params__ = [*params, *storage_options, passphrase.option()]
     return command
+
+
+@contextlib.contextmanager
+def _start_up_objects_kept() -> Iterator[None]:
+    """Opening the repository builds objects that live until the command ends, by the hundred
+    thousand for S3 (boto3's service models): the cyclic collector, run every few hundred
+    allocations, would scan them again and again as they are built, then at every full
+    collection of the command after. It is paused while they are made, and they are moved
+    out of its sight (gc.freeze). S3 unchanged re-backup: ~0.11 s of 1.2 s."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Repository:
