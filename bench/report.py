@@ -167,9 +167,8 @@ def markdown(results: dict) -> str:
             f"{scaling['peak_rss_4x_bytes'] / MiB:,.0f} MiB at size {scaling['size_4x']} "
             f"(×{scaling['ratio']}); the 4× backup took {scaling['wall_4x_s']:.1f} s."
         )
-        per_entry = results["index"].get("bytes_per_entry") if isinstance(
-            results["index"], dict) else None
-        if scaling.get("chunks_4x") and per_entry:
+        per_entry = results["index"]["bytes_per_entry"]
+        if scaling.get("chunks_4x"):
             out.append(f"Its index of {scaling['chunks_4x']:,} chunks accounts for about "
                        f"{scaling['chunks_4x'] * per_entry / 1024:,.0f} KiB of that "
                        f"({per_entry} bytes per entry, below).")
@@ -184,11 +183,8 @@ def markdown(results: dict) -> str:
             out.append(f"| {stage} | {figures} | |")
     out += ["", "## In-memory index (corso_core.repo.index)", ""]
     index = results["index"]
-    if isinstance(index, dict):
-        out.append(f"{index['entries']:,} entries: {index['bytes_per_entry']} bytes per entry, "
-                   f"{index['lookups_per_s']:,} lookups/s, {index['inserts_per_s']:,} inserts/s.")
-    else:
-        out.append(index)
+    out.append(f"{index['entries']:,} entries: {index['bytes_per_entry']} bytes per entry, "
+               f"{index['lookups_per_s']:,} lookups/s, {index['inserts_per_s']:,} inserts/s.")
     return "\n".join(out) + "\n"
 
 

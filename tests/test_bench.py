@@ -240,6 +240,11 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
         requests = rows[tool.name, "s3"]["requests"]
         assert requests["first"].get("PUT", 0) > 0 and requests["restore"].get("GET", 0) > 0
     assert results["cold_cache"] is False
+    # Every building block was measured (a renamed corso function once left a row "not available").
+    assert "corso chain (chunk, ID, compress, seal)" in results["micro"]
+    for stage, figures in results["micro"].items():
+        assert isinstance(figures, dict) and min(figures.values()) > 0, (stage, figures)
+    assert results["index"]["bytes_per_entry"] > 0
 
     assert json.loads((settings.out / "results.json").read_text()) == results
     assert (settings.out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
