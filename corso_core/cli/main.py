@@ -91,11 +91,8 @@ def run() -> None:
     """
     try:
         main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
+    except SystemExit as e:  # main() always ends with one, carrying an int
+        code = e.code
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
