@@ -7,7 +7,14 @@ import pytest
 from corso_core.errors import Corrupted
 from corso_core.repo import names
 from corso_core.repo.crypto import Keys, metadata_associated_data, seal
-from corso_core.repo.index import ChunkIndex, IndexEntry, Location, decode_index, encode_index
+from corso_core.repo.index import (
+    ChunkIndex,
+    IndexEntry,
+    Location,
+    decode_index,
+    encode_index,
+    read_index,
+)
 
 KEYS = Keys.derive(b"k" * 32)
 FILESYSTEM_KEY_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
@@ -41,6 +48,23 @@ def test_the_first_location_of_a_chunk_wins():
     assert index.add(b"x" * 32, first)
     assert not index.add(b"x" * 32, second)
     assert index.get(b"x" * 32) == first and len(index) == 1
+
+
+def test_adding_a_blob_s_rows_is_adding_its_entries_one_by_one():
+    """add_rows (the index loader's path) against add: the same entries, the same locations,
+    a chunk already known (from an earlier blob or earlier in the same blob) kept where it was
+    first found, and the table grown as needed from a tiny start."""
+    earlier, entries = random_entries(300, seed=2), random_entries(3000, seed=3)
+    moved = [IndexEntry(chunk_id, Location("data", "c" * 32, 1, 2))
+             for chunk_id, _ in earlier[:100] + entries[:100]]
+    blobs = [encode_index(KEYS, "first", earlier), encode_index(KEYS, "second", entries + moved)]
+    one_by_one, by_rows = ChunkIndex(capacity=8), ChunkIndex(capacity=8)
+    for name, blob in zip(["first", "second"], blobs, strict=True):
+        for chunk_id, location in decode_index(KEYS, name, blob):
+            one_by_one.add(chunk_id, location)
+        by_rows.add_rows(read_index(KEYS, name, blob))
+    assert len(by_rows) == len(one_by_one) == 3300
+    assert sorted(by_rows.entries()) == sorted(one_by_one.entries()) == sorted(earlier + entries)
 
 
 def test_index_takes_at_most_100_bytes_per_chunk():

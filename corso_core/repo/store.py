@@ -31,9 +31,10 @@ from corso_core.repo.index import (
     INDEX_OVERHEAD,
     ChunkIndex,
     IndexEntry,
+    IndexRows,
     Location,
-    decode_index,
     encode_index,
+    read_index,
 )
 from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk
 from corso_core.repo.plans import decode_plan
@@ -144,26 +145,27 @@ class ChunkStore:
     def _load_index(self, listed: list[BlobInfo] | None = None) -> tuple[ChunkIndex, set[str]]:
         """Union of every index blob (each from the local cache when it has it), and their keys.
 
-        Blobs are decoded 8 at a time, in parallel, and added as they come, so loading holds
-        the compact index and a few decoded blobs, never every entry as Python objects.
+        Blobs are read (fetched, decrypted) 8 at a time, in parallel, and their raw rows added
+        as they come, so loading holds the compact index and a few blobs, never every entry
+        as Python objects.
         `listed`: the index blobs, if the caller has just listed them.
         """
         prefix = names.prefix(names.INDEX)
         if listed is None:
             listed = self._list_index_blobs()
 
-        def load(key: str) -> list[IndexEntry] | None:
-            """The blob's entries; None if it is gone (merged by maintenance since the
-            listing); [] if it is damaged (verify reports it, repair rebuilds it)."""
+        def load(key: str) -> IndexRows | None:
+            """The blob's rows; None if it is gone (merged by maintenance since the listing);
+            no rows if it is damaged (verify reports it, repair rebuilds it)."""
             name = names.parse_key(names.INDEX, key)
             try:
                 return self._cache.fetch(self._storage, key,
-                                         lambda blob: decode_index(self._keys, name, blob))
+                                         lambda blob: read_index(self._keys, name, blob))
             except NotFound:
                 return None
             except Corrupted as e:
                 log.warning("index blob left out: %s", e)
-                return []
+                return IndexRows([], memoryview(b""))
 
         index = ChunkIndex()
         index.reserve(sum(max(info.size - INDEX_OVERHEAD, 0) // INDEX_ENTRY_SIZE
@@ -175,10 +177,12 @@ class ChunkStore:
             while keys:
                 for start in range(0, len(keys), 8):
                     batch = keys[start : start + 8]
-                    for key, entries in zip(batch, pool.map(load, batch), strict=True):
-                        (gone if entries is None else loaded).add(key)
-                        for chunk_id, location in entries or ():
-                            index.add(chunk_id, location)
+                    for key, rows in zip(batch, pool.map(load, batch), strict=True):
+                        if rows is None:
+                            gone.add(key)
+                        else:
+                            loaded.add(key)
+                            index.add_rows(rows)
                 if loaded >= set(keys):
                     break
                 # A blob vanished: maintenance wrote the merged one first; list again for it.
