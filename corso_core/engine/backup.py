@@ -503,8 +503,10 @@ class _Backup:
             elif isinstance(item, _PendingDir):
                 self.stats.dirs += 1
                 entry = Entry(node.name, node.meta, subtree=item.tree_id)
+            elif item.name == node.name:
+                entry = item  # this name's own record: an unchanged file, a symlink
             else:
-                entry = Entry(node.name, node.meta, item.chunks)
+                entry = Entry(node.name, node.meta, item.chunks)  # a hard link's second name
             if entry.meta.kind == FILE:
                 self._count_file(entry, read_now=isinstance(item, _FileJob), known=known)
             entries.append(entry)

