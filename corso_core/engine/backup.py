@@ -400,7 +400,7 @@ class _Backup:
         return (a.size == b.size and a.mtime_ns == b.mtime_ns
                 and (self.options.ignore_ctime or a.ctime_ns == b.ctime_ns)
                 and (self.options.ignore_inode or a.inode == b.inode)
-                and all(self.store.has(chunk_id) for chunk_id, _ in old.chunks))
+                and self.store.has_all(chunk_id for chunk_id, _ in old.chunks))
 
     def _file(self, node: Node, old: Entry | None) -> Entry | _FileJob:
         """An Entry reused from the previous backup, or the job of reading the file."""

@@ -213,21 +213,22 @@ class ChunkStore:
         return planned
 
     def find_missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
-        """Those of `chunk_ids` the repository no longer has (added for issue 7's protocol).
+        """Those of `chunk_ids` (chunks this session found stored: `has`, or a `put` that added
+        nothing) the repository no longer has (added for issue 7's protocol).
 
         Call after flush() and before writing the manifest: maintenance may have removed
         chunks this backup deduplicated against since it loaded the index. If every index blob
-        seen at the start is still listed, nothing was removed; otherwise the index is loaded
-        again. The caller puts the missing chunks again (put() now stores them) and flushes.
+        seen at the start is still listed, nothing was removed, and none is looked up;
+        otherwise the index is loaded again. The caller puts the missing chunks again (put()
+        now stores them) and flushes.
         """
         listed = self._list_index_blobs()
         with self._lock:
-            unchanged = self._index_keys <= {info.key for info in listed}
-        if not unchanged:
-            index, keys = self._load_index(listed)
-            with self._lock:
-                self._index, self._index_keys = index, keys
+            if self._index_keys <= {info.key for info in listed}:
+                return set()  # every chunk relied on was indexed, and its blob is still there
+        index, keys = self._load_index(listed)
         with self._lock:
+            self._index, self._index_keys = index, keys
             return {chunk_id for chunk_id in chunk_ids
                     if chunk_id not in self._index and chunk_id not in self._pending}
 
@@ -252,6 +253,11 @@ class ChunkStore:
     def has(self, chunk_id: bytes) -> bool:
         with self._lock:
             return chunk_id in self._pending or chunk_id in self._index
+
+    def has_all(self, chunk_ids: Iterable[bytes]) -> bool:
+        """Whether every one of `chunk_ids` is stored or put (under one taking of the lock)."""
+        with self._lock:
+            return all(c in self._pending or c in self._index for c in chunk_ids)
 
     def put(self, chunk_id: bytes, data: bytes | memoryview, kind: str = "data") -> int:
         """Store a chunk unless it is there already; the bytes it added (0 when deduplicated).
