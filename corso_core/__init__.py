@@ -1,8 +1,5 @@
 """corso: encrypted, deduplicated backups to object storage."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("corso")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+#: The distribution's version too (pyproject.toml reads it from here): a command never needs
+#: importlib.metadata to know it (see corso_core/plugins.py for why that matters).
+__version__ = "0.1.0"

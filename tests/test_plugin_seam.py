@@ -155,6 +155,70 @@ def test_hook_register_sources():
     assert any(name == "files" for name, _ in plugins.pm.list_name_plugin())
 
 
+# --- finding the entry points once: the cache ------------------------------------------------
+
+PLUGIN_PROBE = """
+import json, sys
+from corso_core import plugins
+print(json.dumps({"backends": sorted(plugins.backends()),
+                  "scanned": "importlib.metadata" in sys.modules}))
+"""
+
+
+@pytest.fixture
+def probe(tmp_path):
+    """Start a process that loads the plugins: which backends it has, whether it scanned the
+    installed distributions for them (importlib.metadata). It runs in an empty directory of its
+    own: the directory is on its sys.path (`python -c`), so nothing may be created in it."""
+    cwd = tmp_path / "probe-cwd"
+    cwd.mkdir()
+
+    def run(**env: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], cwd=cwd, check=True,
+                              capture_output=True, text=True, env={**os.environ, **env})
+        return json.loads(done.stdout)
+
+    return run
+
+
+def cache_file() -> Path:
+    return Path(os.environ["CORSO_CACHE_DIR"]) / plugins.ENTRY_POINTS_CACHE
+
+
+def test_plugins_are_found_once_then_loaded_from_the_cache(probe):
+    first, second = probe(), probe()
+    assert first == {"backends": ["filesystem", "s3"], "scanned": True}
+    assert second == {"backends": ["filesystem", "s3"], "scanned": False}
+
+
+def test_a_plugin_installed_or_removed_after_the_cache_was_written_is_seen(
+        probe, memory_plugin_site, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    assert probe(PYTHONPATH=str(site))["backends"] == ["filesystem", "s3"]
+    shutil.copytree(memory_plugin_site, site, dirs_exist_ok=True)  # as pip would install it
+    assert probe(PYTHONPATH=str(site)) == {"backends": ["filesystem", "memory", "s3"],
+                                           "scanned": True}
+    assert probe(PYTHONPATH=str(site))["scanned"] is False
+    for item in site.iterdir():  # uninstalled
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    assert probe(PYTHONPATH=str(site)) == {"backends": ["filesystem", "s3"], "scanned": True}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "ghost module"])
+def test_a_damaged_or_stale_cache_only_costs_a_fresh_look(probe, damage):
+    probe()
+    if damage == "garbage":
+        cache_file().write_text("{not json")
+    else:  # a module gone while the directories' times stayed the same
+        cached = json.loads(cache_file().read_text())
+        cached["entry_points"].append(["ghost", "corso_no_such_module", ""])
+        cache_file().write_text(json.dumps(cached))
+    assert probe() == {"backends": ["filesystem", "s3"], "scanned": True}
+    assert probe()["scanned"] is False  # and the cache was written afresh
+    assert "ghost" not in cache_file().read_text()
+
+
 # --- what is installed is visible -------------------------------------------------------------
 
 
