@@ -118,7 +118,7 @@ class _Restore:
     def create(self, plan: _Plan) -> None:
         skipped: set[Path] = set()
         for path, entry in plan.ops:
-            if any(path[:i] in skipped for i in range(1, len(path))):
+            if skipped and any(path[:i] in skipped for i in range(1, len(path))):
                 continue
             kind = entry.meta.kind
             if kind == DIR:
