@@ -205,6 +205,14 @@ def test_a_plugin_installed_or_removed_after_the_cache_was_written_is_seen(
     assert probe(PYTHONPATH=str(site)) == {"backends": ["filesystem", "s3"], "scanned": True}
 
 
+def test_a_cache_directory_that_cannot_be_written_only_costs_the_look(probe, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    for _ in range(2):
+        assert probe(CORSO_CACHE_DIR=str(blocked)) == {"backends": ["filesystem", "s3"],
+                                                       "scanned": True}
+
+
 @pytest.mark.parametrize("damage", ["garbage", "ghost module"])
 def test_a_damaged_or_stale_cache_only_costs_a_fresh_look(probe, damage):
     probe()
