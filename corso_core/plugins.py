@@ -38,6 +38,8 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 
 EntryPoint = tuple[str, str, str]  # name, module, attribute path ("" for the module itself)
+#: The distribution of each entry point the last look found (by name).
+_distributions: dict = {}
 
 
 def load(fresh: bool = False) -> pluggy.PluginManager:
@@ -53,7 +55,7 @@ def load(fresh: bool = False) -> pluggy.PluginManager:
     except ImportError:  # changed in place, unseen by the stamp: look afresh
         cached = None
     if cached is None:
-        found = [(ep.name, ep.module, ep.attr or "") for ep in _installed_entry_points()]
+        found = _scan()
         plugins = [(name, _resolve(module, attr)) for name, module, attr in found]
         _remember_entry_points(stamp, found)
     for name, plugin in plugins:
@@ -63,11 +65,17 @@ def load(fresh: bool = False) -> pluggy.PluginManager:
     return pm
 
 
-def _installed_entry_points():
-    """The group's entry points in the installed distributions, first on sys.path first."""
+def _scan() -> list[EntryPoint]:
+    """The group's entry points in the installed distributions, first on sys.path first;
+    each one's distribution is kept for `corso plugins`."""
     import importlib.metadata  # only here: see the module's docstring
 
-    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    _distributions.clear()
+    found = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _distributions.setdefault(ep.name, ep.dist)
+        found.append((ep.name, ep.module, ep.attr or ""))
+    return found
 
 
 def _resolve(module: str, attr: str):
@@ -164,20 +172,18 @@ def installed_plugins() -> list[dict]:
     """Name, version and hooks of every installed plugin, as `corso plugins` shows them
     (found afresh: this is where a user looks after installing one)."""
     load(fresh=True)
-    dists = {}
-    for ep in _installed_entry_points():
-        dists.setdefault(ep.name, ep.dist)
     rows = []
     for name, plugin in pm.list_name_plugin():
-        if name not in dists:
+        dist = _distributions.get(name)
+        if dist is None:
             continue  # registered in-process (tests), not installed
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         rows.append(
             {
                 "name": name,
                 "module": plugin.__name__,
-                "distribution": dists[name].name,
-                "version": dists[name].version,
+                "distribution": dist.name,
+                "version": dist.version,
                 "hooks": hooks,
             }
         )
