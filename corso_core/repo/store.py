@@ -230,7 +230,7 @@ class ChunkStore:
         with self._lock:
             self._index, self._index_keys = index, keys
             return {chunk_id for chunk_id in chunk_ids
-                    if chunk_id not in self._index and chunk_id not in self._pending}
+                    if not self._known(chunk_id)}
 
     def _write_index(self, entries: list[IndexEntry]) -> None:
         with self._lock:
@@ -250,14 +250,18 @@ class ChunkStore:
         """32 bytes, keyed BLAKE3 of the plaintext: equal data, equal ID; opaque without the key."""
         return blake3.blake3(data, key=self._keys.chunk_id).digest()
 
+    def _known(self, chunk_id: bytes) -> bool:
+        """Stored, or put and on its way (the caller holds the lock)."""
+        return chunk_id in self._pending or chunk_id in self._index
+
     def has(self, chunk_id: bytes) -> bool:
         with self._lock:
-            return chunk_id in self._pending or chunk_id in self._index
+            return self._known(chunk_id)
 
     def has_all(self, chunk_ids: Iterable[bytes]) -> bool:
         """Whether every one of `chunk_ids` is stored or put (under one taking of the lock)."""
         with self._lock:
-            return all(c in self._pending or c in self._index for c in chunk_ids)
+            return all(map(self._known, chunk_ids))
 
     def put(self, chunk_id: bytes, data: bytes | memoryview, kind: str = "data") -> int:
         """Store a chunk unless it is there already; the bytes it added (0 when deduplicated).
@@ -278,12 +282,12 @@ class ChunkStore:
         new: list[int] = []  # positions in `chunks` of the chunks this call stores
         with self._lock:
             # Back-pressure before new chunks take memory: the uploads must keep up.
-            while (any(cid not in self._pending and cid not in self._index for cid, _ in chunks)
+            while (not all(self._known(cid) for cid, _ in chunks)
                    and len(self._in_flight) >= self._upload_slots
                    and self._upload_error is None):
                 self._upload_finished.wait()
             for position, (chunk_id, _) in enumerate(chunks):
-                if chunk_id in self._pending or chunk_id in self._index:
+                if self._known(chunk_id):
                     self.stats.chunks_dedup += 1
                 else:
                     self._pending.add(chunk_id)
