@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -70,7 +72,7 @@ def test_credential_flags_beat_a_profile_even_a_missing_one(aws_env, monkeypatch
 def test_the_client_loads_the_s3_model_without_listing_every_service(aws_env, monkeypatch,
                                                                       tmp_path):
     """botocore lists ~400 services' directories before loading a model; corso's loader
-    lists S3 alone, and still searches AWS_DATA_PATH first, then botocore's and boto3's data."""
+    lists S3 alone, and still searches AWS_DATA_PATH first, then botocore's data."""
     listed, real_listdir = [], os.listdir
     monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or real_listdir(path))
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
@@ -81,4 +83,17 @@ def test_the_client_loads_the_s3_model_without_listing_every_service(aws_env, mo
     assert isinstance(loader, S3OnlyLoader)
     assert loader.search_paths[0] == str(tmp_path)
     assert any(path.endswith("botocore/data") for path in loader.search_paths)
-    assert any(path.endswith("boto3/data") for path in loader.search_paths)
+
+
+def test_the_client_is_built_without_boto3s_own_layer(aws_env):
+    """boto3's resources and transfer manager (which imports multiprocessing) serve nothing
+    corso does; the client comes from botocore alone (~50 ms of every S3 command's start)."""
+    probe = ("import sys\n"
+             "from corso_s3.client import Connection\n"
+             "Connection('e:1', access_key='k', secret_key='s').client('us-east-1')\n"
+             "print(' '.join({name.split('.')[0] for name in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    imported = set(done.stdout.split())
+    assert "botocore" in imported
+    assert imported.isdisjoint({"boto3", "s3transfer", "multiprocessing"})
