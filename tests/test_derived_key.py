@@ -2,12 +2,14 @@
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from cli_fixtures import one_error_line
 
 from corso_core import config, plugins
+from corso_core.cli import cached_key
 from corso_core.repo.format import FORMAT_KEY, FormatBlob, Kdf
 
 
@@ -107,3 +109,74 @@ def test_a_damaged_cached_copy_is_replaced(repo, corso, events):
 def test_a_wrong_passphrase_fails_as_before_with_the_cache_in_place(repo, corso):
     assert cached_format().exists()
     one_error_line(corso("repo", "status", "--passphrase", "wrong"), 1, "invalid passphrase")
+
+
+@pytest.fixture
+def deriving_threads(events, monkeypatch) -> list[str]:
+    """The name of the thread of every scrypt run (on top of `events`)."""
+    names, derive = [], Kdf.derive
+
+    def recording(self, passphrase):
+        names.append(threading.current_thread().name)
+        return derive(self, passphrase)
+
+    monkeypatch.setattr(Kdf, "derive", recording)
+    return names
+
+
+def test_a_backup_command_derives_its_key_while_it_loads(repo, corso, events, deriving_threads,
+                                                         monkeypatch):
+    """With the passphrase in the environment, the key is derived in a thread begun before
+    click parses the command line, and the command opens the repository with it."""
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso("backup", "list", "files").code == 0
+    assert events == [("derive", salt_of((repo / FORMAT_KEY).read_bytes())), ("open", "filesystem")]
+    assert deriving_threads == ["early-key"]
+
+
+@pytest.mark.parametrize("command", [
+    ["backup", "list", "files", "--passphrase", "pw"],
+    ["backup", "list", "files", "--passphrase=pw"],
+    ["repo", "status"],
+])
+def test_with_a_passphrase_flag_or_in_other_commands_the_key_is_derived_on_opening(
+        repo, corso, events, deriving_threads, monkeypatch, command):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso(*command).code == 0
+    assert deriving_threads == ["MainThread"]
+    assert events == [("derive", salt_of((repo / FORMAT_KEY).read_bytes())), ("open", "filesystem")]
+
+
+def test_a_flag_naming_another_config_file_is_not_derived_for_early(repo, corso, tmp_path,
+                                                                    deriving_threads, monkeypatch):
+    other = tmp_path / "other.toml"
+    other.write_bytes(Path(os.environ["CORSO_CONFIG_DIR"], "corso.toml").read_bytes())
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso("backup", "list", "files", "--config-file", str(other)).code == 0
+    assert deriving_threads == ["MainThread"]
+
+
+def test_a_key_derived_early_serves_only_its_own_repository_and_passphrase(repo, corso,
+                                                                          monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    repository_id = config.load(config.config_path()).repository_id
+    kdf = cached_key.cached_kdf(repository_id)
+    cached_key.start(["backup", "list", "files"])
+    other_passphrase = cached_key.derive(repository_id, "pw2")
+    assert other_passphrase.key == kdf.derive("pw2") != kdf.derive("pw")
+    cached_key.start(["backup", "list", "files"])
+    assert cached_key.derive("0" * 32, "pw") is None  # no cached copy for that ID
+    cached_key.start(["backup", "list", "files"])
+    assert cached_key.derive(repository_id, "pw").key == kdf.derive("pw")
+
+
+def test_help_derives_nothing(repo, corso, deriving_threads, monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso("restore", "files", "--help").code == 0
+    cached_key.derive("none", "pw")  # would join a thread begun for the help
+    assert deriving_threads == []
+
+
+def test_a_wrong_passphrase_in_the_environment_fails_as_before(repo, corso, monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "wrong")
+    one_error_line(corso("backup", "list", "files"), 1, "invalid passphrase")

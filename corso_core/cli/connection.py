@@ -17,8 +17,7 @@ passphrase, opens the repository, checks its ID against the connection's, and ca
 command with ``repository=``. The storage is closed when the command returns.
 
 The key (scrypt) is derived before the storage is opened, from the KDF of the format blob kept
-in the local cache (format.DerivedKey); the cached copy is renewed when the repository's KDF
-differs from it (`remember_format`, which repo init, connect and update-passphrase call too).
+in the local cache, or was derived while the command loaded (cli/cached_key.py).
 The cyclic garbage collector is paused while the repository opens, and what exists then (the
 modules, boto3's models) is frozen out of its later collections (`_start_up_objects_kept`).
 """
@@ -37,10 +36,8 @@ import click
 from click.core import ParameterSource
 
 from corso_core import config, passphrase, plugins
-from corso_core.cli import output
-from corso_core.errors import Corrupted, RepositoryError, UnsupportedFormat, UsageError
-from corso_core.repo.cache import BlobCache
-from corso_core.repo.format import FORMAT_KEY, DerivedKey, FormatBlob
+from corso_core.cli import cached_key, output
+from corso_core.errors import RepositoryError, UsageError
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.kill_switch import with_kill_switch
@@ -135,8 +132,7 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Rep
     backend = plugins.backend(connection.backend)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
-    cache = _format_cache(connection.repository_id)
-    derived = _derive_from_cache(cache, secret) if cache else None
+    derived = cached_key.derive(connection.repository_id, secret)
     storage = with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
     try:
         repository = open_repository(storage, secret, derived=derived)
@@ -149,38 +145,8 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Rep
         storage.close()
         raise
     if derived is None or derived.kdf != repository.format.kdf:
-        remember_format(repository)
+        cached_key.remember(repository)
     return repository
-
-
-def remember_format(repository: Repository) -> None:
-    """Keep the repository's format blob in the local cache, for the next command's key
-    derivation (repo init, connect and update-passphrase call it too)."""
-    cache = _format_cache(repository.repository_id)
-    if cache:
-        cache.put(FORMAT_KEY, repository.format.encode())
-
-
-def _format_cache(repository_id: str) -> BlobCache | None:
-    """The local cache of the connected repository; None for an ID no repository has (a
-    hand-edited corso.toml: the ID check after opening then names both IDs)."""
-    try:
-        return BlobCache(repository_id)
-    except ValueError:
-        return None
-
-
-def _derive_from_cache(cache: BlobCache, secret: str) -> DerivedKey | None:
-    """The key for the cached format blob's KDF; None without a usable copy."""
-    cached = cache.get(FORMAT_KEY)
-    if cached is None:
-        return None
-    try:
-        kdf = FormatBlob.decode(cached, "cached copy").kdf
-    except (Corrupted, UnsupportedFormat):
-        cache.discard(FORMAT_KEY)
-        return None
-    return DerivedKey.of(kdf, secret)
 
 
 def storage_values(backend: StorageBackend, connection: config.Connection,

@@ -10,7 +10,7 @@ import sys
 import click
 
 from corso_core import __version__
-from corso_core.cli import output
+from corso_core.cli import cached_key, output
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -63,6 +63,7 @@ cli.params.extend(output.global_options())
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
+    cached_key.start(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="corso", standalone_mode=False)
     except CorsoError as e:

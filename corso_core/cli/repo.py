@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from corso_core import config, passphrase
-from corso_core.cli import output
+from corso_core.cli import cached_key, output
 from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
-from corso_core.cli.connection import remember_format, uses_repository
+from corso_core.cli.connection import uses_repository
 from corso_core.cli.upkeep import COMMANDS as UPKEEP_COMMANDS
 from corso_core.repo.repository import (
     Repository,
@@ -63,7 +63,7 @@ def _remember(backend: StorageBackend, values: dict, repository: Repository) -> 
     path = config.config_path(output.flags().config_file)
     settings = backend.settings({**values, **repository.storage.discovered_settings()})
     config.save(path, config.Connection(backend.name, repository.repository_id, settings))
-    remember_format(repository)
+    cached_key.remember(repository)
     return path
 
 
@@ -96,7 +96,7 @@ def update_passphrase_command(repository: Repository, new_passphrase: str | None
         new_passphrase = passphrase.prompt(
             "New passphrase", confirm=True, missing="no new passphrase: give --new-passphrase")
     update_passphrase(repository, new_passphrase)
-    remember_format(repository)
+    cached_key.remember(repository)
     output.emit({"updated": True, "repository_id": repository.repository_id},
                 f"Passphrase of repository {repository.repository_id} changed; "
                 "the old one no longer opens it.")

@@ -1,0 +1,142 @@
+"""The key derived from the format blob the local cache keeps, early where it can be.
+
+A command derives its key (scrypt: ~0.15 s of one core, 32 MiB) from the KDF of the format blob
+kept in the local cache (format.DerivedKey), before the storage is opened: the scrypt buffer is
+freed before a backend's imports (boto3) load, so the two never add up in peak memory. The
+cached copy is renewed (`remember`) when the repository's KDF differs from it, and by repo init,
+connect and update-passphrase.
+
+A backup or restore spends about as long as scrypt importing its modules before click has
+parsed its flags. When its passphrase is in $CORSO_PASSPHRASE and its command line names
+neither --passphrase nor --config-file (nor --help), `start` reads the KDF for the default
+corso.toml's repository and derives the key in a thread meanwhile (scrypt releases the GIL):
+~0.12 s off every cold backup and restore. `derive` uses that key only for the same
+repository and passphrase, and otherwise derives as it would have.
+
+The repository modules are imported inside the functions: `start` runs in every command, and
+`corso --help` has no use for them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corso_core.repo.cache import BlobCache
+    from corso_core.repo.format import DerivedKey, Kdf
+    from corso_core.repo.repository import Repository
+
+#: The commands whose key is derived early: those that open the connected repository and are
+#: run again and again (`repo` holds init and connect, which derive from the storage's blob).
+EARLY_COMMANDS = ("backup", "restore")
+#: Flags that change what to derive, or ask for help (which opens nothing): with any of
+#: them, nothing is derived early.
+SKIPPING_FLAGS = ("--passphrase", "--config-file", "--help", "-h")
+
+
+@dataclass
+class _Early:
+    """A derivation begun by `start`; `key` is read only after its thread is joined."""
+
+    repository_id: str
+    passphrase: str
+    kdf: Kdf
+    key: DerivedKey | None = None
+
+    def run(self) -> None:
+        from corso_core.repo.format import DerivedKey
+
+        try:
+            self.key = DerivedKey.of(self.kdf, self.passphrase)
+        except Exception:  # `derive` then derives again, and reports the error
+            pass
+
+
+_early: tuple[_Early, threading.Thread] | None = None
+
+
+def start(argv: list[str]) -> None:
+    """Begin deriving the key if `argv` is a backup or restore that will use the default config
+    and the passphrase in the environment, and the cache holds that repository's format blob."""
+    global _early
+    _early = None
+    if (not argv or argv[0] not in EARLY_COMMANDS
+            or any(arg.partition("=")[0] in SKIPPING_FLAGS for arg in argv)):
+        return
+    from corso_core import config
+    from corso_core.errors import CorsoError
+    from corso_core.passphrase import PASSPHRASE_ENV
+
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if not passphrase:
+        return
+    try:
+        repository_id = config.load(config.config_path()).repository_id
+    except CorsoError:
+        return  # not connected, or a broken config: the command says so
+    kdf = cached_kdf(repository_id)
+    if kdf is None:
+        return
+    early = _Early(repository_id, passphrase, kdf)
+    thread = threading.Thread(target=early.run, name="early-key", daemon=True)
+    thread.start()
+    _early = early, thread
+
+
+def derive(repository_id: str, passphrase: str) -> DerivedKey | None:
+    """The key for the cached format blob's KDF: the one derived early if it is for this
+    repository and passphrase, else derived now; None without a usable cached copy."""
+    global _early
+    pending, _early = _early, None
+    if pending is not None:
+        early, thread = pending
+        thread.join()
+        if early.repository_id == repository_id and hmac.compare_digest(
+                early.passphrase.encode(), passphrase.encode()):
+            return early.key
+    kdf = cached_kdf(repository_id)
+    if kdf is None:
+        return None
+    from corso_core.repo.format import DerivedKey
+
+    return DerivedKey.of(kdf, passphrase)
+
+
+def cached_kdf(repository_id: str) -> Kdf | None:
+    """The KDF of the cached format blob; None without one (a damaged copy is discarded)."""
+    from corso_core.errors import Corrupted, UnsupportedFormat
+    from corso_core.repo.format import FORMAT_KEY, FormatBlob
+
+    cache = format_cache(repository_id)
+    cached = cache.get(FORMAT_KEY) if cache else None
+    if cached is None:
+        return None
+    try:
+        return FormatBlob.decode(cached, "cached copy").kdf
+    except (Corrupted, UnsupportedFormat):
+        cache.discard(FORMAT_KEY)
+        return None
+
+
+def remember(repository: Repository) -> None:
+    """Keep the repository's format blob in the local cache, for the next command's key."""
+    from corso_core.repo.format import FORMAT_KEY
+
+    cache = format_cache(repository.repository_id)
+    if cache:
+        cache.put(FORMAT_KEY, repository.format.encode())
+
+
+def format_cache(repository_id: str) -> BlobCache | None:
+    """The repository's local cache; None for an ID no repository has (a hand-edited
+    corso.toml: the ID check after opening then names both IDs)."""
+    from corso_core.repo.cache import BlobCache
+
+    try:
+        return BlobCache(repository_id)
+    except ValueError:
+        return None
