@@ -22,6 +22,7 @@ from test_repo_cli import snapshot as files_and_mtimes
 from trees import snapshot
 
 from corso_core.errors import Incomplete
+from corso_core.sources.files import inodes
 
 
 @pytest.fixture
@@ -288,3 +289,52 @@ def test_a_low_open_files_limit_still_backs_up_every_file(connected, tmp_path):
     assert limited.returncode == 0 and limited.stderr == "", limited
     stats = json.loads(limited.stdout)["stats"]
     assert stats["files_new"] == 300 and stats["errors"] == 0
+
+
+@pytest.fixture
+def du_children(tmp_path, monkeypatch) -> list[subprocess.Popen]:
+    """Every `du` the backup's warm-up (sources/files/inodes.py) starts, a fake one first on
+    PATH that waits a minute: the backup must end it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "du").write_text("#!/bin/sh\nexec sleep 60\n")
+    (bin_dir / "du").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    children, real_popen = [], subprocess.Popen
+
+    def recording(args, **kwargs):
+        children.append(real_popen(args, **kwargs))
+        return children[-1]
+
+    monkeypatch.setattr(inodes.subprocess, "Popen", recording)
+    return children
+
+
+def test_backup_create_warms_the_inodes_of_its_paths_before_opening_and_ends_du(
+        connected, corso, tricky_tree, tmp_path, du_children):
+    other = str(tmp_path / "other")
+    os.mkdir(other)
+    create(corso, "--path", tricky_tree, "--path", other)
+    [du] = du_children
+    assert du.args == ["du", "-s", "-x", "--", *sorted([tricky_tree, other])]
+    assert du.returncode == -signal.SIGKILL  # still running when the backup ended: killed
+
+    one_error_line(corso("backup", "create", "files", "--path", tricky_tree,
+                         "--passphrase", "wrong"), 1, "invalid passphrase")
+    assert len(du_children) == 2  # started before the repository refused the passphrase
+    assert du_children[1].returncode == -signal.SIGKILL
+
+
+def test_only_backup_create_warms_up(connected, corso, tricky_tree, du_children):
+    backup_id = create(corso, "--path", tricky_tree)
+    assert corso("backup", "list", "files").code == 0
+    assert corso("backup", "details", "files", "--backup", backup_id).code == 0
+    assert len(du_children) == 1
+
+
+def test_a_backup_without_du_on_the_path_goes_on(connected, corso, tricky_tree, tmp_path,
+                                                 monkeypatch):
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    create(corso, "--path", tricky_tree)

@@ -163,7 +163,7 @@ def _delete(source: Source):
                          help="Backups to delete, comma-separated.")], delete
 
 
-backup.add_command(SourceGroup("create", _create, help="Back up a source."))
+backup.add_command(SourceGroup("create", _create, warms_up=True, help="Back up a source."))
 backup.add_command(SourceGroup("list", _list, help="List the backups of a source."))
 backup.add_command(SourceGroup("details", _details, help="List the entries of one backup."))
 backup.add_command(SourceGroup("delete", _delete, help="Delete backups (their manifests)."))

@@ -83,8 +83,12 @@ warnings.filterwarnings("ignore", message=r"The parameter --\S+ is used more tha
                         category=UserWarning)
 
 
-def uses_repository(function: Callable) -> Callable:
-    """Give a click command function the connected repository as ``repository=`` (see above)."""
+def uses_repository(function: Callable,
+                    before_open: Callable[[dict], Callable[[], None]] | None = None) -> Callable:
+    """Give a click command function the connected repository as ``repository=`` (see above).
+
+    `before_open(kwargs)`, if given, runs before the repository opens, with the arguments the
+    function will get; what it returns is called when the command ends (Source.warm_up)."""
     storage_options = _storage_options()
 
     @functools.wraps(function)
@@ -96,12 +100,18 @@ def uses_repository(function: Callable) -> Callable:
             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT,
                                                        ParameterSource.DEFAULT_MAP):
                 given[name.removeprefix(STORAGE_PARAM_PREFIX)] = value
-        with _start_up_objects_kept():
-            repository = open_connected(given, kwargs.pop(passphrase.PARAM))
+        secret = kwargs.pop(passphrase.PARAM)
+        end = before_open(kwargs) if before_open else None
         try:
-            return function(repository=repository, **kwargs)
+            with _start_up_objects_kept():
+                repository = open_connected(given, secret)
+            try:
+                return function(repository=repository, **kwargs)
+            finally:
+                repository.storage.close()
         finally:
-            repository.storage.close()
+            if end:
+                end()
 
     params = getattr(command, "__click_params__", [])
     command.__click_params__ = [*params, *storage_options, passphrase.option()]

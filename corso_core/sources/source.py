@@ -126,6 +126,10 @@ class Source:
     - `open_writer(values, collisions, report)`: the writer for one restore.
     - `describe(values)`: the list of what is backed up, recorded in the manifest as "paths"
       (also how a backup finds the previous backup of the same thing).
+    - `warm_up(values)`, optional: called by ``backup create NAME`` before the repository
+      opens, to begin work that needs no repository and makes the backup faster (the files
+      source has the kernel read its paths' inodes); returns a function that ends it, called
+      once the backup is over, however it ended.
     """
 
     name: str
@@ -136,3 +140,4 @@ class Source:
     open_writer: Callable[[Mapping[str, Any], str, Report], SourceWriter]
     describe: Callable[[Mapping[str, Any]], list[str]]
     collisions: Sequence[str] = field(default=("skip", "copy", "replace"))
+    warm_up: Callable[[Mapping[str, Any]], Callable[[], None]] | None = None

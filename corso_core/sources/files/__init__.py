@@ -12,6 +12,7 @@ import click
 
 from corso_core.errors import UsageError
 from corso_core.hookspecs import hookimpl
+from corso_core.sources.files.inodes import warm_up
 from corso_core.sources.files.reader import FilesReader
 from corso_core.sources.files.writer import FilesWriter
 from corso_core.sources.source import Source
@@ -63,6 +64,7 @@ FILES = Source(
     open_reader=_reader,
     open_writer=_writer,
     describe=lambda values: list(values["path"]),
+    warm_up=warm_up,
 )
 
 
