@@ -316,7 +316,8 @@ def test_backup_create_warms_the_inodes_of_its_paths_before_opening_and_ends_du(
     os.mkdir(other)
     create(corso, "--path", tricky_tree, "--path", other)
     [du] = du_children
-    assert du.args == ["du", "-s", "-x", "--", *sorted([tricky_tree, other])]
+    assert du.args == [str(tmp_path / "bin" / "du"), "-s", "-x", "--",
+                       *sorted([tricky_tree, other])]
     assert du.returncode == -signal.SIGKILL  # still running when the backup ended: killed
 
     one_error_line(corso("backup", "create", "files", "--path", tricky_tree,

@@ -11,6 +11,7 @@ from cli_fixtures import one_error_line
 from corso_core import config, plugins
 from corso_core.cli import cached_key
 from corso_core.repo.format import FORMAT_KEY, FormatBlob, Kdf
+from corso_core.sources.files import inodes
 
 
 @pytest.fixture
@@ -180,3 +181,21 @@ def test_help_derives_nothing(repo, corso, deriving_threads, monkeypatch):
 def test_a_wrong_passphrase_in_the_environment_fails_as_before(repo, corso, monkeypatch):
     monkeypatch.setenv("CORSO_PASSPHRASE", "wrong")
     one_error_line(corso("backup", "list", "files"), 1, "invalid passphrase")
+
+
+def test_backup_create_starts_its_warm_up_between_the_key_and_the_storage(
+        repo, corso, events, monkeypatch, tmp_path):
+    """The du child shares this process's memory until its exec: started after scrypt's
+    buffer is freed, a monitor summing the tree's RSS never counts that buffer twice."""
+    real_popen = inodes.subprocess.Popen
+
+    def noting_du(args, **kwargs):
+        events.append(("du", args[-1]))
+        return real_popen(args, **kwargs)
+
+    monkeypatch.setattr(inodes.subprocess, "Popen", noting_du)
+    (tmp_path / "tree").mkdir()
+    assert corso("backup", "create", "files", "--path", str(tmp_path / "tree"),
+                 "--passphrase", "pw").code == 0
+    salt = salt_of((repo / FORMAT_KEY).read_bytes())
+    assert events == [("derive", salt), ("du", str(tmp_path / "tree")), ("open", "filesystem")]

@@ -87,8 +87,11 @@ def uses_repository(function: Callable,
                     before_open: Callable[[dict], Callable[[], None]] | None = None) -> Callable:
     """Give a click command function the connected repository as ``repository=`` (see above).
 
-    `before_open(kwargs)`, if given, runs before the repository opens, with the arguments the
-    function will get; what it returns is called when the command ends (Source.warm_up)."""
+    `before_open(kwargs)`, if given, runs before the storage opens, with the arguments the
+    function will get; what it returns is called when the command ends (Source.warm_up). It
+    runs once the key is derived: a child process it starts then shares, until its exec, a
+    process that no longer holds scrypt's 32 MiB (a monitor summing the RSS of the process
+    tree counted them twice for those few milliseconds)."""
     storage_options = _storage_options()
 
     @functools.wraps(function)
@@ -101,16 +104,17 @@ def uses_repository(function: Callable,
                                                        ParameterSource.DEFAULT_MAP):
                 given[name.removeprefix(STORAGE_PARAM_PREFIX)] = value
         secret = kwargs.pop(passphrase.PARAM)
-        end = before_open(kwargs) if before_open else None
+        ends: list[Callable[[], None]] = []
+        begin = (lambda: ends.append(before_open(kwargs))) if before_open else None
         try:
             with _start_up_objects_kept():
-                repository = open_connected(given, secret)
+                repository = open_connected(given, secret, begin)
             try:
                 return function(repository=repository, **kwargs)
             finally:
                 repository.storage.close()
         finally:
-            if end:
+            for end in ends:
                 end()
 
     params = getattr(command, "__click_params__", [])
@@ -135,14 +139,18 @@ def _start_up_objects_kept() -> Iterator[None]:
             gc.enable()
 
 
-def open_connected(given: Mapping[str, Any], passphrase_flag: str | None) -> Repository:
-    """Open the repository corso.toml names, after checking the flags given against it."""
+def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
+                   before_storage: Callable[[], None] | None = None) -> Repository:
+    """Open the repository corso.toml names, after checking the flags given against it;
+    `before_storage` runs between the key derivation and the storage's opening."""
     path = config.config_path(output.flags().config_file)
     connection = config.load(path)
     backend = plugins.backend(connection.backend)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
     derived = cached_key.derive(connection.repository_id, secret)
+    if before_storage:
+        before_storage()
     storage = with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
     try:
         repository = open_repository(storage, secret, derived=derived)
