@@ -104,18 +104,14 @@ def uses_repository(function: Callable,
                                                        ParameterSource.DEFAULT_MAP):
                 given[name.removeprefix(STORAGE_PARAM_PREFIX)] = value
         secret = kwargs.pop(passphrase.PARAM)
-        ends: list[Callable[[], None]] = []
-        begin = (lambda: ends.append(before_open(kwargs))) if before_open else None
-        try:
+        with contextlib.ExitStack() as at_end:
+            def begin() -> None:
+                at_end.callback(before_open(kwargs))
+
             with _start_up_objects_kept():
-                repository = open_connected(given, secret, begin)
-            try:
-                return function(repository=repository, **kwargs)
-            finally:
-                repository.storage.close()
-        finally:
-            for end in ends:
-                end()
+                repository = open_connected(given, secret, begin if before_open else None)
+            at_end.callback(repository.storage.close)
+            return function(repository=repository, **kwargs)
 
     params = getattr(command, "__click_params__", [])
     command.__click_params__ = [*params, *storage_options, passphrase.option()]
