@@ -3,7 +3,9 @@
 CPU time and the largest single-process RSS come from `wait4` (the kernel's rusage of the child
 and every descendant it reaped, the same figures `/usr/bin/time` prints). A tool that forks
 workers holds memory in several processes at once, so a sampler also sums the RSS of the live
-tree every 20 ms; the peak is the larger of the two.
+tree every 20 ms; the peak is the larger of the two. A child between its (v)fork and its exec
+shares its parent's memory, and /proc reports that memory in both: a sample taken then counts
+it twice (why corso starts its `du` only once scrypt's buffer is freed, cli/connection.py).
 """
 
 from __future__ import annotations
