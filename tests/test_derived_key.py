@@ -199,3 +199,14 @@ def test_backup_create_starts_its_warm_up_between_the_key_and_the_storage(
                  "--passphrase", "pw").code == 0
     salt = salt_of((repo / FORMAT_KEY).read_bytes())
     assert events == [("derive", salt), ("du", str(tmp_path / "tree")), ("open", "filesystem")]
+
+
+def test_with_the_passphrase_in_the_environment_a_damaged_cached_copy_is_replaced(
+        repo, corso, events, deriving_threads, monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    cached_format().write_bytes(b"corso repository format\nsha256:00\n{}")
+    assert corso("backup", "list", "files").code == 0
+    salt = salt_of((repo / FORMAT_KEY).read_bytes())
+    assert events == [("open", "filesystem"), ("derive", salt)]
+    assert deriving_threads == ["MainThread"]
+    assert salt_of(cached_format().read_bytes()) == salt
