@@ -89,9 +89,8 @@ def uses_repository(function: Callable,
 
     `before_open(kwargs)`, if given, runs before the storage opens, with the arguments the
     function will get; what it returns is called when the command ends (Source.warm_up). It
-    runs once the key is derived: a child process it starts then shares, until its exec, a
-    process that no longer holds scrypt's 32 MiB (a monitor summing the RSS of the process
-    tree counted them twice for those few milliseconds)."""
+    runs once the key is derived, so that a child process it starts never shares scrypt's
+    32 MiB before its exec (why that matters: sources/files/inodes.py)."""
     storage_options = _storage_options()
 
     @functools.wraps(function)
