@@ -86,6 +86,17 @@ def test_excludes_match_base_names_and_absolute_paths(tmp_path):
     assert [n.name for n in reader.children(reader.roots()[0])] == [b"keep.txt"]
 
 
+def test_a_path_given_is_backed_up_even_where_an_exclude_matches_it(tmp_path):
+    (tmp_path / "named.tmp").write_bytes(b"x")
+    (tmp_path / "named.tmp.d").mkdir()
+    (tmp_path / "named.tmp.d" / "inside.tmp").write_bytes(b"x")
+    paths = [os.fsencode(tmp_path / name) for name in ("named.tmp", "named.tmp.d")]
+    reader = FilesReader(paths, [b"*.tmp", b"*.d"], Problems())
+    roots = reader.roots()
+    assert [n.name for n in roots] == [b"named.tmp", b"named.tmp.d"]
+    assert reader.children(roots[1]) == []  # below a root, the excludes apply
+
+
 # --- the writer ----------------------------------------------------------------------------
 
 FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)

@@ -20,6 +20,7 @@ from trees import TEST_CHUNK, snapshot
 from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.errors import Corrupted, RepositoryError
 from corso_core.repo import names
+from corso_core.repo.cache import BlobCache
 from corso_core.repo.index import decode_index
 from corso_core.repo.manifests import delete_manifests, load_manifest, save_manifest
 from corso_core.repo.repository import init_repository
@@ -83,6 +84,28 @@ def test_space_after_deleting_all_but_the_newest_backup(repository, tmp_path):
     assert abs(size - baseline) <= 0.10 * baseline, (size, baseline)
     assert verify(repository, ALL).clean
     assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
+
+
+def test_the_local_cache_forgets_the_tree_packs_maintenance_deleted(repository, tmp_path):
+    ids = back_up_days(repository, make_tree(tmp_path / "tree", 2, files=6), 4, seed=300)
+    cache = Path(BlobCache(repository.repository_id).directory)
+
+    def cached() -> set[str]:
+        return {p.relative_to(cache).as_posix() for p in (cache / "tree").rglob("*")
+                if p.is_file()}
+
+    def stored() -> set[str]:
+        return {info.key for info in repository.storage.list(names.prefix(names.TREE_PACK))}
+
+    before = stored()
+    assert cached() == before  # each backup kept a copy of the tree packs it wrote
+    delete_manifests(repository, ids[:-1])
+    maintain(repository, safety="none")
+    assert stored() < before  # the deleted backups' tree packs are gone from the repository
+    assert cached() == before  # the cache has not looked yet
+    ChunkStore(repository, read_only=True).close()  # any command opening the repository
+    assert cached() == stored()
+    assert not restore_into(repository, ids[-1], tmp_path / "out").errors
 
 
 def test_hundred_backups_leave_one_index_blob_after_metadata_maintenance(repository, tmp_path):

@@ -73,8 +73,8 @@ class Keys:
     """Subkeys derived from the master key, one per purpose (HKDF-SHA256)."""
 
     chunk_id: bytes  # keyed BLAKE3 of chunk plaintext: IDs reveal nothing without it
-    data: bytes  # AEAD key for chunk payloads
-    metadata: bytes  # AEAD key for pack headers, indexes, trees, manifests, sessions
+    data: bytes  # AEAD key for chunk payloads (file data and trees alike)
+    metadata: bytes  # AEAD key for pack headers, indexes, manifests, sessions, plans, upkeep
 
     @classmethod
     def derive(cls, master: bytes) -> Keys:

@@ -99,7 +99,7 @@ def decode_index(keys: Keys, name: str, blob: bytes) -> list[IndexEntry]:
 
 
 class ChunkIndex:
-    """chunk ID → Location for every chunk of the repository, in about 65–95 bytes per chunk.
+    """chunk ID → Location for every chunk of the repository, in about 63–94 bytes per chunk.
 
     A dict of bytes keys would take ~200 bytes per chunk; instead all entries live in one
     bytearray as an open-addressing hash table (linear probing) of fixed 44-byte slots:
@@ -209,6 +209,10 @@ class ChunkIndex:
                 new_slot, _ = self._probe(chunk_id)
                 self._write(new_slot, chunk_id, ref, old_words[word + 1], old_words[word + 2])
         old_words.release()
+
+    def packs(self) -> list[tuple[str, str]]:
+        """(kind, name) of every pack an entry is in."""
+        return list(self._packs)
 
     def entries(self) -> Iterator[IndexEntry]:
         """Every entry, in no particular order."""

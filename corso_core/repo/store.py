@@ -188,10 +188,21 @@ class ChunkStore:
                 # A blob vanished: maintenance wrote the merged one first; list again for it.
                 keys = [info.key for info in self._list_index_blobs()
                         if info.key not in loaded | gone]
-        keys = sorted(loaded)
-        for stale in self._cache.keys(prefix) - set(keys):
-            self._cache.discard(stale)  # merged or removed by maintenance
-        return index, set(keys)
+        stale = self._cache.keys(prefix) - loaded
+        if stale:  # merged or removed by maintenance, which may have deleted packs too
+            for key in stale:
+                self._cache.discard(key)
+            self._discard_cached_packs_not_in(index)
+        return index, loaded
+
+    def _discard_cached_packs_not_in(self, index: ChunkIndex) -> None:
+        """Drop the cached copies of tree packs neither `index` nor a deletion plan names:
+        maintenance deleted them, and nothing else ever would. Called only when the index
+        blobs changed, so an unchanged repository costs no listing of the cache."""
+        needed = {names.key(kind, pack) for kind, pack in index.packs()}
+        needed.update(names.key(at.kind, at.pack) for at in self._planned.values())
+        for key in self._cache.keys(names.prefix(names.TREE_PACK)) - needed:
+            self._cache.discard(key)
 
     def _load_plans(self) -> dict[bytes, Location]:
         """Where the chunks that maintenance's deletion plans took out of the index are: for

@@ -55,7 +55,8 @@ FILES = Source(
                      help="File or directory to back up (repeatable). Each lands at the top "
                           "of the backup under its base name; clashes become NAME~2, NAME~3."),
         click.Option(["--exclude"], multiple=True, metavar="GLOB",
-                     help="Leave out entries whose name or absolute path matches (repeatable)."),
+                     help="Leave out entries whose name or absolute path matches (repeatable); "
+                          "never a --path itself."),
     ],
     restore_options=[
         click.Option(["--destination"], required=True,
