@@ -85,13 +85,14 @@ def save(path: str, connection: Connection) -> None:
     document = {"connection": {"backend": connection.backend,
                                "repository_id": connection.repository_id,
                                "settings": connection.settings}}
+    data = tomli_w.dumps(document).encode()  # before any file exists: a failure leaves none
     directory = os.path.dirname(path)
     temp = os.path.join(directory, f".{CONFIG_NAME}.tmp-{secrets.token_hex(6)}")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, tomli_w.dumps(document).encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -102,6 +103,7 @@ def save(path: str, connection: Connection) -> None:
         finally:
             os.close(dir_fd)
     except OSError as e:
-        if os.path.exists(temp):
-            os.unlink(temp)
         raise ConfigError(f"cannot write config file {path}: {e.strerror}") from None
+    finally:
+        if os.path.lexists(temp):  # not renamed into place
+            os.unlink(temp)

@@ -461,10 +461,18 @@ def test_bad_newer_format_version(repo, corso):
 @pytest.mark.parametrize(
     "content",
     [b'[connection]\nbackend = "filesystem"\nrepository_id = "0e4f', b"\x00\x01garbage",
-     b'[connection]\nbackend = "filesystem"\n'],
-    ids=["truncated", "binary", "missing-keys"],
+     b'[connection]\nbackend = "filesystem"\n',
+     b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n',
+     b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
+     b"[connection.settings]\npath = 5\n",
+     b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
+     b'[connection.settings]\npath = "/tmp/r\\u0000"\n'],
+    ids=["truncated", "binary", "missing-keys", "no-settings", "a-number-for-a-path",
+         "a-nul-in-the-path"],
 )
 def test_bad_config_file(repo, corso, config_file, content):
+    saved = config.load(str(config_file))
+    content = content.replace(b'"ID"', f'"{saved.repository_id}"'.encode())
     config_file.write_bytes(content)
     before = snapshot(repo)
     one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, str(config_file),
@@ -473,6 +481,52 @@ def test_bad_config_file(repo, corso, config_file, content):
     # connect repairs it
     assert corso("repo", "connect", "filesystem", "--path", str(repo), "--passphrase",
                  "pw").code == 0
+
+
+@pytest.mark.parametrize("path, message", [
+    ("", "--path must not be empty"),
+    ("r\udcff", "is not valid UTF-8"),
+    ("r\0", "--path must not contain a NUL"),
+], ids=["empty", "not-utf-8", "nul"])
+def test_bad_repository_path_that_corso_toml_could_not_keep(tmp_path, corso, config_file,
+                                                           monkeypatch, path, message):
+    monkeypatch.chdir(tmp_path)
+    one_error_line(corso("repo", "init", "filesystem", "--path", path, "--passphrase", "pw"),
+                   2, message)
+    assert os.listdir(tmp_path) == [] and not config_file.exists()
+
+
+def test_bad_init_inside_another_repository(repo, corso, config_file):
+    saved, before = config_file.read_bytes(), snapshot(repo)
+    for inner in (repo / "data", repo / "nested" / "deeper"):
+        one_error_line(corso("repo", "init", "filesystem", "--path", str(inner), "--passphrase",
+                             "pw"), 2, f"{inner} is inside the repository at {repo}")
+    assert snapshot(repo) == before and config_file.read_bytes() == saved
+    assert not (repo / "nested").exists()
+
+
+def test_bad_passphrase_that_is_not_utf_8_is_refused_without_quoting_it(tmp_path, corso,
+                                                                        monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "ab\udcffcd")
+    result = corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"))
+    one_error_line(result, 2, "the passphrase is not valid UTF-8")
+    assert "ab" not in result.err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("where", ["missing-dir/x.log", "a-file/x.log", "."],
+                         ids=["missing-directory", "through-a-file", "a-directory"])
+def test_bad_log_file_that_cannot_be_opened(repo, corso, tmp_path, where):
+    (tmp_path / "a-file").write_bytes(b"x")
+    one_error_line(corso("--log-file", str(tmp_path / where), "repo", "status", "--passphrase",
+                         "pw"), 2, "cannot open --log-file")
+
+
+@pytest.mark.parametrize("flag", ["--config-file", "--log-file"])
+def test_bad_empty_global_file_flag(repo, corso, config_file, flag):
+    saved = config_file.read_bytes()
+    one_error_line(corso(flag, "", "repo", "init", "filesystem", "--path", str(repo),
+                         "--passphrase", "pw"), 2, flag, "must not be empty")
+    assert config_file.read_bytes() == saved
 
 
 def test_bad_connect_where_no_repository_is(tmp_path, corso, config_file):

@@ -39,6 +39,7 @@ def keys(seaweedfs, monkeypatch):
     (["--bucket", "ok-bucket", "--endpoint", "http://127.0.0.1:9000"], 2,
      "drop 'http://' (and add --disable-tls for plain HTTP)"),
     (["--bucket", "ok-bucket", "--endpoint", "host/path"], 2, "expected host[:port]"),
+    (["--bucket", "ok-bucket", "--endpoint", "127.0.0.1:99999"], 2, "port 1-65535"),
     (["--bucket", "ok-bucket", "--prefix", "a//b"], 2, "invalid --prefix 'a//b'"),
     (["--bucket", "ok-bucket", "--aws-access-key", "AKIA"], 2,
      "--aws-access-key and --aws-secret-access-key go together"),

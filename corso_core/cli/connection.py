@@ -37,7 +37,7 @@ from click.core import ParameterSource
 
 from corso_core import config, passphrase, plugins
 from corso_core.cli import cached_key, output
-from corso_core.errors import RepositoryError, UsageError
+from corso_core.errors import ConfigError, RepositoryError, UsageError
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.kill_switch import with_kill_switch
@@ -141,6 +141,7 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     path = config.config_path(output.flags().config_file)
     connection = config.load(path)
     backend = plugins.backend(connection.backend)
+    check_settings(backend, connection, path)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
     derived = cached_key.derive(connection.repository_id, secret)
@@ -160,6 +161,31 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     if derived is None or derived.kdf != repository.format.kdf:
         cached_key.remember(repository)
     return repository
+
+
+def check_settings(backend: StorageBackend, connection: config.Connection, path: str) -> None:
+    """ConfigError naming the file if a saved setting is one its flag would refuse: a
+    hand-edited corso.toml (a setting missing, a number for a path) fails here, in one line,
+    not as a traceback deep in a backend."""
+    context = click.Context(click.Command(backend.name))
+    for option in backend.options:
+        if option.name in backend.secret_options or option.name in backend.init_only:
+            continue
+        saved = connection.settings.get(option.name)
+        if saved is None and option.required:
+            raise ConfigError(f"config file {path}: the {backend.name} connection has no "
+                              f"{option.name!r} setting; run corso repo connect to rewrite it")
+        try:
+            checked = option.process_value(context, saved)
+        except (click.BadParameter, UsageError) as e:
+            problem = e.format_message() if isinstance(e, click.BadParameter) else str(e)
+            raise ConfigError(f"config file {path}: setting {option.name!r} of the "
+                              f"{backend.name} connection: {problem}; run corso repo connect "
+                              "to rewrite it") from None
+        if saved is not None and (type(checked) is not type(saved) or checked != saved):
+            raise ConfigError(f"config file {path}: setting {option.name!r} of the "
+                              f"{backend.name} connection is {saved!r}, which its flag "
+                              f"would give as {checked!r}; run corso repo connect to rewrite it")
 
 
 def storage_values(backend: StorageBackend, connection: config.Connection,

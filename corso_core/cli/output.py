@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import click
 
+from corso_core.errors import UsageError
+
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -39,6 +41,8 @@ def _setter(attribute: str):
     """Record a global flag given at any level; a level where it is absent changes nothing."""
 
     def callback(ctx: click.Context, param: click.Parameter, value):
+        if value == "":
+            raise click.BadParameter("must not be empty", ctx, param)
         if value:
             setattr(flags(), attribute, value)
             if attribute.startswith("log_"):
@@ -59,9 +63,11 @@ def global_options() -> list[click.Option]:
                      callback=_setter("hide_progress"), help="Do not show progress on stderr."),
         click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default=None,
                      expose_value=False, callback=_setter("log_level"),
-                     help="Log verbosity (default info)."),
+                     help="Log verbosity (default info; without --log-file, stderr shows warnings "
+                          "and worse unless debug)."),
         click.Option(["--log-file"], metavar="FILE", expose_value=False,
-                     callback=_setter("log_file"), help="Write the log to FILE (default stderr)."),
+                     callback=_setter("log_file"),
+                     help="Append the log to FILE (default: stderr)."),
     ]
 
 
@@ -69,9 +75,13 @@ def setup_logging(globals_: GlobalFlags) -> None:
     level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
         logging, globals_.log_level.upper()
     )
-    handler: logging.Handler = (
-        logging.FileHandler(globals_.log_file) if globals_.log_file else logging.StreamHandler()
-    )
+    try:
+        handler: logging.Handler = (
+            logging.FileHandler(globals_.log_file) if globals_.log_file
+            else logging.StreamHandler())
+    except OSError as e:
+        raise UsageError(f"cannot open --log-file {globals_.log_file}: "
+                         f"{e.strerror or e}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # "corso" is the CLI's logger; modules log under their import path, "corso_core.…".
     for name in ("corso", "corso_core"):

@@ -49,9 +49,17 @@ class Repository:
                    blob.chunker, blob, master)
 
 
-def check_passphrase(passphrase: str) -> str:
+def check_passphrase(passphrase: str, what: str = "the passphrase") -> str:
+    """The passphrase, if usable: not empty, and UTF-8 (a byte that is not, from a terminal or
+    an environment in another encoding, would make a key no UTF-8 terminal can type again).
+    The error never quotes it."""
     if not passphrase:
-        raise UsageError("the passphrase is empty; choose a non-empty one")
+        raise UsageError(f"{what} is empty; choose a non-empty one")
+    try:
+        passphrase.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8; check the encoding of the terminal or "
+                         "environment it came from") from None
     return passphrase
 
 
@@ -195,7 +203,7 @@ def update_passphrase(repository: Repository, new_passphrase: str) -> None:
     opens with the old passphrase and the copy with the new one; `open_repository` then
     finishes the change (new passphrase) or takes it back (old passphrase).
     """
-    check_passphrase(new_passphrase)
+    check_passphrase(new_passphrase, "the new passphrase")
     if repository.format is None or repository.master_key is None:
         raise RepositoryError("this repository was not opened with a passphrase")
     blob = repository.format.wrap(repository.master_key, new_passphrase)

@@ -214,7 +214,16 @@ class FilesystemStorage(SimpleBlobStorage):
 
     def check_new_location(self, repository_keys: Collection[str]) -> None:
         """A new repository goes into a missing or empty directory, never among other files
-        (temp files of an interrupted init do not count)."""
+        (temp files of an interrupted init do not count), nor inside another repository (whose
+        listing and maintenance would take the inner one's files for their own)."""
+        outer = os.path.dirname(self.root)
+        while True:
+            if all(os.path.isfile(os.path.join(outer, key)) for key in repository_keys):
+                raise UsageError(f"{self.root} is inside the repository at {outer}; "
+                                 "repositories cannot nest")
+            if outer == os.path.dirname(outer):
+                break
+            outer = os.path.dirname(outer)
         with _errors(f"reading {self.root}"):
             try:
                 entries = sorted(e for e in os.listdir(self.root) if _TEMP_MARK not in e)
@@ -243,8 +252,21 @@ class FilesystemStorage(SimpleBlobStorage):
         return removed
 
 
-def _absolute_path(ctx, param, value):
-    return os.path.abspath(os.path.expanduser(value)) if value else value
+def _absolute_path(ctx, param, value: str | None) -> str | None:
+    """The repository's directory as an absolute path; refused if empty, or if corso.toml
+    could not keep it (a NUL, or bytes that are not UTF-8: TOML holds text)."""
+    if value is None:
+        return None
+    if not value:
+        raise UsageError("--path must not be empty")
+    if "\0" in value:
+        raise UsageError("--path must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"--path {value.encode('utf-8', 'surrogateescape')!r} is not valid "
+                         "UTF-8: corso.toml could not record it") from None
+    return os.path.abspath(os.path.expanduser(value))
 
 
 @hookimpl
@@ -258,7 +280,7 @@ def register_backends(register):
                     ["--path"],
                     required=True,
                     callback=_absolute_path,
-                    help="Directory that holds the repository (created by init if missing).",
+                    help="Directory that holds the repository (init creates it if missing).",
                 )
             ],
             open=lambda values: FilesystemStorage(values["path"]),

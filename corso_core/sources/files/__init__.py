@@ -19,16 +19,36 @@ from corso_core.sources.source import Source
 
 
 def _existing_paths(ctx, param, values: tuple[str, ...]) -> list[str]:
-    """Absolute, normalised paths; a missing one is bad input, caught before anything runs."""
+    """Absolute, normalised paths; a missing or unreadable one is bad input, caught before
+    anything runs. As in POSIX, a trailing "/" (or "/.") names a directory: given so, a
+    symlink to a directory stands for the directory, and keeps the "/" (the reader's lstat
+    then follows it) while its name in the backup stays the link's."""
     paths = []
     for value in values:
+        if not value:
+            raise click.BadParameter("a path must not be empty (use . for this directory)")
         path = os.path.abspath(value)
-        if not os.path.lexists(path):
-            raise click.BadParameter(f"{value}: no such file or directory")
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            raise click.BadParameter(f"{value}: no such file or directory") from None
+        except OSError as e:
+            raise click.BadParameter(f"{value}: cannot be read: {e.strerror}") from None
+        if value.endswith(("/", "/.")) and path != "/":
+            if not os.path.isdir(path):
+                raise click.BadParameter(f"{value}: not a directory")
+            if os.path.islink(path):
+                path += "/"
         if path in paths:
             raise click.BadParameter(f"{value} is given twice")
         paths.append(path)
     return sorted(paths)
+
+
+def _destination(ctx, param, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty (use . for this directory)")
+    return value
 
 
 def _reader(values, report) -> FilesReader:
@@ -59,7 +79,7 @@ FILES = Source(
                           "never a --path itself."),
     ],
     restore_options=[
-        click.Option(["--destination"], required=True,
+        click.Option(["--destination"], required=True, callback=_destination,
                      help="Directory to restore into (created if missing)."),
     ],
     open_reader=_reader,

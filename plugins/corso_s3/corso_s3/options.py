@@ -59,8 +59,10 @@ def endpoint(ctx, param, value: str | None) -> str | None:
             f"--endpoint takes host[:port] without a scheme, got {value!r}: drop "
             f"'{value.split('://')[0]}://' (and add --disable-tls for plain HTTP)"
         )
-    if not _HOST_PORT.fullmatch(value):
-        raise UsageError(f"invalid --endpoint {value!r}: expected host[:port]")
+    match = _HOST_PORT.fullmatch(value)
+    port = match and (match.group(1) or match.group(2))
+    if not match or (port and not 0 < int(port[1:]) < 65536):
+        raise UsageError(f"invalid --endpoint {value!r}: expected host[:port], port 1-65535")
     return value
 
 
