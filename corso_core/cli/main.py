@@ -63,6 +63,7 @@ cli.params.extend(output.global_options())
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
+    output.setup_logging(output.GlobalFlags())  # a log flag, once parsed, sets it up again
     cached_key.start(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="corso", standalone_mode=False)

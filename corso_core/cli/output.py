@@ -71,24 +71,45 @@ def global_options() -> list[click.Option]:
     ]
 
 
+_DETAILED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _StderrFormatter(logging.Formatter):
+    """Warnings and errors as the CLI's own lines (`corso: warning: …`), so a repository's
+    damage or self-repair reads like every other message; debug detail in full."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING:
+            kind = "warning" if record.levelno == logging.WARNING else "error"
+            return f"corso: {kind}: {record.getMessage()}"
+        return _DETAILED.format(record)
+
+
 def setup_logging(globals_: GlobalFlags) -> None:
+    """Warnings and worse always reach stderr; below them, stderr shows only debug (asked for
+    without --log-file), and --log-file gets every record at the chosen level."""
     level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
         logging, globals_.log_level.upper()
     )
-    try:
-        handler: logging.Handler = (
-            logging.FileHandler(globals_.log_file) if globals_.log_file
-            else logging.StreamHandler())
-    except OSError as e:
-        raise UsageError(f"cannot open --log-file {globals_.log_file}: "
-                         f"{e.strerror or e}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(_StderrFormatter())
+    stderr.setLevel(logging.DEBUG if level <= logging.DEBUG and not globals_.log_file
+                    else logging.WARNING)
+    handlers: list[logging.Handler] = [stderr]
+    if globals_.log_file:
+        try:
+            log_file = logging.FileHandler(globals_.log_file)
+        except OSError as e:
+            raise UsageError(f"cannot open --log-file {globals_.log_file}: "
+                             f"{e.strerror or e}") from None
+        log_file.setFormatter(_DETAILED)
+        log_file.setLevel(level)
+        handlers.append(log_file)
     # "corso" is the CLI's logger; modules log under their import path, "corso_core.…".
     for name in ("corso", "corso_core"):
         root = logging.getLogger(name)
-        root.handlers[:] = [handler]
-        # Without --log-file, stderr gets warnings only unless debug was asked for.
-        root.setLevel(level if globals_.log_file or level <= logging.DEBUG else logging.WARNING)
+        root.handlers[:] = handlers
+        root.setLevel(min(handler.level for handler in handlers))
 
 
 def emit(data, text: str | None = None) -> None:
