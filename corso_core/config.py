@@ -71,7 +71,7 @@ def check_writable(path: str) -> None:
     """
     if os.path.isdir(path):
         raise ConfigError(f"cannot write config file {path}: it is a directory")
-    existing = os.path.dirname(path)
+    existing = os.path.dirname(os.path.realpath(path))  # where save writes
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
@@ -86,6 +86,7 @@ def save(path: str, connection: Connection) -> None:
                                "repository_id": connection.repository_id,
                                "settings": connection.settings}}
     data = tomli_w.dumps(document).encode()  # before any file exists: a failure leaves none
+    path = os.path.realpath(path)  # a symlinked config (dotfiles) stays a symlink
     directory = os.path.dirname(path)
     temp = os.path.join(directory, f".{CONFIG_NAME}.tmp-{secrets.token_hex(6)}")
     try:

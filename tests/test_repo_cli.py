@@ -119,6 +119,16 @@ def test_connect_from_another_machine_then_status_needs_no_flags(repo, corso, tm
     assert corso("repo", "status", "--passphrase", "pw").code == 0
 
 
+def test_a_symlinked_config_file_stays_a_symlink(repo, corso, tmp_path, config_file):
+    real = tmp_path / "dotfiles" / "corso.toml"
+    real.parent.mkdir()
+    config_file.rename(real)
+    config_file.symlink_to(real)
+    assert corso("repo", "connect", "filesystem", "--path", str(repo), "--passphrase",
+                 "pw").code == 0
+    assert config_file.is_symlink() and config.load(str(real)).settings["path"] == str(repo)
+
+
 def test_connect_replaces_the_config_only_after_the_new_repository_opens(
     repo, corso, tmp_path, config_file
 ):
