@@ -556,6 +556,14 @@ def test_bad_no_connection_yet(corso):
                    "no repository connected; run corso repo init or corso repo connect")
 
 
+def test_a_passphrase_misplaced_on_the_command_line_is_not_echoed(tmp_path, corso):
+    """`--path` given no value takes `--passphrase` for its own: the passphrase is then an
+    extra argument, which click's error would quote."""
+    result = corso("repo", "init", "filesystem", "--path", "--passphrase", "SeCrEt1", "a")
+    one_error_line(result, 2, "unexpected extra arguments (*** a)")
+    assert "SeCrEt1" not in result.err
+
+
 def test_version_flag(corso):
     from corso_core import __version__
 

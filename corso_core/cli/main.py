@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 
 import click
@@ -61,10 +62,26 @@ def _add_global_options(command: click.Command) -> None:
 cli.params.extend(output.global_options())
 
 
+#: Flags whose value is a secret (the core's passphrases, a backend's credentials).
+_SECRET_FLAG = re.compile(r"--[\w-]*(passphrase|secret|token)[\w-]*")
+
+
+def _without_secrets(message: str, argv: list[str]) -> str:
+    """A usage error quotes the arguments it could not place: a secret among them (a
+    passphrase taken for another flag's value when that value was left out) shows as ***."""
+    secrets = [value for flag, value in zip(argv, argv[1:]) if _SECRET_FLAG.fullmatch(flag)]
+    secrets += [arg.partition("=")[2] for arg in argv
+                if _SECRET_FLAG.fullmatch(arg.partition("=")[0]) and "=" in arg]
+    for secret in filter(None, secrets):  # whole arguments only: "a" leaves "extra" alone
+        message = re.sub(rf"(?<![^\s('\"]){re.escape(secret)}(?![^\s)'\"])", "***", message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
+    argv_given = sys.argv[1:] if argv is None else argv
     output.setup_logging(output.GlobalFlags())  # a log flag, once parsed, sets it up again
-    cached_key.start(sys.argv[1:] if argv is None else argv)
+    cached_key.start(argv_given)
     try:
         cli.main(args=argv, prog_name="corso", standalone_mode=False)
     except CorsoError as e:
@@ -75,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("corso: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"corso: error: {e.format_message()}", err=True)
+        click.echo(f"corso: error: {_without_secrets(e.format_message(), argv_given)}",
+                   err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("corso: interrupted", err=True)
