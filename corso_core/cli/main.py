@@ -69,7 +69,8 @@ _SECRET_FLAG = re.compile(r"--[\w-]*(passphrase|secret|token)[\w-]*")
 def _without_secrets(message: str, argv: list[str]) -> str:
     """A usage error quotes the arguments it could not place: a secret among them (a
     passphrase taken for another flag's value when that value was left out) shows as ***."""
-    secrets = [value for flag, value in zip(argv, argv[1:]) if _SECRET_FLAG.fullmatch(flag)]
+    secrets = [value for flag, value in zip(argv, argv[1:], strict=False)
+               if _SECRET_FLAG.fullmatch(flag)]
     secrets += [arg.partition("=")[2] for arg in argv
                 if _SECRET_FLAG.fullmatch(arg.partition("=")[0]) and "=" in arg]
     for secret in filter(None, secrets):  # whole arguments only: "a" leaves "extra" alone
