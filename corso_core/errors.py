@@ -71,7 +71,7 @@ class UnsupportedFormat(RepositoryError):
 
 
 class Incomplete(CorsoError):
-    """A backup or restore finished, but some items could not be read or written (each was
-    reported); what it recorded or wrote is sound. Its own exit code, so scripts can tell."""
+    """A backup, restore or list finished, but some items could not be read or written (each
+    was reported); what it recorded or wrote is sound. Its own exit code, so scripts can tell."""
 
     exit_code = 3

@@ -58,6 +58,12 @@ def test_a_swapped_or_damaged_manifest_is_corrupted_and_left_out_of_lists(tmp_pa
     with caplog.at_level(logging.WARNING):
         assert [m["id"] for m in list_manifests(repo, cache_dir=str(tmp_path / "c2"))] == [good]
     assert victim in caplog.text
+    caplog.clear()
+    damaged = {}  # a caller that reports them itself (backup list): told, nothing logged
+    assert [m["id"] for m in list_manifests(repo, cache_dir=str(tmp_path / "c3"),
+                                            on_damaged=damaged.__setitem__)] == [good]
+    assert list(damaged) == [victim] and "authentication failed" in damaged[victim]
+    assert victim not in caplog.text
 
 
 def test_a_second_list_reads_manifests_from_the_cache(tmp_path):

@@ -107,10 +107,10 @@ def test_the_objects_made_while_opening_the_repository_are_kept_out_of_collectio
         seen["collector while opening"] = gc.isenabled()
         return open_connected(*args)
 
-    def listing(repository):
+    def listing(repository, **options):
         seen["collector in the command"] = gc.isenabled()
         seen["frozen"] = gc.get_freeze_count()
-        return list_manifests(repository)
+        return list_manifests(repository, **options)
 
     monkeypatch.setattr(connection, "open_connected", opening)
     monkeypatch.setattr(cli_backup, "list_manifests", listing)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_fixtures import one_error_line
-from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
+from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a fixture)
 from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
 from trees import TEST_CHUNK, snapshot
 
@@ -294,6 +294,25 @@ def test_maintenance_stops_on_damage_and_deletes_nothing(repository, tmp_path):
         maintain(repository, safety="none")
     after = sorted(p.name for p in Path(repository.storage.root).rglob("*") if p.is_file())
     assert set(before) <= set(after)  # only upkeep records were added
+
+
+def test_cli_maintenance_stops_on_a_damaged_manifest_and_names_backup_delete(
+        connected, corso, tmp_path):  # noqa: F811
+    damaged = create(corso, "--path", str(make_tree(tmp_path / "a", 7)))
+    gone = create(corso, "--path", str(make_tree(tmp_path / "b", 8)))
+    assert corso("backup", "delete", "files", "--backups", gone).code == 0  # space to reclaim
+    damage_manifest(connected, damaged)
+    before = {p for p in connected.rglob("*") if p.is_file()}
+    result = corso("repo", "maintenance", "--safety", "none")
+    assert result.code == 1, result
+    error = result.err.splitlines()[-1]
+    assert error.startswith("corso: error: maintenance stopped, nothing deleted: 1 backup(s) "
+                            "have a damaged manifest")
+    assert error.endswith(f"delete them with corso backup delete files --backups {damaged}")
+    assert before <= {p for p in connected.rglob("*") if p.is_file()}
+    assert corso("backup", "delete", "files", "--backups", damaged).code == 0
+    cleared = corso("repo", "maintenance", "--safety", "none", "--json")
+    assert cleared.code == 0 and json.loads(cleared.out)["packs_deleted"] == 4, cleared
 
 
 class RecordingStorage(FilesystemStorage):

@@ -1,5 +1,6 @@
 """`corso repo repair`: lost or damaged index blobs are rebuilt from the packs' own headers;
-backups whose data is gone are named as beyond repair, with the reason."""
+backups whose data is gone are named as beyond repair, with the reason; a damaged manifest
+is named apart, with the way out (deleting it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import shutil
 
 from cli_fixtures import one_error_line
-from test_backup_cli import connected, create  # noqa: F401 (connected is a fixture)
+from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a fixture)
 from test_upkeep_verify import (  # noqa: F401 (three_backups is a fixture)
     PASSPHRASE,
     blob_of,
@@ -71,3 +72,28 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     broken = corso("repo", "repair")
     one_error_line(broken, 1, "beyond repair")
     assert f"backup {backup_id} is beyond repair" in broken.out
+
+
+def test_a_damaged_manifest_is_named_apart_from_lost_data(three_backups, tmp_path):  # noqa: F811
+    repo, repository, backups, added = copy_of(three_backups, tmp_path)
+    flip(repo / blob_of(added["A"], "manifest"))
+    (repo / blob_of(added["C"], "data")).unlink()
+    report = run_repair(repository)
+    assert list(report.damaged_manifests) == [backups["A"][0]]
+    assert "authentication failed" in report.damaged_manifests[backups["A"][0]]
+    assert list(report.beyond_repair) == [backups["C"][0]]
+
+
+def test_cli_repair_points_a_damaged_manifest_to_backup_delete(connected, corso, tmp_path):  # noqa: F811
+    damaged = create(corso, "--path", str(make_tree(tmp_path / "tree", 9)))
+    damage_manifest(connected, damaged)
+    result = corso("repo", "repair")
+    one_error_line(result, 1, "1 backup(s) have a damaged manifest",
+                   f"delete them with corso backup delete files --backups {damaged}")
+    assert "not in the repository any more" not in result.err
+    assert f"backup {damaged} has a damaged manifest, which cannot be rebuilt" in result.out
+    assert "its data may still be in the repository" in result.out
+    report = json.loads(corso("repo", "repair", "--json").out)
+    assert report["beyond_repair"] == {} and list(report["damaged_manifests"]) == [damaged]
+    assert corso("backup", "delete", "files", "--backups", damaged).code == 0
+    assert corso("repo", "repair").code == 0

@@ -8,6 +8,7 @@ from corso_core.cli import output
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.errors import Corrupted, UsageError
+from corso_core.repo.manifests import delete_command
 from corso_core.repo.repository import Repository
 from corso_core.upkeep.maintenance import SPACE_KINDS, run_maintenance
 from corso_core.upkeep.records import default_owner
@@ -118,10 +119,19 @@ def repair_command(repository: Repository) -> None:
     for backup_id, lost in sorted(report.beyond_repair.items()):
         lines.append(f"backup {backup_id} is beyond repair:")
         lines += [f"  {what}" for what in lost]
+    for backup_id, why in sorted(report.damaged_manifests.items()):
+        lines.append(f"backup {backup_id} has a damaged manifest, which cannot be rebuilt: "
+                     f"{why}; its data may still be in the repository")
     output.emit(report.as_dict(), "\n".join(lines))
+    unrepaired = []
     if report.beyond_repair:
-        raise Corrupted(f"{len(report.beyond_repair)} backup(s) are beyond repair (see above): "
-                        "their data is not in the repository any more")
+        unrepaired.append(f"{len(report.beyond_repair)} backup(s) are beyond repair: their "
+                          "data is not in the repository any more")
+    if report.damaged_manifests:
+        unrepaired.append(f"{len(report.damaged_manifests)} backup(s) have a damaged manifest: "
+                          f"delete them with {delete_command(report.damaged_manifests)}")
+    if unrepaired:
+        raise Corrupted("; ".join(unrepaired) + " (see above)")
 
 
 COMMANDS = [verify_command, maintenance_command, repair_command]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from corso_core.errors import Corrupted, NotFound
@@ -67,32 +68,44 @@ def load_manifest(repository, backup_id: str) -> dict:
                        f"{repository.storage.location()}") from None
 
 
-def list_manifests(repository, *, cache_dir: str | None = None) -> list[dict]:
+def list_manifests(repository, *, cache_dir: str | None = None,
+                   on_damaged: Callable[[str, str], None] | None = None) -> list[dict]:
     """Every readable manifest, oldest first (by "time", then ID).
 
-    A manifest that fails authentication is left out with a warning naming it (verify reports
-    it): one damaged backup must not hide the others.
+    A manifest that fails authentication is left out and passed to `on_damaged(ID, why)` (by
+    default logged): one damaged backup must not hide the others.
     """
     prefix = names.prefix(names.MANIFEST)
     ids = [backup_id for info in repository.storage.list(prefix)
            if (backup_id := names.parse_key(names.MANIFEST, info.key)) is not None]
     cache = BlobCache(repository.repository_id, cache_dir)
+    damaged: dict[str, str] = {}
 
     def load(backup_id: str) -> dict | None:
         try:
             return cache.fetch(repository.storage, names.key(names.MANIFEST, backup_id),
                                lambda blob: _decode(repository, backup_id, blob))
         except Corrupted as e:
-            log.warning("skipping backup %s: %s", backup_id, e)
+            damaged[backup_id] = str(e)
         except NotFound:
             pass  # deleted while we listed
         return None
 
     with ThreadPoolExecutor(8, thread_name_prefix="corso-manifests") as pool:
         manifests = [m for m in pool.map(load, ids) if m is not None]
+    report = on_damaged or (lambda backup_id, why: log.warning("skipping backup %s: %s",
+                                                               backup_id, why))
+    for backup_id, why in sorted(damaged.items()):
+        report(backup_id, why)
     for stale in cache.keys(prefix) - {names.key(names.MANIFEST, i) for i in ids}:
         cache.discard(stale)
     return sorted(manifests, key=lambda m: (str(m.get("time", "")), m["id"]))
+
+
+def delete_command(backup_ids) -> str:
+    """The way out for backups whose manifests are damaged: a manifest cannot be rebuilt, and
+    any source's `backup delete` removes one (its source cannot be read to check)."""
+    return f"corso backup delete files --backups {','.join(sorted(backup_ids))}"
 
 
 def delete_manifests(repository, ids: list[str], *, cache_dir: str | None = None) -> None:

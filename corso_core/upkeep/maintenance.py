@@ -29,6 +29,7 @@ from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
 from corso_core.repo.index import IndexEntry, Location, encode_index
+from corso_core.repo.manifests import delete_command
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
 from corso_core.repo.sessions import REFRESH_SECONDS
@@ -161,12 +162,16 @@ class _Run:
                                              manifests)
             # A backup deleted meanwhile (another maintenance may have removed its trees) is no
             # damage: it no longer needs anything.
-            problems = list(damaged.values()) + [why for backup_id, why in damage
-                                                 if self._still_there(backup_id)]
-            if not problems:
+            problems = [why for backup_id, why in damage if self._still_there(backup_id)]
+            if not damaged and not problems:
                 return used
             if not attempt:
                 self.load()
+        if damaged:  # no repair rebuilds a manifest: the backup can only be deleted
+            raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} backup(s) "
+                            f"have a damaged manifest, so what they use cannot be told "
+                            f"({next(iter(damaged.values()))}); delete them with "
+                            f"{delete_command(damaged)}")
         raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
                         "repo verify (and repo repair)")
 

@@ -5,7 +5,8 @@ repair reads the header of each stored pack that no sound index blob (or deletio
 covers, writes new index blobs for them, then removes the damaged index blobs and plans.
 Packs left by interrupted backups get indexed too; maintenance later removes what no backup
 uses. Afterwards the structure is checked again, and each backup still damaged is reported
-with the reason (a lost pack or manifest cannot be rebuilt from anything).
+with the reason (a lost pack cannot be rebuilt from anything); a backup whose manifest is
+damaged is reported apart: its data may well be there, but only deleting it is left.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RepairReport:
     removed: list[str] = field(default_factory=list)  # damaged index blobs and plans
     unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
     beyond_repair: dict[str, list[str]] = field(default_factory=dict)  # backup -> why
+    damaged_manifests: dict[str, str] = field(default_factory=dict)  # backup -> why
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -73,5 +75,11 @@ def run_repair(repository, progress: Progress | None = None) -> RepairReport:
             names.key(names.PLAN, n) for n in sorted(damaged_plans)]:
         storage.delete(key)
         report.removed.append(key)
-    report.beyond_repair = verify(repository).damaged_backups
+    checked = verify(repository)
+    report.damaged_manifests = {
+        backup_id: p["problem"] for p in checked.problems
+        if (backup_id := names.parse_key(names.MANIFEST, p["blob"])) is not None}
+    report.beyond_repair = {backup_id: lost for backup_id, lost in
+                            checked.damaged_backups.items()
+                            if backup_id not in report.damaged_manifests}
     return report
