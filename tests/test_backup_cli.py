@@ -92,6 +92,49 @@ def test_a_missing_path_writes_nothing(connected, corso, tmp_path):
     assert files_and_mtimes(connected) == before
 
 
+@pytest.mark.parametrize("given, message", [
+    ("", "a path must not be empty"),
+    ("a-file/inside", "a-file/inside: cannot be read: Not a directory"),
+    ("a-file/", "a-file/: not a directory"),
+    ("dangling/", "dangling/: not a directory"),
+], ids=["empty", "below-a-file", "a-file-as-a-directory", "a-dangling-link-as-a-directory"])
+def test_a_path_that_cannot_be_backed_up_as_given_writes_nothing(connected, corso, tmp_path,
+                                                                 monkeypatch, given, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_bytes(b"x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    before = files_and_mtimes(connected)
+    one_error_line(corso("backup", "create", "files", "--path", given), 2, message)
+    assert files_and_mtimes(connected) == before
+
+
+def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,
+                                                                          tmp_path):
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "f").write_bytes(b"content")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for given in (f"{tmp_path}/link/", f"{tmp_path}/link/."):
+        backup_id = create(corso, "--path", given)
+        details = json.loads(corso("backup", "details", "files", "--backup", backup_id,
+                                   "--json").out)
+        assert {d["path"]: d["type"] for d in details} == {
+            "link": "dir", "link/sub": "dir", "link/sub/f": "file"}
+    backup_id = create(corso, "--path", str(tmp_path / "link"))  # without: the link itself
+    [entry] = json.loads(corso("backup", "details", "files", "--backup", backup_id,
+                               "--json").out)
+    assert (entry["path"], entry["type"]) == ("link", "symlink")
+
+
+def test_an_empty_restore_destination_is_refused(connected, corso, tmp_path, monkeypatch):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_bytes(b"x")
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    monkeypatch.chdir(tmp_path / "t")
+    one_error_line(corso("restore", "files", "--backup", backup_id, "--destination", ""), 2,
+                   "--destination", "must not be empty")
+    assert os.listdir(tmp_path / "t") == ["f"]
+
+
 @pytest.mark.parametrize("command", [
     ["restore", "files", "--destination", "DEST", "--backup", "0123456789abcdef"],
     ["backup", "details", "files", "--backup", "0123456789abcdef"],
@@ -114,6 +157,68 @@ def test_deleting_a_known_and_an_unknown_backup_deletes_neither(connected, corso
     one_error_line(corso("backup", "delete", "files", "--backups", f"{kept},0123456789abcdef"),
                    1, "0123456789abcdef", "nothing deleted")
     assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
+
+
+def test_delete_adds_up_repeated_flags_and_deletes_each_id_once(connected, corso, tmp_path):
+    (tmp_path / "t").mkdir()
+    first, second, third = (create(corso, "--path", str(tmp_path / "t")) for _ in range(3))
+    twice = corso("backup", "delete", "files", "--backups", f"{first},{first}")
+    assert twice.code == 0 and twice.out.startswith(f"Deleted 1 backup(s): {first}. "), twice
+    repeated = corso("backup", "delete", "files", "--backups", f"{second},{third}",
+                     "--backups", second, "--json")
+    assert repeated.code == 0 and json.loads(repeated.out)["deleted"] == [second, third]
+    assert json.loads(corso("backup", "list", "files", "--json").out) == []
+
+
+def damage_manifest(repo: Path, backup_id: str) -> Path:
+    """Flip a byte of the backup's manifest; drop the local cache, whose intact copy a list
+    would read instead. The manifest's path."""
+    manifest = repo / "backups" / backup_id
+    data = bytearray(manifest.read_bytes())
+    data[len(data) // 2] ^= 1
+    manifest.write_bytes(bytes(data))
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"], ignore_errors=True)
+    return manifest
+
+
+def test_a_damaged_manifest_is_named_on_stderr_and_the_list_exits_incomplete(
+        connected, corso, tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "u").mkdir()
+    damaged = create(corso, "--path", str(tmp_path / "t"))
+    kept = create(corso, "--path", str(tmp_path / "u"))
+    damage_manifest(connected, damaged)
+    log = tmp_path / "log"
+    for args in ([], ["--json"]):
+        result = corso("backup", "list", "files", "--log-file", str(log), *args)
+        assert result.code == Incomplete.exit_code, result
+        warning, error = result.err.splitlines()
+        assert warning.startswith(f"corso: warning: backup {damaged} ")
+        assert "manifest is damaged" in warning
+        assert warning.endswith(f"delete it with corso backup delete files --backups {damaged}")
+        assert error.startswith("corso: error: the list is incomplete: 1 backup(s)")
+        assert "Traceback" not in result.err
+    assert [r["id"] for r in json.loads(result.out)] == [kept]  # still a list of what reads
+    assert kept in corso("backup", "list", "files").out
+    assert corso("backup", "delete", "files", "--backups", kept).code == 0
+    alone = corso("backup", "list", "files")
+    assert alone.code == Incomplete.exit_code and "No files backups that can be read" in alone.out
+
+
+def test_a_damaged_manifest_is_deleted_when_named_but_not_beside_an_unknown_id(
+        connected, corso, tmp_path):
+    (tmp_path / "t").mkdir()
+    damaged = create(corso, "--path", str(tmp_path / "t"))
+    manifest = damage_manifest(connected, damaged)
+    one_error_line(corso("backup", "delete", "files", "--backups", f"{damaged},0123456789abcdef"),
+                   1, "no backup 0123456789abcdef", "nothing deleted")
+    assert manifest.exists()
+    result = corso("backup", "delete", "files", "--backups", damaged)
+    assert result.code == 0 and result.err == "", result
+    assert f"Deleted 1 backup(s): {damaged} (with a damaged manifest: {damaged})" in result.out
+    assert not manifest.exists()
+    listed = corso("backup", "list", "files", "--json")
+    assert listed.code == 0 and listed.err == "" and json.loads(listed.out) == []
 
 
 def test_a_destination_that_is_a_file(connected, corso, tmp_path):
@@ -141,6 +246,31 @@ def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, c
     assert result.code == 0 and result.err == ""
     assert (out / "other").read_bytes() == b"mine too"
     assert (out / "f").read_bytes() == (b"backed up" if collisions == "replace" else b"mine")
+
+
+@pytest.mark.parametrize("collisions, counts", [
+    ("skip", (1, 1, 0, 3, 0)), ("copy", (3, 2, 1, 0, 0)), ("replace", (2, 2, 0, 0, 2))])
+def test_the_restore_summary_counts_what_was_restored_skipped_and_failed(
+        connected, corso, tmp_path, collisions, counts):
+    """In the way: a file where a directory goes (skip leaves it and all the directory holds),
+    directories where a file and a symlink go (replace never deletes one: those two fail)."""
+    tree = tmp_path / "t"
+    (tree / "d").mkdir(parents=True)
+    for name in ("d/inner", "f", "new"):
+        (tree / name).write_bytes(b"backed up")
+    os.symlink("f", tree / "l")
+    backup_id = create(corso, "--path", str(tree))
+    out = tmp_path / "out" / "t"
+    (out / "f").mkdir(parents=True)
+    (out / "l").mkdir()
+    (out / "d").write_bytes(b"mine")
+    result = corso("restore", "files", "--backup", backup_id, "--destination",
+                   str(tmp_path / "out"), "--collisions", collisions)
+    files, dirs, symlinks, skipped, failed = counts
+    assert result.code == (Incomplete.exit_code if failed else 0), result
+    assert result.out.startswith(
+        f"Restored backup {backup_id}: {files} files, {dirs} dirs, {symlinks} symlinks, "
+        f"0 hard links; {skipped} skipped (--collisions {collisions}), {failed} failed.\n"), result
 
 
 def test_a_glob_that_matches_nothing(connected, corso, tmp_path):
@@ -212,6 +342,36 @@ def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_
         assert row["incomplete"] and row["files"] == 1
         assert restored.code == 0
         assert sorted(os.listdir(work / "out" / "tree")) == ["readable"]
+    finally:
+        shutil.rmtree(work)
+
+
+def test_a_restore_into_a_read_only_directory_counts_each_item_failed(corso, small_chunks,
+                                                                      monkeypatch):
+    """The directory, the symlink and the file cannot be made: none is counted restored, nor
+    skipped by the collision policy."""
+    work = Path(tempfile.mkdtemp(prefix="corso-read-only-"))  # reachable for `nobody`
+    try:
+        os.chmod(work, 0o777)
+        tree = work / "t"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "f").write_bytes(b"x")
+        os.symlink("f", tree / "l")
+        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
+        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
+        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+        with unprivileged():
+            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+            backup_id = create(corso, "--path", str(tree))
+            (work / "out" / "t").mkdir(parents=True)
+            os.chmod(work / "out" / "t", 0o555)
+            result = corso("restore", "files", "--backup", backup_id, "--destination",
+                           str(work / "out"))
+        assert result.code == Incomplete.exit_code, result
+        assert result.out.startswith(f"Restored backup {backup_id}: 0 files, 1 dirs, 0 symlinks, "
+                                     "0 hard links; 0 skipped (--collisions skip), 3 failed.\n")
+        assert len(result.err.splitlines()) == 4  # three items named, then the error
+        assert os.listdir(work / "out" / "t") == []
     finally:
         shutil.rmtree(work)
 

@@ -16,7 +16,7 @@ from corso_core.engine.progress import Problems
 from corso_core.errors import UsageError
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FilesReader, root_names
-from corso_core.sources.source import DIR, FILE, Metadata
+from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
 
 def test_files_source_is_registered_through_the_hook():
@@ -111,7 +111,7 @@ def _restore_one_file(destination, path, collisions, data=b"fresh"):
             break
     else:
         handle = writer.start_file(path, FILE_META)
-        if handle is not None:
+        if handle:  # not skipped (None), not refused (False)
             writer.write(handle, 0, data)
             writer.finish_file(handle)
     writer.close()
@@ -173,14 +173,41 @@ def test_a_name_taken_in_a_directory_the_restore_made_follows_the_policy(tmp_pat
     handle = writer.start_file((b"d", b"f"), FILE_META)
     writer.write(handle, 0, b"fresh")
     (tmp_path / "d" / "f").write_bytes(b"theirs")
-    writer.finish_file(handle)
+    placed = writer.finish_file(handle)
     writer.close()
+    assert placed is {"skip": None, "copy": True, "replace": True}[collisions]
     expected = {"skip": (b"theirs", None), "copy": (b"theirs", b"fresh"),
                 "replace": (b"fresh", None)}[collisions]
     assert (tmp_path / "d" / "f").read_bytes() == expected[0]
     copy = tmp_path / "d" / "f.restored"
     assert (copy.read_bytes() if copy.exists() else None) == expected[1]
     assert sorted(os.listdir(tmp_path / "d")) == sorted(["f"] + ["f.restored"] * bool(expected[1]))
+
+
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+def test_the_writer_says_whether_it_made_each_item_or_the_policy_skipped_it_or_it_failed(
+        tmp_path, collisions):
+    """What the restore counts: True made (perhaps under another name), None left alone by
+    the collision policy, False failed and reported as an error. Here a file stands where a
+    directory goes, directories where a file and a symlink go (replace never deletes one)."""
+    (tmp_path / "d").write_bytes(b"theirs")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "l").mkdir()
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(tmp_path)}, collisions, problems)
+    made_dir = writer.make_dir((b"d",), DIR_META)
+    made_symlink = writer.make_symlink((b"l",), Metadata(SYMLINK, target=b"f"))
+    handle = writer.start_file((b"f",), FILE_META)
+    if handle:
+        writer.write(handle, 0, b"fresh")
+        handle = writer.finish_file(handle)
+    refused = writer.make_dir((b"..",), DIR_META), writer.start_file((b"a/b",), FILE_META)
+    writer.close()
+    assert (made_dir, made_symlink, handle) == {"skip": (None, None, None),
+                                                "copy": (True, True, True),
+                                                "replace": (True, False, False)}[collisions]
+    assert refused == (False, False)
+    assert len(problems.errors) == 2 + 2 * (collisions == "replace")
 
 
 def test_a_file_written_by_two_threads_at_once_is_created_once(tmp_path, monkeypatch):

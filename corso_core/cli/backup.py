@@ -13,8 +13,13 @@ from corso_core.cli.sources import SourceGroup
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import TreeLoader, matches, path_text, walk_entries
 from corso_core.engine.progress import Problems
-from corso_core.errors import CorsoError, Incomplete, UsageError
-from corso_core.repo.manifests import delete_manifests, list_manifests, load_manifest
+from corso_core.errors import Corrupted, CorsoError, Incomplete, UsageError
+from corso_core.repo.manifests import (
+    delete_command,
+    delete_manifests,
+    list_manifests,
+    load_manifest,
+)
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import SYMLINK, Source
 
@@ -82,8 +87,9 @@ def _create(source: Source):
 
 def _list(source: Source):
     def list_backups(repository) -> None:
-        rows = sorted((m for m in list_manifests(repository) if m.get("source") == source.name),
-                      key=lambda m: m["time"])
+        damaged: dict[str, str] = {}  # ID -> why, whatever the source (it is in the manifest)
+        rows = sorted((m for m in list_manifests(repository, on_damaged=damaged.__setitem__)
+                       if m.get("source") == source.name), key=lambda m: m["time"])
         data = [{
             "id": m["id"], "time": m["time"], "host": m["host"], "paths": m["paths"],
             "tags": m["tags"], "incomplete": m["incomplete"],
@@ -100,7 +106,14 @@ def _list(source: Source):
                 f"{human_bytes(r['size']):>10} {human_bytes(r['added']):>10}  "
                 f"{' '.join(r['paths'])}{'  ' + tags if tags else ''}"
                 f"{'  (incomplete)' if r['incomplete'] else ''}")
-        output.emit(data, "\n".join(lines) if data else f"No {source.name} backups yet.")
+        output.emit(data, "\n".join(lines) if data else
+                    f"No {source.name} backups {'that can be read' if damaged else 'yet'}.")
+        for backup_id, why in damaged.items():
+            output.warn(f"backup {backup_id} is left out of this list: its manifest is "
+                        f"damaged ({why}); delete it with {delete_command([backup_id])}")
+        if damaged:
+            raise Incomplete(f"the list is incomplete: {len(damaged)} backup(s) have a damaged "
+                             "manifest (named above)")
 
     return [], list_backups
 
@@ -146,21 +159,27 @@ def path_text_line(row: dict) -> str:
 
 def _delete(source: Source):
     def delete(repository, backups) -> None:
-        ids = [i.strip() for i in backups.split(",") if i.strip()]
+        # Repeated and comma-separated alike; each ID once, in the order first named.
+        ids = list(dict.fromkeys(i.strip() for value in backups for i in value.split(",")
+                                 if i.strip()))
         if not ids:
             raise UsageError("--backups needs at least one backup ID")
+        damaged = []
         for backup_id in ids:  # every ID checked before anything is deleted
             try:
                 _source_manifest(repository, source, backup_id)
+            except Corrupted:
+                damaged.append(backup_id)  # stored but unreadable: removing it is the way out
             except CorsoError as e:
                 raise type(e)(f"{e}; nothing deleted") from None
         delete_manifests(repository, ids)
-        output.emit({"deleted": ids},
-                    f"Deleted {len(ids)} backup(s): {', '.join(ids)}. Their data stays until "
-                    "maintenance removes what no backup uses.")
+        output.emit({"deleted": ids, "damaged": damaged},
+                    f"Deleted {len(ids)} backup(s): {', '.join(ids)}"
+                    + (f" (with a damaged manifest: {', '.join(damaged)})" if damaged else "")
+                    + ". Their data stays until maintenance removes what no backup uses.")
 
-    return [click.Option(["--backups"], required=True, metavar="ID[,ID…]",
-                         help="Backups to delete, comma-separated.")], delete
+    return [click.Option(["--backups"], required=True, multiple=True, metavar="ID[,ID…]",
+                         help="Backups to delete, comma-separated (repeatable).")], delete
 
 
 backup.add_command(SourceGroup("create", _create, warms_up=True, help="Back up a source."))

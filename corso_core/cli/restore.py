@@ -23,7 +23,8 @@ def _restore(source: Source):
             {"backup": backup, **vars(s), "errors": problems.errors,
              "warnings": problems.warnings, "storage": repository.storage.counts.as_dict()},
             f"Restored backup {backup}: {s.files} files, {s.dirs} dirs, {s.symlinks} symlinks, "
-            f"{s.hard_links} hard links; {s.skipped} skipped (--collisions {collisions}).\n"
+            f"{s.hard_links} hard links; {s.skipped} skipped (--collisions {collisions}), "
+            f"{s.errors} failed.\n"
             f"{human_bytes(s.bytes_written)} in {s.duration_s:.2f} s ({human_bytes(rate)}/s)",
         )
         if problems.errors:

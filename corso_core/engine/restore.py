@@ -38,6 +38,9 @@ Path = tuple[bytes, ...]
 
 @dataclass
 class RestoreStats:
+    """Items made, by kind; `skipped`: left out by the collision policy; `errors`: problems
+    reported as errors, chiefly items that could not be restored."""
+
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
@@ -116,27 +119,28 @@ class _Restore:
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
 
     def create(self, plan: _Plan) -> None:
-        skipped: set[Path] = set()
+        left_out: set[Path] = set()  # directories not made: nothing below them is tried
         for path, entry in plan.ops:
-            if skipped and any(path[:i] in skipped for i in range(1, len(path))):
+            if left_out and any(path[:i] in left_out for i in range(1, len(path))):
                 continue
             kind = entry.meta.kind
-            if kind == DIR:
-                if self.writer.make_dir(path, entry.meta):
-                    self.stats.dirs += 1
-                else:
-                    skipped.add(path)
-                    self.stats.skipped += 1
-            elif kind == FILE:
+            if kind == FILE:
                 self._start(path, entry)
+                continue
+            if kind == DIR:
+                made = self.writer.make_dir(path, entry.meta)
+                self.stats.dirs += made is True
+                if not made:
+                    left_out.add(path)
             else:
-                self.writer.make_symlink(path, entry.meta)
-                self.stats.symlinks += 1
+                made = self.writer.make_symlink(path, entry.meta)
+                self.stats.symlinks += made is True
+            self.stats.skipped += made is None  # False: failed, the writer reported why
 
     def _start(self, path: Path, entry: Entry) -> None:
         handle = self.writer.start_file(path, entry.meta)
-        if handle is None:
-            self.stats.skipped += 1
+        if handle is None or handle is False:
+            self.stats.skipped += handle is None  # False: failed, the writer reported why
             return
         file = _File(path, entry, handle, missing=len(entry.chunks))
         self.files.append(file)
@@ -148,14 +152,16 @@ class _Restore:
             self._finish(file)
 
     def _finish(self, file: _File) -> None:
-        self.writer.finish_file(file.handle)
+        placed = self.writer.finish_file(file.handle)
         meta = file.entry.meta
         with self.lock:
             file.done = True
-            self.stats.files += 1
-            self.stats.bytes_written += meta.size
-            if meta.nlink > 1:
-                self.restored_links[(meta.dev, meta.inode)] = file.path
+            self.stats.skipped += placed is None  # the name was taken meanwhile ("skip")
+            if placed is True:
+                self.stats.files += 1
+                self.stats.bytes_written += meta.size
+                if meta.nlink > 1:
+                    self.restored_links[(meta.dev, meta.inode)] = file.path
         self.progress.advance(files=1)
 
     def _write(self, file: _File, offset: int, data: bytes) -> None:
@@ -223,8 +229,9 @@ class _Restore:
                 self.problems.error(os.path.join(*path),
                                     "not restored: the file it is a hard link of was not")
                 continue
-            self.writer.link(path, existing)
-            self.stats.hard_links += 1
+            made = self.writer.link(path, existing)
+            self.stats.hard_links += made is True
+            self.stats.skipped += made is None
 
     def finish_dirs(self, plan: _Plan) -> None:
         for path, entry in plan.dirs:

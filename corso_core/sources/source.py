@@ -89,26 +89,33 @@ class SourceReader(Protocol):
 
 
 class SourceWriter(Protocol):
-    """Writes a restored tree; paths are tuples of name components below the destination."""
+    """Writes a restored tree; paths are tuples of name components below the destination.
 
-    def make_dir(self, path: tuple[bytes, ...], meta: Metadata) -> bool:
-        """Create (or reuse) a directory; False if the collision policy skips it."""
+    The methods that make an item say how it went, for the restore's counts: True if it was
+    made (under another name too), None if the collision policy left it out on purpose,
+    False if it could not be made, after reporting why as an error.
+    """
 
-    def make_symlink(self, path: tuple[bytes, ...], meta: Metadata) -> None: ...
+    def make_dir(self, path: tuple[bytes, ...], meta: Metadata) -> bool | None:
+        """Create (or reuse) a directory: True, None or False; nothing goes below it unless
+        True."""
 
-    def start_file(self, path: tuple[bytes, ...], meta: Metadata) -> Any | None:
-        """Begin a file; returns a handle for `write`/`finish`, None if it is skipped."""
+    def make_symlink(self, path: tuple[bytes, ...], meta: Metadata) -> bool | None: ...
+
+    def start_file(self, path: tuple[bytes, ...], meta: Metadata) -> Any:
+        """Begin a file: a handle for `write` and `finish_file`, or None or False as above."""
 
     def write(self, handle: Any, offset: int, data: bytes) -> None: ...
 
-    def finish_file(self, handle: Any) -> None:
-        """Make the fully written file visible under its name, with its metadata."""
+    def finish_file(self, handle: Any) -> bool | None:
+        """Make the fully written file visible under its name, with its metadata: True, or
+        None or False if it did not get its name."""
 
     def discard_file(self, handle: Any) -> None:
         """Drop a file whose content could not be restored; nothing partial stays visible."""
 
-    def link(self, path: tuple[bytes, ...], existing: tuple[bytes, ...]) -> None:
-        """Make `path` a hard link to the already restored `existing`."""
+    def link(self, path: tuple[bytes, ...], existing: tuple[bytes, ...]) -> bool | None:
+        """Make `path` a hard link to the already restored `existing`: True, None or False."""
 
     def finish_dir(self, path: tuple[bytes, ...], meta: Metadata) -> None:
         """Apply a directory's metadata, once everything inside it is written."""

@@ -170,17 +170,18 @@ class FilesWriter:
                 self.report.warning(self.destination, "owners not restored: the filesystem "
                                                       "does not keep them")
 
-    def _place(self, fd: int, temp: bytes, path: Path) -> None:
-        """Give the finished temp item its name, under the collision policy."""
+    def _place(self, fd: int, temp: bytes, path: Path) -> bool | None:
+        """Give the finished temp item its name, under the collision policy (whether it got
+        it, as SourceWriter says)."""
         try:
-            self._link_into_place(fd, temp, path)
+            return self._link_into_place(fd, temp, path)
         finally:
             try:
                 os.unlink(temp, dir_fd=fd)
             except FileNotFoundError:
                 pass  # renamed into place
 
-    def _link_into_place(self, fd: int, temp: bytes, path: Path) -> None:
+    def _link_into_place(self, fd: int, temp: bytes, path: Path) -> bool | None:
         """Link first, look only when the name is taken: a restore into an empty destination
         costs no lookup per item."""
         name = path[-1]
@@ -193,16 +194,18 @@ class FilesWriter:
                     existing = self._lstat(fd, name)
                     if existing is None:
                         continue  # gone since: try again
-                    if self.collisions == "replace" and stat.S_ISDIR(existing.st_mode):
+                    if self.collisions == "skip":
+                        return None
+                    if stat.S_ISDIR(existing.st_mode):
                         self._say(path, "not replaced: a directory is in the way")
-                    elif self.collisions == "replace":
-                        os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-                    return
+                        return False
+                    os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    return True
                 target = self._free_name(fd, name)  # taken (perhaps since we looked): again
                 continue
             if target != name:
                 self._renamed[path] = target
-            return
+            return True
 
     def _link_new(self, fd: int, temp: bytes, target: bytes) -> None:
         """A hard link `target` to `temp`, FileExistsError if the name is taken, however
@@ -222,7 +225,7 @@ class FilesWriter:
 
     # --- the SourceWriter interface -----------------------------------------------------
 
-    def make_dir(self, path: Path, meta: Metadata) -> bool:
+    def make_dir(self, path: Path, meta: Metadata) -> bool | None:
         fd = self._checked_parent(path)
         if fd is None:
             return False
@@ -234,7 +237,7 @@ class FilesWriter:
                 return True
             if existing is not None:
                 if self.collisions == "skip":
-                    return False
+                    return None
                 if self.collisions == "copy":
                     self._renamed[path] = self._free_name(fd, path[-1])
                 else:
@@ -256,30 +259,31 @@ class FilesWriter:
             self._say(path, f"cannot set metadata: {e.strerror}")
         self._forget(("dir", path))
 
-    def _create_and_place(self, path: Path, what: str, create) -> None:
+    def _create_and_place(self, path: Path, what: str, create) -> bool | None:
         """`create(dir_fd, temp_name)` makes the item under a temp name; then it is placed."""
         fd = self._checked_parent(path)
         if fd is None:
-            return
+            return False
         temp = self._temp_name()
         try:
             create(fd, temp)
-            self._place(fd, temp, path)
+            return self._place(fd, temp, path)
         except OSError as e:
             self._say(path, f"cannot create {what}: {e.strerror}")
+            return False
 
-    def make_symlink(self, path: Path, meta: Metadata) -> None:
+    def make_symlink(self, path: Path, meta: Metadata) -> bool | None:
         def create(fd: int, temp: bytes) -> None:
             os.symlink(meta.target, temp, dir_fd=fd)
             self._apply(meta, at=(fd, temp))
 
-        self._create_and_place(path, "symlink", create)
+        return self._create_and_place(path, "symlink", create)
 
-    def start_file(self, path: Path, meta: Metadata) -> PendingFile | None:
+    def start_file(self, path: Path, meta: Metadata) -> PendingFile | bool | None:
         """Check the name and the collision policy; the temp file is created on first use."""
         fd = self._checked_parent(path)
         if fd is None:
-            return None
+            return False
         if (self.collisions == "skip" and path[:-1] not in self._made
                 and self._lstat(fd, path[-1]) is not None):
             return None
@@ -309,14 +313,15 @@ class FilesWriter:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
 
-    def finish_file(self, pending: PendingFile) -> None:
+    def finish_file(self, pending: PendingFile) -> bool | None:
         try:
             self._apply(pending.meta, fd=self._file_fd(pending))
             self._forget(("file", pending.temp))
-            self._place(self._dir_fd(pending.path[:-1]), pending.temp, pending.path)
+            return self._place(self._dir_fd(pending.path[:-1]), pending.temp, pending.path)
         except OSError as e:
             self._say(pending.path, f"cannot finish file: {e.strerror}")
             self.discard_file(pending)
+            return False
 
     def discard_file(self, pending: PendingFile) -> None:
         self._forget(("file", pending.temp))
@@ -327,8 +332,8 @@ class FilesWriter:
         except FileNotFoundError:
             pass
 
-    def link(self, path: Path, existing: Path) -> None:
-        self._create_and_place(path, "hard link", lambda fd, temp: os.link(
+    def link(self, path: Path, existing: Path) -> bool | None:
+        return self._create_and_place(path, "hard link", lambda fd, temp: os.link(
             self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]), dst_dir_fd=fd,
             follow_symlinks=False))
 
