@@ -273,12 +273,28 @@ def test_the_restore_summary_counts_what_was_restored_skipped_and_failed(
         f"0 hard links; {skipped} skipped (--collisions {collisions}), {failed} failed.\n"), result
 
 
-def test_a_glob_that_matches_nothing(connected, corso, tmp_path):
-    (tmp_path / "t").mkdir()
+@pytest.mark.parametrize("globs", [["nothing/*"], ["t/sub", "t/typo"]],
+                         ids=["alone", "beside-one-that-matches"])
+@pytest.mark.parametrize("command", ["restore", "details"])
+def test_a_glob_that_matches_nothing_is_named(connected, corso, tmp_path, command, globs):
+    (tmp_path / "t" / "sub").mkdir(parents=True)
+    (tmp_path / "t" / "sub" / "f").write_bytes(b"x")
     backup_id = create(corso, "--path", str(tmp_path / "t"))
-    one_error_line(corso("restore", "files", "--backup", backup_id, "--destination",
-                         str(tmp_path / "out"), "--path", "nothing/*"), 2, "matches nothing/*")
-    assert not (tmp_path / "out").exists()
+    argv = (["restore", "files", "--destination", str(tmp_path / "out")]
+            if command == "restore" else ["backup", "details", "files"])
+    result = corso(*argv, "--backup", backup_id, *[a for g in globs for a in ("--path", g)])
+    one_error_line(result, 2, f"nothing in backup {backup_id} matches {globs[-1]}")
+    assert result.out == "" and not (tmp_path / "out").exists()
+
+
+def test_a_glob_below_another_glob_counts_as_matching(connected, corso, tmp_path):
+    (tmp_path / "t" / "sub").mkdir(parents=True)
+    (tmp_path / "t" / "sub" / "f").write_bytes(b"x")
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    result = corso("restore", "files", "--backup", backup_id, "--destination",
+                   str(tmp_path / "out"), "--path", "t", "--path", "t/sub/f")
+    assert result.code == 0, result
+    assert (tmp_path / "out" / "t" / "sub" / "f").read_bytes() == b"x"
 
 
 def test_a_malformed_tag(connected, corso, tmp_path):

@@ -11,7 +11,7 @@ from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.cli.sources import SourceGroup
 from corso_core.engine.backup import BackupOptions, run_backup
-from corso_core.engine.browse import TreeLoader, matches, path_text, walk_entries
+from corso_core.engine.browse import Globs, TreeLoader, path_text, walk_entries
 from corso_core.engine.progress import Problems
 from corso_core.errors import Corrupted, CorsoError, Incomplete, UsageError
 from corso_core.repo.manifests import (
@@ -125,8 +125,9 @@ def _details(source: Source):
         trees = TreeLoader(store)
         try:
             rows = []
+            selection = Globs(path)
             for entry_path, entry in walk_entries(trees, bytes.fromhex(manifest["root"])):
-                if not matches(entry_path, list(path)):
+                if not selection.match(entry_path):
                     continue
                 meta = entry.meta
                 rows.append({
@@ -142,6 +143,9 @@ def _details(source: Source):
         finally:
             trees.close()
             store.close()
+        if selection.unmatched():
+            raise UsageError(f"nothing in backup {backup} matches "
+                             f"{', '.join(selection.unmatched())}")
         output.emit(rows, "\n".join(
             f"{r['mode']} {r['size']:>12} {r['mtime'][:19]} {path_text_line(r)}" for r in rows))
 

@@ -18,9 +18,30 @@ def path_text(path: Path) -> str:
     return "/".join(os.fsdecode(name) for name in path)
 
 
-def matches(path: Path, globs: list[str]) -> bool:
-    """Whether a path is selected by --path globs (no globs select everything)."""
-    return not globs or any(fnmatch.fnmatchcase(path_text(path), g) for g in globs)
+class Globs:
+    """--path globs, and which of them matched something: a glob that matches nothing is most
+    likely a typo, which a restore or a listing must not pass over in silence."""
+
+    def __init__(self, globs) -> None:
+        self.globs = list(globs)
+        self.matched: set[str] = set()
+
+    def match(self, path: Path, *, only_unmatched: bool = False) -> bool:
+        """Whether a glob matches `path` (any path, without globs), noting which did;
+        `only_unmatched`: try only those that have matched nothing yet."""
+        if not self.globs:
+            return True
+        candidates = ([g for g in self.globs if g not in self.matched] if only_unmatched
+                      else self.globs)
+        if not candidates:
+            return False
+        text = path_text(path)
+        hits = {g for g in candidates if fnmatch.fnmatchcase(text, g)}
+        self.matched |= hits
+        return bool(hits)
+
+    def unmatched(self) -> list[str]:
+        return [g for g in self.globs if g not in self.matched]
 
 
 class TreeLoader:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from corso_core.engine.browse import TreeLoader, matches
+from corso_core.engine.browse import Globs, TreeLoader
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry
 from corso_core.errors import Corrupted, UsageError
@@ -66,18 +66,21 @@ class _Plan:
     ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks: pre-order
     links: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
     total_bytes: int = 0
+    unmatched: list[str] = field(default_factory=list)  # globs that selected nothing
 
 
 def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
     """What to restore: everything, or the entries matching a glob and all that is below them."""
     plan = _Plan()
+    selection = Globs(globs)
     first_link: set[tuple[int, int]] = set()
 
     def visit(tree_id: bytes, parent: Path, chosen: bool) -> bool:
         found = False
         for entry in trees.entries(tree_id):
             path = parent + (entry.name,)
-            here = chosen or matches(path, globs)
+            # Below a chosen entry, globs are tried only until each has matched once.
+            here = selection.match(path, only_unmatched=chosen) or chosen
             if entry.meta.kind == DIR:
                 at = len(plan.ops)
                 plan.ops.append((path, entry))
@@ -101,6 +104,7 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
         return found
 
     visit(root, (), False)
+    plan.unmatched = selection.unmatched()
     plan.dirs.sort(key=lambda item: len(item[0]), reverse=True)  # deepest first, for finishing
     return plan
 
@@ -271,8 +275,9 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                 plan = plan_restore(trees, bytes.fromhex(manifest["root"]), globs)
             finally:
                 trees.close()
-            if globs and not plan.ops and not plan.links:
-                raise UsageError(f"nothing in backup {backup_id} matches {', '.join(globs)}")
+            if plan.unmatched:  # before anything is written
+                raise UsageError(f"nothing in backup {backup_id} matches "
+                                 f"{', '.join(plan.unmatched)}")
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
             progress.start(plan.total_bytes)
