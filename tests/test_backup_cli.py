@@ -297,9 +297,19 @@ def test_a_glob_below_another_glob_counts_as_matching(connected, corso, tmp_path
     assert (tmp_path / "out" / "t" / "sub" / "f").read_bytes() == b"x"
 
 
-def test_a_malformed_tag(connected, corso, tmp_path):
-    one_error_line(corso("backup", "create", "files", "--path", str(tmp_path), "--tag", "novalue"),
-                   2, "KEY=VALUE")
+@pytest.mark.parametrize("tags, message", [
+    (["novalue"], "KEY=VALUE"),
+    (["=v"], "KEY=VALUE"),
+    ([" k=v"], "holds a space or a control character"),
+    (["k\t=v"], "holds a space or a control character"),
+    (["k=line\nbreak"], "the value holds a control character"),
+    (["k=1", "k=2"], "tag k is given twice"),
+], ids=["no-equals", "no-key", "space-in-key", "tab-in-key", "newline-in-value", "twice"])
+def test_a_malformed_tag(connected, corso, tmp_path, tags, message):
+    before = files_and_mtimes(connected)
+    one_error_line(corso("backup", "create", "files", "--path", str(tmp_path),
+                         *[a for t in tags for a in ("--tag", t)]), 2, message)
+    assert files_and_mtimes(connected) == before
 
 
 @pytest.mark.parametrize("command", [["backup", "create", "files", "--path", "."],

@@ -30,11 +30,19 @@ def backup() -> None:
 
 
 def _tags(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
-    tags = {}
+    """KEY=VALUE labels: a key of printable characters without spaces, a printable value, each
+    key once (a second value would silently replace the first)."""
+    tags: dict[str, str] = {}
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        if not key.isprintable() or any(c.isspace() for c in key):
+            raise click.BadParameter(f"tag key {key!r} holds a space or a control character")
+        if not val.isprintable():
+            raise click.BadParameter(f"tag {key}: the value holds a control character")
+        if key in tags:
+            raise click.BadParameter(f"tag {key} is given twice")
         tags[key] = val
     return tags
 
