@@ -5,6 +5,7 @@ two paths with one base name."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import os
 import shutil
@@ -25,6 +26,7 @@ from corso_core.repo.index import decode_index, encode_index
 from corso_core.repo.repository import init_repository
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent, FilesReader
+from corso_core.sources.files.writer import FilesWriter
 
 
 def backup(repository, *paths, **options):
@@ -63,6 +65,16 @@ def test_tricky_tree_restores_byte_and_metadata_identical(repository, tricky_tre
     assert snapshot(restored) == snapshot(tricky_tree)
     assert os.stat(restored).st_mode == os.stat(tricky_tree).st_mode
     assert stats.hard_links == 1
+
+
+def test_restoring_again_under_skip_skips_hard_links_too(repository, tricky_tree, tmp_path):
+    result = backup(repository, tricky_tree)
+    first, _ = restore(repository, result.backup_id, tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    again, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and again.hard_links == again.files == 0
+    assert again.skipped == first.files + first.hard_links + first.symlinks
+    assert snapshot(tmp_path / "out") == before
 
 
 def test_tricky_tree_round_trip_on_seaweedfs(seaweedfs, s3_prefix, small_chunks, tricky_tree,
@@ -271,6 +283,34 @@ def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from
     assert len(restored) == 2 and os.path.basename(bad) not in restored
     for name in restored:
         assert (tmp_path / "out" / "t" / name).read_bytes() == (tree / name).read_bytes()
+
+
+def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
+        repository, tmp_path, monkeypatch):
+    """After a corrupted chunk, unfinished files are fetched again one by one: a file whose
+    write then fails (a full disk) is reported and dropped, and the others still come back."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for name in ("a", "b", "c"):
+        (tree / name).write_bytes(os.urandom(1000))
+    result = backup(repository, tree)
+    [pack] = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
+    damaged = bytearray(pack.read_bytes())
+    damaged[40] ^= 0xFF  # inside the first chunk of the only data pack
+    pack.write_bytes(bytes(damaged))
+    write = FilesWriter.write
+
+    def disk_full_for_c(self, pending, offset, data):
+        if pending.path[-1] == b"c":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, pending, offset, data)
+
+    monkeypatch.setattr(FilesWriter, "write", disk_full_for_c)
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    bad_a, bad_c = sorted(problems.errors)
+    assert bad_a.startswith("t/a: not restored: ") and "corrupted" in bad_a
+    assert bad_c == "t/c: not restored: No space left on device"
+    assert os.listdir(tmp_path / "out" / "t") == ["b"] and stats.files == 1
 
 
 class _GrowsWhileRead:

@@ -120,6 +120,7 @@ class _Restore:
         self.files: list[_File] = []
         self.uses: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
         self.restored_links: dict[tuple[int, int], Path] = {}
+        self.skipped_links: set[tuple[int, int]] = set()  # first files "skip" left alone
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
 
     def create(self, plan: _Plan) -> None:
@@ -144,7 +145,8 @@ class _Restore:
     def _start(self, path: Path, entry: Entry) -> None:
         handle = self.writer.start_file(path, entry.meta)
         if handle is None or handle is False:
-            self.stats.skipped += handle is None  # False: failed, the writer reported why
+            if handle is None:  # False: failed, the writer reported why
+                self._skipped(entry.meta)
             return
         file = _File(path, entry, handle, missing=len(entry.chunks))
         self.files.append(file)
@@ -160,13 +162,21 @@ class _Restore:
         meta = file.entry.meta
         with self.lock:
             file.done = True
-            self.stats.skipped += placed is None  # the name was taken meanwhile ("skip")
             if placed is True:
                 self.stats.files += 1
                 self.stats.bytes_written += meta.size
                 if meta.nlink > 1:
                     self.restored_links[(meta.dev, meta.inode)] = file.path
+            elif placed is None:  # the name was taken meanwhile ("skip")
+                self._skipped(meta)
         self.progress.advance(files=1)
+
+    def _skipped(self, meta) -> None:
+        """The collision policy left a file alone: so are its other hard links (they would
+        be links to a file this restore did not write)."""
+        self.stats.skipped += 1
+        if meta.nlink > 1:
+            self.skipped_links.add((meta.dev, meta.inode))
 
     def _write(self, file: _File, offset: int, data: bytes) -> None:
         """Write one chunk; the thread writing a file's last chunk finishes it."""
@@ -220,15 +230,19 @@ class _Restore:
                                         f"the tree says {size}")
                     self.writer.write(file.handle, offset, data)
                     offset += size
-            except Corrupted as e:
+            except (Corrupted, OSError) as e:
                 self.writer.discard_file(file.handle)
-                self.problems.error(os.path.join(*file.path), f"not restored: {e}")
+                why = e.strerror if isinstance(e, OSError) else e
+                self.problems.error(os.path.join(*file.path), f"not restored: {why}")
                 continue
             self._finish(file)
 
     def link(self, plan: _Plan) -> None:
         for path, key in plan.links:
             existing = self.restored_links.get(key)
+            if existing is None and key in self.skipped_links:
+                self.stats.skipped += 1
+                continue
             if existing is None:
                 self.problems.error(os.path.join(*path),
                                     "not restored: the file it is a hard link of was not")

@@ -259,11 +259,20 @@ class FilesWriter:
             self._say(path, f"cannot set metadata: {e.strerror}")
         self._forget(("dir", path))
 
+    def _left_alone(self, fd: int, path: Path) -> bool:
+        """Whether "skip" keeps a name already there, looked up before any temp is made (a
+        temp made and removed would still change the directory's mtime). In a directory this
+        restore made, nothing is there to look up."""
+        return (self.collisions == "skip" and path[:-1] not in self._made
+                and self._lstat(fd, path[-1]) is not None)
+
     def _create_and_place(self, path: Path, what: str, create) -> bool | None:
         """`create(dir_fd, temp_name)` makes the item under a temp name; then it is placed."""
         fd = self._checked_parent(path)
         if fd is None:
             return False
+        if self._left_alone(fd, path):
+            return None
         temp = self._temp_name()
         try:
             create(fd, temp)
@@ -284,8 +293,7 @@ class FilesWriter:
         fd = self._checked_parent(path)
         if fd is None:
             return False
-        if (self.collisions == "skip" and path[:-1] not in self._made
-                and self._lstat(fd, path[-1]) is not None):
+        if self._left_alone(fd, path):
             return None
         return PendingFile(path=path, meta=meta, temp=self._temp_name())
 
