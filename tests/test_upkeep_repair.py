@@ -62,7 +62,8 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     backup_id = create(corso, "--path", str(make_tree(tmp_path / "tree", 9)))
     [index] = [p for p in (connected / "index").iterdir()]
     index.unlink()
-    one_error_line(corso("repo", "verify"), 1, "1 backup(s)")
+    one_error_line(corso("repo", "verify"), 1, "1 backup(s)",
+                   "run corso repo repair to rebuild the index from the packs")
     result = corso("repo", "repair", "--json")
     assert result.code == 0, result
     assert json.loads(result.out)["packs_indexed"] == 2

@@ -36,7 +36,8 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
              f"{report.packs_read} packs read ({human_bytes(report.bytes_read)})."]
     if report.unindexed_packs:
         lines.append(f"{report.unindexed_packs} packs are not indexed (left by interrupted "
-                     "backups; maintenance removes them).")
+                     "backups, or listed in a lost index blob: repo repair indexes them again; "
+                     "maintenance removes those no backup uses).")
     lines += [f"damaged: {p['blob']}: {p['problem']}" for p in report.problems]
     for backup_id, lost in sorted(report.damaged_backups.items()):
         lines.append(f"backup {backup_id} cannot be fully restored:")
@@ -45,8 +46,26 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
     output.emit(report.as_dict(), "\n".join(lines).rstrip())
     if not report.clean:
         raise Corrupted(f"verify found {len(report.problems)} damaged blob(s) affecting "
-                        f"{len(report.damaged_backups)} backup(s); see above, and run corso "
-                        "repo repair for lost index blobs")
+                        f"{len(report.damaged_backups)} backup(s); see above; "
+                        + "; ".join(_what_to_do(report)))
+
+
+def _what_to_do(report) -> list[str]:
+    """The way out for each kind of damage verify found (a blob's kind is its key's first
+    part): repair rebuilds indexes, a damaged manifest can only be deleted, and damaged data
+    is gone from this repository."""
+    damaged = {p["blob"].split("/")[0]: p["blob"] for p in report.problems}
+    manifests = [p["blob"].split("/")[1] for p in report.problems
+                 if p["blob"].startswith("backups/")]
+    advice = []
+    if "index" in damaged or (report.unindexed_packs and report.damaged_backups):
+        advice.append("run corso repo repair to rebuild the index from the packs")
+    if manifests:
+        advice.append(f"delete the backups with a damaged manifest: {delete_command(manifests)}")
+    if "data" in damaged or "tree" in damaged:
+        advice.append("what is named above as damaged data cannot be restored from this "
+                      "repository")
+    return advice or ["run corso repo repair"]
 
 
 def _percent(ctx, param, value: str) -> float:
