@@ -234,6 +234,70 @@ def test_a_file_written_by_two_threads_at_once_is_created_once(tmp_path, monkeyp
     assert (tmp_path / "f").read_bytes() == b"first-last"
 
 
+# Whoever else can write a directory of the destination (a restore into a shared place) must
+# not be able to make the restore write, chmod or link anything outside it.
+
+
+def _writer_into(destination, collisions="skip"):
+    problems = Problems()
+    return FILES.open_writer({"destination": str(destination)}, collisions, problems), problems
+
+
+def test_temp_files_for_an_existing_directory_are_made_where_nobody_else_can_write(tmp_path):
+    (tmp_path / "dest" / "shared").mkdir(parents=True)
+    writer, problems = _writer_into(tmp_path / "dest")
+    assert writer.make_dir((b"shared",), DIR_META)
+    handle = writer.start_file((b"shared", b"f"), FILE_META)
+    writer.write(handle, 0, b"fre")  # half of it: the temp exists, unfinished
+    assert os.listdir(tmp_path / "dest" / "shared") == []  # nothing there to swap
+    [staging] = [n for n in os.listdir(tmp_path / "dest") if n != "shared"]
+    assert os.stat(tmp_path / "dest" / staging).st_mode & 0o777 == 0o700
+    writer.write(handle, 3, b"sh")
+    assert writer.finish_file(handle) is True
+    writer.close()
+    assert os.listdir(tmp_path / "dest") == ["shared"] and problems.errors == []
+    assert (tmp_path / "dest" / "shared" / "f").read_bytes() == b"fresh"
+
+
+def test_a_directory_swapped_during_the_restore_is_refused(tmp_path):
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    writer, problems = _writer_into(destination)
+    assert writer.make_dir((b"d",), DIR_META)
+    first = writer.start_file((b"d", b"one"), FILE_META)
+    writer.write(first, 0, b"fresh")
+    writer.finish_file(first)
+    # Another user renames the restore's directory away and puts their own in its place; the
+    # restore opens it again by name (its descriptor cache let it go).
+    os.rename(destination / "d", destination / "theirs-was-ours")
+    (destination / "d").mkdir(mode=0o777)
+    writer._forget(("dir", (b"d",)))
+    second = writer.start_file((b"d", b"two"), FILE_META)
+    assert second is False and "Replaced during the restore" in problems.errors[0]
+    writer.close()
+    assert os.listdir(destination / "d") == []
+
+
+def test_a_hard_link_source_swapped_during_the_restore_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"victim")
+    (tmp_path / "dest" / "shared").mkdir(parents=True)
+    writer, problems = _writer_into(tmp_path / "dest")
+    writer.make_dir((b"shared",), DIR_META)
+    linked = FILE_META._replace(nlink=2, inode=7)
+    handle = writer.start_file((b"shared", b"a"), linked)
+    writer.write(handle, 0, b"fresh")
+    assert writer.finish_file(handle) is True
+    os.unlink(tmp_path / "dest" / "shared" / "a")
+    os.link(outside / "victim", tmp_path / "dest" / "shared" / "a")
+    assert writer.link((b"shared", b"b"), (b"shared", b"a")) is False
+    writer.close()
+    assert "was replaced during the restore" in problems.errors[0]
+    assert not (tmp_path / "dest" / "shared" / "b").exists()
+    assert os.stat(outside / "victim").st_nlink == 2  # its own name, and "a": no more
+
+
 def test_a_destination_that_is_a_file_is_bad_input(tmp_path):
     (tmp_path / "file").write_bytes(b"keep")
     with pytest.raises(UsageError, match="not a directory"):

@@ -15,6 +15,13 @@ Collision policies, for a name already present in the destination:
 Files may be written from several threads, a file by two at once at different offsets (the
 first to get there creates it): every thread keeps its own cache of open descriptors, so no
 thread ever closes a descriptor another uses.
+
+Whoever else can write a directory of the destination (a restore into a shared place) could
+swap what the restore opens by name there. So temp items are made only where nobody else can
+write: in place in a directory this restore made (0700 until it is finished), and for an
+existing directory in the restore's own staging directory (0700, opened once, removed at the
+end), then linked into place; a directory is the same one each time it is opened again, and
+the file a hard link is made to is the one restored.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ class FilesWriter:
         self._temp_prefix = _TEMP_PREFIX + secrets.token_hex(8).encode() + b"-"
         self._temp_numbers = itertools.count()
         self._warned_owner = False
+        self._dir_ids: dict[Path, tuple[int, int]] = {}  # (st_dev, st_ino) of each directory
+        self._file_ids: dict[Path, tuple[int, int]] = {}  # hard-link sources in existing dirs
+        self._staging: int | None = None
+        self._staging_lock = threading.Lock()
 
     # --- descriptors --------------------------------------------------------------------
 
@@ -106,10 +117,44 @@ class FilesWriter:
         """Descriptor of a restored directory, reached without following any symlink."""
         if not path:
             return self.root_fd
-        return self._cached(
-            ("dir", path),
-            lambda: os.open(self._actual(path), _DIR_FLAGS, dir_fd=self._dir_fd(path[:-1])),
-        )
+        return self._cached(("dir", path), lambda: self._open_dir(path))
+
+    def _open_dir(self, path: Path) -> int:
+        """Open a directory by name, and check it is the one it was: a directory swapped in
+        by whoever else can write its parent is refused (as is, first, one in place of a
+        directory this restore made that is not as it made it)."""
+        fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=self._dir_fd(path[:-1]))
+        try:
+            st = os.fstat(fd)
+            if path in self._made and path not in self._dir_ids and (
+                    st.st_uid != os.geteuid() or st.st_mode & 0o077):
+                raise OSError(errno.EPERM, "Replaced during the restore")
+            if self._dir_ids.setdefault(path, (st.st_dev, st.st_ino)) != (st.st_dev, st.st_ino):
+                raise OSError(errno.ESTALE, "Replaced during the restore")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _temp_fd(self, parent: Path) -> int:
+        """Where the temp items of a directory are made: in it if this restore made it,
+        else in the staging directory."""
+        return self._dir_fd(parent) if parent in self._made else self._staging_fd()
+
+    def _staging_fd(self) -> int:
+        """The restore's staging directory in the destination, made on first use; its
+        descriptor is shared by every thread and closed only at the end."""
+        with self._staging_lock:
+            if self._staging is None:
+                name = self._temp_prefix + b"staging"
+                os.mkdir(name, 0o700, dir_fd=self.root_fd)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=self.root_fd)
+                st = os.fstat(fd)
+                if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                    os.close(fd)
+                    raise OSError(errno.EPERM, "Staging directory replaced during the restore")
+                self._staging = fd
+            return self._staging
 
     def _say(self, path: Path, message: str, error: bool = True) -> None:
         shown = os.path.join(self.destination, *path)
@@ -170,25 +215,25 @@ class FilesWriter:
                 self.report.warning(self.destination, "owners not restored: the filesystem "
                                                       "does not keep them")
 
-    def _place(self, fd: int, temp: bytes, path: Path) -> bool | None:
-        """Give the finished temp item its name, under the collision policy (whether it got
-        it, as SourceWriter says)."""
+    def _place(self, temp_fd: int, temp: bytes, fd: int, path: Path) -> bool | None:
+        """Give the finished temp item (in `temp_fd`) its name in the directory `fd`, under
+        the collision policy (whether it got it, as SourceWriter says)."""
         try:
-            return self._link_into_place(fd, temp, path)
+            return self._link_into_place(temp_fd, temp, fd, path)
         finally:
             try:
-                os.unlink(temp, dir_fd=fd)
+                os.unlink(temp, dir_fd=temp_fd)
             except FileNotFoundError:
                 pass  # renamed into place
 
-    def _link_into_place(self, fd: int, temp: bytes, path: Path) -> bool | None:
+    def _link_into_place(self, temp_fd: int, temp: bytes, fd: int, path: Path) -> bool | None:
         """Link first, look only when the name is taken: a restore into an empty destination
         costs no lookup per item."""
         name = path[-1]
         target = name
         while True:
             try:
-                self._link_new(fd, temp, target)
+                self._link_new(temp_fd, temp, fd, target)
             except FileExistsError:
                 if target == name and self.collisions != "copy":
                     existing = self._lstat(fd, name)
@@ -199,7 +244,7 @@ class FilesWriter:
                     if stat.S_ISDIR(existing.st_mode):
                         self._say(path, "not replaced: a directory is in the way")
                         return False
-                    os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    os.rename(temp, name, src_dir_fd=temp_fd, dst_dir_fd=fd)
                     return True
                 target = self._free_name(fd, name)  # taken (perhaps since we looked): again
                 continue
@@ -207,18 +252,18 @@ class FilesWriter:
                 self._renamed[path] = target
             return True
 
-    def _link_new(self, fd: int, temp: bytes, target: bytes) -> None:
+    def _link_new(self, temp_fd: int, temp: bytes, fd: int, target: bytes) -> None:
         """A hard link `target` to `temp`, FileExistsError if the name is taken, however
         recently. Without hard links (FAT, some FUSE): a rename after a look, which would
         replace a name that appeared in the instant since."""
         try:
-            os.link(temp, target, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.link(temp, target, src_dir_fd=temp_fd, dst_dir_fd=fd, follow_symlinks=False)
         except OSError as e:
             if e.errno not in _NOT_SUPPORTED:
                 raise
             if self._lstat(fd, target) is not None:
                 raise FileExistsError(errno.EEXIST, "File exists", target) from None
-            os.rename(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
+            os.rename(temp, target, src_dir_fd=temp_fd, dst_dir_fd=fd)
 
     def _temp_name(self) -> bytes:
         return self._temp_prefix + b"%d" % next(self._temp_numbers)
@@ -267,7 +312,8 @@ class FilesWriter:
                 and self._lstat(fd, path[-1]) is not None)
 
     def _create_and_place(self, path: Path, what: str, create) -> bool | None:
-        """`create(dir_fd, temp_name)` makes the item under a temp name; then it is placed."""
+        """`create(temp_dir_fd, temp_name)` makes the item under a temp name; then it is
+        placed."""
         fd = self._checked_parent(path)
         if fd is None:
             return False
@@ -275,8 +321,9 @@ class FilesWriter:
             return None
         temp = self._temp_name()
         try:
-            create(fd, temp)
-            return self._place(fd, temp, path)
+            temp_fd = self._temp_fd(path[:-1])
+            create(temp_fd, temp)
+            return self._place(temp_fd, temp, fd, path)
         except OSError as e:
             self._say(path, f"cannot create {what}: {e.strerror}")
             return False
@@ -304,7 +351,7 @@ class FilesWriter:
     def _open_temp(self, pending: PendingFile) -> int:
         """A new descriptor of the file's temp; the first thread to ask creates it."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        dir_fd = self._dir_fd(pending.path[:-1])
+        dir_fd = self._temp_fd(pending.path[:-1])
         if not pending.created:
             with pending.creating:
                 if not pending.created:
@@ -322,10 +369,16 @@ class FilesWriter:
             view, offset = view[written:], offset + written
 
     def finish_file(self, pending: PendingFile) -> bool | None:
+        parent = pending.path[:-1]
         try:
-            self._apply(pending.meta, fd=self._file_fd(pending))
+            fd = self._file_fd(pending)
+            self._apply(pending.meta, fd=fd)
+            if pending.meta.nlink > 1 and parent not in self._made:
+                st = os.fstat(fd)  # what link() checks its source against
+                self._file_ids[pending.path] = (st.st_dev, st.st_ino)
             self._forget(("file", pending.temp))
-            return self._place(self._dir_fd(pending.path[:-1]), pending.temp, pending.path)
+            return self._place(self._temp_fd(parent), pending.temp, self._dir_fd(parent),
+                               pending.path)
         except OSError as e:
             self._say(pending.path, f"cannot finish file: {e.strerror}")
             self.discard_file(pending)
@@ -336,18 +389,33 @@ class FilesWriter:
         if not pending.created:
             return
         try:
-            os.unlink(pending.temp, dir_fd=self._dir_fd(pending.path[:-1]))
+            os.unlink(pending.temp, dir_fd=self._temp_fd(pending.path[:-1]))
         except FileNotFoundError:
             pass
 
     def link(self, path: Path, existing: Path) -> bool | None:
-        return self._create_and_place(path, "hard link", lambda fd, temp: os.link(
-            self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]), dst_dir_fd=fd,
-            follow_symlinks=False))
+        def create(temp_fd: int, temp: bytes) -> None:
+            os.link(self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]),
+                    dst_dir_fd=temp_fd, follow_symlinks=False)
+            expected = self._file_ids.get(existing)  # known where others could swap it
+            st = os.stat(temp, dir_fd=temp_fd, follow_symlinks=False)
+            if expected is not None and expected != (st.st_dev, st.st_ino):
+                os.unlink(temp, dir_fd=temp_fd)
+                raise OSError(errno.ESTALE, f"{os.fsdecode(existing[-1])} was replaced "
+                                            "during the restore")
+
+        return self._create_and_place(path, "hard link", create)
 
     def close(self) -> None:
         for cache in self._caches:
             for fd in cache.values():
                 os.close(fd)
             cache.clear()
+        if self._staging is not None:
+            os.close(self._staging)
+            try:
+                os.rmdir(self._temp_prefix + b"staging", dir_fd=self.root_fd)
+            except OSError as e:  # a temp left by a failure: say where
+                self.report.warning(self.destination, f"staging directory not removed: "
+                                                      f"{e.strerror}")
         os.close(self.root_fd)
