@@ -340,6 +340,28 @@ def test_tree_chunks_come_from_the_local_cache(tmp_path):
         assert gets(repo.storage) == before
 
 
+def test_an_interrupted_get_many_starts_no_more_ranges(tmp_path, small_packs, monkeypatch):
+    """Ctrl-C reaches the main thread while it waits for the readers: the ranges not yet
+    started are dropped, so a restore stops instead of writing everything first."""
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, chunks(60, size=6000))
+    delivered = []
+
+    def slow_deliver(chunk_id, data):
+        time.sleep(0.01)
+        delivered.append(chunk_id)
+
+    def interrupted_wait(futures, return_when):
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("corso_core.repo.store.wait", interrupted_wait)
+    with ChunkStore(repo, read_only=True) as store, pytest.raises(KeyboardInterrupt):
+        store.get_many(ids, slow_deliver)
+    assert 0 < len(delivered) < len(ids) // 2
+
+
 def test_concurrent_puts_store_each_chunk_once(tmp_path, small_packs):
     repo = make_repository(tmp_path)
     datas = chunks(80)

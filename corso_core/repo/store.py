@@ -511,9 +511,11 @@ class ChunkStore:
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
             futures = [pool.submit(self._deliver_range, piece, deliver, stop)
                        for piece in ranges]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # done, failed, or interrupted (Ctrl-C): no range starts after this
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()
