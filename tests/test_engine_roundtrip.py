@@ -20,13 +20,17 @@ from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.restore import run_restore
+from corso_core.engine.tree import Entry, encode_tree
 from corso_core.errors import UsageError
 from corso_core.repo import names
 from corso_core.repo.index import decode_index, encode_index
+from corso_core.repo.manifests import save_manifest
 from corso_core.repo.repository import init_repository
+from corso_core.repo.store import ChunkStore
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent, FilesReader
 from corso_core.sources.files.writer import FilesWriter
+from corso_core.sources.source import DIR, FILE, Metadata
 
 
 def backup(repository, *paths, **options):
@@ -313,6 +317,42 @@ def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
     assert os.listdir(tmp_path / "out" / "t") == ["b"] and stats.files == 1
 
 
+def _backup_with_trees(repository, files: list[Entry]) -> str:
+    """A backup of one directory holding `files`, written as its trees say, however wrong
+    (what someone holding the key could write)."""
+    with ChunkStore(repository) as store:
+        subtree = encode_tree(files)
+        subtree_id = store.chunk_id(subtree)
+        store.put(subtree_id, subtree, "tree")
+        root = encode_tree([Entry(b"t", Metadata(DIR, mode=0o755), subtree=subtree_id)])
+        root_id = store.chunk_id(root)
+        store.put(root_id, root, "tree")
+    return save_manifest(repository, {
+        "time": "2026-01-01T00:00:00+00:00", "host": "h", "user": "u", "source": "files",
+        "paths": ["/t"], "tags": {}, "root": root_id.hex(), "parent": None,
+        "incomplete": False, "stats": {}})
+
+
+def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository, tmp_path):
+    with ChunkStore(repository) as store:
+        ids = {}
+        for data in (b"A" * 100, b"B" * 50, b"C" * 20):
+            ids[data[:1]] = store.chunk_id(data)
+            store.put(ids[data[:1]], data)
+    meta = Metadata(FILE, mode=0o644, mtime_ns=10**18)
+    backup_id = _backup_with_trees(repository, [
+        Entry(b"chunk-too-long", meta._replace(size=5), [(ids[b"A"], 5)]),
+        Entry(b"size-disagrees", meta._replace(size=999), [(ids[b"B"], 50)]),
+        Entry(b"sound", meta._replace(size=20), [(ids[b"C"], 20)]),
+    ])
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
+    assert sorted(problems.errors) == [
+        f"t/chunk-too-long: not restored: chunk {ids[b'A'].hex()} has 100 bytes, the tree "
+        "says 5",
+        "t/size-disagrees: not restored: its chunks do not add up to its size (a damaged tree)"]
+    assert os.listdir(tmp_path / "out" / "t") == ["sound"] and stats.files == 1
+
+
 class _GrowsWhileRead:
     """A file object that appends to its file on the first read: a writer racing the backup."""
 
@@ -553,8 +593,6 @@ def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository
 
 
 def test_a_batch_of_small_files_is_stored_in_one_call(repository, tmp_path, monkeypatch):
-    from corso_core.repo.store import ChunkStore
-
     tree = tmp_path / "t"
     tree.mkdir()
     for n in range(10):

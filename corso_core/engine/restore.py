@@ -118,7 +118,8 @@ class _Restore:
         self.progress = progress
         self.stats = RestoreStats()
         self.files: list[_File] = []
-        self.uses: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
+        # chunk ID -> (file, offset, size the tree gives) of each place it goes
+        self.uses: dict[bytes, list[tuple[_File, int, int]]] = defaultdict(list)
         self.restored_links: dict[tuple[int, int], Path] = {}
         self.skipped_links: set[tuple[int, int]] = set()  # first files "skip" left alone
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
@@ -148,11 +149,16 @@ class _Restore:
             if handle is None:  # False: failed, the writer reported why
                 self._skipped(entry.meta)
             return
+        if sum(size for _, size in entry.chunks) != entry.meta.size:
+            self.problems.error(os.path.join(*path), "not restored: its chunks do not add up "
+                                                     "to its size (a damaged tree)")
+            self.writer.discard_file(handle)
+            return
         file = _File(path, entry, handle, missing=len(entry.chunks))
         self.files.append(file)
         offset = 0
         for chunk_id, size in entry.chunks:
-            self.uses[chunk_id].append((file, offset))
+            self.uses[chunk_id].append((file, offset, size))
             offset += size
         if not entry.chunks:
             self._finish(file)
@@ -185,12 +191,7 @@ class _Restore:
         try:
             self.writer.write(file.handle, offset, data)
         except OSError as e:
-            with self.lock:
-                if file.done:
-                    return  # the other thread failed on it too, and said so
-                file.done = True
-            self.problems.error(os.path.join(*file.path), f"not restored: {e.strerror}")
-            self.writer.discard_file(file.handle)
+            self._fail(file, e.strerror)
             return
         self.progress.advance(nbytes=len(data))
         with self.lock:
@@ -199,9 +200,22 @@ class _Restore:
         if last:
             self._finish(file)
 
+    def _fail(self, file: _File, why: str) -> None:
+        """Report a file that cannot be restored and drop what was written of it."""
+        with self.lock:
+            if file.done:
+                return  # the other thread failed on it too, and said so
+            file.done = True
+        self.problems.error(os.path.join(*file.path), f"not restored: {why}")
+        self.writer.discard_file(file.handle)
+
     def _deliver(self, chunk_id: bytes, data: bytes) -> None:
-        for file, offset in self.uses.pop(chunk_id):
-            self._write(file, offset, data)
+        for file, offset, size in self.uses.pop(chunk_id):
+            if len(data) == size:
+                self._write(file, offset, data)
+            else:
+                self._fail(file, f"chunk {chunk_id.hex()} has {len(data)} bytes, the tree "
+                                 f"says {size}")
 
     def fetch(self) -> None:
         """Fetch every chunk once and write it wherever it goes.
