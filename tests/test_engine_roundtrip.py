@@ -30,7 +30,7 @@ from corso_core.repo.store import ChunkStore
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent, FilesReader
 from corso_core.sources.files.writer import FilesWriter
-from corso_core.sources.source import DIR, FILE, Metadata
+from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
 
 def backup(repository, *paths, **options):
@@ -350,6 +350,24 @@ def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository,
         f"t/chunk-too-long: not restored: chunk {ids[b'A'].hex()} has 100 bytes, the tree "
         "says 5",
         "t/size-disagrees: not restored: its chunks do not add up to its size (a damaged tree)"]
+    assert os.listdir(tmp_path / "out" / "t") == ["sound"] and stats.files == 1
+
+
+def test_values_no_system_call_takes_fail_their_own_item_only(repository, tmp_path):
+    with ChunkStore(repository) as store:
+        chunk = store.chunk_id(b"content")
+        store.put(chunk, b"content")
+    meta = Metadata(FILE, mode=0o644, size=7, mtime_ns=10**18)
+    backup_id = _backup_with_trees(repository, [
+        Entry(b"huge-mode", meta._replace(mode=2**40), [(chunk, 7)]),
+        Entry(b"huge-mtime", meta._replace(mtime_ns=10**30), [(chunk, 7)]),
+        Entry(b"n" * 300, meta, [(chunk, 7)]),
+        Entry(b"nul-target", Metadata(SYMLINK, mode=0o777, target=b"a\0b")),
+        Entry(b"sound", meta, [(chunk, 7)]),
+    ])
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
+    failed = sorted(os.path.basename(e.split(": ", 1)[0]) for e in problems.errors)
+    assert failed == sorted(["huge-mode", "huge-mtime", "n" * 300, "nul-target"]), problems
     assert os.listdir(tmp_path / "out" / "t") == ["sound"] and stats.files == 1
 
 

@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("corso: interrupted", err=True)
         sys.exit(130)
+    except RecursionError:  # the walks of trees recurse once per directory level
+        click.echo("corso: error: directories nested deeper than corso can follow (about 900 "
+                   "levels)", err=True)
+        sys.exit(1)
     sys.exit(0)
 
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from corso_core.engine.tree import Entry, decode_tree
+from corso_core.engine.tree import Entry, contains_itself, decode_tree
 from corso_core.sources.source import DIR
 
 Path = tuple[bytes, ...]
@@ -68,11 +68,15 @@ class TreeLoader:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def walk_entries(trees: TreeLoader, tree_id: bytes,
-                 parent: Path = ()) -> Iterator[tuple[Path, Entry]]:
-    """Every entry below a tree, directories before their contents, names in byte order."""
+def walk_entries(trees: TreeLoader, tree_id: bytes, parent: Path = (),
+                 within: frozenset[bytes] = frozenset()) -> Iterator[tuple[Path, Entry]]:
+    """Every entry below a tree, directories before their contents, names in byte order;
+    `within`: the trees above it."""
+    within = within | {tree_id}
     for entry in trees.entries(tree_id):
         path = parent + (entry.name,)
         yield path, entry
         if entry.meta.kind == DIR:
-            yield from walk_entries(trees, entry.subtree, path)
+            if entry.subtree in within:
+                raise contains_itself(entry.subtree)
+            yield from walk_entries(trees, entry.subtree, path, within)

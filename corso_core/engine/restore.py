@@ -27,11 +27,11 @@ from typing import Any
 
 from corso_core.engine.browse import Globs, TreeLoader
 from corso_core.engine.progress import Problems, Progress
-from corso_core.engine.tree import Entry
+from corso_core.engine.tree import Entry, contains_itself
 from corso_core.errors import Corrupted, UsageError
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.store import ChunkStore
-from corso_core.sources.source import DIR, FILE, Source, SourceWriter
+from corso_core.sources.source import DIR, FILE, ITEM_ERRORS, Source, SourceWriter, reason
 
 Path = tuple[bytes, ...]
 
@@ -75,13 +75,18 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
     selection = Globs(globs)
     first_link: set[tuple[int, int]] = set()
 
+    above: set[bytes] = set()  # the trees being visited: one met again contains itself
+
     def visit(tree_id: bytes, parent: Path, chosen: bool) -> bool:
         found = False
+        above.add(tree_id)
         for entry in trees.entries(tree_id):
             path = parent + (entry.name,)
             # Below a chosen entry, globs are tried only until each has matched once.
             here = selection.match(path, only_unmatched=chosen) or chosen
             if entry.meta.kind == DIR:
+                if entry.subtree in above:
+                    raise contains_itself(entry.subtree)
                 at = len(plan.ops)
                 plan.ops.append((path, entry))
                 if visit(entry.subtree, path, here) or here:
@@ -101,6 +106,7 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
                 first_link.add(key)
             plan.total_bytes += entry.meta.size
             plan.ops.append((path, entry))
+        above.discard(tree_id)  # the same tree may well be met again beside this one
         return found
 
     visit(root, (), False)
@@ -190,8 +196,8 @@ class _Restore:
             return  # failed earlier
         try:
             self.writer.write(file.handle, offset, data)
-        except OSError as e:
-            self._fail(file, e.strerror)
+        except ITEM_ERRORS as e:
+            self._fail(file, reason(e))
             return
         self.progress.advance(nbytes=len(data))
         with self.lock:
@@ -244,9 +250,9 @@ class _Restore:
                                         f"the tree says {size}")
                     self.writer.write(file.handle, offset, data)
                     offset += size
-            except (Corrupted, OSError) as e:
+            except (Corrupted, *ITEM_ERRORS) as e:
                 self.writer.discard_file(file.handle)
-                why = e.strerror if isinstance(e, OSError) else e
+                why = e if isinstance(e, Corrupted) else reason(e)
                 self.problems.error(os.path.join(*file.path), f"not restored: {why}")
                 continue
             self._finish(file)

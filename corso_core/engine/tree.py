@@ -88,6 +88,12 @@ def _decode_entry(record: dict) -> Entry:
     return Entry(_get_bytes(record, "name"), meta, [], subtree)
 
 
+def contains_itself(tree_id: bytes) -> Corrupted:
+    """The error of a walk that meets a tree inside itself: tree IDs are hashes, so only a
+    tree written to fit one (by someone holding the key) does; followed, it never ends."""
+    return Corrupted(f"tree {tree_id.hex()} contains itself (a damaged backup)")
+
+
 def encode_tree(entries: list[Entry]) -> bytes:
     """The tree chunk's plaintext; entries are sorted by name bytes here."""
     ordered = sorted(entries, key=lambda e: e.name)
@@ -102,5 +108,5 @@ def decode_tree(data: bytes, tree_id: bytes) -> list[Entry]:
         if document.get("v") != FORMAT_VERSION:
             raise ValueError(f"unknown tree version {document.get('v')!r}")
         return [_decode_entry(record) for record in document["entries"]]
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
         raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None

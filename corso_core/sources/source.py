@@ -16,6 +16,17 @@ import click
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
 
+#: What writing one item may raise: OSError, or for a value no system call takes (a mode or
+#: an owner out of range, a NUL in a symlink target: a damaged tree) OverflowError or
+#: ValueError. Each is that item's failure, reported; the restore goes on.
+ITEM_ERRORS = (OSError, OverflowError, ValueError)
+
+
+def reason(error: Exception) -> str:
+    """What to say of one of ITEM_ERRORS."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
 class Metadata(NamedTuple):
     """What a backup records about one node besides its content.
 

@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from corso_core.sources.source import Metadata, Report
+from corso_core.sources.source import ITEM_ERRORS, Metadata, Report, reason
 
 Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -291,8 +291,8 @@ class FilesWriter:
             self._ours.add(path)
             self._made.add(path)
             return True
-        except OSError as e:
-            self._say(path, f"cannot create directory: {e.strerror}")
+        except ITEM_ERRORS as e:
+            self._say(path, f"cannot create directory: {reason(e)}")
             return False
 
     def finish_dir(self, path: Path, meta: Metadata) -> None:
@@ -300,8 +300,8 @@ class FilesWriter:
             return
         try:
             self._apply(meta, fd=self._dir_fd(path))
-        except OSError as e:
-            self._say(path, f"cannot set metadata: {e.strerror}")
+        except ITEM_ERRORS as e:
+            self._say(path, f"cannot set metadata: {reason(e)}")
         self._forget(("dir", path))
 
     def _left_alone(self, fd: int, path: Path) -> bool:
@@ -317,15 +317,15 @@ class FilesWriter:
         fd = self._checked_parent(path)
         if fd is None:
             return False
-        if self._left_alone(fd, path):
-            return None
         temp = self._temp_name()
         try:
+            if self._left_alone(fd, path):
+                return None
             temp_fd = self._temp_fd(path[:-1])
             create(temp_fd, temp)
             return self._place(temp_fd, temp, fd, path)
-        except OSError as e:
-            self._say(path, f"cannot create {what}: {e.strerror}")
+        except ITEM_ERRORS as e:
+            self._say(path, f"cannot create {what}: {reason(e)}")
             return False
 
     def make_symlink(self, path: Path, meta: Metadata) -> bool | None:
@@ -340,8 +340,12 @@ class FilesWriter:
         fd = self._checked_parent(path)
         if fd is None:
             return False
-        if self._left_alone(fd, path):
-            return None
+        try:
+            if self._left_alone(fd, path):
+                return None
+        except ITEM_ERRORS as e:  # a name too long, say
+            self._say(path, f"cannot create file: {reason(e)}")
+            return False
         return PendingFile(path=path, meta=meta, temp=self._temp_name())
 
     def _file_fd(self, pending: PendingFile) -> int:
@@ -379,8 +383,8 @@ class FilesWriter:
             self._forget(("file", pending.temp))
             return self._place(self._temp_fd(parent), pending.temp, self._dir_fd(parent),
                                pending.path)
-        except OSError as e:
-            self._say(pending.path, f"cannot finish file: {e.strerror}")
+        except ITEM_ERRORS as e:
+            self._say(pending.path, f"cannot finish file: {reason(e)}")
             self.discard_file(pending)
             return False
 
