@@ -320,6 +320,8 @@ def test_a_backup_whose_tree_contains_itself_fails_in_one_line(connected, corso,
                        f"tree {loop_id.hex()} contains itself")
     verified = corso("repo", "verify")  # re-hashing the tree finds it, and ends
     assert verified.code == 1 and f"{loop_id.hex()} does not hash to its ID" in verified.out
+    one_error_line(corso("repo", "maintenance", "--force"), 1, "nothing deleted",
+                   f"{loop_id.hex()} does not hash to its ID")
 
 
 @pytest.mark.parametrize("tags, message", [

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 
-from corso_core.engine.tree import Entry, contains_itself, decode_tree
+from corso_core.engine.tree import Entry, decode_tree
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.cache import BlobCache
@@ -172,13 +172,10 @@ Path = tuple[bytes, ...]
 def walk_backup(reader: ChunkReader, root: bytes, on_damage) -> Iterator[tuple[Path, Entry]]:
     """Every entry of a backup; a tree that cannot be read is passed to
     `on_damage(path of its directory, message)` and what is below it skipped."""
-    # (tree, its directory's path, the trees above it: one met again contains itself)
-    stack: list[tuple[bytes, Path, frozenset[bytes]]] = [(root, (), frozenset())]
+    stack: list[tuple[bytes, Path]] = [(root, ())]
     while stack:
-        tree_id, parent, above = stack.pop()
+        tree_id, parent = stack.pop()
         try:
-            if tree_id in above:
-                raise contains_itself(tree_id)
             entries = decode_tree(reader.read(tree_id), tree_id)
         except Corrupted as e:
             on_damage(parent, str(e))
@@ -187,7 +184,7 @@ def walk_backup(reader: ChunkReader, root: bytes, on_damage) -> Iterator[tuple[P
             path = parent + (entry.name,)
             yield path, entry
             if entry.meta.kind == DIR and entry.subtree is not None:
-                stack.append((entry.subtree, path, above | {tree_id}))
+                stack.append((entry.subtree, path))
 
 
 def referenced_chunks(reader: ChunkReader, manifests: dict[str, dict]
