@@ -81,6 +81,28 @@ def test_restoring_again_under_skip_skips_hard_links_too(repository, tricky_tree
     assert snapshot(tmp_path / "out") == before
 
 
+@pytest.mark.parametrize("in_the_way", ["the-first-name", "its-directory"])
+def test_a_hard_link_whose_first_name_is_kept_as_is_comes_back_as_a_file(
+        repository, tmp_path, in_the_way):
+    (tmp_path / "hl" / "a-dir").mkdir(parents=True)
+    (tmp_path / "hl" / "z").mkdir()
+    (tmp_path / "hl" / "a-dir" / "a").write_bytes(b"linked content")
+    os.link(tmp_path / "hl" / "a-dir" / "a", tmp_path / "hl" / "z" / "b")
+    result = backup(repository, tmp_path / "hl")
+    out = tmp_path / "out" / "hl"
+    if in_the_way == "the-first-name":
+        (out / "a-dir").mkdir(parents=True)
+        (out / "a-dir" / "a").write_bytes(b"yours")
+    else:
+        out.mkdir(parents=True)
+        (out / "a-dir").write_bytes(b"a file where the backup has a directory")
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and (stats.files, stats.hard_links) == (1, 0)
+    assert (out / "z" / "b").read_bytes() == b"linked content"
+    kept = out / "a-dir" / "a" if in_the_way == "the-first-name" else out / "a-dir"
+    assert kept.read_bytes() in (b"yours", b"a file where the backup has a directory")
+
+
 def test_tricky_tree_round_trip_on_seaweedfs(seaweedfs, s3_prefix, small_chunks, tricky_tree,
                                              tmp_path):
     storage = plugins.backend("s3").open(seaweedfs.values(s3_prefix))

@@ -64,7 +64,7 @@ class _File:
 class _Plan:
     dirs: list[tuple[Path, Entry]] = field(default_factory=list)  # deepest first, to finish
     ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks: pre-order
-    links: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
+    links: list[tuple[Path, Entry]] = field(default_factory=list)  # a hard link's later names
     total_bytes: int = 0
     unmatched: list[str] = field(default_factory=list)  # globs that selected nothing
 
@@ -100,7 +100,7 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
             found = True
             key = (entry.meta.dev, entry.meta.inode)
             if entry.meta.kind == FILE and entry.meta.nlink > 1 and key in first_link:
-                plan.links.append((path, key))
+                plan.links.append((path, entry))
                 continue
             if entry.meta.kind == FILE and entry.meta.nlink > 1:
                 first_link.add(key)
@@ -128,12 +128,17 @@ class _Restore:
         self.uses: dict[bytes, list[tuple[_File, int, int]]] = defaultdict(list)
         self.restored_links: dict[tuple[int, int], Path] = {}
         self.skipped_links: set[tuple[int, int]] = set()  # first files "skip" left alone
+        self.started_links: set[tuple[int, int]] = set()  # hard links with a file started
+        self.stand_ins: set[Path] = set()  # later names restored as files (see create)
+        self.left_out: set[Path] = set()  # directories not made: nothing below them is tried
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
 
+    def _below_left_out(self, path: Path) -> bool:
+        return bool(self.left_out) and any(path[:i] in self.left_out for i in range(1, len(path)))
+
     def create(self, plan: _Plan) -> None:
-        left_out: set[Path] = set()  # directories not made: nothing below them is tried
         for path, entry in plan.ops:
-            if left_out and any(path[:i] in left_out for i in range(1, len(path))):
+            if self._below_left_out(path):
                 continue
             kind = entry.meta.kind
             if kind == FILE:
@@ -143,11 +148,19 @@ class _Restore:
                 made = self.writer.make_dir(path, entry.meta)
                 self.stats.dirs += made is True
                 if not made:
-                    left_out.add(path)
+                    self.left_out.add(path)
             else:
                 made = self.writer.make_symlink(path, entry.meta)
                 self.stats.symlinks += made is True
             self.stats.skipped += made is None  # False: failed, the writer reported why
+        # A hard link whose first name was not started (the policy kept what is there, or it
+        # failed): its next name is restored as a file, from its own data, and the rest link
+        # to that one.
+        for path, entry in plan.links:
+            key = (entry.meta.dev, entry.meta.inode)
+            if key not in self.started_links and not self._below_left_out(path):
+                self.stand_ins.add(path)
+                self._start(path, entry)
 
     def _start(self, path: Path, entry: Entry) -> None:
         handle = self.writer.start_file(path, entry.meta)
@@ -162,6 +175,8 @@ class _Restore:
             return
         file = _File(path, entry, handle, missing=len(entry.chunks))
         self.files.append(file)
+        if entry.meta.nlink > 1:
+            self.started_links.add((entry.meta.dev, entry.meta.inode))
         offset = 0
         for chunk_id, size in entry.chunks:
             self.uses[chunk_id].append((file, offset, size))
@@ -258,7 +273,10 @@ class _Restore:
             self._finish(file)
 
     def link(self, plan: _Plan) -> None:
-        for path, key in plan.links:
+        for path, entry in plan.links:
+            if path in self.stand_ins or self._below_left_out(path):
+                continue
+            key = (entry.meta.dev, entry.meta.inode)
             existing = self.restored_links.get(key)
             if existing is None and key in self.skipped_links:
                 self.stats.skipped += 1
