@@ -170,6 +170,22 @@ def test_delete_adds_up_repeated_flags_and_deletes_each_id_once(connected, corso
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
 
 
+def test_a_manifest_without_the_engine_fields_is_listed_as_damaged(connected, corso, tmp_path):
+    """Only someone holding the key could write one; the list names it and shows the rest."""
+    from corso_core.repo.manifests import save_manifest
+    from corso_core.repo.repository import open_repository
+    from corso_core.storage.filesystem import FilesystemStorage
+
+    (tmp_path / "t").mkdir()
+    kept = create(corso, "--path", str(tmp_path / "t"))
+    odd = save_manifest(open_repository(FilesystemStorage(str(connected)), "pw"),
+                        {"source": "files", "time": "2026-01-01T00:00:00+00:00"})
+    result = corso("backup", "list", "files", "--json")
+    assert result.code == Incomplete.exit_code
+    assert [r["id"] for r in json.loads(result.out)] == [kept]
+    assert f"backup {odd} is left out of this list" in result.err
+
+
 def damage_manifest(repo: Path, backup_id: str) -> Path:
     """Flip a byte of the backup's manifest; drop the local cache, whose intact copy a list
     would read instead. The manifest's path."""

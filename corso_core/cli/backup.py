@@ -93,18 +93,31 @@ def _create(source: Source):
     return options, create
 
 
+def _listed(m: dict) -> dict:
+    """A manifest's row in `backup list`."""
+    stats = m["stats"]
+    return {
+        "id": m["id"], "time": str(m["time"]), "host": str(m["host"]),
+        "paths": [str(p) for p in m["paths"]], "tags": dict(m["tags"]),
+        "incomplete": bool(m["incomplete"]),
+        "files": int(stats["files_new"]) + int(stats["files_changed"])
+        + int(stats["files_unchanged"]),
+        "size": int(stats["bytes_total"]), "added": int(stats["bytes_added"]),
+    }
+
+
 def _list(source: Source):
     def list_backups(repository) -> None:
         damaged: dict[str, str] = {}  # ID -> why, whatever the source (it is in the manifest)
-        rows = sorted((m for m in list_manifests(repository, on_damaged=damaged.__setitem__)
-                       if m.get("source") == source.name), key=lambda m: m["time"])
-        data = [{
-            "id": m["id"], "time": m["time"], "host": m["host"], "paths": m["paths"],
-            "tags": m["tags"], "incomplete": m["incomplete"],
-            "files": m["stats"]["files_new"] + m["stats"]["files_changed"]
-            + m["stats"]["files_unchanged"],
-            "size": m["stats"]["bytes_total"], "added": m["stats"]["bytes_added"],
-        } for m in rows]
+        data = []
+        for m in list_manifests(repository, on_damaged=damaged.__setitem__):
+            if m.get("source") != source.name:
+                continue
+            try:
+                data.append(_listed(m))
+            except (KeyError, TypeError, ValueError) as e:  # authentic, yet not the engine's
+                damaged[m["id"]] = f"it lacks {e}"
+        data.sort(key=lambda r: r["time"])
         lines = [f"{'ID':<16} {'TIME':<20} {'HOST':<12} {'FILES':>7} {'SIZE':>10} "
                  f"{'ADDED':>10}  PATHS / TAGS"]
         for r in data:
