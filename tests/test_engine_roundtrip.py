@@ -290,8 +290,9 @@ def test_restore_into_a_non_empty_destination(repository, tmp_path, collisions):
     assert not [n for n in os.listdir(out) if n.startswith(".corso-restore-")]
 
 
-def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from_it(
-        repository, tmp_path):
+def _three_files_the_first_damaged(repository, tmp_path):
+    """A backup of t/a, t/b and t/c whose only data pack has a byte of a's chunk flipped;
+    the tree backed up and the backup's ID."""
     tree = tmp_path / "t"
     tree.mkdir()
     for name in ("a", "b", "c"):
@@ -301,7 +302,13 @@ def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from
     damaged = bytearray(pack.read_bytes())
     damaged[40] ^= 0xFF  # inside the first chunk of the only data pack
     pack.write_bytes(bytes(damaged))
-    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    return tree, result.backup_id
+
+
+def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from_it(
+        repository, tmp_path):
+    tree, backup_id = _three_files_the_first_damaged(repository, tmp_path)
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
     [error] = problems.errors
     bad = error.split(": ", 1)[0]  # the file's path in the backup
     assert bad in ("t/a", "t/b", "t/c") and "not restored" in error and "corrupted" in error
@@ -315,15 +322,7 @@ def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
         repository, tmp_path, monkeypatch):
     """After a corrupted chunk, unfinished files are fetched again one by one: a file whose
     write then fails (a full disk) is reported and dropped, and the others still come back."""
-    tree = tmp_path / "t"
-    tree.mkdir()
-    for name in ("a", "b", "c"):
-        (tree / name).write_bytes(os.urandom(1000))
-    result = backup(repository, tree)
-    [pack] = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
-    damaged = bytearray(pack.read_bytes())
-    damaged[40] ^= 0xFF  # inside the first chunk of the only data pack
-    pack.write_bytes(bytes(damaged))
+    tree, backup_id = _three_files_the_first_damaged(repository, tmp_path)
     write = FilesWriter.write
 
     def disk_full_for_c(self, pending, offset, data):
@@ -332,7 +331,7 @@ def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
         return write(self, pending, offset, data)
 
     monkeypatch.setattr(FilesWriter, "write", disk_full_for_c)
-    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
     bad_a, bad_c = sorted(problems.errors)
     assert bad_a.startswith("t/a: not restored: ") and "corrupted" in bad_a
     assert bad_c == "t/c: not restored: No space left on device"
