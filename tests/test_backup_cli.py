@@ -108,6 +108,17 @@ def test_a_path_that_cannot_be_backed_up_as_given_writes_nothing(connected, cors
     assert files_and_mtimes(connected) == before
 
 
+def test_paths_that_are_all_left_out_make_no_empty_backup(connected, corso, tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    before = files_and_mtimes(connected)
+    result = corso("backup", "create", "files", "--path", str(tmp_path / "fifo"))
+    assert result.code == 2, result
+    warning, error = result.err.splitlines()
+    assert warning.startswith("corso: warning: ") and "FIFO" in warning
+    assert error == "corso: error: nothing to back up: every path given was left out (see above)"
+    assert files_and_mtimes(connected) == before
+
+
 def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,
                                                                           tmp_path):
     (tmp_path / "real" / "sub").mkdir(parents=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, decode_tree, encode_tree
-from corso_core.errors import CorsoError, RepositoryError
+from corso_core.errors import CorsoError, RepositoryError, UsageError
 from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
@@ -583,7 +583,10 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
     started = time.monotonic()
     paths = source.describe(values)
     host = socket.gethostname()
-    source.open_reader(values, problems)  # bad input fails here, before anything is written
+    # Bad input fails here, before anything is written: a path the reader refuses, or paths
+    # that are all left out (a FIFO, a socket), which would make an empty backup.
+    if not source.open_reader(values, problems).roots():
+        raise UsageError("nothing to back up: every path given was left out (see above)")
     store, backup, parent = _stored_pass(repository, source, values, options, problems,
                                          progress, paths, host)
     try:
