@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 from cli_fixtures import one_error_line
 from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a fixture)
@@ -98,3 +99,28 @@ def test_cli_repair_points_a_damaged_manifest_to_backup_delete(connected, corso,
     assert report["beyond_repair"] == {} and list(report["damaged_manifests"]) == [damaged]
     assert corso("backup", "delete", "files", "--backups", damaged).code == 0
     assert corso("repo", "repair").code == 0
+
+
+def test_repair_read_data_lets_the_next_backup_store_a_damaged_chunk_again(
+        connected, corso, tmp_path):  # noqa: F811
+    """Without it, an unchanged file keeps the damaged chunk of the backup before (and any
+    file deduplicates against it): every later backup is damaged too."""
+    tree = make_tree(tmp_path / "tree", 11)
+    time.sleep(1.1)  # past the "recent" window: the next backups trust the files' metadata
+    first = create(corso, "--path", str(tree))
+    [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
+    flip(pack)
+    second = create(corso, "--path", str(tree))
+    damaged = json.loads(corso("repo", "verify", "--read-data", "--json").out)
+    assert set(damaged["damaged_backups"]) == {first, second}
+
+    result = corso("repo", "repair", "--read-data", "--json")
+    assert result.code == 1 and "beyond repair" in result.err  # until a backup stores it
+    assert json.loads(result.out)["damaged_chunks_dropped"] == 1
+    create(corso, "--path", str(tree))  # reads the file again: the chunk is stored again
+    # Chunks are found by ID: the earlier backups read the new copy, and are whole again.
+    assert corso("repo", "verify", "--read-data").code == 0
+    assert corso("restore", "files", "--backup", first, "--destination",
+                 str(tmp_path / "out")).code == 0
+    assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
+

@@ -213,8 +213,9 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     flip(pack)
     damaged = corso("repo", "verify", "--read-data", "--json")
     one_error_line(damaged, 1, "verify found", "1 backup(s)",
-                   "damaged data cannot be restored from this repository")
-    assert "repo repair" not in damaged.err  # no index to rebuild: repair could not help
+                   "damaged data cannot be restored from this repository",
+                   "corso repo repair --read-data lets the next backup store it again")
+    assert "rebuild the index" not in damaged.err  # no index to rebuild
     report = json.loads(damaged.out)
     assert list(report["damaged_backups"]) == [backup_id]
     assert any(pack.name in p["blob"] for p in report["problems"])

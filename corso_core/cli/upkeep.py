@@ -64,7 +64,8 @@ def _what_to_do(report) -> list[str]:
         advice.append(f"delete the backups with a damaged manifest: {delete_command(manifests)}")
     if "data" in damaged or "tree" in damaged:
         advice.append("what is named above as damaged data cannot be restored from this "
-                      "repository")
+                      "repository; corso repo repair --read-data lets the next backup store it "
+                      "again")
     return advice or ["run corso repo repair"]
 
 
@@ -127,12 +128,18 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
 
 
 @click.command("repair")
+@click.option("--read-data", is_flag=True,
+              help="Also read every pack and take each damaged chunk out of the index, so the "
+                   "next backup stores it again.")
 @uses_repository
-def repair_command(repository: Repository) -> None:
+def repair_command(repository: Repository, read_data: bool) -> None:
     """Rebuild lost or damaged index blobs from the packs; name backups beyond repair."""
-    report = run_repair(repository, progress_for("repairing"))
+    report = run_repair(repository, progress_for("repairing"), read_data=read_data)
     lines = [f"{report.packs_indexed} packs indexed again in {report.index_blobs_written} new "
              f"index blob(s); {len(report.removed)} damaged blob(s) removed."]
+    if report.damaged_chunks_dropped:
+        lines.append(f"{report.damaged_chunks_dropped} damaged chunk(s) taken out of the index: "
+                     "the next backup stores them again from the files that still have them.")
     lines += [f"removed: {key}" for key in report.removed]
     lines += [f"unreadable: {key}: {why}" for key, why in report.unreadable_packs.items()]
     for backup_id, lost in sorted(report.beyond_repair.items()):

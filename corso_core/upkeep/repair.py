@@ -7,6 +7,14 @@ Packs left by interrupted backups get indexed too; maintenance later removes wha
 uses. Afterwards the structure is checked again, and each backup still damaged is reported
 with the reason (a lost pack cannot be rebuilt from anything); a backup whose manifest is
 damaged is reported apart: its data may well be there, but only deleting it is left.
+
+With `read_data`, every pack is also read, and each chunk that fails authentication or its
+hash is taken out of the index (its index blobs are written again without it, then the old
+ones deleted). The backups that used it stay damaged, but the next backup no longer
+deduplicates against it, nor takes an unchanged file's chunks from the backup before: it reads
+the file and stores the chunk again, so the repository heals from the files that still have
+it. A backup running meanwhile finds the chunk gone before it writes its manifest, and stores
+it again too (docs/format.md, "Concurrency").
 """
 
 from __future__ import annotations
@@ -16,12 +24,12 @@ from dataclasses import dataclass, field
 from corso_core.engine.progress import Progress
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
-from corso_core.repo.index import IndexEntry, Location, encode_index
+from corso_core.repo.index import IndexEntry, Location, decode_index, encode_index
 from corso_core.repo.packs import read_header
-from corso_core.upkeep.chunk_map import Readable
+from corso_core.upkeep.chunk_map import PackRef, Readable
 from corso_core.upkeep.inventory import KINDS, list_blobs, load_index, load_plans
 from corso_core.upkeep.maintenance import INDEX_BLOB_ENTRIES
-from corso_core.upkeep.verify import verify
+from corso_core.upkeep.verify import ALL, verify
 
 
 @dataclass
@@ -32,12 +40,14 @@ class RepairReport:
     unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
     beyond_repair: dict[str, list[str]] = field(default_factory=dict)  # backup -> why
     damaged_manifests: dict[str, str] = field(default_factory=dict)  # backup -> why
+    damaged_chunks_dropped: int = 0  # index entries taken out (--read-data)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def run_repair(repository, progress: Progress | None = None) -> RepairReport:
+def run_repair(repository, progress: Progress | None = None, *,
+               read_data: bool = False) -> RepairReport:
     progress = progress or Progress()
     storage, keys = repository.storage, repository.keys
     report = RepairReport()
@@ -75,7 +85,10 @@ def run_repair(repository, progress: Progress | None = None) -> RepairReport:
             names.key(names.PLAN, n) for n in sorted(damaged_plans)]:
         storage.delete(key)
         report.removed.append(key)
-    checked = verify(repository)
+    checked = verify(repository, ALL if read_data else None, progress)
+    if checked.damaged_chunks:
+        report.damaged_chunks_dropped = _drop_from_index(repository, checked.damaged_chunks)
+        checked = verify(repository)  # what the backups have lost, now without them
     report.damaged_manifests = {
         backup_id: p["problem"] for p in checked.problems
         if (backup_id := names.parse_key(names.MANIFEST, p["blob"])) is not None}
@@ -83,3 +96,28 @@ def run_repair(repository, progress: Progress | None = None) -> RepairReport:
                             checked.damaged_backups.items()
                             if backup_id not in report.damaged_manifests}
     return report
+
+
+def _drop_from_index(repository, damaged: set[tuple[bytes, PackRef]]) -> int:
+    """Write again, without the damaged chunks' entries, each index blob that lists one, then
+    delete it; the number of entries taken out."""
+    storage, keys = repository.storage, repository.keys
+    listing = list_blobs(storage, (names.INDEX,))[names.INDEX]
+    _, packs_by_blob, _ = load_index(repository, listing)
+    damaged_packs = {ref for _, ref in damaged}
+    session_id, sequence, dropped = names.new_short_id(), 0, 0
+    for blob_name, packs in sorted(packs_by_blob.items()):
+        if not packs & damaged_packs:
+            continue
+        entries = decode_index(keys, blob_name, storage.get(names.key(names.INDEX, blob_name)))
+        kept = [e for e in entries
+                if (e.chunk_id, (e.location.kind, e.location.pack)) not in damaged]
+        if len(kept) == len(entries):
+            continue
+        dropped += len(entries) - len(kept)
+        if kept:
+            name = names.index_name(session_id, sequence)
+            sequence += 1
+            storage.put_new(names.key(names.INDEX, name), encode_index(keys, name, kept))
+        storage.delete(names.key(names.INDEX, blob_name))
+    return dropped
