@@ -395,6 +395,30 @@ def unprivileged():
         os.setegid(0)
 
 
+def test_a_hard_link_of_an_unreadable_file_is_named_too(corso, small_chunks, monkeypatch):
+    work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`
+    try:
+        os.chmod(work, 0o777)
+        tree = work / "tree"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "locked").write_bytes(b"secret")
+        os.link(tree / "locked", tree / "sub" / "other-name")
+        os.chmod(tree / "locked", 0o000)
+        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
+        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
+        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+        with unprivileged():
+            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+            result = corso("backup", "create", "files", "--path", str(tree))
+        assert result.code == Incomplete.exit_code, result
+        first, second, error = result.err.splitlines()
+        assert "locked: cannot open: Permission denied" in first
+        assert second == (f"corso: warning: {tree}/sub/other-name: left out: a hard link of "
+                          "locked, which could not be read")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_chunks,
                                                                    monkeypatch):
     work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`

@@ -491,8 +491,13 @@ class _Backup:
         for node, item, known in pending.items:
             if isinstance(item, _FileJob):
                 read = item.result()
-                if read is None:
-                    continue  # reported by the reader; never recorded torn or half-read
+                if read is None:  # reported; never recorded torn or half-read
+                    if item.node is not node:  # a hard link's other name, left out with it
+                        self.problems.error(node.handle or node.name,
+                                            "left out: a hard link of "
+                                            f"{os.fsdecode(item.node.name)}, which could not "
+                                            "be read")
+                    continue
                 stored = read.results()
                 entry = Entry(node.name, read.meta, [(cid, size) for cid, size, _ in stored],
                               recent=read.recent)
