@@ -184,6 +184,16 @@ def test_a_name_taken_in_a_directory_the_restore_made_follows_the_policy(tmp_pat
     assert sorted(os.listdir(tmp_path / "d")) == sorted(["f"] + ["f.restored"] * bool(expected[1]))
 
 
+def test_copy_shortens_a_long_name_to_fit_its_suffix(tmp_path):
+    long = b"n" * 250
+    (tmp_path / os.fsdecode(long)).write_bytes(b"theirs")
+    (tmp_path / os.fsdecode(long[:246] + b".restored")).write_bytes(b"an earlier copy")
+    problems = _restore_one_file(tmp_path, (long,), "copy")
+    assert problems.errors == []
+    assert (tmp_path / os.fsdecode(long[:244] + b".restored-2")).read_bytes() == b"fresh"
+    assert (tmp_path / os.fsdecode(long)).read_bytes() == b"theirs"
+
+
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
 def test_the_writer_says_whether_it_made_each_item_or_the_policy_skipped_it_or_it_failed(
         tmp_path, collisions):

@@ -41,6 +41,7 @@ Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_PREFIX = b".corso-restore-"
 _MAX_OPEN = 64
+_NAME_MAX = 255  # bytes in one name, on Linux's filesystems
 #: What a filesystem without owners or hard links answers.
 _NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
 
@@ -182,11 +183,15 @@ class FilesWriter:
             return None
 
     def _free_name(self, fd: int, name: bytes) -> bytes:
-        candidate, n = name + b".restored", 1
-        while self._lstat(fd, candidate) is not None:
+        """NAME.restored, NAME.restored-2, …: the first that is free, NAME shortened if the
+        suffix would take it past the 255 bytes a name may have."""
+        n = 1
+        while True:
+            suffix = b".restored" if n == 1 else b".restored-%d" % n
+            candidate = name[:_NAME_MAX - len(suffix)] + suffix
+            if self._lstat(fd, candidate) is None:
+                return candidate
             n += 1
-            candidate = name + b".restored-%d" % n
-        return candidate
 
     def _apply(self, meta: Metadata, fd: int | None = None, at: tuple[int, bytes] | None = None):
         """Owner (as root), mode and mtime, on a descriptor or (for symlinks) a name."""
