@@ -86,6 +86,19 @@ def test_excludes_match_base_names_and_absolute_paths(tmp_path):
     assert [n.name for n in reader.children(reader.roots()[0])] == [b"keep.txt"]
 
 
+@pytest.mark.parametrize("one_file_system", [False, True])
+def test_one_file_system_keeps_a_mount_point_but_does_not_enter_it(one_file_system):
+    """/proc is a filesystem of its own under / on every Linux: a real mount point."""
+    values = {"path": ["/"], "exclude": ()}
+    if one_file_system:
+        values["one_file_system"] = True  # as `backup create files -x` gives it
+    reader = FILES.open_reader(values, Problems())
+    [root] = reader.roots()
+    [proc] = [n for n in reader.children(root) if n.name == b"proc"]
+    assert proc.meta.kind == DIR and proc.meta.dev != root.meta.dev
+    assert (reader.children(proc) == []) is one_file_system
+
+
 def test_a_path_given_is_backed_up_even_where_an_exclude_matches_it(tmp_path):
     (tmp_path / "named.tmp").write_bytes(b"x")
     (tmp_path / "named.tmp.d").mkdir()

@@ -53,7 +53,8 @@ def _destination(ctx, param, value: str) -> str:
 
 def _reader(values, report) -> FilesReader:
     return FilesReader([os.fsencode(p) for p in values["path"]],
-                       [os.fsencode(g) for g in values["exclude"]], report)
+                       [os.fsencode(g) for g in values["exclude"]], report,
+                       one_file_system=values.get("one_file_system", False))
 
 
 def _writer(values, collisions, report) -> FilesWriter:
@@ -77,6 +78,9 @@ FILES = Source(
         click.Option(["--exclude"], multiple=True, metavar="GLOB",
                      help="Leave out entries whose name or absolute path matches (repeatable); "
                           "never a --path itself."),
+        click.Option(["--one-file-system", "-x"], is_flag=True,
+                     help="Do not enter directories on other filesystems than the paths' "
+                          "(mount points are kept, empty): /proc, /sys, network mounts."),
     ],
     restore_options=[
         click.Option(["--destination"], required=True, callback=_destination,

@@ -88,10 +88,14 @@ class FileContent:
 class FilesReader:
     """The nodes under the given absolute paths; a node's handle is its absolute path."""
 
-    def __init__(self, paths: list[bytes], excludes: list[bytes], report: Report) -> None:
+    def __init__(self, paths: list[bytes], excludes: list[bytes], report: Report, *,
+                 one_file_system: bool = False) -> None:
         self.paths = sorted(paths)
         self.excludes = excludes
         self.report = report
+        #: The filesystems of the paths given, when the walk stays on them: a directory on
+        #: another (a mount point: /proc under /) is recorded, but not entered.
+        self.filesystems: set[int] | None = set() if one_file_system else None
 
     def _excluded(self, path: bytes) -> bool:
         if not self.excludes:
@@ -116,9 +120,14 @@ class FilesReader:
 
     def roots(self) -> list[Node]:
         found = (self._node(n, p) for n, p in zip(root_names(self.paths), self.paths, strict=True))
-        return [n for n in found if n is not None]
+        roots = [n for n in found if n is not None]
+        if self.filesystems is not None:
+            self.filesystems.update(n.meta.dev for n in roots)
+        return roots
 
     def children(self, node: Node) -> list[Node]:
+        if self.filesystems is not None and node.meta.dev not in self.filesystems:
+            return []
         try:
             names = sorted(os.listdir(node.handle))
         except OSError as e:
