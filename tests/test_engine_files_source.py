@@ -272,14 +272,16 @@ def test_temp_files_for_an_existing_directory_are_made_where_nobody_else_can_wri
     assert writer.make_dir((b"shared",), DIR_META)
     handle = writer.start_file((b"shared", b"f"), FILE_META)
     writer.write(handle, 0, b"fre")  # half of it: the temp exists, unfinished
-    assert os.listdir(tmp_path / "dest" / "shared") == []  # nothing there to swap
-    [staging] = [n for n in os.listdir(tmp_path / "dest") if n != "shared"]
-    assert os.stat(tmp_path / "dest" / staging).st_mode & 0o777 == 0o700
+    # In the directory (so on its filesystem) but inside a 0700 one: nothing there to swap.
+    [staging] = os.listdir(tmp_path / "dest" / "shared")
+    assert os.stat(tmp_path / "dest" / "shared" / staging).st_mode & 0o777 == 0o700
+    assert len(os.listdir(tmp_path / "dest" / "shared" / staging)) == 1  # the temp
     writer.write(handle, 3, b"sh")
     assert writer.finish_file(handle) is True
     writer.close()
-    assert os.listdir(tmp_path / "dest") == ["shared"] and problems.errors == []
+    assert os.listdir(tmp_path / "dest" / "shared") == ["f"] and problems.errors == []
     assert (tmp_path / "dest" / "shared" / "f").read_bytes() == b"fresh"
+    assert os.listdir(tmp_path / "dest") == ["shared"]
 
 
 def test_a_directory_swapped_during_the_restore_is_refused(tmp_path):

@@ -19,9 +19,10 @@ thread ever closes a descriptor another uses.
 Whoever else can write a directory of the destination (a restore into a shared place) could
 swap what the restore opens by name there. So temp items are made only where nobody else can
 write: in place in a directory this restore made (0700 until it is finished), and for an
-existing directory in the restore's own staging directory (0700, opened once, removed at the
-end), then linked into place; a directory is the same one each time it is opened again, and
-the file a hard link is made to is the one restored.
+existing directory in a staging directory the restore makes in it (0700, so on the same
+filesystem: a link cannot cross one; removed before directories get their metadata), then
+linked into place; a directory is the same one each time it is opened again, and the file a
+hard link is made to is the one restored.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class FilesWriter:
         self._warned_owner = False
         self._dir_ids: dict[Path, tuple[int, int]] = {}  # (st_dev, st_ino) of each directory
         self._file_ids: dict[Path, tuple[int, int]] = {}  # hard-link sources in existing dirs
-        self._staging: int | None = None
+        self._staging = self._temp_prefix + b"staging"  # its name in each existing directory
+        self._staged: set[Path] = set()  # existing directories holding a staging directory
         self._staging_lock = threading.Lock()
 
     # --- descriptors --------------------------------------------------------------------
@@ -139,23 +141,27 @@ class FilesWriter:
 
     def _temp_fd(self, parent: Path) -> int:
         """Where the temp items of a directory are made: in it if this restore made it,
-        else in the staging directory."""
-        return self._dir_fd(parent) if parent in self._made else self._staging_fd()
-
-    def _staging_fd(self) -> int:
-        """The restore's staging directory in the destination, made on first use; its
-        descriptor is shared by every thread and closed only at the end."""
+        else in the staging directory made in it (a directory made by this restore, too)."""
+        if parent in self._made:
+            return self._dir_fd(parent)
+        staging = (*parent, self._staging)
         with self._staging_lock:
-            if self._staging is None:
-                name = self._temp_prefix + b"staging"
-                os.mkdir(name, 0o700, dir_fd=self.root_fd)
-                fd = os.open(name, _DIR_FLAGS, dir_fd=self.root_fd)
-                st = os.fstat(fd)
-                if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-                    os.close(fd)
-                    raise OSError(errno.EPERM, "Staging directory replaced during the restore")
-                self._staging = fd
-            return self._staging
+            if parent not in self._staged:
+                os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
+                self._made.add(staging)
+                self._staged.add(parent)
+        return self._dir_fd(staging)
+
+    def _remove_staging(self) -> None:
+        """Remove the staging directories, empty by now (a temp left by a failure: said)."""
+        with self._staging_lock:
+            staged, self._staged = self._staged, set()
+        for parent in sorted(staged, key=len, reverse=True):
+            self._forget(("dir", (*parent, self._staging)))
+            try:
+                os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
+            except OSError as e:
+                self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
 
     def _say(self, path: Path, message: str, error: bool = True) -> None:
         shown = os.path.join(self.destination, *path)
@@ -301,6 +307,8 @@ class FilesWriter:
             return False
 
     def finish_dir(self, path: Path, meta: Metadata) -> None:
+        if self._staged:  # before any directory's mtime is set: removing one would change it
+            self._remove_staging()
         if path not in self._ours:
             return
         try:
@@ -416,15 +424,9 @@ class FilesWriter:
         return self._create_and_place(path, "hard link", create)
 
     def close(self) -> None:
+        self._remove_staging()
         for cache in self._caches:
             for fd in cache.values():
                 os.close(fd)
             cache.clear()
-        if self._staging is not None:
-            os.close(self._staging)
-            try:
-                os.rmdir(self._temp_prefix + b"staging", dir_fd=self.root_fd)
-            except OSError as e:  # a temp left by a failure: say where
-                self.report.warning(self.destination, f"staging directory not removed: "
-                                                      f"{e.strerror}")
         os.close(self.root_fd)
