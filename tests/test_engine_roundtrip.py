@@ -318,6 +318,31 @@ def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from
         assert (tmp_path / "out" / "t" / name).read_bytes() == (tree / name).read_bytes()
 
 
+def test_a_file_written_in_part_when_its_last_chunk_fails_leaves_nothing_behind(
+        repository, tmp_path):
+    """Restored into an existing directory (its temp files staged apart), the file is
+    dropped once, and the staging directory goes as well."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "big").write_bytes(os.urandom(TEST_CHUNK * 8))
+    (tmp_path / "t" / "small").write_bytes(b"fine")
+    backup_id = backup(repository, tmp_path / "t").backup_id
+    entries = [e for blob in repository.storage.list("index/")
+               for e in decode_index(repository.keys, names.parse_key(names.INDEX, blob.key),
+                                     repository.storage.get(blob.key))
+               if e.location.kind == names.DATA_PACK]
+    last = max((e for e in entries if e.location.length > 1000),  # not small's few bytes
+               key=lambda e: e.location.offset)  # big's last chunk
+    pack = tmp_path / "repo" / names.key(names.DATA_PACK, last.location.pack)
+    damaged = bytearray(pack.read_bytes())
+    damaged[last.location.offset + 20] ^= 0xFF
+    pack.write_bytes(bytes(damaged))
+    (tmp_path / "out" / "t").mkdir(parents=True)
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
+    [error] = problems.errors
+    assert error.startswith("t/big: not restored: ") and "corrupted" in error
+    assert os.listdir(tmp_path / "out" / "t") == ["small"] and stats.files == 1
+
+
 def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
         repository, tmp_path, monkeypatch):
     """After a corrupted chunk, unfinished files are fetched again one by one: a file whose

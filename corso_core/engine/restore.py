@@ -266,9 +266,7 @@ class _Restore:
                     self.writer.write(file.handle, offset, data)
                     offset += size
             except (Corrupted, *ITEM_ERRORS) as e:
-                self.writer.discard_file(file.handle)
-                why = e if isinstance(e, Corrupted) else reason(e)
-                self.problems.error(os.path.join(*file.path), f"not restored: {why}")
+                self._fail(file, str(e) if isinstance(e, Corrupted) else reason(e))
                 continue
             self._finish(file)
 

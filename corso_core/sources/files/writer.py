@@ -158,6 +158,7 @@ class FilesWriter:
             staged, self._staged = self._staged, set()
         for parent in sorted(staged, key=len, reverse=True):
             self._forget(("dir", (*parent, self._staging)))
+            self._dir_ids.pop((*parent, self._staging), None)  # a new one may come later
             try:
                 os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
             except OSError as e:
@@ -405,10 +406,13 @@ class FilesWriter:
         self._forget(("file", pending.temp))
         if not pending.created:
             return
+        pending.created = False  # once
         try:
             os.unlink(pending.temp, dir_fd=self._temp_fd(pending.path[:-1]))
         except FileNotFoundError:
             pass
+        except ITEM_ERRORS as e:  # never under its own name: say where it stays
+            self._say(pending.path, f"temp file not removed: {reason(e)}", error=False)
 
     def link(self, path: Path, existing: Path) -> bool | None:
         def create(temp_fd: int, temp: bytes) -> None:
