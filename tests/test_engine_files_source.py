@@ -303,6 +303,39 @@ def test_a_directory_swapped_during_the_restore_is_refused(tmp_path):
     assert os.listdir(destination / "d") == []
 
 
+@pytest.mark.parametrize("destination_mode", [0o777, 0o755])
+def test_a_directory_swapped_before_its_first_use_is_refused_where_others_could(
+        tmp_path, destination_mode):
+    """Between the restore's mkdir and its first open, only a user who can rename entries in
+    the parent could swap the directory for one of their own (owned by them)."""
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    destination.chmod(destination_mode)
+    writer, problems = _writer_into(destination)
+    assert writer.make_dir((b"d",), DIR_META)
+    os.rename(destination / "d", destination / "ours")
+    (destination / "d").mkdir()
+    os.chown(destination / "d", 65534, 65534)
+    handle = writer.start_file((b"d", b"f"), FILE_META)
+    if destination_mode & 0o022:
+        assert handle is False and "Replaced during the restore" in problems.errors[0]
+    else:  # nobody else could have: a filesystem that keeps no owners, say (FAT, NFS)
+        assert handle and problems.errors == []
+    writer.close()
+
+
+def test_a_file_discarded_by_one_thread_is_not_created_again_by_the_other(tmp_path):
+    writer, _ = _writer_into(tmp_path)
+    writer.make_dir((b"d",), DIR_META)
+    handle = writer.start_file((b"d", b"f"), FILE_META)
+    writer.discard_file(handle)  # the thread that failed on it
+    with pytest.raises(FileNotFoundError):
+        writer.write(handle, 0, b"fresh")  # the other, a moment late
+    writer.discard_file(handle)  # and again: nothing happens
+    writer.close()
+    assert os.listdir(tmp_path / "d") == []
+
+
 def test_a_hard_link_source_swapped_during_the_restore_is_refused(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -116,7 +116,7 @@ def _list(source: Source):
             try:
                 data.append(_listed(m))
             except (KeyError, TypeError, ValueError) as e:  # authentic, yet not the engine's
-                damaged[m["id"]] = f"it lacks {e}"
+                damaged[m["id"]] = f"its fields are not the engine's ({e!r})"
         data.sort(key=lambda r: r["time"])
         lines = [f"{'ID':<16} {'TIME':<20} {'HOST':<12} {'FILES':>7} {'SIZE':>10} "
                  f"{'ADDED':>10}  PATHS / TAGS"]

@@ -8,6 +8,7 @@ from corso_core.cli import output
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.errors import Corrupted, UsageError
+from corso_core.repo import names
 from corso_core.repo.manifests import delete_command
 from corso_core.repo.repository import Repository
 from corso_core.upkeep.maintenance import SPACE_KINDS, run_maintenance
@@ -51,18 +52,18 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
 
 
 def _what_to_do(report) -> list[str]:
-    """The way out for each kind of damage verify found (a blob's kind is its key's first
-    part): repair rebuilds indexes, a damaged manifest can only be deleted, and damaged data
-    is gone from this repository."""
-    damaged = {p["blob"].split("/")[0]: p["blob"] for p in report.problems}
-    manifests = [p["blob"].split("/")[1] for p in report.problems
-                 if p["blob"].startswith("backups/")]
+    """The way out for each kind of damage verify found: repair rebuilds indexes, a damaged
+    manifest can only be deleted, and damaged data is gone unless a file still holds it."""
+    def damaged(kind: str) -> list[str]:
+        return [name for p in report.problems
+                if (name := names.parse_key(kind, p["blob"])) is not None]
+
     advice = []
-    if "index" in damaged or (report.unindexed_packs and report.damaged_backups):
+    if damaged(names.INDEX) or (report.unindexed_packs and report.damaged_backups):
         advice.append("run corso repo repair to rebuild the index from the packs")
-    if manifests:
+    if manifests := damaged(names.MANIFEST):
         advice.append(f"delete the backups with a damaged manifest: {delete_command(manifests)}")
-    if "data" in damaged or "tree" in damaged:
+    if any(damaged(kind) for kind in names.PACK_KINDS):
         advice.append("what is named above as damaged data cannot be restored from this "
                       "repository; corso repo repair --read-data lets the next backup store it "
                       "again")

@@ -160,6 +160,8 @@ class _Restore:
             key = (entry.meta.dev, entry.meta.inode)
             if key not in self.started_links and not self._below_left_out(path):
                 self.stand_ins.add(path)
+                plan.total_bytes += entry.meta.size  # written once more: progress says so
+                self.progress.set_total(plan.total_bytes)
                 self._start(path, entry)
 
     def _start(self, path: Path, entry: Entry) -> None:
@@ -199,8 +201,9 @@ class _Restore:
         self.progress.advance(files=1)
 
     def _skipped(self, meta) -> None:
-        """The collision policy left a file alone: so are its other hard links (they would
-        be links to a file this restore did not write)."""
+        """The collision policy left a file alone. Its other hard links: left alone too when
+        the name was taken only as the file was placed (their data was not fetched); from
+        the start, the next name stands in for it (see create)."""
         self.stats.skipped += 1
         if meta.nlink > 1:
             self.skipped_links.add((meta.dev, meta.inode))

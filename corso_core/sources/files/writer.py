@@ -47,6 +47,23 @@ _NAME_MAX = 255  # bytes in one name, on Linux's filesystems
 _NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
 
 
+def _others_can_rename_in(parent: os.stat_result) -> bool:
+    """Whether users other than its owner may replace entries of a directory: group- or
+    other-writable, without the sticky bit (which keeps /tmp's entries to their owners)."""
+    return bool(parent.st_mode & 0o022) and not parent.st_mode & stat.S_ISVTX
+
+
+def _remove_temp(temp_fd: int, temp: bytes) -> None:
+    try:
+        os.unlink(temp, dir_fd=temp_fd)
+    except FileNotFoundError:
+        pass  # renamed into place, or never made
+
+
+def _discarded() -> OSError:
+    return FileNotFoundError(errno.ENOENT, "Discarded")
+
+
 def bad_name(name: bytes) -> bool:
     return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
 
@@ -57,6 +74,7 @@ class PendingFile:
     meta: Metadata
     temp: bytes  # unique in this restore: it keys the file's descriptors
     created: bool = False
+    dropped: bool = False  # discarded: never created (again) by a late writer
     creating: threading.Lock = field(default_factory=threading.Lock)  # first writers wait
 
 
@@ -66,7 +84,8 @@ class FilesWriter:
         self.destination = destination
         self.collisions = collisions
         self.report = report
-        self.as_root = os.geteuid() == 0
+        self.euid = os.geteuid()
+        self.as_root = self.euid == 0
         self._local = threading.local()
         self._caches: list[OrderedDict[object, int]] = []  # every thread's, to close them all
         self._caches_lock = threading.Lock()
@@ -125,12 +144,14 @@ class FilesWriter:
     def _open_dir(self, path: Path) -> int:
         """Open a directory by name, and check it is the one it was: a directory swapped in
         by whoever else can write its parent is refused (as is, first, one in place of a
-        directory this restore made that is not as it made it)."""
-        fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=self._dir_fd(path[:-1]))
+        directory this restore just made, where others could have swapped it: owned by
+        someone else)."""
+        parent_fd = self._dir_fd(path[:-1])
+        fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=parent_fd)
         try:
             st = os.fstat(fd)
-            if path in self._made and path not in self._dir_ids and (
-                    st.st_uid != os.geteuid() or st.st_mode & 0o077):
+            if (path in self._made and path not in self._dir_ids and st.st_uid != self.euid
+                    and _others_can_rename_in(os.fstat(parent_fd))):
                 raise OSError(errno.EPERM, "Replaced during the restore")
             if self._dir_ids.setdefault(path, (st.st_dev, st.st_ino)) != (st.st_dev, st.st_ino):
                 raise OSError(errno.ESTALE, "Replaced during the restore")
@@ -145,18 +166,19 @@ class FilesWriter:
         if parent in self._made:
             return self._dir_fd(parent)
         staging = (*parent, self._staging)
-        with self._staging_lock:
-            if parent not in self._staged:
-                os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
-                self._made.add(staging)
-                self._staged.add(parent)
+        if parent not in self._staged:
+            with self._staging_lock:
+                if parent not in self._staged:
+                    os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
+                    self._made.add(staging)
+                    self._staged.add(parent)
         return self._dir_fd(staging)
 
     def _remove_staging(self) -> None:
         """Remove the staging directories, empty by now (a temp left by a failure: said)."""
         with self._staging_lock:
             staged, self._staged = self._staged, set()
-        for parent in sorted(staged, key=len, reverse=True):
+        for parent in staged:
             self._forget(("dir", (*parent, self._staging)))
             self._dir_ids.pop((*parent, self._staging), None)  # a new one may come later
             try:
@@ -195,7 +217,10 @@ class FilesWriter:
         n = 1
         while True:
             suffix = b".restored" if n == 1 else b".restored-%d" % n
-            candidate = name[:_NAME_MAX - len(suffix)] + suffix
+            cut = min(len(name), _NAME_MAX - len(suffix))
+            while 0 < cut < len(name) and name[cut] & 0xC0 == 0x80:
+                cut -= 1  # not inside a UTF-8 character
+            candidate = name[:cut] + suffix
             if self._lstat(fd, candidate) is None:
                 return candidate
             n += 1
@@ -233,10 +258,7 @@ class FilesWriter:
         try:
             return self._link_into_place(temp_fd, temp, fd, path)
         finally:
-            try:
-                os.unlink(temp, dir_fd=temp_fd)
-            except FileNotFoundError:
-                pass  # renamed into place
+            _remove_temp(temp_fd, temp)
 
     def _link_into_place(self, temp_fd: int, temp: bytes, fd: int, path: Path) -> bool | None:
         """Link first, look only when the name is taken: a restore into an empty destination
@@ -336,7 +358,11 @@ class FilesWriter:
             if self._left_alone(fd, path):
                 return None
             temp_fd = self._temp_fd(path[:-1])
-            create(temp_fd, temp)
+            try:
+                create(temp_fd, temp)
+            except BaseException:
+                _remove_temp(temp_fd, temp)  # made, then its metadata refused, say
+                raise
             return self._place(temp_fd, temp, fd, path)
         except ITEM_ERRORS as e:
             self._say(path, f"cannot create {what}: {reason(e)}")
@@ -367,16 +393,21 @@ class FilesWriter:
                             lambda: self._open_temp(pending))
 
     def _open_temp(self, pending: PendingFile) -> int:
-        """A new descriptor of the file's temp; the first thread to ask creates it."""
+        """A new descriptor of the file's temp; the first thread to ask creates it (unless
+        the other thread has discarded the file meanwhile: then it stays gone)."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         dir_fd = self._temp_fd(pending.path[:-1])
         if not pending.created:
             with pending.creating:
+                if pending.dropped:
+                    raise _discarded()
                 if not pending.created:
                     fd = os.open(pending.temp, flags | os.O_CREAT | os.O_EXCL, 0o600,
                                  dir_fd=dir_fd)
                     pending.created = True
                     return fd
+        if pending.dropped:
+            raise _discarded()
         return os.open(pending.temp, flags, dir_fd=dir_fd)
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
@@ -404,13 +435,14 @@ class FilesWriter:
 
     def discard_file(self, pending: PendingFile) -> None:
         self._forget(("file", pending.temp))
-        if not pending.created:
-            return
-        pending.created = False  # once
+        with pending.creating:  # no thread creates it after this
+            if pending.dropped:
+                return
+            pending.dropped = True
+            if not pending.created:
+                return
         try:
-            os.unlink(pending.temp, dir_fd=self._temp_fd(pending.path[:-1]))
-        except FileNotFoundError:
-            pass
+            _remove_temp(self._temp_fd(pending.path[:-1]), pending.temp)
         except ITEM_ERRORS as e:  # never under its own name: say where it stays
             self._say(pending.path, f"temp file not removed: {reason(e)}", error=False)
 
@@ -419,11 +451,11 @@ class FilesWriter:
             os.link(self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]),
                     dst_dir_fd=temp_fd, follow_symlinks=False)
             expected = self._file_ids.get(existing)  # known where others could swap it
-            st = os.stat(temp, dir_fd=temp_fd, follow_symlinks=False)
-            if expected is not None and expected != (st.st_dev, st.st_ino):
-                os.unlink(temp, dir_fd=temp_fd)
-                raise OSError(errno.ESTALE, f"{os.fsdecode(existing[-1])} was replaced "
-                                            "during the restore")
+            if expected is not None:
+                st = os.stat(temp, dir_fd=temp_fd, follow_symlinks=False)
+                if expected != (st.st_dev, st.st_ino):
+                    raise OSError(errno.ESTALE, f"{os.fsdecode(existing[-1])} was replaced "
+                                                "during the restore")
 
         return self._create_and_place(path, "hard link", create)
 
