@@ -395,89 +395,79 @@ def unprivileged():
         os.setegid(0)
 
 
-def test_a_hard_link_of_an_unreadable_file_is_named_too(corso, small_chunks, monkeypatch):
-    work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`
-    try:
-        os.chmod(work, 0o777)
-        tree = work / "tree"
-        (tree / "sub").mkdir(parents=True)
-        (tree / "locked").write_bytes(b"secret")
-        os.link(tree / "locked", tree / "sub" / "other-name")
-        os.chmod(tree / "locked", 0o000)
-        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
-        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
-        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
-        with unprivileged():
-            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
-            result = corso("backup", "create", "files", "--path", str(tree))
-        assert result.code == Incomplete.exit_code, result
-        first, second, error = result.err.splitlines()
-        assert "locked: cannot open: Permission denied" in first
-        assert second == (f"corso: warning: {tree}/sub/other-name: left out: a hard link of "
-                          "locked, which could not be read")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+@pytest.fixture
+def nobodys_work(monkeypatch) -> Path:
+    """A scratch directory `nobody` can reach, holding the config and the cache."""
+    work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))
+    os.chmod(work, 0o777)
+    monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
+    monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_hard_link_of_an_unreadable_file_is_named_too(corso, small_chunks, nobodys_work):
+    tree = nobodys_work / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "locked").write_bytes(b"secret")
+    os.link(tree / "locked", tree / "sub" / "other-name")
+    os.chmod(tree / "locked", 0o000)
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(nobodys_work / "repo")).code == 0
+        result = corso("backup", "create", "files", "--path", str(tree))
+    assert result.code == Incomplete.exit_code, result
+    first, second, error = result.err.splitlines()
+    assert "locked: cannot open: Permission denied" in first
+    assert second == (f"corso: warning: {tree}/sub/other-name: left out: a hard link of "
+                      "locked, which could not be read")
 
 
 def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_chunks,
-                                                                   monkeypatch):
-    work = Path(tempfile.mkdtemp(prefix="corso-incomplete-"))  # reachable for `nobody`
-    try:
-        os.chmod(work, 0o777)
-        tree = work / "tree"
-        tree.mkdir()
-        (tree / "readable").write_bytes(b"fine")
-        (tree / "locked").write_bytes(b"secret")
-        os.chmod(tree / "locked", 0o000)
-        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
-        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
-        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
-        with unprivileged():
-            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
-            result = corso("backup", "create", "files", "--path", str(tree))
-            listed = corso("backup", "list", "files", "--json")
-            [row] = json.loads(listed.out)
-            restored = corso("restore", "files", "--backup", row["id"], "--destination",
-                             str(work / "out"))
-        assert result.code == Incomplete.exit_code == 3, result
-        warning, error = result.err.splitlines()
-        assert "locked: cannot open: Permission denied" in warning
-        assert error.startswith("corso: error: backup ") and "incomplete" in error
-        assert row["incomplete"] and row["files"] == 1
-        assert restored.code == 0
-        assert sorted(os.listdir(work / "out" / "tree")) == ["readable"]
-    finally:
-        shutil.rmtree(work)
+                                                                   nobodys_work):
+    work = nobodys_work
+    tree = work / "tree"
+    tree.mkdir()
+    (tree / "readable").write_bytes(b"fine")
+    (tree / "locked").write_bytes(b"secret")
+    os.chmod(tree / "locked", 0o000)
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+        result = corso("backup", "create", "files", "--path", str(tree))
+        listed = corso("backup", "list", "files", "--json")
+        [row] = json.loads(listed.out)
+        restored = corso("restore", "files", "--backup", row["id"], "--destination",
+                         str(work / "out"))
+    assert result.code == Incomplete.exit_code == 3, result
+    warning, error = result.err.splitlines()
+    assert "locked: cannot open: Permission denied" in warning
+    assert error.startswith("corso: error: backup ") and "incomplete" in error
+    assert row["incomplete"] and row["files"] == 1
+    assert restored.code == 0
+    assert sorted(os.listdir(work / "out" / "tree")) == ["readable"]
 
 
 def test_a_restore_into_a_read_only_directory_counts_each_item_failed(corso, small_chunks,
-                                                                      monkeypatch):
+                                                                      nobodys_work):
     """The directory, the symlink and the file cannot be made: none is counted restored, nor
     skipped by the collision policy."""
-    work = Path(tempfile.mkdtemp(prefix="corso-read-only-"))  # reachable for `nobody`
-    try:
-        os.chmod(work, 0o777)
-        tree = work / "t"
-        (tree / "sub").mkdir(parents=True)
-        (tree / "f").write_bytes(b"x")
-        os.symlink("f", tree / "l")
-        monkeypatch.setenv("CORSO_CONFIG_DIR", str(work / "config"))
-        monkeypatch.setenv("CORSO_CACHE_DIR", str(work / "cache"))
-        monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
-        with unprivileged():
-            assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
-            backup_id = create(corso, "--path", str(tree))
-            (work / "out" / "t").mkdir(parents=True)
-            os.chmod(work / "out" / "t", 0o555)
-            result = corso("restore", "files", "--backup", backup_id, "--destination",
-                           str(work / "out"))
-        assert result.code == Incomplete.exit_code, result
-        assert result.out.startswith(f"Restored backup {backup_id}: 0 files, 1 dirs, 0 symlinks, "
-                                     "0 hard links; 0 skipped (--collisions skip), 3 failed.\n")
-        assert len(result.err.splitlines()) == 4  # three items named, then the error
-        assert os.listdir(work / "out" / "t") == []
-    finally:
-        shutil.rmtree(work)
+    work = nobodys_work
+    tree = work / "t"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "f").write_bytes(b"x")
+    os.symlink("f", tree / "l")
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+        backup_id = create(corso, "--path", str(tree))
+        (work / "out" / "t").mkdir(parents=True)
+        os.chmod(work / "out" / "t", 0o555)
+        result = corso("restore", "files", "--backup", backup_id, "--destination",
+                       str(work / "out"))
+    assert result.code == Incomplete.exit_code, result
+    assert result.out.startswith(f"Restored backup {backup_id}: 0 files, 1 dirs, 0 symlinks, "
+                                 "0 hard links; 0 skipped (--collisions skip), 3 failed.\n")
+    assert len(result.err.splitlines()) == 4  # three items named, then the error
+    assert os.listdir(work / "out" / "t") == []
 
 
 # --- SIGKILL at random points ---------------------------------------------------------------
