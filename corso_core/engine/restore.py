@@ -235,11 +235,10 @@ class _Restore:
 
     def _deliver(self, chunk_id: bytes, data: bytes) -> None:
         for file, offset, size in self.uses.pop(chunk_id):
-            if len(data) == size:
-                self._write(file, offset, data)
+            if why := _wrong_size(chunk_id, data, size):
+                self._fail(file, why)
             else:
-                self._fail(file, f"chunk {chunk_id.hex()} has {len(data)} bytes, the tree "
-                                 f"says {size}")
+                self._write(file, offset, data)
 
     def fetch(self) -> None:
         """Fetch every chunk once and write it wherever it goes.
@@ -263,9 +262,8 @@ class _Restore:
             try:
                 for chunk_id, size in file.entry.chunks:
                     data = self.store.get(chunk_id)
-                    if len(data) != size:
-                        raise Corrupted(f"chunk {chunk_id.hex()} has {len(data)} bytes, "
-                                        f"the tree says {size}")
+                    if why := _wrong_size(chunk_id, data, size):
+                        raise Corrupted(why)
                     self.writer.write(file.handle, offset, data)
                     offset += size
             except (Corrupted, *ITEM_ERRORS) as e:
@@ -293,6 +291,13 @@ class _Restore:
     def finish_dirs(self, plan: _Plan) -> None:
         for path, entry in plan.dirs:
             self.writer.finish_dir(path, entry.meta)
+
+
+def _wrong_size(chunk_id: bytes, data: bytes, size: int) -> str | None:
+    """Why a chunk cannot go where the tree puts it (a damaged tree): not the size it gives."""
+    if len(data) != size:
+        return f"chunk {chunk_id.hex()} has {len(data)} bytes, the tree says {size}"
+    return None
 
 
 @contextmanager
