@@ -33,6 +33,7 @@ from corso_s3.storage import MIN_PART_SIZE
 BUCKET = "corso-test"
 LOCKED_BUCKET = "corso-locked"
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 
 
 @dataclass
@@ -45,6 +46,7 @@ class S3Server:
     bucket: str
     tls: bool = False
     session_token: str | None = None
+    role_arn: str | None = None
 
     def admin(self):
         """A plain boto3 client, to set the scene and look behind the plugin's back."""
@@ -223,11 +225,16 @@ def _moto_api(endpoint: str, path: str, body: bytes = b"") -> None:
     ).read()
 
 
+def allow(actions, resources=None, principal=None) -> dict:
+    """An IAM policy document allowing `actions` on `resources` (or, for a role's trust
+    policy, to `principal`)."""
+    statement = {"Effect": "Allow", "Action": sorted(actions)}
+    statement.update({"Resource": resources} if resources else {"Principal": principal})
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
 def bucket_policy(bucket: str, actions) -> dict:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": sorted(actions),
-        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-    }]}
+    return allow(actions, [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"])
 
 
 @pytest.fixture
@@ -237,8 +244,11 @@ def iam_s3(moto_endpoint, aws_env):
     IAM enforcement is switched on after the scene is set and off again at teardown.
     """
 
-    def make(actions, bucket: str = BUCKET, assumed_role: bool = False) -> S3Server:
-        """With `assumed_role`, the credentials are an STS role session's (with a token)."""
+    def make(actions, bucket: str = BUCKET, assumed_role: bool = False,
+             role_to_assume: bool = False) -> S3Server:
+        """With `assumed_role`, the credentials are an STS role session's (with a token); with
+        `role_to_assume`, a user's allowed nothing but sts:AssumeRole on the role granted
+        `actions` (S3Server.role_arn), for an AWS profile to assume."""
         _moto_api(moto_endpoint, "reset-auth", b"inf")
         _moto_api(moto_endpoint, "reset")
         root = dict(endpoint_url=f"http://{moto_endpoint}", region_name=REGION,
@@ -246,18 +256,23 @@ def iam_s3(moto_endpoint, aws_env):
         boto3.client("s3", **root).create_bucket(Bucket=bucket)
         iam = boto3.client("iam", **root)
         policy = json.dumps(bucket_policy(bucket, actions))
-        if assumed_role:
-            role = iam.create_role(RoleName="corso", AssumeRolePolicyDocument=policy)["Role"]
+        user = None if assumed_role else iam.create_user(UserName="corso")["User"]
+        role_arn = None
+        if assumed_role or role_to_assume:
+            trust = {"AWS": user["Arn"] if user else f"arn:aws:iam::{ACCOUNT}:root"}
+            role_arn = iam.create_role(RoleName="corso", AssumeRolePolicyDocument=json.dumps(
+                allow(["sts:AssumeRole"], principal=trust)))["Role"]["Arn"]
             iam.put_role_policy(RoleName="corso", PolicyName="corso", PolicyDocument=policy)
+            policy = json.dumps(allow(["sts:AssumeRole"], [role_arn]))
+        if assumed_role:
             key = boto3.client("sts", **root).assume_role(
-                RoleArn=role["Arn"], RoleSessionName="corso-test")["Credentials"]
+                RoleArn=role_arn, RoleSessionName="corso-test")["Credentials"]
         else:
-            iam.create_user(UserName="corso")
             iam.put_user_policy(UserName="corso", PolicyName="corso", PolicyDocument=policy)
             key = iam.create_access_key(UserName="corso")["AccessKey"]
         _moto_api(moto_endpoint, "reset-auth", b"0")
         return S3Server(moto_endpoint, key["AccessKeyId"], key["SecretAccessKey"], bucket,
-                        session_token=key.get("SessionToken"))
+                        session_token=key.get("SessionToken"), role_arn=role_arn)
 
     yield make
     _moto_api(moto_endpoint, "reset-auth", b"inf")

@@ -257,6 +257,27 @@ def test_session_token_and_no_secret_in_config_or_debug_log(corso, iam_s3, monke
         assert secret not in written
 
 
+def test_a_profile_that_assumes_a_role(corso, iam_s3, monkeypatch, tmp_path):
+    """An AWS profile with role_arn and source_profile: botocore's credential chain makes its
+    own STS client (through the plugin's data loader) and every S3 call uses the role's
+    keys. The source user itself may not touch the bucket, as the first command shows."""
+    server = iam_s3(REQUIRED, role_to_assume=True)
+    (tmp_path / "aws-config").write_text(
+        f"[profile corso]\nrole_arn = {server.role_arn}\nsource_profile = source\n"
+        f"region = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE",
+                       credentials_file(tmp_path / "creds", "source", server))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://{server.endpoint}")
+    monkeypatch.setenv("AWS_PROFILE", "source")
+    refused = corso("repo", "init", "s3", *server.flags("repo/"), "--passphrase", PASS)
+    one_error_line(refused, 1, "access denied")
+    monkeypatch.setenv("AWS_PROFILE", "corso")
+    result = corso("repo", "init", "s3", *server.flags("repo/"), "--passphrase", PASS)
+    assert result.code == 0, result
+    assert corso("repo", "status", "--passphrase", PASS).code == 0
+
+
 def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3_prefix):
     strict = [f for f in seaweedfs_tls.flags(s3_prefix) if f != "--disable-tls-verification"]
     refused = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)

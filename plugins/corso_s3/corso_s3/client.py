@@ -16,13 +16,14 @@ TLS verification failures are not retried.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import botocore.loaders
 import botocore.session
 import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ProfileNotFound, SSLError
+from botocore.exceptions import BotoCoreError, DataNotFoundError, ProfileNotFound, SSLError
 
 from corso_core.api import UsageError
 from corso_s3 import __version__
@@ -97,11 +98,13 @@ class Connection:
 
 
 class S3OnlyLoader(botocore.loaders.Loader):
-    """botocore's data loader for a session that builds nothing but S3 clients.
+    """botocore's data loader, checking a service's name by looking for that service alone.
 
     Before loading a service model, botocore lists every service it has data for, to check the
     name: ~400 directories, ~3,600 stat and open calls, ~20 ms with a warm page cache and
-    100-200 ms with a cold one, on every S3 command. This session only ever asks for S3.
+    100-200 ms with a cold one, on every S3 command. This loader looks only in the directories
+    of the service asked for, which answers the same. (Not S3 alone: the credential chain
+    builds its own clients through it, STS for a profile that assumes a role, SSO for SSO.)
     """
 
     @classmethod
@@ -110,8 +113,27 @@ class S3OnlyLoader(botocore.loaders.Loader):
         paths = botocore.loaders.create_loader(session.get_config_variable("data_path"))
         return cls(extra_search_paths=paths.search_paths, include_default_search_paths=False)
 
-    def list_available_services(self, type_name: str) -> list[str]:
-        return ["s3"]
+    def list_available_services(self, type_name: str) -> _ServicesOnDisk:
+        return _ServicesOnDisk(self, type_name)
+
+
+@dataclass(frozen=True)
+class _ServicesOnDisk:
+    """The services with `type_name` data, for botocore's `name in services` check: each
+    name is looked for on its own; listed, they are none (botocore lists them only in the
+    message for a name not found)."""
+
+    loader: botocore.loaders.Loader
+    type_name: str
+
+    def __contains__(self, service_name: object) -> bool:
+        try:
+            return bool(self.loader.list_api_versions(service_name, self.type_name))
+        except DataNotFoundError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
 
 
 def _never_retry_tls_failures(caught_exception=None, **kwargs) -> None:
