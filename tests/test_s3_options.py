@@ -83,6 +83,10 @@ def test_the_client_loads_the_s3_model_without_listing_every_service(aws_env, mo
     assert isinstance(loader, S3OnlyLoader)
     assert loader.search_paths[0] == str(tmp_path)
     assert any(path.endswith("botocore/data") for path in loader.search_paths)
+    services = loader.list_available_services("service-2")
+    # The credential chain's own clients: STS (a role to assume), SSO, sign-in (aws login).
+    assert all(name in services for name in ("s3", "sts", "sso", "sso-oidc", "signin"))
+    assert "no-such-service" not in services
 
 
 def test_the_client_is_built_without_boto3s_own_layer(aws_env):
