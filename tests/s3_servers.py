@@ -147,6 +147,7 @@ class TlsProxy:
     """Terminates TLS on a loopback port and pipes the bytes to a plain-HTTP server."""
 
     def __init__(self, target: str, cert: str, key: str) -> None:
+        self.certificate = cert
         self.target_host, port = target.rsplit(":", 1)
         self.target_port = int(port)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

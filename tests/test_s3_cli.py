@@ -286,6 +286,19 @@ def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3
     assert init(corso, seaweedfs_tls, s3_prefix).code == 0
 
 
+def test_a_ca_bundle_from_the_environment_verifies_a_private_certificate(
+        corso, seaweedfs_tls, tls_proxy, s3_prefix, monkeypatch):
+    """AWS_CA_BUNDLE is how a store with a company CA is trusted without switching
+    verification off."""
+    strict = [f for f in seaweedfs_tls.flags(s3_prefix) if f != "--disable-tls-verification"]
+    refused = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)
+    one_error_line(refused, 1, "CERTIFICATE_VERIFY_FAILED", "AWS_CA_BUNDLE")
+    monkeypatch.setenv("AWS_CA_BUNDLE", tls_proxy.certificate)
+    done = corso("repo", "init", "s3", *strict, *with_keys(seaweedfs_tls), "--passphrase", PASS)
+    assert done.code == 0, done
+    assert f"{s3_prefix}format" in keys_under(seaweedfs_tls, s3_prefix)
+
+
 def test_check_access_probes_everything_and_cleans_up(corso, seaweedfs, s3_prefix):
     result = corso("repo", "check-access", "s3", *seaweedfs.flags(s3_prefix),
                    *with_keys(seaweedfs), "--json")

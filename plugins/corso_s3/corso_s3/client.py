@@ -83,7 +83,9 @@ class Connection:
                 "s3",
                 endpoint_url=None if self.is_aws and not self.disable_tls
                 else f"{scheme}://{self.endpoint}",
-                verify=not self.disable_tls_verification,
+                # None, not True: botocore then reads a CA bundle from AWS_CA_BUNDLE or the
+                # profile's ca_bundle (then REQUESTS_CA_BUNDLE), for a store with a private CA.
+                verify=False if self.disable_tls_verification else None,
                 config=config,
                 aws_access_key_id=self.access_key,
                 aws_secret_access_key=self.secret_key,

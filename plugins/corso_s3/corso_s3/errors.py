@@ -65,8 +65,9 @@ def translate(error: Exception, operation: str, where: str, bucket: str, endpoin
         return UsageError(NO_CREDENTIALS)
     if isinstance(error, SSLError):
         return StorageError(
-            f"TLS failure talking to {endpoint}: {_reason(error)}; for a self-signed "
-            "certificate add --disable-tls-verification, for plain HTTP --disable-tls"
+            f"TLS failure talking to {endpoint}: {_reason(error)}; for a private CA set "
+            "AWS_CA_BUNDLE to its certificate file, for a self-signed certificate add "
+            "--disable-tls-verification, for plain HTTP --disable-tls"
         )
     if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
         return StorageError(f"cannot reach the S3 endpoint {endpoint}: {_reason(error)}")
