@@ -514,6 +514,90 @@ def test_backups_killed_at_random_points_leave_earlier_backups_and_the_next_one_
         snapshot(tree, with_dir_mtimes=False)
 
 
+def _stopped_while(process: subprocess.Popen, predicate) -> bool:
+    """Wait until `predicate()` holds, then freeze the process (SIGSTOP) and tell whether it
+    still holds: the process is then caught in the middle of the work `predicate` sees."""
+    _wait_for(lambda: predicate() or process.poll() is not None)
+    process.send_signal(signal.SIGSTOP)
+    return process.poll() is None and predicate()
+
+
+def _terminate_stopped(process: subprocess.Popen, signum: int) -> str:
+    """Send `signum` to a stopped process, let it go on, and return its stderr once it ends."""
+    process.send_signal(signum)
+    process.send_signal(signal.SIGCONT)
+    return process.communicate(timeout=60)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_restore_removes_its_temporary_files(connected, corso, tmp_path, signum):
+    """`kill`, `timeout`, `systemctl stop` (SIGTERM) and a closed terminal (SIGHUP) are met as
+    Ctrl-C is: the restore stops and removes its temporary files, in the directories it made
+    and in the staging directory of an existing one."""
+    rng = random.Random(signum)
+    for name in ("made", "existing"):
+        (tmp_path / "t" / name).mkdir(parents=True)
+        (tmp_path / "t" / name / "big").write_bytes(rng.randbytes(12 * 1024 * 1024))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out"
+
+    def temporary_items() -> list[str]:
+        return [name for _, dirs, files in os.walk(out) for name in dirs + files
+                if name.startswith(".corso-restore-")]
+
+    for _ in range(10):  # until it is caught with a file half-written
+        shutil.rmtree(out, ignore_errors=True)
+        (out / "t" / "existing").mkdir(parents=True)
+        process = subprocess.Popen(
+            [CORSO, "restore", "files", "--backup", backup_id, "--destination", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if _stopped_while(process, temporary_items):
+            break
+        process.kill()
+        process.communicate()
+    else:
+        pytest.fail("the restore never ran long enough to be stopped half-way")
+    stderr = _terminate_stopped(process, signum)
+    assert process.returncode == 128 + signum
+    assert stderr == f"corso: terminated ({signal.Signals(signum).name})\n"
+    assert temporary_items() == []
+
+
+def test_a_terminated_backup_indexes_what_it_stored(connected, corso, tmp_path):
+    """The packs a backup stored before SIGTERM are indexed as it stops: the next backup
+    stores none of their data again."""
+    rng = random.Random(7)
+    (tmp_path / "t").mkdir()
+    for i in range(24):
+        (tmp_path / "t" / f"f{i}").write_bytes(rng.randbytes(1024 * 1024))
+    data = connected / "data"
+
+    def packs() -> list[Path]:
+        return [p for p in data.rglob("*") if p.is_file()] if data.exists() else []
+
+    for _ in range(10):  # until it is caught with some packs stored, before its manifest
+        process = subprocess.Popen(
+            [CORSO, "backup", "create", "files", "--path", str(tmp_path / "t")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if _stopped_while(process, lambda: len(packs()) >= 2):
+            break
+        process.kill()
+        process.communicate()
+        corso("backup", "delete", "files", "--backups", ",".join(
+            r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)))
+    else:
+        pytest.fail("the backup never ran long enough to be stopped half-way")
+    stored = {p.name for p in packs()}
+    stderr = _terminate_stopped(process, signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr == "corso: terminated (SIGTERM)\n"
+    assert json.loads(corso("backup", "list", "files", "--json").out) == []
+    result = corso("backup", "create", "files", "--path", str(tmp_path / "t"), "--json")
+    stats = json.loads(result.out)["stats"]
+    reused = sum(p.stat().st_size for p in packs() if p.name in stored)
+    assert stats["bytes_added"] <= 24 * 1024 * 1024 - reused + 64 * 1024
+
+
 def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "f").write_bytes(os.urandom(3000))

@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 
 import click
@@ -78,6 +79,25 @@ def _without_secrets(message: str, argv: list[str]) -> str:
     return message
 
 
+#: What `kill`, `timeout`, `systemctl stop` and a closed terminal send: met as Ctrl-C is, so a
+#: backup indexes what it stored and a restore removes its temporary files.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """A terminating signal, raised in the main thread wherever it is, as Ctrl-C's
+    KeyboardInterrupt is: what cleans up after one (`finally`, `except BaseException`) cleans
+    up after both. Not a KeyboardInterrupt, which click would turn into Abort."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
     argv_given = sys.argv[1:] if argv is None else argv
@@ -89,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("error", exc_info=True)
         click.echo(f"corso: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("corso: aborted", err=True)
+    except click.exceptions.Abort as e:  # Ctrl-C (click's own handling), or a prompt's EOF
+        interrupted = isinstance(e.__cause__, KeyboardInterrupt)
+        click.echo(f"corso: {'interrupted' if interrupted else 'aborted'}", err=True)
         sys.exit(130)
     except click.ClickException as e:
         click.echo(f"corso: error: {_without_secrets(e.format_message(), argv_given)}",
@@ -99,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("corso: interrupted", err=True)
         sys.exit(130)
+    except Terminated as e:
+        click.echo(f"corso: terminated ({signal.Signals(e.signum).name})", err=True)
+        sys.exit(128 + e.signum)
     except RecursionError:  # the walks of trees recurse once per directory level
         click.echo("corso: error: directories nested deeper than corso can follow (about 900 "
                    "levels)", err=True)
@@ -107,13 +131,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """The `corso` console script: main(), then leave without the interpreter's teardown.
+    """The `corso` console script: main(), with SIGTERM and SIGHUP raising Terminated, then
+    leave without the interpreter's teardown.
 
     Freeing every object one by one at exit (boto3's service models, the index, the trees)
     took ~65 ms of every command, which the OS does at once when the process ends. Everything a
     command writes is closed (and renamed into place) before main() returns; only the standard
     streams and the log have buffers left, and they are flushed here.
     """
+    for signum in TERMINATING_SIGNALS:
+        signal.signal(signum, _terminate)
     try:
         main()
     except SystemExit as e:  # main() always ends with one, carrying an int
