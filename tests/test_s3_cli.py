@@ -151,6 +151,19 @@ def test_unreachable_endpoint_is_named(corso, seaweedfs, s3_prefix, monkeypatch)
     one_error_line(result, 1, "cannot reach the S3 endpoint 127.0.0.1:9")
 
 
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_an_endpoint_from_the_environment_does_not_redirect_aws(corso, seaweedfs, s3_prefix,
+                                                                 monkeypatch, variable):
+    """A repository saved as AWS is on AWS: the saved connection names no other endpoint, so
+    a later run without the variable would go to a different store."""
+    monkeypatch.setattr(client, "MAX_RETRIES", 1)
+    monkeypatch.setenv(variable, f"http://{seaweedfs.endpoint}")
+    result = corso("repo", "init", "s3", "--bucket", seaweedfs.bucket, "--prefix", s3_prefix,
+                   *with_keys(seaweedfs), "--passphrase", PASS)
+    one_error_line(result, 1, "cannot reach the S3 endpoint s3.amazonaws.com")
+    assert keys_under(seaweedfs, s3_prefix) == [] and not config_file().exists()
+
+
 def test_two_prefixes_in_one_bucket_stay_independent(corso, seaweedfs, s3_prefix, tmp_path,
                                                      monkeypatch):
     ids = {}

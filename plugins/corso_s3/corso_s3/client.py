@@ -9,6 +9,10 @@ Credentials: flags beat the AWS_* environment, which beats the shared credential
 profile. That is boto3's own chain with the flags passed in explicitly, so a user's existing
 AWS setup (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, session tokens) works unchanged.
 
+Endpoint and TLS: only --endpoint (saved with the connection) says where the store is;
+AWS_ENDPOINT_URL and a profile's endpoint_url are ignored. Certificates are checked against
+AWS_CA_BUNDLE or a profile's ca_bundle if set, else botocore's bundle.
+
 Retries: botocore's "standard" mode retries 500/502/503/504, throttling (SlowDown, 429) and
 connection errors and timeouts, with exponential backoff and full jitter, up to 10 retries;
 TLS verification failures are not retried.
@@ -74,6 +78,9 @@ class Connection:
             user_agent_extra=f"corso-s3/{__version__}",
             request_checksum_calculation="when_supported",
             response_checksum_validation="when_supported",
+            # The store is the one the connection names: AWS_ENDPOINT_URL(_S3) or a profile's
+            # endpoint_url would send a repository saved as AWS elsewhere, unsaid.
+            ignore_configured_endpoint_urls=True,
         )
         scheme = "http" if self.disable_tls else "https"
         session = botocore.session.Session(session_vars=ignore_profile)
