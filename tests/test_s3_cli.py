@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
+import botocore.auth
+import botocore.utils
 import pytest
 from cli_fixtures import Result, one_error_line
 
@@ -142,6 +145,19 @@ def test_wrong_secret_key_is_named(corso, seaweedfs, s3_prefix):
     one_error_line(result, 1, "secret access key does not match")
     assert "wrong" not in result.err.replace("does not match", "")
     assert keys_under(seaweedfs, s3_prefix) == [] and not config_file().exists()
+
+
+def test_a_skewed_clock_is_named_even_on_a_head_request(corso, seaweedfs, s3_prefix,
+                                                        monkeypatch):
+    """With --region, init starts with a HEAD, whose refusal says only "403"; a user must be
+    told to fix the clock, not an IAM policy that is right."""
+    now = botocore.utils.get_current_datetime
+    with monkeypatch.context() as skewed:
+        skewed.setattr(botocore.auth, "get_current_datetime",
+                       lambda *args, **kwargs: now(*args, **kwargs) + timedelta(hours=1))
+        result = init(corso, seaweedfs, s3_prefix, "--region", "us-east-1")
+    one_error_line(result, 1, "clock differs from the server's", "(RequestTimeTooSkewed)")
+    assert keys_under(seaweedfs, s3_prefix) == []
 
 
 def test_unreachable_endpoint_is_named(corso, seaweedfs, s3_prefix, monkeypatch):

@@ -13,6 +13,7 @@ import os
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from cli_fixtures import one_error_line
 from s3_servers import with_small_parts
 
 from corso_core.api import NotFound, PermissionDenied
@@ -122,6 +123,25 @@ def test_wrong_secret_and_unknown_key_get_their_own_messages(iam_s3):
         storage_for(server, aws_secret_access_key="wrong-secret")
     with pytest.raises(PermissionDenied, match="access key is not known"):
         storage_for(server, aws_access_key="AKIAUNKNOWN000000000")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--aws-secret-access-key", "wrong-secret",
+     "S3 refused the credentials: the secret access key does not match the access key "
+     "(SignatureDoesNotMatch)"),
+    ("--aws-access-key", "AKIAUNKNOWN000000000", "S3 refused the credentials: the access key "
+     "is not known at {endpoint} (InvalidAccessKeyId)"),
+])
+def test_bad_credentials_refused_on_a_head_request_get_their_own_message(
+        iam_s3, corso, flag, value, message):
+    """With --region, init's first request is a HEAD, whose refusal has no body to say why:
+    the message must still name the credentials, not an IAM permission."""
+    server = iam_s3(CORSO_DOCUMENTED)
+    keys = {"--aws-access-key": server.access_key,
+            "--aws-secret-access-key": server.secret_key, flag: value}
+    result = corso("repo", "init", "s3", *server.flags("repo/"), "--region", "us-east-1",
+                   *(part for pair in keys.items() for part in pair), "--passphrase", "pw")
+    one_error_line(result, 1, message.format(endpoint=server.endpoint))
 
 
 def test_admin_client_cannot_bypass(iam_s3):

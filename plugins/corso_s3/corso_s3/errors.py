@@ -90,9 +90,15 @@ def _client_error(error: ClientError, operation: str, where: str, bucket: str, e
         return PermissionDenied(
             f"S3 refused the credentials: {_CREDENTIALS[code].format(endpoint=endpoint)}"
         )
+    if code == "RequestTimeTooSkewed":
+        return PermissionDenied(
+            "S3 refused the request: this computer's clock differs from the server's by more "
+            "than 15 minutes (RequestTimeTooSkewed); set the clock right (NTP)"
+        )
     if code in _DENIED:
         hint = {
-            "HeadObject": " (or the credentials are wrong)",
+            # A bare "403": S3 said no more, bad credentials read the same.
+            "HeadObject": " (or the credentials are wrong)" if code == "403" else "",
             "GetBucketLocation": " (or give --region)",
         }.get(operation, "")
         return PermissionDenied(

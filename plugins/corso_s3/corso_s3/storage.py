@@ -43,6 +43,9 @@ DEFAULT_PART_SIZE = 16 * MiB
 #: not four, and a PUT reads the caller's buffer without copying it just as a part does.
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 
+#: The codes botocore gives a refused HEAD request, which has no body to name the error.
+_BODILESS_REFUSALS = {"400", "403"}
+
 #: Where the Object Lock settings of a repository are recorded, beside its blobs.
 LOCK_RECORD = "s3-object-lock.json"
 
@@ -155,9 +158,23 @@ class S3Storage(BlobStorage):
         except (ClientError, BotoCoreError) as e:
             meta = e.response.get("ResponseMetadata", {}) if isinstance(e, ClientError) else {}
             self._count(kind, 1 + meta.get("RetryAttempts", 0), up)
+            if operation == "HeadObject" and error_code(e) in _BODILESS_REFUSALS:
+                e = self._head_refusal_explained(key, params["Key"], e)
             raise translate(e, operation, self._where(key), self.bucket, self.endpoint) from e
         self._count(kind, 1 + response["ResponseMetadata"].get("RetryAttempts", 0), up)
         return response
+
+    def _head_refusal_explained(self, key: str | None, name: str, refusal: ClientError):
+        """A HEAD answer has no body, so a refused one says only "403" or "400", whether the
+        secret was wrong, the key unknown, the token expired or the clock skewed. The same
+        object asked for as a one-byte GET is refused with the code that says which."""
+        try:
+            self.request("GetObject", key, Key=name, Range="bytes=0-0")["Body"].close()
+        except StorageError as e:
+            if error_code(e.__cause__) not in {*_BODILESS_REFUSALS, "", "NoSuchKey",
+                                               "InvalidRange"}:
+                return e.__cause__
+        return refusal
 
     def _count(self, kind: str, attempts: int, up: int = 0, down: int = 0) -> None:
         with self._count_lock:
