@@ -470,6 +470,32 @@ def test_a_restore_into_a_read_only_directory_counts_each_item_failed(corso, sma
     assert os.listdir(work / "out" / "t") == []
 
 
+def test_a_directory_too_large_for_one_tree_chunk(connected, corso, tmp_path):
+    """A directory whose tree outgrows the chunker's maximum (here 64 KiB: ~250 files; 4 MiB
+    for real, ~16,000; one chunk of 16 MiB held ~65,000 before this failed) is split: backed
+    up, browsed, restored whole, kept by maintenance, and verified, and a second backup after
+    one more file stores only the pieces around it."""
+    tree = tmp_path / "t" / "big"
+    tree.mkdir(parents=True)
+    for i in range(1500):
+        (tree / f"file {i:05}").write_text(f"{i}\n")
+    first = create(corso, "--path", str(tmp_path / "t"))
+    (tree / "file 00750+").write_text("one more\n")
+    stats = json.loads(corso("backup", "create", "files", "--path", str(tmp_path / "t"),
+                             "--json").out)["stats"]
+    assert stats["files_new"] == 1 and stats["bytes_added"] < 64 * 1024, stats
+    corso("backup", "delete", "files", "--backups", first)
+    assert corso("repo", "maintenance", "--safety", "none", "--max-unused", "0%").code == 0
+    assert corso("repo", "verify", "--read-data").code == 0
+    [last] = json.loads(corso("backup", "list", "files", "--json").out)
+    details = corso("backup", "details", "files", "--backup", last["id"], "--json")
+    assert len(json.loads(details.out)) == 1503  # t, t/big and its 1501 files
+    restored = corso("restore", "files", "--backup", last["id"], "--destination",
+                     str(tmp_path / "out"))
+    assert restored.code == 0, restored
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
+
+
 # --- SIGKILL at random points ---------------------------------------------------------------
 
 

@@ -1,11 +1,16 @@
-"""Tree encoding: every name and field survives, equal directories encode to equal bytes, and
-damage is reported as corruption naming the tree."""
+"""Tree encoding: every name and field survives, equal directories encode to equal bytes, a
+tree too large for one chunk is split, and damage is reported as corruption naming the tree."""
+
+import hashlib
 
 import pytest
 
-from corso_core.engine.tree import Entry, decode_tree, encode_tree
+from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
 from corso_core.errors import Corrupted
+from corso_core.repo.chunker import ChunkerParams
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
+
+SMALL_CHUNKS = ChunkerParams("fastcdc-2020", min_size=1024, avg_size=4096, max_size=16384)
 
 ENTRIES = [
     Entry(b"\xff\xfe not utf-8\n", Metadata(FILE, mode=0o4755, uid=1000, gid=1001, size=3,
@@ -18,8 +23,22 @@ ENTRIES = [
 ]
 
 
+def decode(data: bytes, tree_id: bytes = b"t") -> list[Entry]:
+    """The entries of one tree chunk, read as the engine reads trees."""
+    return read_tree(tree_id, {tree_id: data}.__getitem__).entries
+
+
+def chunk_id(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def many_files(count: int, skip: int | None = None) -> list[Entry]:
+    return [Entry(b"file %06d" % i, Metadata(FILE, size=5, mtime_ns=i),
+                  chunks=[(chunk_id(b"%d" % i), 5)]) for i in range(count) if i != skip]
+
+
 def test_entries_round_trip_exactly_and_sorted_by_name_bytes():
-    decoded = decode_tree(encode_tree(ENTRIES), b"t")
+    decoded = decode(encode_tree(ENTRIES))
     assert decoded == sorted(ENTRIES, key=lambda e: e.name)
 
 
@@ -37,4 +56,52 @@ def test_readable_names_stay_readable_in_the_encoding():
                                     b'{"v":1,"entries":[{"type":"file","name":"x"}]}'])
 def test_a_tree_that_does_not_decode_is_corrupted_and_named(damage):
     with pytest.raises(Corrupted, match="tree 7474"):
-        decode_tree(damage, b"tt")
+        decode(damage, b"tt")
+
+
+def test_a_tree_within_the_chunk_size_is_one_chunk():
+    document = encode_tree(ENTRIES)
+    assert tree_chunks(document, SMALL_CHUNKS, chunk_id) == [(chunk_id(document), document)]
+
+
+def test_a_larger_tree_is_split_by_the_chunker_and_read_whole():
+    """No chunk outgrows the chunker's maximum (the limit every chunk has is 16 MiB: a
+    directory of ~70,000 files did not fit); the tree's own chunk, last, lists the pieces."""
+    entries = many_files(2000)
+    document = encode_tree(entries)
+    chunks = tree_chunks(document, SMALL_CHUNKS, chunk_id)
+    assert len(document) > 10 * SMALL_CHUNKS.max_size
+    assert all(len(data) <= SMALL_CHUNKS.max_size for _, data in chunks)
+    assert all(chunk == chunk_id(data) for chunk, data in chunks)
+    *pieces, (tree_id, _) = chunks
+    assert b"".join(data for _, data in pieces) == document
+    tree = read_tree(tree_id, dict(chunks).__getitem__)
+    assert tree.entries == entries and tree.pieces == [piece for piece, _ in pieces]
+
+
+def test_a_change_in_a_split_tree_stores_only_the_pieces_around_it():
+    before = {piece for piece, _ in tree_chunks(encode_tree(many_files(2000)), SMALL_CHUNKS,
+                                                chunk_id)}
+    after = tree_chunks(encode_tree(many_files(2000, skip=1000)), SMALL_CHUNKS, chunk_id)
+    new = [piece for piece, _ in after if piece not in before]
+    assert 2 <= len(new) <= 4  # the piece(s) around the change, and the list of pieces
+    assert len(after) > 20
+
+
+@pytest.mark.parametrize("damage", ["short piece", "nested split", "missing piece"])
+def test_a_split_tree_that_does_not_add_up_is_corrupted_and_named(damage):
+    chunks = dict(tree_chunks(encode_tree(many_files(500)), SMALL_CHUNKS, chunk_id))
+    *pieces, tree_id = chunks
+    if damage == "short piece":
+        chunks[pieces[1]] = chunks[pieces[1]][:-1]
+    elif damage == "nested split":  # a split tree whose pieces are another split tree
+        chunks[pieces[0]], chunks[tree_id] = chunks[tree_id], (
+            b'{"chunks":[["%s",%d]],"v":2}' % (pieces[0].hex().encode(), len(chunks[tree_id])))
+
+    def get(chunk: bytes) -> bytes:
+        if damage == "missing piece" and chunk == pieces[2]:
+            raise Corrupted(f"chunk {chunk.hex()} is missing from the index")
+        return chunks[chunk]
+
+    with pytest.raises(Corrupted, match=f"{tree_id.hex()[:8]}|{pieces[2].hex()[:8]}"):
+        read_tree(tree_id, get)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from corso_core.engine.progress import Problems, Progress
-from corso_core.engine.tree import Entry, decode_tree, encode_tree
+from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
 from corso_core.errors import CorsoError, RepositoryError, UsageError
 from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
@@ -159,10 +159,12 @@ class _ReadLane:
 
 @dataclass
 class _Previous:
-    """A directory as the previous backup recorded it: its tree's ID and its entries by name."""
+    """A directory as the previous backup recorded it: its tree's ID (and pieces, if split)
+    and its entries by name."""
 
     tree_id: bytes | None = None
     entries: dict[bytes, Entry] = field(default_factory=dict)
+    pieces: list[bytes] = field(default_factory=list)
 
     def same_as(self, entries: list[Entry]) -> bool:
         """Whether `entries` would encode to the previous tree (equal entries, same names)."""
@@ -422,8 +424,8 @@ class _Backup:
         """The previous backup's record of one directory (empty if there is none)."""
         if tree_id is None or not self.store.has(tree_id):
             return _Previous()
-        entries = decode_tree(self.store.get(tree_id), tree_id)
-        return _Previous(tree_id, {e.name: e for e in entries})
+        tree = read_tree(tree_id, self.store.get)
+        return _Previous(tree_id, {e.name: e for e in tree.entries}, tree.pieces)
 
     def _look_ahead(self, children: list[Node], old: _Previous) -> Iterator[tuple[Future, Future]]:
         """(listing, previous record) of each subdirectory in turn, each started LOOK_AHEAD
@@ -518,16 +520,17 @@ class _Backup:
         # The parent needs only the tree ID: dropping the items frees this directory's futures
         # and file records now, not when the whole walk is done (memory stays O(in flight)).
         previous, pending.previous, pending.items = pending.previous, _Previous(), []
-        if previous.same_as(entries):  # the tree would be the very chunk stored last time
+        if previous.same_as(entries):  # the tree would be the very chunks stored last time
             pending.tree_id = previous.tree_id
-            self._relied_on([pending.tree_id])
+            self._relied_on([pending.tree_id, *previous.pieces])
             return
-        data = encode_tree(entries)
-        pending.tree_id = self.store.chunk_id(data)
-        added = self.store.put(pending.tree_id, data, kind="tree")
-        if not added:
-            self._relied_on([pending.tree_id])
-        self.stats.bytes_added += added
+        for chunk_id, data in tree_chunks(encode_tree(entries), self.chunker,
+                                          self.store.chunk_id):
+            added = self.store.put(chunk_id, data, kind="tree")
+            if not added:
+                self._relied_on([chunk_id])
+            self.stats.bytes_added += added
+            pending.tree_id = chunk_id  # the last is the tree's own
 
 
 def _measure(source: Source, values: dict, progress: Progress) -> None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from corso_core.engine.tree import Entry, contains_itself, decode_tree
+from corso_core.engine.tree import Entry, contains_itself, read_tree
 from corso_core.sources.source import DIR
 
 Path = tuple[bytes, ...]
@@ -54,7 +54,7 @@ class TreeLoader:
         self.ahead: dict[bytes, Future] = {}
 
     def _load(self, tree_id: bytes) -> list[Entry]:
-        return decode_tree(self.store.get(tree_id), tree_id)
+        return read_tree(tree_id, self.store.get).entries
 
     def entries(self, tree_id: bytes) -> list[Entry]:
         future = self.ahead.pop(tree_id, None)

@@ -4,19 +4,29 @@ A tree is canonical JSON (sorted keys, no spaces, UTF-8) so that an unchanged di
 to the same bytes and deduplicates to the same chunk. Names and symlink targets are bytes; those
 that are valid UTF-8 are stored as "name"/"target", others base64-encoded as
 "name_b64"/"target_b64". docs/format.md describes every field.
+
+A tree larger than the chunker's maximum chunk size (~16,000 entries, or a file of millions of
+chunks) is cut into pieces by the chunker, as file content is, and its chunk is then a short
+"split" document listing them: no chunk outgrows the limit every chunk has, and a change in a
+large directory stores only the pieces around it.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corso_core.errors import Corrupted
+from corso_core.repo.chunker import ChunkerParams, chunk_file
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
 FORMAT_VERSION = 1
+#: The version of a split tree's chunk: {"v": 2, "chunks": [[piece ID hex, size], …]}.
+SPLIT_VERSION = 2
 _KINDS = (FILE, DIR, SYMLINK)
 _INT_FIELDS = tuple(name for name, default in Metadata._field_defaults.items()
                     if type(default) is int)
@@ -101,10 +111,64 @@ def encode_tree(entries: list[Entry]) -> bytes:
     return _CANONICAL.encode(document).encode()
 
 
-def decode_tree(data: bytes, tree_id: bytes) -> list[Entry]:
-    """The entries of a tree chunk; Corrupted naming the tree if it does not decode."""
+def tree_chunks(document: bytes, chunker: ChunkerParams,
+                chunk_id: Callable[[bytes], bytes]) -> list[tuple[bytes, bytes]]:
+    """The (ID, plaintext) chunks that store a tree document (encode_tree's), the tree's own
+    last: the document itself, or, above the chunker's maximum, its pieces and their list."""
+    if len(document) <= chunker.max_size:
+        return [(chunk_id(document), document)]
+    pieces = [bytes(piece) for piece in chunk_file(chunker, io.BytesIO(document))]
+    chunks = [(chunk_id(piece), piece) for piece in pieces]
+    listing = _CANONICAL.encode({"v": SPLIT_VERSION, "chunks": [
+        [piece_id.hex(), len(piece)] for piece_id, piece in chunks]}).encode()
+    return [*chunks, (chunk_id(listing), listing)]
+
+
+@dataclass
+class Tree:
+    """A tree as read: its entries, and the IDs of its pieces if it is split (else none)."""
+
+    entries: list[Entry]
+    pieces: list[bytes]
+
+
+def read_tree(tree_id: bytes, get: Callable[[bytes], bytes]) -> Tree:
+    """The tree `tree_id`, its chunks read through `get(chunk ID) -> plaintext`; Corrupted
+    naming the tree if it does not decode."""
+    document = _document(get(tree_id), tree_id)
+    if document.get("v") != SPLIT_VERSION:
+        return Tree(_entries(document, tree_id), [])
+    pieces = _pieces(document, tree_id)
+    whole = []
+    for piece_id, size in pieces:
+        piece = get(piece_id)
+        if len(piece) != size:
+            raise Corrupted(f"tree {tree_id.hex()}: piece {piece_id.hex()} has {len(piece)} "
+                            f"bytes, the tree says {size}")
+        whole.append(piece)
+    return Tree(_entries(_document(b"".join(whole), tree_id), tree_id),
+                [piece_id for piece_id, _ in pieces])
+
+
+def _document(data: bytes, tree_id: bytes) -> dict:
     try:
         document = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None
+    if not isinstance(document, dict):
+        raise Corrupted(f"tree {tree_id.hex()} does not decode: not an object")
+    return document
+
+
+def _pieces(document: dict, tree_id: bytes) -> list[tuple[bytes, int]]:
+    try:
+        return [(bytes.fromhex(piece_id), int(size)) for piece_id, size in document["chunks"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None
+
+
+def _entries(document: dict, tree_id: bytes) -> list[Entry]:
+    try:
         if document.get("v") != FORMAT_VERSION:
             raise ValueError(f"unknown tree version {document.get('v')!r}")
         return [_decode_entry(record) for record in document["entries"]]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 
-from corso_core.engine.tree import Entry, decode_tree
+from corso_core.engine.tree import Entry, read_tree
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.cache import BlobCache
@@ -169,18 +169,22 @@ def chunk_matches(repository, chunk_id: bytes, plain: bytes) -> bool:
 Path = tuple[bytes, ...]
 
 
-def walk_backup(reader: ChunkReader, root: bytes, on_damage) -> Iterator[tuple[Path, Entry]]:
+def walk_backup(reader: ChunkReader, root: bytes, on_damage,
+                pieces: set[bytes] | None = None) -> Iterator[tuple[Path, Entry]]:
     """Every entry of a backup; a tree that cannot be read is passed to
-    `on_damage(path of its directory, message)` and what is below it skipped."""
+    `on_damage(path of its directory, message)` and what is below it skipped. The pieces of
+    split trees are added to `pieces`."""
     stack: list[tuple[bytes, Path]] = [(root, ())]
     while stack:
         tree_id, parent = stack.pop()
         try:
-            entries = decode_tree(reader.read(tree_id), tree_id)
+            tree = read_tree(tree_id, reader.read)
         except Corrupted as e:
             on_damage(parent, str(e))
             continue
-        for entry in entries:
+        if pieces is not None:
+            pieces.update(tree.pieces)
+        for entry in tree.entries:
             path = parent + (entry.name,)
             yield path, entry
             if entry.meta.kind == DIR and entry.subtree is not None:
@@ -198,7 +202,7 @@ def referenced_chunks(reader: ChunkReader, manifests: dict[str, dict]
         root = bytes.fromhex(manifest["root"])
         used.add(root)
         for _path, entry in walk_backup(reader, root, lambda p, why, b=backup_id:
-                                        damage.append((b, f"backup {b}: {why}"))):
+                                        damage.append((b, f"backup {b}: {why}")), used):
             if entry.meta.kind == DIR and entry.subtree is not None:
                 used.add(entry.subtree)
             elif entry.meta.kind == FILE:
