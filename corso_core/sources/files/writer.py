@@ -14,7 +14,7 @@ Collision policies, for a name already present in the destination:
 
 Files may be written from several threads, a file by two at once at different offsets (the
 first to get there creates it): every thread keeps its own cache of open descriptors, so no
-thread ever closes a descriptor another uses.
+thread ever closes a descriptor another uses, sized from the open-files limit (ulimit -n).
 
 Whoever else can write a directory of the destination (a restore into a shared place) could
 swap what the restore opens by name there. So temp items are made only where nobody else can
@@ -30,10 +30,12 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import resource
 import secrets
 import stat
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from corso_core.sources.source import ITEM_ERRORS, Metadata, Report, reason
@@ -41,7 +43,11 @@ from corso_core.sources.source import ITEM_ERRORS, Metadata, Report, reason
 Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_PREFIX = b".corso-restore-"
-_MAX_OPEN = 64
+_MAX_OPEN = 64  # descriptors one thread keeps open, at most
+_MIN_OPEN = 2
+#: Threads that write at once, each with its own descriptors: the restore's and the store's
+#: two readers (engine/restore.py).
+_WRITING_THREADS = 3
 _NAME_MAX = 255  # bytes in one name, on Linux's filesystems
 #: What a filesystem without owners or hard links answers.
 _NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
@@ -58,6 +64,16 @@ def _remove_temp(temp_fd: int, temp: bytes) -> None:
         os.unlink(temp, dir_fd=temp_fd)
     except FileNotFoundError:
         pass  # renamed into place, or never made
+
+
+def _cache_size() -> int:
+    """Descriptors each thread keeps open: all threads' together take at most a quarter of the
+    files the process may have open (ulimit -n), as backup's readers do; the rest is for the
+    repository's, the store's and Python's own."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit == resource.RLIM_INFINITY:
+        return _MAX_OPEN
+    return max(_MIN_OPEN, min(_MAX_OPEN, limit // 4 // _WRITING_THREADS))
 
 
 def _discarded() -> OSError:
@@ -87,6 +103,7 @@ class FilesWriter:
         self.euid = os.geteuid()
         self.as_root = self.euid == 0
         self._local = threading.local()
+        self._cache_size = _cache_size()
         self._caches: list[OrderedDict[object, int]] = []  # every thread's, to close them all
         self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
@@ -116,16 +133,46 @@ class FilesWriter:
                 self._caches.append(cache)
         return cache
 
+    @property
+    def _held(self) -> list[int]:
+        """This thread's descriptors a caller still uses while it opens others."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = []
+        return held
+
+    @contextmanager
+    def _holding(self, *fds: int):
+        """Keep `fds` open meanwhile: opening a directory far away (a hard link's source)
+        opens its parents too, which would push out of a small cache any descriptor older."""
+        held = self._held
+        held.extend(fds)
+        try:
+            yield
+        finally:
+            for fd in fds:
+                held.remove(fd)
+
     def _cached(self, key: object, opener) -> int:
         fds = self._fds
         fd = fds.get(key)
         if fd is None:
             fd = fds[key] = opener()
-            if len(fds) > _MAX_OPEN:
-                os.close(fds.popitem(last=False)[1])
+            if len(fds) > self._cache_size:
+                self._close_least_used(fds)
         else:
             fds.move_to_end(key)
         return fd
+
+    def _close_least_used(self, fds: OrderedDict[object, int]) -> None:
+        """Close the least recently used descriptors beyond the cache's size, but for those
+        held and the one just opened."""
+        held = self._held
+        excess = len(fds) - self._cache_size
+        older = itertools.islice(fds.items(), len(fds) - 1)
+        unused = [key for key, fd in older if fd not in held][:excess]
+        for key in unused:
+            os.close(fds.pop(key))
 
     def _forget(self, key: object) -> None:
         fd = self._fds.pop(key, None)
@@ -357,13 +404,15 @@ class FilesWriter:
         try:
             if self._left_alone(fd, path):
                 return None
-            temp_fd = self._temp_fd(path[:-1])
-            try:
-                create(temp_fd, temp)
-            except BaseException:
-                _remove_temp(temp_fd, temp)  # made, then its metadata refused, say
-                raise
-            return self._place(temp_fd, temp, fd, path)
+            with self._holding(fd):
+                temp_fd = self._temp_fd(path[:-1])
+                with self._holding(temp_fd):
+                    try:
+                        create(temp_fd, temp)
+                    except BaseException:
+                        _remove_temp(temp_fd, temp)  # made, then its metadata refused, say
+                        raise
+                    return self._place(temp_fd, temp, fd, path)
         except ITEM_ERRORS as e:
             self._say(path, f"cannot create {what}: {reason(e)}")
             return False
@@ -426,8 +475,9 @@ class FilesWriter:
                 st = os.fstat(fd)  # what link() checks its source against
                 self._file_ids[pending.path] = (st.st_dev, st.st_ino)
             self._forget(("file", pending.temp))
-            return self._place(self._temp_fd(parent), pending.temp, self._dir_fd(parent),
-                               pending.path)
+            temp_fd = self._temp_fd(parent)
+            with self._holding(temp_fd):
+                return self._place(temp_fd, pending.temp, self._dir_fd(parent), pending.path)
         except ITEM_ERRORS as e:
             self._say(pending.path, f"cannot finish file: {reason(e)}")
             self.discard_file(pending)
