@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from datalayer import make_repository
 
-from corso_core.errors import Corrupted
+from corso_core.errors import Corrupted, StorageError
 from corso_core.repo import names
 from corso_core.repo.chunker import ChunkerParams, chunk_file
 from corso_core.repo.index import decode_index
@@ -543,6 +543,37 @@ def test_a_backup_interrupted_at_any_write_leaves_the_repository_valid(tmp_path,
         again = backup(clean, second_data)
         assert restore(clean, again) == second_data
     assert crashes >= 12  # session, ~13 packs, checkpoints, index, manifest: each a crash point
+
+
+class FullDisk(FilesystemStorage):
+    """Refuses data packs after the first few, as a full disk does, while an index blob (a
+    few hundred bytes) still fits."""
+
+    def __init__(self, root: str, packs: int) -> None:
+        super().__init__(root)
+        self.packs_left = packs
+
+    def _create(self, key, data):
+        if key.startswith(names.DATA_PACK):
+            if self.packs_left <= 0:
+                raise StorageError(f"writing {key}: No space left on device")
+            self.packs_left -= 1
+        super()._create(key, data)
+
+
+def test_a_backup_stopped_by_a_full_disk_indexes_the_packs_it_stored(tmp_path, small_packs):
+    """The next backup, once space is freed, re-uses them (it stored them all again, and so
+    failed again on the same disk)."""
+    repo = make_repository(tmp_path, FullDisk(str(tmp_path), packs=3))  # 2 at a checkpoint
+    with pytest.raises(StorageError, match="No space"):
+        backup(repo, chunks(30))
+    clean = make_repository(tmp_path)
+    object.__setattr__(clean, "keys", repo.keys)
+    assert_valid(clean)
+    stored = keys_of(clean.storage, names.DATA_PACK)
+    indexed = {location.pack for key in keys_of(clean.storage, "index")
+               for _, location in index_entries(clean, key)}
+    assert len(stored) == 3 and indexed == {key.rsplit("/", 1)[1] for key in stored}
 
 
 def resident_bytes() -> int:

@@ -400,11 +400,28 @@ class ChunkStore:
         try:
             if self._upload_error is None:
                 self.flush()
+            else:
+                self._index_stored_packs()
         finally:
             self._uploads.shutdown(wait=True)
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+    def _index_stored_packs(self) -> None:
+        """After a failed upload (a full disk, say), index the packs that were stored, so the
+        next backup re-uses them rather than needing their space again: best effort, since the
+        storage is failing, and never in place of the error that stopped the backup."""
+        self._wait_uploads()
+        with self._lock:
+            entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
+        if not entries:
+            return
+        try:
+            self._write_index(entries)
+        except Exception as e:
+            log.warning("the packs stored before the failure could not be indexed either "
+                        "(%s): corso repo repair indexes them", e)
 
     def __enter__(self) -> ChunkStore:
         return self
