@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import resource
+import stat
 import subprocess
 
 from cli_fixtures import CORSO
-from test_backup_cli import connected, create  # noqa: F401 (a fixture)
+from test_backup_cli import connected, create, nobodys_work, unprivileged  # noqa: F401
 from trees import snapshot
+
+NOBODY = 65534
 
 
 def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_path):
@@ -35,3 +38,33 @@ def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_
     assert limited.returncode == 0 and limited.stderr == "", limited
     assert json.loads(limited.stdout)["errors"] == []
     assert snapshot(tmp_path / "out" / "many") == snapshot(tree)
+
+
+def test_a_file_whose_owner_is_not_restored_loses_its_setuid_and_setgid_bits(
+        corso, small_chunks, nobodys_work):
+    """Restored by nobody, a setuid-1234 program would become a setuid-nobody one: a program
+    that never was. Only the bit whose owner (group) is the backup's is kept; directories keep
+    theirs (no privilege: the set-group-ID bit only hands their group to new entries)."""
+    work = nobodys_work
+    tree = work / "t"
+    tree.mkdir()
+    special = {"other-owner": (1234, 1234, 0o4755), "other-group": (NOBODY, 42, 0o6755),
+               "nobodys": (NOBODY, NOBODY, 0o6755), "shared-dir": (0, 42, 0o2775)}
+    for name, (uid, gid, mode) in special.items():
+        if name.endswith("-dir"):
+            (tree / name).mkdir()
+        else:
+            (tree / name).write_bytes(b"#!/bin/sh\nid\n")
+        os.chown(tree / name, uid, gid)
+        os.chmod(tree / name, mode)
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+        backup_id = create(corso, "--path", str(tree))
+        result = corso("restore", "files", "--backup", backup_id, "--destination",
+                       str(work / "out"))
+    assert result.code == 0, result
+    assert result.err == (f"corso: warning: {work / 'out'}: setuid/setgid bits dropped from "
+                          "files whose owner or group was not restored\n")
+    modes = {name: stat.S_IMODE(os.stat(work / "out" / "t" / name).st_mode) for name in special}
+    assert modes == {"other-owner": 0o755, "other-group": 0o4755, "nobodys": 0o6755,
+                     "shared-dir": 0o2775}

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from corso_core.sources.source import ITEM_ERRORS, Metadata, Report, reason
+from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, reason
 
 Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -115,6 +115,7 @@ class FilesWriter:
         self._temp_prefix = _TEMP_PREFIX + secrets.token_hex(8).encode() + b"-"
         self._temp_numbers = itertools.count()
         self._warned_owner = False
+        self._warned_special = False
         self._dir_ids: dict[Path, tuple[int, int]] = {}  # (st_dev, st_ino) of each directory
         self._file_ids: dict[Path, tuple[int, int]] = {}  # hard-link sources in existing dirs
         self._staging = self._temp_prefix + b"staging"  # its name in each existing directory
@@ -276,13 +277,29 @@ class FilesWriter:
         """Owner (as root), mode and mtime, on a descriptor or (for symlinks) a name."""
         if at is None:
             self._chown(os.fchown, fd, meta)
-            os.fchmod(fd, meta.mode)
+            os.fchmod(fd, self._mode(meta, fd))
             os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         else:
             dir_fd, name = at
             self._chown(os.chown, name, meta, dir_fd=dir_fd, follow_symlinks=False)
             os.utime(name, ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd,
                      follow_symlinks=False)
+
+    def _mode(self, meta: Metadata, fd: int) -> int:
+        """The backup's mode, but that a file whose owner (group) was not restored loses its
+        set-user-ID (set-group-ID) bit, as cp -p and tar do: else it would run as whoever
+        restored it. A directory keeps both: they give no privilege there (set-group-ID only
+        hands the directory's group on to new entries)."""
+        if not meta.mode & (stat.S_ISUID | stat.S_ISGID) or meta.kind == DIR:
+            return meta.mode
+        st = os.fstat(fd)
+        dropped = (stat.S_ISUID if st.st_uid != meta.uid else 0) | (
+            stat.S_ISGID if st.st_gid != meta.gid else 0)
+        if meta.mode & dropped and not self._warned_special:
+            self._warned_special = True
+            self.report.warning(self.destination, "setuid/setgid bits dropped from files "
+                                                  "whose owner or group was not restored")
+        return meta.mode & ~dropped
 
     def _chown(self, chown, target, meta: Metadata, **kwargs) -> None:
         """Restore the owner when running as root, where the filesystem has owners at all
