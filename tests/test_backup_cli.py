@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cli_fixtures import CORSO, one_error_line
+from cli_fixtures import CORSO, one_error_line, run_subprocess
 from test_repo_cli import snapshot as files_and_mtimes
 from trees import snapshot
 
@@ -494,6 +494,20 @@ def test_a_directory_too_large_for_one_tree_chunk(connected, corso, tmp_path):
                      str(tmp_path / "out"))
     assert restored.code == 0, restored
     assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
+
+
+def test_an_unusable_cache_is_reported_once_and_costs_nothing_else(connected, corso, tmp_path):
+    """Each command makes several caches of one directory; a failing one is one warning."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_text("data")
+    unusable = tmp_path / "cache-is-a-file"
+    unusable.write_text("")
+    for command in (["backup", "create", "files", "--path", str(tmp_path / "t")],
+                    ["backup", "list", "files"]):
+        result = run_subprocess(*command, env={"CORSO_CACHE_DIR": str(unusable)})
+        assert result.code == 0, result
+        [warning] = result.err.splitlines()
+        assert warning.startswith("corso: warning: local cache ") and "disabled" in warning
 
 
 # --- SIGKILL at random points ---------------------------------------------------------------

@@ -32,11 +32,16 @@ def cache_root(override: str | None = None) -> str:
     return override or os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("corso")
 
 
+#: The cache directories whose failure this process has reported.
+_REPORTED_FAILURES: set[str] = set()
+
+
 class BlobCache:
     """Blobs by storage key under <cache root>/<repository id>/, written atomically.
 
     The filesystem backend already writes blobs atomically under a directory: the cache is one.
-    Any failure of the cache itself (disk full, read-only) is logged once and makes it a no-op.
+    Any failure of the cache itself (disk full, read-only) makes it a no-op, and is logged once
+    per directory and process (a command makes several BlobCaches for one directory).
     """
 
     def __init__(self, repository_id: str, root: str | None = None) -> None:
@@ -51,7 +56,8 @@ class BlobCache:
         return self._enabled
 
     def _failed(self, error: StorageError) -> None:
-        if self._enabled:
+        if self._enabled and self.directory not in _REPORTED_FAILURES:
+            _REPORTED_FAILURES.add(self.directory)
             log.warning("local cache %s disabled: %s", self.directory, error)
         self._enabled = False
 
