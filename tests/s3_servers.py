@@ -218,6 +218,11 @@ def moto_endpoint():
     server.stop()
 
 
+def moto_without_iam(endpoint: str) -> None:
+    """IAM enforcement off, for a test to look behind the user's back."""
+    _moto_api(endpoint, "reset-auth", b"inf")
+
+
 def _moto_api(endpoint: str, path: str, body: bytes = b"") -> None:
     urllib.request.urlopen(
         urllib.request.Request(f"http://{endpoint}/moto-api/{path}", data=body, method="POST",
@@ -246,15 +251,19 @@ def iam_s3(moto_endpoint, aws_env):
     """
 
     def make(actions, bucket: str = BUCKET, assumed_role: bool = False,
-             role_to_assume: bool = False) -> S3Server:
+             role_to_assume: bool = False, versioning: str | None = None) -> S3Server:
         """With `assumed_role`, the credentials are an STS role session's (with a token); with
         `role_to_assume`, a user's allowed nothing but sts:AssumeRole on the role granted
-        `actions` (S3Server.role_arn), for an AWS profile to assume."""
+        `actions` (S3Server.role_arn), for an AWS profile to assume. `versioning`: the
+        bucket's versioning status ("Enabled", "Suspended"), if any."""
         _moto_api(moto_endpoint, "reset-auth", b"inf")
         _moto_api(moto_endpoint, "reset")
         root = dict(endpoint_url=f"http://{moto_endpoint}", region_name=REGION,
                     aws_access_key_id="moto-root", aws_secret_access_key="moto-root")
         boto3.client("s3", **root).create_bucket(Bucket=bucket)
+        if versioning:
+            boto3.client("s3", **root).put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": versioning})
         iam = boto3.client("iam", **root)
         policy = json.dumps(bucket_policy(bucket, actions))
         user = None if assumed_role else iam.create_user(UserName="corso")["User"]

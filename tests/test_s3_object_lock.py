@@ -67,3 +67,18 @@ def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked
     listed = locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix)
     assert {o["Key"] for o in listed["Contents"]} == {s3_prefix + "format",
                                                       s3_prefix + "format-copy"}
+
+
+def test_update_passphrase_says_the_locked_old_format_versions_remain(corso, locked, s3_prefix):
+    """Locked versions cannot be deleted: the user must hear that the old passphrase still
+    opens them until their retention ends."""
+    assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "old",
+                 "--retention-mode", "governance", "--retention-duration", "1d").code == 0
+    changed = corso("repo", "update-passphrase", "--passphrase", "old", "--new-passphrase", "new")
+    assert changed.code == 0, changed
+    assert changed.err.startswith(
+        f"corso: warning: bucket {LOCKED_BUCKET} is versioned: old versions of "
+        f"s3://{LOCKED_BUCKET}/{s3_prefix}format and"), changed
+    versions = locked.admin().list_object_versions(Bucket=LOCKED_BUCKET,
+                                                   Prefix=s3_prefix + "format")["Versions"]
+    assert sum(not v["IsLatest"] for v in versions) == 2

@@ -19,6 +19,8 @@ OPERATION_PERMISSION = {
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "PutObjectRetention": "s3:PutObjectRetention",
+    "GetBucketVersioning": "s3:GetBucketVersioning",
+    "ListObjectVersions": "s3:ListBucketVersions",
 }
 
 #: The policy a repository needs (without Object Lock): every permission above that the
@@ -35,6 +37,11 @@ REQUIRED = (
 
 #: What a bucket with Object Lock needs on top of REQUIRED.
 OBJECT_LOCK = ("s3:PutObjectRetention", "s3:GetBucketObjectLockConfiguration")
+
+#: Optional, for a versioned bucket: to tell the user what it keeps (GetBucketVersioning) and
+#: to delete the old versions of the format blobs after update-passphrase (the other two).
+#: Without them corso says nothing, or says what it could not delete.
+VERSIONED = ("s3:GetBucketVersioning", "s3:ListBucketVersions", "s3:DeleteObjectVersion")
 
 #: In Corso's documented policy but never used: corso-s3 keeps each part's ETag itself and
 #: never lists the parts of an upload.

@@ -24,6 +24,7 @@ from corso_core.api import (
     BlobStorage,
     Bytes,
     NotFound,
+    PermissionDenied,
     StorageError,
     UsageError,
     check_key,
@@ -59,7 +60,14 @@ _KIND = {
     "ListMultipartUploads": "LIST",
     "DeleteObject": "DELETE",
     "PutObjectRetention": "PUT",
+    "GetBucketVersioning": "GET",
+    "ListObjectVersions": "LIST",
 }
+
+#: The blobs holding the master key (the core's `format` and `format-copy`), wrapped under
+#: the passphrase of the day they were written: an old version of either still opens the
+#: repository with an old passphrase.
+KEY_BLOBS = ("format", "format-copy")
 
 
 class S3Storage(BlobStorage):
@@ -98,6 +106,9 @@ class S3Storage(BlobStorage):
         #: format blob before writing anything.
         self._may_be_new = True
         self._lock_known = False
+        self._versioning: str | None = None
+        self._versioning_known = False
+        self._told_of_old_key_versions = False
         #: The region GetBucketLocation gave (factory.use_bucket_region), if it was asked.
         self.found_region: str | None = None
         self._count_lock = threading.Lock()
@@ -107,6 +118,15 @@ class S3Storage(BlobStorage):
         return f"s3://{self.bucket}/{self.prefix}"
 
     def discovered_settings(self) -> dict[str, Any]:
+        """Asked by `repo init` and `connect` once the repository opened, so also where the
+        user hears that the bucket keeps what corso deletes."""
+        versioning = self.bucket_versioning()
+        if versioning:
+            log.warning(
+                "bucket %s has versioning %s: what corso deletes or overwrites stays in it as "
+                "noncurrent versions, stored and billed (maintenance frees no space), until a "
+                "lifecycle rule expires them: add one with NoncurrentVersionExpiration and "
+                "ExpiredObjectDeleteMarker for %s", self.bucket, versioning, self.location())
         return {"region": self.found_region} if self.found_region else {}
 
     # --- what the bucket is like -------------------------------------------------------------
@@ -124,6 +144,19 @@ class S3Storage(BlobStorage):
                 return False
             raise
         return answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+    def bucket_versioning(self) -> str | None:
+        """"Enabled" or "Suspended" when the bucket keeps old versions of what is overwritten
+        or deleted; None when it never did, and when it may not be asked: the permission
+        (s3:GetBucketVersioning) is optional, and so is this knowledge."""
+        with self._settings_lock:
+            if not self._versioning_known:
+                try:
+                    self._versioning = self.request("GetBucketVersioning").get("Status")
+                except StorageError as e:
+                    log.debug("cannot tell whether %s is versioned: %s", self.bucket, e)
+                self._versioning_known = True
+            return self._versioning
 
     def _object_lock(self) -> ObjectLock | None:
         """The lock every write carries: given at init, else recorded beside the repository.
@@ -192,6 +225,42 @@ class S3Storage(BlobStorage):
 
     def put(self, key: str, data: Bytes) -> None:
         self._write(key, memoryview(data), create_only=False)
+        if key in KEY_BLOBS and self.bucket_versioning():
+            self._delete_old_key_versions()
+
+    def _delete_old_key_versions(self) -> None:
+        """After a format blob is overwritten (update-passphrase), its old versions would
+        still open the repository with the old passphrase: delete them, or say they remain.
+
+        Only versions that are not the latest are deleted, never a current blob. Locked ones
+        (Object Lock) cannot be; without s3:ListBucketVersions and s3:DeleteObjectVersion
+        none can.
+        """
+        names = [self.prefix + key for key in KEY_BLOBS]
+        try:
+            if self._object_lock():
+                raise PermissionDenied("the old versions are locked until their retention ends")
+            params = {"Prefix": self.prefix + "format"}  # a prefix of both names
+            while True:
+                page = self.request("ListObjectVersions", None, **params)
+                for version in page.get("Versions", []):
+                    if version["Key"] in names and not version["IsLatest"]:
+                        self.request("DeleteObject", version["Key"][len(self.prefix):],
+                                     Key=version["Key"], VersionId=version["VersionId"])
+                if not page.get("IsTruncated"):
+                    return
+                params["KeyMarker"] = page["NextKeyMarker"]
+                params["VersionIdMarker"] = page["NextVersionIdMarker"]
+        except StorageError as e:
+            log.debug("old versions of %s not deleted: %s", names, e)
+            if not self._told_of_old_key_versions:
+                self._told_of_old_key_versions = True
+                log.warning(
+                    "bucket %s is versioned: old versions of %s remain and still open the "
+                    "repository with the old passphrase; delete them (corso does, given "
+                    "s3:ListBucketVersions and s3:DeleteObjectVersion; not under Object Lock) "
+                    "or expire them with a lifecycle rule (NoncurrentVersionExpiration)",
+                    self.bucket, " and ".join(f"s3://{self.bucket}/{n}" for n in names))
 
     def _create(self, key: str, data: Bytes) -> None:
         if self._may_be_new and "/" not in key:
