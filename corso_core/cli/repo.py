@@ -98,8 +98,9 @@ def update_passphrase_command(repository: Repository, new_passphrase: str | None
     update_passphrase(repository, new_passphrase)
     cached_key.remember(repository)
     output.emit({"updated": True, "repository_id": repository.repository_id},
-                f"Passphrase of repository {repository.repository_id} changed; "
-                "the old one no longer opens it.")
+                f"Passphrase of repository {repository.repository_id} changed; the old one "
+                "no longer opens it (unless a warning above names old copies the storage "
+                "kept).")
 
 
 @repo.command("status")
