@@ -346,20 +346,20 @@ def test_a_file_written_in_part_when_its_last_chunk_fails_leaves_nothing_behind(
 def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
         repository, tmp_path, monkeypatch):
     """After a corrupted chunk, unfinished files are fetched again one by one: a file whose
-    write then fails (a full disk) is reported and dropped, and the others still come back."""
+    write then fails (an I/O error) is reported and dropped, and the others still come back."""
     tree, backup_id = _three_files_the_first_damaged(repository, tmp_path)
     write = FilesWriter.write
 
-    def disk_full_for_c(self, pending, offset, data):
+    def io_error_for_c(self, pending, offset, data):
         if pending.path[-1] == b"c":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         return write(self, pending, offset, data)
 
-    monkeypatch.setattr(FilesWriter, "write", disk_full_for_c)
+    monkeypatch.setattr(FilesWriter, "write", io_error_for_c)
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     bad_a, bad_c = sorted(problems.errors)
     assert bad_a.startswith("t/a: not restored: ") and "corrupted" in bad_a
-    assert bad_c == "t/c: not restored: No space left on device"
+    assert bad_c == "t/c: not restored: Input/output error"
     assert os.listdir(tmp_path / "out" / "t") == ["b"] and stats.files == 1
 
 

@@ -9,9 +9,12 @@ import resource
 import stat
 import subprocess
 
+import pytest
 from cli_fixtures import CORSO
 from test_backup_cli import connected, create, nobodys_work, unprivileged  # noqa: F401
 from trees import snapshot
+
+from corso_core.errors import Incomplete
 
 NOBODY = 65534
 
@@ -68,3 +71,41 @@ def test_a_file_whose_owner_is_not_restored_loses_its_setuid_and_setgid_bits(
     modes = {name: stat.S_IMODE(os.stat(work / "out" / "t" / name).st_mode) for name in special}
     assert modes == {"other-owner": 0o755, "other-group": 0o4755, "nobodys": 0o6755,
                      "shared-dir": 0o2775}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, for a destination that fills up."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_destination_stops_the_restore_in_one_line(connected, corso, tmp_path,
+                                                          small_disk):
+    """Every item after the first that finds no space would fail the same way: the restore
+    stops there (no more downloading), removes its temporary files, and still gives the
+    directories it made their metadata, so that a re-run once space is freed completes it."""
+    tree = tmp_path / "t"
+    for d in range(4):
+        for f in range(10):
+            (tree / f"d{d}").mkdir(parents=True, exist_ok=True)
+            (tree / f"d{d}" / f"f{f}").write_bytes(os.urandom(100_000))
+    backup_id = create(corso, "--path", str(tree))
+    result = corso("restore", "files", "--backup", backup_id, "--destination", str(small_disk))
+    assert result.code == Incomplete.exit_code, result
+    [line] = result.err.splitlines()
+    assert line.startswith(f"corso: error: restore of backup {backup_id} stopped: no space "
+                           f"left on device ({small_disk}/t/d"), line
+    assert result.out == ""
+    leftovers = [name for _, dirs, files in os.walk(small_disk) for name in dirs + files
+                 if name.startswith(".corso-restore-")]
+    assert leftovers == []
+
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    again = corso("restore", "files", "--backup", backup_id, "--destination", str(small_disk))
+    assert again.code == 0 and again.err == "", again
+    assert (snapshot(small_disk / "t", with_dir_mtimes=False)
+            == snapshot(tree, with_dir_mtimes=False))

@@ -11,10 +11,15 @@
    whose chunk is corrupted is reported with the chunk and discarded: nothing is written from
    data that failed authentication.
 5. Hard links, then directory metadata deepest first (so writing inside does not undo mtimes).
+
+A full destination (ENOSPC, EDQUOT) would fail every item after the first the same way: the
+restore stops there, fetching nothing more, drops its unfinished files and still gives the
+directories it made their metadata; a re-run once space is freed completes it.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import threading
@@ -26,14 +31,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corso_core.engine.browse import Globs, TreeLoader
-from corso_core.engine.progress import Problems, Progress
+from corso_core.engine.progress import Problems, Progress, shown
 from corso_core.engine.tree import Entry, contains_itself
-from corso_core.errors import Corrupted, UsageError
+from corso_core.errors import Corrupted, Incomplete, UsageError
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.source import DIR, FILE, ITEM_ERRORS, Source, SourceWriter, reason
 
 Path = tuple[bytes, ...]
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _no_space(error: Exception) -> bool:
+    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 @dataclass
@@ -215,6 +225,8 @@ class _Restore:
         try:
             self.writer.write(file.handle, offset, data)
         except ITEM_ERRORS as e:
+            if _no_space(e):
+                raise
             self._fail(file, reason(e))
             return
         self.progress.advance(nbytes=len(data))
@@ -267,6 +279,8 @@ class _Restore:
                     self.writer.write(file.handle, offset, data)
                     offset += size
             except (Corrupted, *ITEM_ERRORS) as e:
+                if _no_space(e):
+                    raise
                 self._fail(file, str(e) if isinstance(e, Corrupted) else reason(e))
                 continue
             self._finish(file)
@@ -291,6 +305,12 @@ class _Restore:
     def finish_dirs(self, plan: _Plan) -> None:
         for path, entry in plan.dirs:
             self.writer.finish_dir(path, entry.meta)
+
+    def discard_unfinished(self) -> None:
+        for file in self.files:
+            if not file.done:
+                file.done = True
+                self.writer.discard_file(file.handle)
 
 
 def _wrong_size(chunk_id: bytes, data: bytes, size: int) -> str | None:
@@ -339,19 +359,30 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
             progress.start(plan.total_bytes)
+            full = None
             try:
-                restore.create(plan)
-                restore.fetch()
-                restore.link(plan)
+                try:
+                    restore.create(plan)
+                    restore.fetch()
+                    restore.link(plan)
+                except OSError as e:
+                    if not _no_space(e):
+                        raise
+                    full = e
+                    restore.discard_unfinished()  # before the directories get their mtimes
                 restore.finish_dirs(plan)
             finally:
-                for file in restore.files:
-                    if not file.done:
-                        writer.discard_file(file.handle)
+                restore.discard_unfinished()
                 writer.close()
                 progress.stop()
         finally:
             store.close()
+    if full is not None:
+        where = f" ({shown(full.filename)})" if full.filename else ""
+        raise Incomplete(f"restore of backup {backup_id} stopped: "
+                         f"{os.strerror(full.errno).lower()}"
+                         f"{where}; free some space and run it again (the default "
+                         "--collisions skip keeps what was restored)")
     restore.stats.errors = len(problems.errors)
     restore.stats.duration_s = round(time.monotonic() - started, 3)
     return restore.stats

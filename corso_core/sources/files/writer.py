@@ -23,6 +23,9 @@ existing directory in a staging directory the restore makes in it (0700, so on t
 filesystem: a link cannot cross one; removed before directories get their metadata), then
 linked into place; a directory is the same one each time it is opened again, and the file a
 hard link is made to is the one restored.
+
+A full destination (no space left, or the disk quota exceeded) is not reported item by item:
+the OSError goes up, naming the item, and the restore stops.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ _WRITING_THREADS = 3
 _NAME_MAX = 255  # bytes in one name, on Linux's filesystems
 #: What a filesystem without owners or hard links answers.
 _NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _others_can_rename_in(parent: os.stat_result) -> bool:
@@ -234,6 +238,13 @@ class FilesWriter:
             except OSError as e:
                 self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
 
+    def _stop_if_full(self, path: Path, error: Exception) -> None:
+        """A full destination fails every item after this one the same way: raise it (naming
+        the item) to stop the restore, rather than report it."""
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            raise OSError(error.errno, error.strerror,
+                          os.path.join(self.destination, *path)) from None
+
     def _say(self, path: Path, message: str, error: bool = True) -> None:
         shown = os.path.join(self.destination, *path)
         (self.report.error if error else self.report.warning)(shown, message)
@@ -390,6 +401,7 @@ class FilesWriter:
             self._made.add(path)
             return True
         except ITEM_ERRORS as e:
+            self._stop_if_full(path, e)
             self._say(path, f"cannot create directory: {reason(e)}")
             return False
 
@@ -431,6 +443,7 @@ class FilesWriter:
                         raise
                     return self._place(temp_fd, temp, fd, path)
         except ITEM_ERRORS as e:
+            self._stop_if_full(path, e)
             self._say(path, f"cannot create {what}: {reason(e)}")
             return False
 
@@ -477,11 +490,15 @@ class FilesWriter:
         return os.open(pending.temp, flags, dir_fd=dir_fd)
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
-        fd = self._file_fd(pending)
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
+        try:
+            fd = self._file_fd(pending)
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as e:
+            self._stop_if_full(pending.path, e)
+            raise
 
     def finish_file(self, pending: PendingFile) -> bool | None:
         parent = pending.path[:-1]
@@ -496,6 +513,7 @@ class FilesWriter:
             with self._holding(temp_fd):
                 return self._place(temp_fd, pending.temp, self._dir_fd(parent), pending.path)
         except ITEM_ERRORS as e:
+            self._stop_if_full(pending.path, e)
             self._say(pending.path, f"cannot finish file: {reason(e)}")
             self.discard_file(pending)
             return False
