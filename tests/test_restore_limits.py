@@ -109,3 +109,32 @@ def test_a_full_destination_stops_the_restore_in_one_line(connected, corso, tmp_
     assert again.code == 0 and again.err == "", again
     assert (snapshot(small_disk / "t", with_dir_mtimes=False)
             == snapshot(tree, with_dir_mtimes=False))
+
+
+def test_a_second_restore_as_a_user_enters_the_directories_it_locked_and_locks_them_again(
+        corso, small_chunks, nobodys_work):
+    """A re-run completes an interrupted restore. Directories the first run gave mode 000 or
+    0100 (as the backup has them) cannot be listed by their owner: they are opened (u+rwx) for
+    the restore, then given their mode back."""
+    work = nobodys_work
+    tree = work / "t"
+    for name, mode in (("d000", 0o000), ("d0100", 0o100)):
+        (tree / name / "inner").mkdir(parents=True)
+        (tree / name / "inner" / "f").write_bytes(b"in %s\n" % name.encode())
+        os.chmod(tree / name, mode)
+    assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+    backup_id = create(corso, "--path", str(tree))  # as root: it reads the locked directories
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(work)], check=True)
+    destination = str(work / "out")
+    with unprivileged():
+        first = corso("restore", "files", "--backup", backup_id, "--destination", destination)
+        (work / "out" / "t" / "d0100" / "inner" / "f").unlink()  # as an interrupted run left it
+        again = corso("restore", "files", "--backup", backup_id, "--destination", destination)
+    assert first.code == 0 and first.err == "", first
+    assert again.code == 0 and again.err == "", again
+    assert again.out.startswith(f"Restored backup {backup_id}: 1 files, 5 dirs, 0 symlinks, "
+                                "0 hard links; 1 skipped (--collisions skip), 0 failed.\n")
+    modes = {name: stat.S_IMODE(os.stat(work / "out" / "t" / name).st_mode)
+             for name in ("d000", "d0100")}
+    assert modes == {"d000": 0o000, "d0100": 0o100}
+    assert (work / "out" / "t" / "d0100" / "inner" / "f").read_bytes() == b"in d0100\n"

@@ -24,6 +24,10 @@ filesystem: a link cannot cross one; removed before directories get their metada
 linked into place; a directory is the same one each time it is opened again, and the file a
 hard link is made to is the one restored.
 
+An existing directory of the user's that they cannot list (mode 000 or 0100, as a first
+restore may have left it) is given u+rwx for the restore, and its mode back once it is
+finished.
+
 A full destination (no space left, or the disk quota exceeded) is not reported item by item:
 the OSError goes up, naming the item, and the restore stops.
 """
@@ -125,6 +129,8 @@ class FilesWriter:
         self._staging = self._temp_prefix + b"staging"  # its name in each existing directory
         self._staged: set[Path] = set()  # existing directories holding a staging directory
         self._staging_lock = threading.Lock()
+        self._opened_up: dict[Path, int] = {}  # existing directories given u+rwx: their mode
+        self._opening_up = threading.Lock()
 
     # --- descriptors --------------------------------------------------------------------
 
@@ -199,7 +205,12 @@ class FilesWriter:
         directory this restore just made, where others could have swapped it: owned by
         someone else)."""
         parent_fd = self._dir_fd(path[:-1])
-        fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=parent_fd)
+        except PermissionError:
+            if path in self._made:
+                raise
+            fd = self._open_up(parent_fd, path)
         try:
             st = os.fstat(fd)
             if (path in self._made and path not in self._dir_ids and st.st_uid != self.euid
@@ -211,6 +222,39 @@ class FilesWriter:
             os.close(fd)
             raise
         return fd
+
+    def _open_up(self, parent_fd: int, path: Path) -> int:
+        """Open an existing directory the user owns but may not list: give it u+rwx for the
+        restore (its mode is given back in finish_dir), on the very inode looked at (through
+        an O_PATH descriptor, which needs no permission on it). One of someone else's: refused
+        as before."""
+        name = self._actual(path)
+        with self._opening_up:
+            if path in self._opened_up:  # by another thread, since this one was refused
+                return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            locked = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=parent_fd)
+            try:
+                st = os.fstat(locked)
+                if st.st_uid != self.euid:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+                os.chmod(f"/proc/self/fd/{locked}", stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+                self._opened_up[path] = stat.S_IMODE(st.st_mode)
+                return os.open(f"/proc/self/fd/{locked}", _DIR_FLAGS & ~os.O_NOFOLLOW)
+            finally:
+                os.close(locked)
+
+    def _close_up(self, path: Path) -> None:
+        """Give a directory opened up for the restore its mode back (nothing is done in it
+        after this: it may not even be entered)."""
+        mode = self._opened_up.pop(path, None)
+        if mode is None:
+            return
+        try:
+            os.fchmod(self._dir_fd(path), mode)
+        except ITEM_ERRORS as e:
+            self._say(path, f"mode not set back to {mode:04o}: {reason(e)}")
+        self._forget(("dir", path))
 
     def _temp_fd(self, parent: Path) -> int:
         """Where the temp items of a directory are made: in it if this restore made it,
@@ -409,7 +453,9 @@ class FilesWriter:
         if self._staged:  # before any directory's mtime is set: removing one would change it
             self._remove_staging()
         if path not in self._ours:
+            self._close_up(path)
             return
+        self._opened_up.pop(path, None)  # the backup's mode, below
         try:
             self._apply(meta, fd=self._dir_fd(path))
         except ITEM_ERRORS as e:
@@ -546,6 +592,8 @@ class FilesWriter:
 
     def close(self) -> None:
         self._remove_staging()
+        for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
+            self._close_up(path)
         for cache in self._caches:
             for fd in cache.values():
                 os.close(fd)
