@@ -10,13 +10,17 @@ import stat
 import subprocess
 
 import pytest
+import test_backup_cli
 from cli_fixtures import CORSO
-from test_backup_cli import connected, create, nobodys_work, unprivileged  # noqa: F401
+from test_backup_cli import create, unprivileged
 from trees import snapshot
 
 from corso_core.errors import Incomplete
 
 NOBODY = 65534
+# The fixtures this file shares with test_backup_cli.py:
+connected = test_backup_cli.connected
+nobodys_work = test_backup_cli.nobodys_work
 
 
 def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_path):
