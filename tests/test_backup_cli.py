@@ -563,9 +563,12 @@ def _stopped_while(process: subprocess.Popen, predicate) -> bool:
 
 
 def _terminate_stopped(process: subprocess.Popen, signum: int) -> str:
-    """Send `signum` to a stopped process, let it go on, and return its stderr once it ends."""
-    process.send_signal(signum)
+    """Let a stopped process go on, send it `signum` at once, and return its stderr once it
+    ends. (Sent while it is stopped, the signal would go to whichever thread runs first, as
+    it would not to a running process: the main thread, where Python handles signals, might
+    then wait for it.)"""
     process.send_signal(signal.SIGCONT)
+    process.send_signal(signum)
     return process.communicate(timeout=60)[1]
 
 
