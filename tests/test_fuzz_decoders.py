@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from corso_core import config
 from corso_core.engine.tree import read_tree
-from corso_core.errors import CorsoError, Corrupted
+from corso_core.errors import Corrupted, CorsoError
 from corso_core.repo import compression, names
 from corso_core.repo.chunker import ChunkerParams
 from corso_core.repo.crypto import Keys, metadata_associated_data, seal
