@@ -27,6 +27,7 @@ from corso_core.repo.format import (
     FormatBlob,
 )
 from corso_core.repo.repository import (
+    UPDATE_IN_PROGRESS_S,
     init_or_open,
     init_repository,
     open_repository,
@@ -279,15 +280,62 @@ def interrupted_update(tmp_path, old: str, new: str) -> FilesystemStorage:
     return storage
 
 
+def age(storage: FilesystemStorage, key: str, seconds: float) -> None:
+    """Make a blob look `seconds` older on the storage's clock."""
+    written = storage.stat(key).mtime
+    os.utime(storage._path(key), (written - seconds, written - seconds))
+
+
 @pytest.mark.parametrize("opener, refused", [("new", "old"), ("old", "new")],
                          ids=["the-new-passphrase-finishes-it", "the-old-one-takes-it-back"])
 def test_an_interrupted_update_is_settled_by_the_next_open(tmp_path, opener, refused):
     storage = interrupted_update(tmp_path, "old", "new")
+    age(storage, FORMAT_KEY, 2 * UPDATE_IN_PROGRESS_S)  # long ago: not still going on
+    age(storage, FORMAT_COPY_KEY, UPDATE_IN_PROGRESS_S)
     keys = open_repository(storage, opener).keys
     assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
     with pytest.raises(InvalidPassphrase):
         open_repository(storage, refused)
     assert open_repository(storage, opener).keys == keys
+
+
+def test_an_update_between_its_two_writes_is_not_undone_by_the_old_passphrase(tmp_path):
+    """Another computer opening with the old passphrase while an update-passphrase is between
+    its writes leaves the new copy alone: rolled back, it would be newer than the primary the
+    update then writes, and the next open with the old passphrase would undo the update."""
+    storage = interrupted_update(tmp_path, "old", "new")  # the copy written just now
+    new_copy = storage.get(FORMAT_COPY_KEY)
+    open_repository(storage, "old")
+    assert storage.get(FORMAT_COPY_KEY) == new_copy
+    storage.put(FORMAT_KEY, new_copy)  # the update's second write
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "old")
+    assert open_repository(storage, "new").master_key
+
+
+class FinishingAnUpdateMeanwhile(FilesystemStorage):
+    """The other computer's update writes its primary right after this open has read the old
+    one (the copy already rewritten: the primary is then the newer blob)."""
+
+    new_blob: bytes = b""
+
+    def stat(self, key):
+        if self.new_blob:
+            blob, self.new_blob = self.new_blob, b""
+            super().put(FORMAT_KEY, blob)
+        return super().stat(key)
+
+
+def test_an_update_finished_after_this_open_read_the_primary_is_not_undone(tmp_path):
+    storage = interrupted_update(tmp_path, "old", "new")
+    age(storage, FORMAT_KEY, 2 * UPDATE_IN_PROGRESS_S)
+    age(storage, FORMAT_COPY_KEY, 3 * UPDATE_IN_PROGRESS_S)  # older than the primary: stale
+    racing = FinishingAnUpdateMeanwhile(storage.root)
+    racing.new_blob = storage.get(FORMAT_COPY_KEY)
+    open_repository(racing, "old")
+    with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "old")
+    assert open_repository(storage, "new").master_key
 
 
 def test_an_interrupted_update_and_a_wrong_passphrase_change_nothing(tmp_path):
