@@ -21,6 +21,7 @@ from cli_fixtures import CORSO, one_error_line, run_subprocess
 from test_repo_cli import snapshot as files_and_mtimes
 from trees import snapshot
 
+from corso_core import config
 from corso_core.errors import Incomplete
 from corso_core.sources.files import inodes
 
@@ -497,17 +498,24 @@ def test_a_directory_too_large_for_one_tree_chunk(connected, corso, tmp_path):
 
 
 def test_an_unusable_cache_is_reported_once_and_costs_nothing_else(connected, corso, tmp_path):
-    """Each command makes several caches of one directory; a failing one is one warning."""
+    """Each command makes several caches of one directory; a failing one is one warning. (A
+    file in place of the repository's cache directory stopped every command, some with a
+    traceback.)"""
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "f").write_text("data")
     unusable = tmp_path / "cache-is-a-file"
     unusable.write_text("")
-    for command in (["backup", "create", "files", "--path", str(tmp_path / "t")],
-                    ["backup", "list", "files"]):
-        result = run_subprocess(*command, env={"CORSO_CACHE_DIR": str(unusable)})
-        assert result.code == 0, result
-        [warning] = result.err.splitlines()
-        assert warning.startswith("corso: warning: local cache ") and "disabled" in warning
+    repository_id = config.load(config.config_path()).repository_id
+    a_file_in_its_place = tmp_path / "another-cache"
+    a_file_in_its_place.mkdir()
+    (a_file_in_its_place / repository_id).write_text("")
+    for cache in (unusable, a_file_in_its_place):
+        for command in (["backup", "create", "files", "--path", str(tmp_path / "t")],
+                        ["backup", "list", "files"]):
+            result = run_subprocess(*command, env={"CORSO_CACHE_DIR": str(cache)})
+            assert result.code == 0, result
+            [warning] = result.err.splitlines()
+            assert warning.startswith("corso: warning: local cache ") and "disabled" in warning
 
 
 # --- SIGKILL at random points ---------------------------------------------------------------

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
     argv_given = sys.argv[1:] if argv is None else argv
     output.setup_logging(output.GlobalFlags())  # a log flag, once parsed, sets it up again
-    cached_key.start(argv_given)
     try:
+        cached_key.start(argv_given)
         cli.main(args=argv, prog_name="corso", standalone_mode=False)
     except CorsoError as e:
         log.debug("error", exc_info=True)

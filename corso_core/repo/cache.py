@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import platformdirs
 
-from corso_core.errors import Corrupted, StorageError
+from corso_core.errors import Corrupted, StorageError, UsageError
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.storage.interface import BlobStorage
 
@@ -48,8 +48,11 @@ class BlobCache:
         if not _REPOSITORY_ID.fullmatch(repository_id):
             raise ValueError(f"invalid repository ID {repository_id!r}")
         self.directory = os.path.join(cache_root(root), repository_id)
-        self._blobs = FilesystemStorage(self.directory)
         self._enabled = True
+        try:
+            self._blobs = FilesystemStorage(self.directory)
+        except UsageError:  # a file where the directory should be
+            self._failed(StorageError(f"{self.directory} is a file, not a directory"))
 
     @property
     def enabled(self) -> bool:
@@ -77,12 +80,16 @@ class BlobCache:
                 self._failed(e)
 
     def discard(self, key: str) -> None:
+        if not self._enabled:
+            return
         try:
             self._blobs.delete(key)
         except StorageError as e:
             self._failed(e)
 
     def keys(self, prefix: str) -> set[str]:
+        if not self._enabled:
+            return set()
         try:
             return {info.key for info in self._blobs.list(prefix)}
         except StorageError:
