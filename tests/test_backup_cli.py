@@ -580,6 +580,56 @@ def _terminate_stopped(process: subprocess.Popen, signum: int) -> str:
     return process.communicate(timeout=60)[1]
 
 
+def _temporary_items(out: Path) -> list[str]:
+    return [name for _, dirs, files in os.walk(out) for name in dirs + files
+            if name.startswith(".corso-restore-")]
+
+
+def _restore_caught_half_way(backup_id: str, out: Path, start) -> subprocess.Popen | int:
+    """A restore started by `start(argv)` (a Popen, or a pty child's pid), stopped (SIGSTOP)
+    while a temporary file is there; restarted from scratch until one is caught so."""
+    for _ in range(10):
+        shutil.rmtree(out, ignore_errors=True)
+        process = start([CORSO, "restore", "files", "--backup", backup_id, "--destination",
+                         str(out)])
+        if _stopped_while(process, lambda: _temporary_items(out)):
+            return process
+        process.kill()
+        process.wait()
+    pytest.fail("the restore never ran long enough to be stopped half-way")
+
+
+class _PtyChild:
+    """A command on a new terminal (pty.fork), with the few Popen methods the tests use."""
+
+    def __init__(self, argv: list[str]) -> None:
+        import pty
+
+        self.pid, self.terminal = pty.fork()
+        if self.pid == 0:
+            os.execv(argv[0], argv)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        os.close(self.terminal)
+        return self.returncode
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminated_restore_removes_its_temporary_files(connected, corso, tmp_path, signum):
     """`kill`, `timeout`, `systemctl stop` (SIGTERM) and a closed terminal (SIGHUP) are met as
@@ -592,26 +642,50 @@ def test_a_terminated_restore_removes_its_temporary_files(connected, corso, tmp_
     backup_id = create(corso, "--path", str(tmp_path / "t"))
     out = tmp_path / "out"
 
-    def temporary_items() -> list[str]:
-        return [name for _, dirs, files in os.walk(out) for name in dirs + files
-                if name.startswith(".corso-restore-")]
-
-    for _ in range(10):  # until it is caught with a file half-written
-        shutil.rmtree(out, ignore_errors=True)
+    def start(argv):
         (out / "t" / "existing").mkdir(parents=True)
-        process = subprocess.Popen(
-            [CORSO, "restore", "files", "--backup", backup_id, "--destination", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if _stopped_while(process, temporary_items):
-            break
-        process.kill()
-        process.communicate()
-    else:
-        pytest.fail("the restore never ran long enough to be stopped half-way")
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+
+    process = _restore_caught_half_way(backup_id, out, start)
     stderr = _terminate_stopped(process, signum)
     assert process.returncode == 128 + signum
     assert stderr == f"corso: terminated ({signal.Signals(signum).name})\n"
-    assert temporary_items() == []
+    assert _temporary_items(out) == []
+
+
+def test_a_restore_whose_terminal_closes_stops_and_removes_its_temporary_files(
+        connected, corso, tmp_path):
+    """A closed terminal (an ssh drop) sends SIGHUP and leaves stderr failing with EIO: the
+    progress display's last write failed, and that error took the place of the signal."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "big").write_bytes(random.Random(3).randbytes(16 * 1024 * 1024))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out"
+    child = _restore_caught_half_way(backup_id, out, _PtyChild)
+    child.send_signal(signal.SIGCONT)
+    os.close(child.terminal)  # the hangup: SIGHUP to the terminal's session
+    child.terminal = os.open(os.devnull, os.O_RDONLY)  # for wait() to close
+    assert child.wait() == 128 + signal.SIGHUP
+    assert _temporary_items(out) == []
+
+
+def test_a_restore_under_nohup_outlives_its_terminal(connected, corso, tmp_path):
+    """SIGHUP ignored when corso starts (`nohup`) stays ignored."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "big").write_bytes(random.Random(4).randbytes(16 * 1024 * 1024))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out"
+
+    def nohup(argv):
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP,
+                                                                            signal.SIG_IGN))
+
+    process = _restore_caught_half_way(backup_id, out, nohup)
+    stderr = _terminate_stopped(process, signal.SIGHUP)
+    assert process.returncode == 0 and stderr == "", stderr
+    assert (out / "t" / "big").read_bytes() == (tmp_path / "t" / "big").read_bytes()
 
 
 def test_a_terminated_backup_indexes_what_it_stored(connected, corso, tmp_path):

@@ -98,6 +98,28 @@ def _terminate(signum: int, frame) -> None:
     raise Terminated(signum)
 
 
+def _handle_terminating_signals() -> None:
+    """Raise Terminated on each terminating signal, but for one ignored when corso started
+    (`nohup` ignores SIGHUP so that a command outlives its terminal), as Python does Ctrl-C."""
+    for signum in TERMINATING_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _terminate)
+
+
+def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
+    """Say why the command stopped (if stderr is still there: a hangup may have closed the
+    terminal) and return its exit status."""
+    if isinstance(e, Terminated):
+        message, code = f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum
+    else:
+        message, code = "interrupted", 130
+    try:
+        click.echo(f"corso: {message}", err=True)
+    except OSError:
+        pass
+    return code
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
     argv_given = sys.argv[1:] if argv is None else argv
@@ -117,12 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"corso: error: {_without_secrets(e.format_message(), argv_given)}",
                    err=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("corso: interrupted", err=True)
-        sys.exit(130)
-    except Terminated as e:
-        click.echo(f"corso: terminated ({signal.Signals(e.signum).name})", err=True)
-        sys.exit(128 + e.signum)
+    except (KeyboardInterrupt, Terminated) as e:
+        sys.exit(_stopped_by(e))
     except RecursionError:  # the walks of trees recurse once per directory level
         click.echo("corso: error: directories nested deeper than corso can follow (about 900 "
                    "levels)", err=True)
@@ -139,12 +157,15 @@ def run() -> None:
     command writes is closed (and renamed into place) before main() returns; only the standard
     streams and the log have buffers left, and they are flushed here.
     """
-    for signum in TERMINATING_SIGNALS:
-        signal.signal(signum, _terminate)
+    _handle_terminating_signals()
     try:
         main()
     except SystemExit as e:  # main() always ends with one, carrying an int
         code = e.code
+    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one
+        code = _stopped_by(e)
+    for signum in TERMINATING_SIGNALS:  # the command is over: what is left is a flush
+        signal.signal(signum, signal.SIG_IGN)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

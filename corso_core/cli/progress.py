@@ -48,7 +48,10 @@ class TerminalProgress(Progress):
 
     def stop(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            try:
+                self.bar.stop()
+            except OSError:  # the terminal is gone (a hangup): nothing left to show it on
+                pass
 
 
 def progress_for(verb: str) -> Progress:
