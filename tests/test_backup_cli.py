@@ -497,6 +497,28 @@ def test_a_directory_too_large_for_one_tree_chunk(connected, corso, tmp_path):
     assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
 
 
+def test_a_split_tree_with_a_damaged_piece_is_backed_up_afresh_after_repair(
+        connected, corso, tmp_path):
+    """repair --read-data takes a damaged piece out of the index; the next backup then reads
+    that directory again, as it does for a damaged tree of one chunk (it failed, each time:
+    'chunk … is missing from the repository index')."""
+    tree = tmp_path / "t" / "big"
+    tree.mkdir(parents=True)
+    for i in range(1500):
+        (tree / f"file {i:05}").write_text(f"{i}\n")
+    create(corso, "--path", str(tmp_path / "t"))
+    [pack] = [p for p in (connected / "tree").rglob("*") if p.is_file()]
+    damaged = bytearray(pack.read_bytes())
+    damaged[100] ^= 1  # in the first chunk stored: a piece of the largest tree
+    pack.write_bytes(bytes(damaged))
+    repaired = corso("repo", "repair", "--read-data")  # the first backup stays damaged
+    assert "1 damaged chunk(s) taken" in repaired.out, repaired
+    again = create(corso, "--path", str(tmp_path / "t"))
+    assert corso("restore", "files", "--backup", again, "--destination",
+                 str(tmp_path / "out")).code == 0
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
+
+
 def test_an_unusable_cache_is_reported_once_and_costs_nothing_else(connected, corso, tmp_path):
     """Each command makes several caches of one directory; a failing one is one warning. (A
     file in place of the repository's cache directory stopped every command, some with a

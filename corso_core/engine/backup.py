@@ -157,6 +157,10 @@ class _ReadLane:
         self.slots = threading.BoundedSemaphore(queued)
 
 
+class _NotIndexed(Exception):
+    """A chunk of the previous backup's tree is not in the index."""
+
+
 @dataclass
 class _Previous:
     """A directory as the previous backup recorded it: its tree's ID (and pieces, if split)
@@ -421,11 +425,21 @@ class _Backup:
         return item
 
     def previous(self, tree_id: bytes | None) -> _Previous:
-        """The previous backup's record of one directory (empty if there is none)."""
-        if tree_id is None or not self.store.has(tree_id):
+        """The previous backup's record of one directory: empty if there is none, or if a
+        chunk of its tree is no longer indexed (repair takes out damaged ones): this backup
+        then reads the directory's files again and stores its tree afresh."""
+        if tree_id is None:
             return _Previous()
-        tree = read_tree(tree_id, self.store.get)
+        try:
+            tree = read_tree(tree_id, self._indexed_chunk)
+        except _NotIndexed:
+            return _Previous()
         return _Previous(tree_id, {e.name: e for e in tree.entries}, tree.pieces)
+
+    def _indexed_chunk(self, chunk_id: bytes) -> bytes:
+        if not self.store.has(chunk_id):
+            raise _NotIndexed
+        return self.store.get(chunk_id)
 
     def _look_ahead(self, children: list[Node], old: _Previous) -> Iterator[tuple[Future, Future]]:
         """(listing, previous record) of each subdirectory in turn, each started LOOK_AHEAD

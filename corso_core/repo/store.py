@@ -359,7 +359,12 @@ class ChunkStore:
                 if checkpoint:
                     entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
             if checkpoint:
-                self._write_index(entries)
+                try:
+                    self._write_index(entries)
+                except BaseException:  # to be indexed at close, if the storage lets it
+                    with self._lock:
+                        self._unindexed[:0] = entries
+                    raise
         except BaseException as e:
             log.debug("upload failed", exc_info=True)
             with self._lock:
