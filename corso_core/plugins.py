@@ -52,7 +52,7 @@ def load(fresh: bool = False) -> pluggy.PluginManager:
     cached = None if fresh else _cached_entry_points(stamp)
     try:
         plugins = [(name, _resolve(module, attr)) for name, module, attr in cached or ()]
-    except ImportError:  # changed in place, unseen by the stamp: look afresh
+    except (ImportError, AttributeError):  # changed in place, unseen by the stamp: look afresh
         cached = None
     if cached is None:
         found = _scan()
@@ -156,8 +156,12 @@ def sources() -> dict[str, Source]:
 
 
 def backend(name: str) -> StorageBackend:
-    """The named backend, or an error that says how to get it."""
+    """The named backend, or an error that says how to get it (after a fresh look: the entry
+    points cached may be damaged)."""
     installed = backends()
+    if name not in installed:
+        load(fresh=True)
+        installed = backends()
     if name in installed:
         return installed[name]
     if name in KNOWN_BACKEND_DISTRIBUTIONS:

@@ -213,18 +213,33 @@ def test_a_cache_directory_that_cannot_be_written_only_costs_the_look(probe, tmp
                                                        "scanned": True}
 
 
-@pytest.mark.parametrize("damage", ["garbage", "ghost module"])
+@pytest.mark.parametrize("damage", ["garbage", "ghost module", "ghost attribute"])
 def test_a_damaged_or_stale_cache_only_costs_a_fresh_look(probe, damage):
     probe()
     if damage == "garbage":
         cache_file().write_text("{not json")
-    else:  # a module gone while the directories' times stayed the same
+    else:  # a module (or a name in it) gone while the directories' times stayed the same
         cached = json.loads(cache_file().read_text())
-        cached["entry_points"].append(["ghost", "corso_no_such_module", ""])
+        cached["entry_points"].append(["ghost", "corso_no_such_module", ""]
+                                      if damage == "ghost module"
+                                      else ["ghost", "corso_core", "no_such_attribute"])
         cache_file().write_text(json.dumps(cached))
     assert probe() == {"backends": ["filesystem", "s3"], "scanned": True}
     assert probe()["scanned"] is False  # and the cache was written afresh
     assert "ghost" not in cache_file().read_text()
+
+
+def test_a_backend_missing_from_the_cache_is_looked_for_afresh(probe, tmp_path):
+    """A cache that lost an entry point (hand-edited, damaged) said 'unknown backend' on every
+    command until `corso plugins` looked afresh."""
+    probe()
+    cached = json.loads(cache_file().read_text())
+    cached["entry_points"] = [p for p in cached["entry_points"] if p[0] != "filesystem"]
+    cache_file().write_text(json.dumps(cached))
+    done = subprocess.run([sys.executable, "-c", "from corso_core import plugins\n"
+                           "print(plugins.backend('filesystem').name)"],
+                          cwd=tmp_path / "probe-cwd", capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "filesystem\n", done.stderr
 
 
 # --- what is installed is visible -------------------------------------------------------------
