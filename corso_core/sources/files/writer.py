@@ -178,10 +178,14 @@ class FilesWriter:
     def _close_least_used(self, fds: OrderedDict[object, int]) -> None:
         """Close the least recently used descriptors beyond the cache's size, but for those
         held and the one just opened."""
-        held = self._held
+        held, newest = self._held, next(reversed(fds))
         excess = len(fds) - self._cache_size
-        older = itertools.islice(fds.items(), len(fds) - 1)
-        unused = [key for key, fd in older if fd not in held][:excess]
+        unused = []
+        for key, fd in fds.items():  # oldest first: usually the first one will do
+            if len(unused) == excess:
+                break
+            if key != newest and fd not in held:
+                unused.append(key)
         for key in unused:
             os.close(fds.pop(key))
 
