@@ -27,7 +27,6 @@ from corso_core.repo.format import (
     FormatBlob,
 )
 from corso_core.repo.repository import (
-    UPDATE_IN_PROGRESS_S,
     init_or_open,
     init_repository,
     open_repository,
@@ -280,18 +279,10 @@ def interrupted_update(tmp_path, old: str, new: str) -> FilesystemStorage:
     return storage
 
 
-def age(storage: FilesystemStorage, key: str, seconds: float) -> None:
-    """Make a blob look `seconds` older on the storage's clock."""
-    written = storage.stat(key).mtime
-    os.utime(storage._path(key), (written - seconds, written - seconds))
-
-
 @pytest.mark.parametrize("opener, refused", [("new", "old"), ("old", "new")],
                          ids=["the-new-passphrase-finishes-it", "the-old-one-takes-it-back"])
 def test_an_interrupted_update_is_settled_by_the_next_open(tmp_path, opener, refused):
     storage = interrupted_update(tmp_path, "old", "new")
-    age(storage, FORMAT_KEY, 2 * UPDATE_IN_PROGRESS_S)  # long ago: not still going on
-    age(storage, FORMAT_COPY_KEY, UPDATE_IN_PROGRESS_S)
     keys = open_repository(storage, opener).keys
     assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
     with pytest.raises(InvalidPassphrase):
@@ -299,43 +290,52 @@ def test_an_interrupted_update_is_settled_by_the_next_open(tmp_path, opener, ref
     assert open_repository(storage, opener).keys == keys
 
 
-def test_an_update_between_its_two_writes_is_not_undone_by_the_old_passphrase(tmp_path):
-    """Another computer opening with the old passphrase while an update-passphrase is between
-    its writes leaves the new copy alone: rolled back, it would be newer than the primary the
-    update then writes, and the next open with the old passphrase would undo the update."""
-    storage = interrupted_update(tmp_path, "old", "new")  # the copy written just now
-    new_copy = storage.get(FORMAT_COPY_KEY)
-    open_repository(storage, "old")
-    assert storage.get(FORMAT_COPY_KEY) == new_copy
-    storage.put(FORMAT_KEY, new_copy)  # the update's second write
-    with pytest.raises(InvalidPassphrase):
-        open_repository(storage, "old")
-    assert open_repository(storage, "new").master_key
+class UpdateFinishingMeanwhile(FilesystemStorage):
+    """Another computer's update-passphrase, its copy already written, writes its primary
+    just before this open's `when`-th write of format-copy (or read of format); never if
+    `when` is None."""
+
+    def __init__(self, root: str, new_blob: bytes, when: tuple[str, int]) -> None:
+        super().__init__(root)
+        self.new_blob, self.when, self.seen = new_blob, when, {"put": 0, "get": 0}
+
+    def _maybe_finish(self, operation: str, key: str) -> None:
+        target = FORMAT_COPY_KEY if operation == "put" else FORMAT_KEY
+        if key == target and self.new_blob:
+            self.seen[operation] += 1
+            if (operation, self.seen[operation]) == self.when:
+                blob, self.new_blob = self.new_blob, b""
+                super().put(FORMAT_KEY, blob)
+
+    def put(self, key, data):
+        self._maybe_finish("put", key)
+        super().put(key, data)
+
+    def get(self, key, offset=0, length=None):
+        self._maybe_finish("get", key)
+        return super().get(key, offset, length)
 
 
-class FinishingAnUpdateMeanwhile(FilesystemStorage):
-    """The other computer's update writes its primary right after this open has read the old
-    one (the copy already rewritten: the primary is then the newer blob)."""
-
-    new_blob: bytes = b""
-
-    def stat(self, key):
-        if self.new_blob:
-            blob, self.new_blob = self.new_blob, b""
-            super().put(FORMAT_KEY, blob)
-        return super().stat(key)
-
-
-def test_an_update_finished_after_this_open_read_the_primary_is_not_undone(tmp_path):
-    storage = interrupted_update(tmp_path, "old", "new")
-    age(storage, FORMAT_KEY, 2 * UPDATE_IN_PROGRESS_S)
-    age(storage, FORMAT_COPY_KEY, 3 * UPDATE_IN_PROGRESS_S)  # older than the primary: stale
-    racing = FinishingAnUpdateMeanwhile(storage.root)
-    racing.new_blob = storage.get(FORMAT_COPY_KEY)
+@pytest.mark.parametrize("when", [("put", 1), ("get", 2), None],
+                         ids=["before-the-copy-is-rolled-back",
+                              "before-the-primary-is-read-again", "after-the-open"])
+def test_an_update_finishing_meanwhile_elsewhere_is_not_undone_by_the_old_passphrase(
+        tmp_path, when):
+    """An open with the old passphrase while another computer's update-passphrase is between
+    its two writes: rolling the copy back after the update's primary landed left a copy
+    newer than the new primary, and the next open with the old passphrase took the finished
+    update back (the new passphrase refused)."""
+    storage = interrupted_update(tmp_path, "old", "new")  # the update's first write
+    racing = UpdateFinishingMeanwhile(storage.root, storage.get(FORMAT_COPY_KEY), when)
     open_repository(racing, "old")
+    if when is None:
+        storage.put(FORMAT_KEY, racing.new_blob)
+    else:
+        assert not racing.new_blob  # the update's second write happened during the open
     with pytest.raises(InvalidPassphrase):
         open_repository(storage, "old")
     assert open_repository(storage, "new").master_key
+    assert storage.get(FORMAT_KEY) == storage.get(FORMAT_COPY_KEY)
 
 
 def test_an_interrupted_update_and_a_wrong_passphrase_change_nothing(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -28,11 +27,6 @@ from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, DerivedKey, Form
 from corso_core.storage.interface import BlobStorage
 
 log = logging.getLogger(__name__)
-
-#: A format copy newer than the primary and younger than this is taken for an update-passphrase
-#: still between its two writes (seconds apart), which an open with the old passphrase must
-#: not undo, rather than for one that was interrupted (which such an open takes back).
-UPDATE_IN_PROGRESS_S = 600
 
 
 @dataclass
@@ -149,8 +143,7 @@ def open_repository(storage: BlobStorage, passphrase: str, *,
     `format` and `format-copy` differ only when an init or update-passphrase was interrupted
     between its two writes (see `update_passphrase`), or is between them right now. The first
     open that unlocks one of them rewrites the other, so the two agree again and exactly one
-    passphrase opens the repository; the old passphrase takes an update back only once it is
-    UPDATE_IN_PROGRESS_S old (see _settle_copy).
+    passphrase opens the repository (see _settle_copy for an update still going on).
     """
     check_passphrase(passphrase)
     with ThreadPoolExecutor(1, thread_name_prefix="corso-format-copy") as pool:
@@ -168,27 +161,25 @@ def open_repository(storage: BlobStorage, passphrase: str, *,
         blob = copy[0]
     else:
         if copy is None or copy[1] != raw:
-            _settle_copy(storage, raw, copy is not None)
+            _settle_copy(storage, raw)
     return Repository._from_format(storage, blob, master)
 
 
-def _settle_copy(storage: BlobStorage, raw: bytes, copy_readable: bool) -> None:
-    """Rewrite the copy from the primary `raw` just unlocked, unless an update-passphrase may
-    be between its two writes: a readable copy newer than the primary and recent, or a
-    primary no longer `raw`. (Rolled back then, the copy would be newer than the new primary,
-    and the next open with the old passphrase would take the finished update back.)"""
-    try:
-        if copy_readable:
-            copy_time = storage.stat(FORMAT_COPY_KEY).mtime
-            if (copy_time > storage.stat(FORMAT_KEY).mtime
-                    and time.time() - copy_time < UPDATE_IN_PROGRESS_S):
-                return
-        if storage.get(FORMAT_KEY) != raw:
-            return
-    except StorageError:
-        return  # the next open settles it
+def _settle_copy(storage: BlobStorage, raw: bytes) -> None:
+    """Rewrite the copy from the primary `raw` just unlocked, then read the primary again: an
+    update-passphrase on another computer may have written it meanwhile (the copy first,
+    then the primary). Rolled back past such an update, the copy would be newer than the new
+    primary, and the next open with the old passphrase would take the finished update back;
+    so a primary that changed is copied as it is now."""
     _rewrite(storage, FORMAT_COPY_KEY, raw, f"{FORMAT_COPY_KEY} was missing, damaged or out "
              f"of date: rewritten from {FORMAT_KEY}")
+    try:
+        current = storage.get(FORMAT_KEY)
+    except StorageError:
+        return  # the next open settles it
+    if current != raw:
+        _rewrite(storage, FORMAT_COPY_KEY, current, f"{FORMAT_KEY} changed meanwhile (a "
+                 f"passphrase update elsewhere): {FORMAT_COPY_KEY} rewritten from it again")
 
 
 def _finish_interrupted_change(storage: BlobStorage, blob: FormatBlob,
