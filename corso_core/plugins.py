@@ -58,9 +58,17 @@ def load(fresh: bool = False) -> pluggy.PluginManager:
         found = _scan()
         plugins = [(name, _resolve(module, attr)) for name, module, attr in found]
         _remember_entry_points(stamp, found)
+    seen: set[str] = set()
     for name, plugin in plugins:
-        if pm.get_plugin(name) is None and not pm.is_blocked(name):
-            pm.register(plugin, name=name)
+        if name in seen or pm.is_blocked(name):
+            continue  # the first of two with one name counts
+        seen.add(name)
+        registered = pm.get_plugin(name)
+        if registered is plugin:
+            continue
+        if registered is not None:  # from a stale cache, now looked up afresh
+            pm.unregister(name=name)
+        pm.register(plugin, name=name)
     _loaded = True
     return pm
 

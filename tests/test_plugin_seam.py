@@ -229,12 +229,16 @@ def test_a_damaged_or_stale_cache_only_costs_a_fresh_look(probe, damage):
     assert "ghost" not in cache_file().read_text()
 
 
-def test_a_backend_missing_from_the_cache_is_looked_for_afresh(probe, tmp_path):
-    """A cache that lost an entry point (hand-edited, damaged) said 'unknown backend' on every
-    command until `corso plugins` looked afresh."""
+@pytest.mark.parametrize("damage", ["left out", "another module"])
+def test_a_backend_missing_from_the_cache_is_looked_for_afresh(probe, tmp_path, damage):
+    """A cache that lost an entry point, or points it elsewhere (hand-edited, damaged), said
+    'unknown backend' on every command until `corso plugins` looked afresh."""
     probe()
     cached = json.loads(cache_file().read_text())
-    cached["entry_points"] = [p for p in cached["entry_points"] if p[0] != "filesystem"]
+    cached["entry_points"] = [
+        point for point in cached["entry_points"] if point[0] != "filesystem"] + (
+        [["filesystem", "corso_core.storage.interface", ""]] if damage == "another module"
+        else [])
     cache_file().write_text(json.dumps(cached))
     done = subprocess.run([sys.executable, "-c", "from corso_core import plugins\n"
                            "print(plugins.backend('filesystem').name)"],
