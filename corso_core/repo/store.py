@@ -359,12 +359,7 @@ class ChunkStore:
                 if checkpoint:
                     entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
             if checkpoint:
-                try:
-                    self._write_index(entries)
-                except BaseException:  # to be indexed at close, if the storage lets it
-                    with self._lock:
-                        self._unindexed[:0] = entries
-                    raise
+                self._index_or_keep(entries)
         except BaseException as e:
             log.debug("upload failed", exc_info=True)
             with self._lock:
@@ -397,7 +392,18 @@ class ChunkStore:
         with self._lock:
             entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
         if entries:
+            self._index_or_keep(entries)
+
+    def _index_or_keep(self, entries: list[IndexEntry]) -> None:
+        """Write an index blob for `entries`; if that fails, keep them for the next try (the
+        flush at close, the best effort after a failed upload): else their packs, stored,
+        would stay unindexed."""
+        try:
             self._write_index(entries)
+        except BaseException:
+            with self._lock:
+                self._unindexed[:0] = entries
+            raise
 
     def close(self) -> None:
         """Flush what was put (an interrupted backup's chunks are re-used by the next one),
