@@ -559,9 +559,11 @@ class FilesWriter:
                 st = os.fstat(fd)  # what link() checks its source against
                 self._file_ids[pending.path] = (st.st_dev, st.st_ino)
             self._forget(("file", pending.temp))
-            temp_fd = self._temp_fd(parent)
-            with self._holding(temp_fd):
-                return self._place(temp_fd, pending.temp, self._dir_fd(parent), pending.path)
+            # The directory first: the temp's (itself, or its staging directory) then opens at
+            # most one descriptor more, which cannot push it out of the cache. (A hold here
+            # cost ~0.15 s of CPU in a 15,000-file restore.)
+            fd = self._dir_fd(parent)
+            return self._place(self._temp_fd(parent), pending.temp, fd, pending.path)
         except ITEM_ERRORS as e:
             self._stop_if_full(pending.path, e)
             self._say(pending.path, f"cannot finish file: {reason(e)}")
