@@ -315,6 +315,18 @@ def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3
     assert init(corso, seaweedfs_tls, s3_prefix).code == 0
 
 
+def test_plain_http_to_an_https_endpoint_suggests_dropping_disable_tls(
+        corso, seaweedfs_tls, s3_prefix, monkeypatch):
+    """It said only "connection lost after retries" (after ~27 s of them)."""
+    monkeypatch.setattr(client, "MAX_RETRIES", 1)
+    plain = [flag if flag != "--disable-tls-verification" else "--disable-tls"
+             for flag in seaweedfs_tls.flags(s3_prefix)]
+    result = corso("repo", "init", "s3", *plain, *with_keys(seaweedfs_tls), "--passphrase", PASS)
+    one_error_line(result, 1, "connection lost after retries", "--disable-tls",
+                   "serves only HTTPS")
+    assert not config_file().exists()
+
+
 def test_a_ca_bundle_from_the_environment_verifies_a_private_certificate(
         corso, seaweedfs_tls, tls_proxy, s3_prefix, monkeypatch):
     """AWS_CA_BUNDLE is how a store with a company CA is trusted without switching

@@ -72,7 +72,10 @@ def translate(error: Exception, operation: str, where: str, bucket: str, endpoin
     if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
         return StorageError(f"cannot reach the S3 endpoint {endpoint}: {_reason(error)}")
     if isinstance(error, ConnectionClosedError | ReadTimeoutError):
-        return Transient(f"S3 {operation} on {where}: connection lost after retries")
+        plain_http = str(error.kwargs.get("endpoint_url", "")).startswith("http://")
+        return Transient(f"S3 {operation} on {where}: connection lost after retries" + (
+            " (over plain HTTP, as --disable-tls asks: an endpoint that serves only HTTPS "
+            "drops such connections)" if plain_http else ""))
     if isinstance(error, BotoCoreError):
         return StorageError(f"S3 {operation} on {where} failed: {error}")
     raise error
