@@ -19,7 +19,6 @@ directories it made their metadata; a re-run once space is freed completes it.
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import threading
@@ -36,14 +35,17 @@ from corso_core.engine.tree import Entry, contains_itself
 from corso_core.errors import Corrupted, Incomplete, UsageError
 from corso_core.repo.manifests import load_manifest
 from corso_core.repo.store import ChunkStore
-from corso_core.sources.source import DIR, FILE, ITEM_ERRORS, Source, SourceWriter, reason
+from corso_core.sources.source import (
+    DIR,
+    FILE,
+    ITEM_ERRORS,
+    Source,
+    SourceWriter,
+    no_space,
+    reason,
+)
 
 Path = tuple[bytes, ...]
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-def _no_space(error: Exception) -> bool:
-    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 @dataclass
@@ -225,7 +227,7 @@ class _Restore:
         try:
             self.writer.write(file.handle, offset, data)
         except ITEM_ERRORS as e:
-            if _no_space(e):
+            if no_space(e):
                 raise
             self._fail(file, reason(e))
             return
@@ -279,7 +281,7 @@ class _Restore:
                     self.writer.write(file.handle, offset, data)
                     offset += size
             except (Corrupted, *ITEM_ERRORS) as e:
-                if _no_space(e):
+                if no_space(e):
                     raise
                 self._fail(file, str(e) if isinstance(e, Corrupted) else reason(e))
                 continue
@@ -366,7 +368,7 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                     restore.fetch()
                     restore.link(plan)
                 except OSError as e:
-                    if not _no_space(e):
+                    if not no_space(e):
                         raise
                     full = e
                     restore.discard_unfinished()  # before the directories get their mtimes

@@ -7,6 +7,7 @@ deduplication, encryption, trees and manifests. A source never sees packs, chunk
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
@@ -20,6 +21,14 @@ FILE, DIR, SYMLINK = "file", "dir", "symlink"
 #: an owner out of range, a NUL in a symlink target: a damaged tree) OverflowError or
 #: ValueError. Each is that item's failure, reported; the restore goes on.
 ITEM_ERRORS = (OSError, OverflowError, ValueError)
+#: But for a full destination, which would fail every item after it the same way: a writer
+#: raises that OSError (naming the item) instead of reporting it, and the restore stops.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether `error` says the destination is full (no space left, or the quota reached)."""
+    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 def reason(error: Exception) -> str:

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, reason
+from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, no_space, reason
 
 Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -58,7 +58,6 @@ _WRITING_THREADS = 3
 _NAME_MAX = 255  # bytes in one name, on Linux's filesystems
 #: What a filesystem without owners or hard links answers.
 _NOT_SUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _others_can_rename_in(parent: os.stat_result) -> bool:
@@ -289,7 +288,7 @@ class FilesWriter:
     def _stop_if_full(self, path: Path, error: Exception) -> None:
         """A full destination fails every item after this one the same way: raise it (naming
         the item) to stop the restore, rather than report it."""
-        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+        if no_space(error):
             raise OSError(error.errno, error.strerror,
                           os.path.join(self.destination, *path)) from None
 
