@@ -676,6 +676,63 @@ def test_a_terminated_restore_removes_its_temporary_files(connected, corso, tmp_
     assert _temporary_items(out) == []
 
 
+def _visible_files(out: Path) -> dict[str, bytes]:
+    """The files under their own names below `out` (not in a temporary directory), by path."""
+    found = {}
+    for top, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if not d.startswith(".corso-restore-")]
+        for name in files:
+            found[os.path.relpath(os.path.join(top, name), out)] = \
+                Path(top, name).read_bytes()
+    return found
+
+
+def _some_file_half_written(out: Path, size: int) -> bool:
+    """Whether a file below `out`, under any name, has more than 4 KiB of its `size`, not all."""
+    for top, _, files in os.walk(out):
+        for name in files:
+            try:
+                if 4096 < os.path.getsize(os.path.join(top, name)) < size:
+                    return True
+            except FileNotFoundError:
+                pass  # placed or discarded meanwhile
+    return False
+
+
+def test_a_killed_restore_leaves_no_file_torn_under_its_own_name(connected, corso, tmp_path):
+    """SIGKILL (the OOM killer, a power cut) leaves no chance to clean up: a file is under its
+    own name only if complete, in a directory the restore made as in an existing one; a
+    second restore then completes the tree."""
+    rng = random.Random(9)
+    for name, size in (("existing", 100), ("made", 8 * 1024 * 1024)):  # caught in "made"
+        (tmp_path / "t" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "t" / name / f"f{i}").write_bytes(rng.randbytes(size))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out"
+    source = _visible_files(tmp_path / "t")
+    for _ in range(10):
+        shutil.rmtree(out, ignore_errors=True)
+        (out / "t" / "existing").mkdir(parents=True)
+        process = subprocess.Popen([CORSO, "restore", "files", "--backup", backup_id,
+                                    "--destination", str(out)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        if _stopped_while(process, lambda: _some_file_half_written(out, 8 * 1024 * 1024)):
+            break
+        process.kill()
+        process.wait()
+    else:
+        pytest.fail("the restore never ran long enough to be killed half-way")
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    visible = _visible_files(out / "t")
+    assert visible != source  # caught half-way
+    assert all(visible[path] == source[path] for path in visible), "a torn file is visible"
+    again = corso("restore", "files", "--backup", backup_id, "--destination", str(out))
+    assert again.code == 0, again
+    assert _visible_files(out / "t") == source
+
+
 def test_a_restore_whose_terminal_closes_stops_and_removes_its_temporary_files(
         connected, corso, tmp_path):
     """A closed terminal (an ssh drop) sends SIGHUP and leaves stderr failing with EIO: the

@@ -176,25 +176,63 @@ def test_names_that_could_escape_are_refused(tmp_path, name):
     assert os.listdir(destination) == []
 
 
-@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
-def test_a_name_taken_in_a_directory_the_restore_made_follows_the_policy(tmp_path, collisions):
-    """In a directory it made the writer does not look before it links: a name that appears
-    there meanwhile (another process) still meets the collision policy, never overwritten
-    unless replacing."""
-    writer = FILES.open_writer({"destination": str(tmp_path)}, collisions, Problems())
+def test_a_directory_the_restore_makes_shows_nothing_until_all_in_it_is_finished(tmp_path):
+    """It takes its name at once, empty; what is restored into it appears there, complete and
+    with its metadata, when the directory is finished, and no temporary item stays."""
+    writer = FILES.open_writer({"destination": str(tmp_path)}, "skip", Problems())
+    assert writer.make_dir((b"d",), DIR_META) and writer.make_dir((b"d", b"e"), DIR_META)
+    handle = writer.start_file((b"d", b"e", b"f"), FILE_META)
+    writer.write(handle, 0, b"fre")
+    assert writer.make_symlink((b"d", b"link"), Metadata(SYMLINK, target=b"e/f"))
+    assert os.listdir(tmp_path / "d") == []
+    writer.write(handle, 3, b"sh")
+    assert writer.finish_file(handle) is True
+    assert os.listdir(tmp_path / "d") == []
+    writer.finish_dir((b"d", b"e"), DIR_META)
+    writer.finish_dir((b"d",), DIR_META)
+    assert (tmp_path / "d" / "link").read_bytes() == b"fresh"
+    assert (tmp_path / "d" / "e" / "f").stat().st_mtime_ns == FILE_META.mtime_ns
+    assert (tmp_path / "d").stat().st_mtime_ns == DIR_META.mtime_ns
+    writer.close()
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_a_stopped_restore_puts_what_it_finished_in_place_and_drops_the_rest(tmp_path):
+    """Stopped (Ctrl-C, SIGTERM, a full disk), the restore discards its unfinished files and
+    closes the writer: the directories it made come into place with the finished ones."""
+    writer = FILES.open_writer({"destination": str(tmp_path)}, "skip", Problems())
+    assert writer.make_dir((b"d",), DIR_META)
+    done, torn = (writer.start_file((b"d", name), FILE_META) for name in (b"done", b"torn"))
+    writer.write(done, 0, b"whole")
+    writer.finish_file(done)
+    writer.write(torn, 0, b"half")
+    writer.discard_file(torn)
+    writer.close()
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    assert os.listdir(tmp_path / "d") == ["done"]
+    assert (tmp_path / "d" / "done").read_bytes() == b"whole"
+
+
+def test_a_directory_filled_meanwhile_by_another_process_keeps_what_it_holds(tmp_path):
+    """A file another process puts in a directory the restore made (its name taken, empty,
+    at once) is neither overwritten nor mixed with the restored ones: the restored directory
+    stays apart, and the error says where."""
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(tmp_path)}, "replace", problems)
     assert writer.make_dir((b"d",), DIR_META)
     handle = writer.start_file((b"d", b"f"), FILE_META)
     writer.write(handle, 0, b"fresh")
     (tmp_path / "d" / "f").write_bytes(b"theirs")
-    placed = writer.finish_file(handle)
+    assert writer.finish_file(handle) is True
+    writer.finish_dir((b"d",), DIR_META)
     writer.close()
-    assert placed is {"skip": None, "copy": True, "replace": True}[collisions]
-    expected = {"skip": (b"theirs", None), "copy": (b"theirs", b"fresh"),
-                "replace": (b"fresh", None)}[collisions]
-    assert (tmp_path / "d" / "f").read_bytes() == expected[0]
-    copy = tmp_path / "d" / "f.restored"
-    assert (copy.read_bytes() if copy.exists() else None) == expected[1]
-    assert sorted(os.listdir(tmp_path / "d")) == sorted(["f"] + ["f.restored"] * bool(expected[1]))
+    assert os.listdir(tmp_path / "d") == ["f"]
+    assert (tmp_path / "d" / "f").read_bytes() == b"theirs"
+    [error] = problems.errors
+    assert error.startswith(f"{tmp_path}/d: not put in place: Directory not empty; restored as ")
+    apart = error.split("restored as ")[1]
+    assert os.path.dirname(apart).startswith(f"{tmp_path}/.corso-restore-")
+    assert open(os.path.join(apart, "f"), "rb").read() == b"fresh"
 
 
 def test_copy_shortens_a_long_name_to_fit_its_suffix(tmp_path):
@@ -286,14 +324,14 @@ def test_temp_files_for_an_existing_directory_are_made_where_nobody_else_can_wri
 
 def test_a_directory_swapped_during_the_restore_is_refused(tmp_path):
     destination = tmp_path / "dest"
-    destination.mkdir()
+    (destination / "d").mkdir(parents=True)
     writer, problems = _writer_into(destination)
-    assert writer.make_dir((b"d",), DIR_META)
+    assert writer.make_dir((b"d",), DIR_META)  # there already: entered
     first = writer.start_file((b"d", b"one"), FILE_META)
     writer.write(first, 0, b"fresh")
-    writer.finish_file(first)
-    # Another user renames the restore's directory away and puts their own in its place; the
-    # restore opens it again by name (its descriptor cache let it go).
+    assert writer.finish_file(first) is True
+    # Another user renames the directory away and puts their own in its place; the restore
+    # opens it again by name (its descriptor cache let it go).
     os.rename(destination / "d", destination / "theirs-was-ours")
     (destination / "d").mkdir(mode=0o777)
     writer._forget(("dir", (b"d",)))
@@ -303,24 +341,61 @@ def test_a_directory_swapped_during_the_restore_is_refused(tmp_path):
     assert os.listdir(destination / "d") == []
 
 
-@pytest.mark.parametrize("destination_mode", [0o777, 0o755])
-def test_a_directory_swapped_before_its_first_use_is_refused_where_others_could(
-        tmp_path, destination_mode):
-    """Between the restore's mkdir and its first open, only a user who can rename entries in
-    the parent could swap the directory for one of their own (owned by them)."""
+@pytest.mark.parametrize("theirs_holds", [[], ["f"]])
+def test_a_directory_the_restore_made_swapped_for_someone_elses_gets_nothing_written_in(
+        tmp_path, theirs_holds):
+    """The name a directory the restore makes takes at once is only moved onto at the end: one
+    swapped in meanwhile (by whoever can write the parent) is replaced if empty, else left as
+    it is, the restored directory apart and named."""
     destination = tmp_path / "dest"
-    destination.mkdir()
-    destination.chmod(destination_mode)
+    destination.mkdir(mode=0o777)
     writer, problems = _writer_into(destination)
     assert writer.make_dir((b"d",), DIR_META)
     os.rename(destination / "d", destination / "ours")
-    (destination / "d").mkdir()
+    (destination / "d").mkdir(mode=0o777)
+    if theirs_holds:
+        (destination / "d" / "f").symlink_to(tmp_path / "victim")
     os.chown(destination / "d", 65534, 65534)
     handle = writer.start_file((b"d", b"f"), FILE_META)
+    writer.write(handle, 0, b"fresh")
+    assert writer.finish_file(handle) is True
+    writer.finish_dir((b"d",), DIR_META)
+    writer.close()
+    assert not (tmp_path / "victim").exists()
+    assert sorted(os.listdir(destination / "d")) == ["f"]
+    if theirs_holds:
+        assert (destination / "d" / "f").is_symlink()
+        [error] = problems.errors
+        assert "not put in place: Directory not empty; restored as " in error
+    else:
+        assert (destination / "d" / "f").read_bytes() == b"fresh" and problems.errors == []
+
+
+@pytest.mark.parametrize("destination_mode", [0o777, 0o755])
+def test_a_staging_directory_swapped_before_its_first_use_is_refused_where_others_could(
+        tmp_path, monkeypatch, destination_mode):
+    """Between the restore's mkdir of a staging directory and its first open, only a user who
+    can rename entries in the parent could swap it for one of their own (owned by them)."""
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    destination.chmod(destination_mode)
+    mkdir = os.mkdir
+
+    def swapped_as_made(name, mode=0o777, *, dir_fd=None):
+        mkdir(name, mode, dir_fd=dir_fd)
+        if name.endswith(b"staging"):
+            os.rename(name, b"ours", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            mkdir(name, 0o700, dir_fd=dir_fd)
+            os.chown(name, 65534, 65534, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", swapped_as_made)
+    writer, problems = _writer_into(destination)
+    made = writer.make_dir((b"d",), DIR_META)
     if destination_mode & 0o022:
-        assert handle is False and "Replaced during the restore" in problems.errors[0]
+        assert made is False and "Replaced during the restore" in problems.errors[0]
+        assert not (destination / "d").exists()
     else:  # nobody else could have: a filesystem that keeps no owners, say (FAT, NFS)
-        assert handle and problems.errors == []
+        assert made is True and problems.errors == []
     writer.close()
 
 

@@ -2,9 +2,16 @@
 
 Every operation goes through directory descriptors opened with O_NOFOLLOW from the destination
 down, so a symlink already in the destination (say `a -> /etc`) is never followed, whatever the
-collision policy. Names holding "/", NUL, "." or ".." are refused. A file is written under a
-temporary name and appears under its own name only once complete, with its metadata; a file
-whose content fails authentication is never made visible.
+collision policy. Names holding "/", NUL, "." or ".." are refused. Nothing appears under its
+own name before it is complete, with its metadata; a file whose content fails authentication is
+never made visible:
+- a directory this restore makes in an existing one takes its name at once (an empty 0700
+  directory, so that the collision policy is settled then) but is built apart, under a temp
+  name in a staging directory, and moved onto that name once all below it is finished (or the
+  restore stops: Ctrl-C, SIGTERM, a full disk). Inside it, nobody sees anything meanwhile:
+  items are made under their own names, without a temp and a link each (15,000 files: 0.3 s
+  of a 2.5 s restore). After a SIGKILL, what it held stays in the staging directory;
+- in an existing directory, an item is made under a temp name and linked into place.
 
 Collision policies, for a name already present in the destination:
 - skip: leave what is there (an existing directory is entered; its metadata is kept);
@@ -17,12 +24,13 @@ first to get there creates it): every thread keeps its own cache of open descrip
 thread ever closes a descriptor another uses, sized from the open-files limit (ulimit -n).
 
 Whoever else can write a directory of the destination (a restore into a shared place) could
-swap what the restore opens by name there. So temp items are made only where nobody else can
-write: in place in a directory this restore made (0700 until it is finished), and for an
-existing directory in a staging directory the restore makes in it (0700, so on the same
-filesystem: a link cannot cross one; removed before directories get their metadata), then
-linked into place; a directory is the same one each time it is opened again, and the file a
-hard link is made to is the one restored.
+swap what the restore opens by name there. So items are made only where nobody else can
+write: under their own names in a directory this restore made (built apart, 0700 until it is
+finished), and in an existing directory under a temp name in a staging directory the restore
+makes in it (0700, so on the same filesystem: a link or a move cannot cross one; removed
+before the directory gets its metadata), then linked (a directory: moved) into place; a
+directory is the same one each time it is opened again, and the file a hard link is made to
+is the one restored.
 
 An existing directory of the user's that they cannot list (mode 000 or 0100, as a first
 restore may have left it) is given u+rwx for the restore, and its mode back once it is
@@ -66,11 +74,23 @@ def _others_can_rename_in(parent: os.stat_result) -> bool:
     return bool(parent.st_mode & 0o022) and not parent.st_mode & stat.S_ISVTX
 
 
-def _remove_temp(temp_fd: int, temp: bytes) -> None:
+def _remove_item(dir_fd: int, name: bytes) -> None:
     try:
-        os.unlink(temp, dir_fd=temp_fd)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass  # renamed into place, or never made
+
+
+def _make(create, dir_fd: int, name: bytes) -> None:
+    """`create(dir_fd, name)`, leaving nothing behind when it fails after making the item
+    (its metadata refused, say)."""
+    try:
+        create(dir_fd, name)
+    except FileExistsError:
+        raise  # not made: the name is another item's (a damaged tree names one twice)
+    except BaseException:
+        _remove_item(dir_fd, name)
+        raise
 
 
 def _cache_size() -> int:
@@ -95,7 +115,8 @@ def bad_name(name: bytes) -> bool:
 class PendingFile:
     path: Path
     meta: Metadata
-    temp: bytes  # unique in this restore: it keys the file's descriptors
+    key: int  # unique in this restore: it keys the file's descriptors
+    name: bytes  # made as: its own name in a directory this restore made, else a temp name
     created: bool = False
     dropped: bool = False  # discarded: never created (again) by a late writer
     creating: threading.Lock = field(default_factory=threading.Lock)  # first writers wait
@@ -115,8 +136,11 @@ class FilesWriter:
         self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
         self._ours: set[Path] = set()  # directories this restore created or replaced
-        # Directories this restore created, empty then: a name in one needs no look first.
+        # Directories this restore created, empty then and seen by nobody else: a name in one
+        # needs no look first, and nothing in one needs a temp.
         self._made: set[Path] = set()
+        # Directories made in existing ones, built in the staging directory: their name there.
+        self._apart: dict[Path, bytes] = {}
         self._sound_parents: set[Path] = set()  # parents whose names were checked
         # Temp names: one random part per restore (nobody can guess them ahead), then a count.
         self._temp_prefix = _TEMP_PREFIX + secrets.token_hex(8).encode() + b"-"
@@ -205,11 +229,14 @@ class FilesWriter:
     def _open_dir(self, path: Path) -> int:
         """Open a directory by name, and check it is the one it was: a directory swapped in
         by whoever else can write its parent is refused (as is, first, one in place of a
-        directory this restore just made, where others could have swapped it: owned by
-        someone else)."""
-        parent_fd = self._dir_fd(path[:-1])
+        staging directory this restore just made, where others could have swapped it: owned
+        by someone else)."""
+        if path in self._apart:
+            parent_fd, name = self._temp_fd(path[:-1]), self._apart[path]
+        else:
+            parent_fd, name = self._dir_fd(path[:-1]), self._actual(path)
         try:
-            fd = os.open(self._actual(path), _DIR_FLAGS, dir_fd=parent_fd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except PermissionError:
             if path in self._made:
                 raise
@@ -273,10 +300,17 @@ class FilesWriter:
                     self._staged.add(parent)
         return self._dir_fd(staging)
 
-    def _remove_staging(self) -> None:
-        """Remove the staging directories, empty by now (a temp left by a failure: said)."""
+    def _remove_staging(self, only: Path | None = None) -> None:
+        """Remove the staging directories (or the one in `only`), empty by now (a temp left
+        by a failure: said)."""
         with self._staging_lock:
-            staged, self._staged = self._staged, set()
+            if only is None:
+                staged, self._staged = self._staged, set()
+            elif only in self._staged:
+                staged = {only}
+                self._staged.discard(only)
+            else:
+                return
         for parent in staged:
             self._forget(("dir", (*parent, self._staging)))
             self._dir_ids.pop((*parent, self._staging), None)  # a new one may come later
@@ -380,7 +414,7 @@ class FilesWriter:
         try:
             return self._link_into_place(temp_fd, temp, fd, path)
         finally:
-            _remove_temp(temp_fd, temp)
+            _remove_item(temp_fd, temp)
 
     def _link_into_place(self, temp_fd: int, temp: bytes, fd: int, path: Path) -> bool | None:
         """Link first, look only when the name is taken: a restore into an empty destination
@@ -421,8 +455,21 @@ class FilesWriter:
                 raise FileExistsError(errno.EEXIST, "File exists", target) from None
             os.rename(temp, target, src_dir_fd=temp_fd, dst_dir_fd=fd)
 
-    def _temp_name(self) -> bytes:
-        return self._temp_prefix + b"%d" % next(self._temp_numbers)
+    def _temp_name(self, number: int | None = None) -> bytes:
+        return self._temp_prefix + b"%d" % (next(self._temp_numbers) if number is None
+                                            else number)
+
+    def _put_in_place(self, path: Path) -> None:
+        """Move a directory built apart onto its name (taken, empty, since it was made). A
+        name someone filled meanwhile is left as it is: the error says where the restored
+        directory stays."""
+        built = self._apart.pop(path)
+        try:
+            os.rename(built, self._actual(path), src_dir_fd=self._temp_fd(path[:-1]),
+                      dst_dir_fd=self._dir_fd(path[:-1]))
+        except ITEM_ERRORS as e:
+            where = os.path.join(self.destination, *path[:-1], self._staging, built)
+            self._say(path, f"not put in place: {reason(e)}; restored as {os.fsdecode(where)}")
 
     # --- the SourceWriter interface -----------------------------------------------------
 
@@ -444,6 +491,8 @@ class FilesWriter:
                 else:
                     os.unlink(path[-1], dir_fd=fd)
             os.mkdir(self._actual(path), 0o700, dir_fd=fd)
+            if path[:-1] not in self._made:
+                self._build_apart(path, fd)
             self._ours.add(path)
             self._made.add(path)
             return True
@@ -452,15 +501,30 @@ class FilesWriter:
             self._say(path, f"cannot create directory: {reason(e)}")
             return False
 
+    def _build_apart(self, path: Path, fd: int) -> None:
+        """Make the directory that stands for `path` (just made, empty, in `fd`) until it is
+        put in place; without it, `path` is not kept either."""
+        built = self._temp_name()
+        try:
+            os.mkdir(built, 0o700, dir_fd=self._temp_fd(path[:-1]))
+        except BaseException:
+            os.rmdir(self._actual(path), dir_fd=fd)
+            raise
+        self._apart[path] = built
+
     def finish_dir(self, path: Path, meta: Metadata) -> None:
-        if self._staged:  # before any directory's mtime is set: removing one would change it
-            self._remove_staging()
+        # Deepest first: all below is finished, and in place if it was built apart here.
+        self._remove_staging(only=path)  # before the mtime is set: removing it changes it
         if path not in self._ours:
             self._close_up(path)
             return
         self._opened_up.pop(path, None)  # the backup's mode, below
         try:
-            self._apply(meta, fd=self._dir_fd(path))
+            fd = self._dir_fd(path)
+            with self._holding(fd):
+                if path in self._apart:  # before the mode, which may deny what a move needs
+                    self._put_in_place(path)
+                self._apply(meta, fd=fd)
         except ITEM_ERRORS as e:
             self._say(path, f"cannot set metadata: {reason(e)}")
         self._forget(("dir", path))
@@ -473,23 +537,23 @@ class FilesWriter:
                 and self._lstat(fd, path[-1]) is not None)
 
     def _create_and_place(self, path: Path, what: str, create) -> bool | None:
-        """`create(temp_dir_fd, temp_name)` makes the item under a temp name; then it is
-        placed."""
+        """`create(dir_fd, name)` makes the item: under its own name in a directory this
+        restore made, else under a temp name, then placed."""
         fd = self._checked_parent(path)
         if fd is None:
             return False
-        temp = self._temp_name()
         try:
+            if path[:-1] in self._made:
+                with self._holding(fd):
+                    _make(create, fd, path[-1])
+                return True
             if self._left_alone(fd, path):
                 return None
+            temp = self._temp_name()
             with self._holding(fd):
                 temp_fd = self._temp_fd(path[:-1])
                 with self._holding(temp_fd):
-                    try:
-                        create(temp_fd, temp)
-                    except BaseException:
-                        _remove_temp(temp_fd, temp)  # made, then its metadata refused, say
-                        raise
+                    _make(create, temp_fd, temp)
                     return self._place(temp_fd, temp, fd, path)
         except ITEM_ERRORS as e:
             self._stop_if_full(path, e)
@@ -514,14 +578,16 @@ class FilesWriter:
         except ITEM_ERRORS as e:  # a name too long, say
             self._say(path, f"cannot create file: {reason(e)}")
             return False
-        return PendingFile(path=path, meta=meta, temp=self._temp_name())
+        key = next(self._temp_numbers)
+        name = path[-1] if path[:-1] in self._made else self._temp_name(key)
+        return PendingFile(path=path, meta=meta, key=key, name=name)
 
     def _file_fd(self, pending: PendingFile) -> int:
-        return self._cached(("file", pending.temp),
+        return self._cached(("file", pending.key),
                             lambda: self._open_temp(pending))
 
     def _open_temp(self, pending: PendingFile) -> int:
-        """A new descriptor of the file's temp; the first thread to ask creates it (unless
+        """A new descriptor of the file; the first thread to ask creates it (unless
         the other thread has discarded the file meanwhile: then it stays gone)."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         dir_fd = self._temp_fd(pending.path[:-1])
@@ -530,13 +596,13 @@ class FilesWriter:
                 if pending.dropped:
                     raise _discarded()
                 if not pending.created:
-                    fd = os.open(pending.temp, flags | os.O_CREAT | os.O_EXCL, 0o600,
+                    fd = os.open(pending.name, flags | os.O_CREAT | os.O_EXCL, 0o600,
                                  dir_fd=dir_fd)
                     pending.created = True
                     return fd
         if pending.dropped:
             raise _discarded()
-        return os.open(pending.temp, flags, dir_fd=dir_fd)
+        return os.open(pending.name, flags, dir_fd=dir_fd)
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
         try:
@@ -557,12 +623,14 @@ class FilesWriter:
             if pending.meta.nlink > 1 and parent not in self._made:
                 st = os.fstat(fd)  # what link() checks its source against
                 self._file_ids[pending.path] = (st.st_dev, st.st_ino)
-            self._forget(("file", pending.temp))
+            self._forget(("file", pending.key))
+            if parent in self._made:
+                return True  # made under its own name
             # The directory first: the temp's (itself, or its staging directory) then opens at
             # most one descriptor more, which cannot push it out of the cache. (A hold here
             # cost ~0.15 s of CPU in a 15,000-file restore.)
             fd = self._dir_fd(parent)
-            return self._place(self._temp_fd(parent), pending.temp, fd, pending.path)
+            return self._place(self._temp_fd(parent), pending.name, fd, pending.path)
         except ITEM_ERRORS as e:
             self._stop_if_full(pending.path, e)
             self._say(pending.path, f"cannot finish file: {reason(e)}")
@@ -570,7 +638,7 @@ class FilesWriter:
             return False
 
     def discard_file(self, pending: PendingFile) -> None:
-        self._forget(("file", pending.temp))
+        self._forget(("file", pending.key))
         with pending.creating:  # no thread creates it after this
             if pending.dropped:
                 return
@@ -578,7 +646,7 @@ class FilesWriter:
             if not pending.created:
                 return
         try:
-            _remove_temp(self._temp_fd(pending.path[:-1]), pending.temp)
+            _remove_item(self._temp_fd(pending.path[:-1]), pending.name)
         except ITEM_ERRORS as e:  # never under its own name: say where it stays
             self._say(pending.path, f"temp file not removed: {reason(e)}", error=False)
 
@@ -596,6 +664,8 @@ class FilesWriter:
         return self._create_and_place(path, "hard link", create)
 
     def close(self) -> None:
+        for path in list(self._apart):  # a stopped restore: its finished items, in place
+            self._put_in_place(path)
         self._remove_staging()
         for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
             self._close_up(path)
