@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
+import struct
 import threading
 import time
 
@@ -116,14 +118,14 @@ FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
 DIR_META = Metadata(DIR, mode=0o755, mtime_ns=10**18)
 
 
-def _restore_one_file(destination, path, collisions, data=b"fresh"):
+def _restore_one_file(destination, path, collisions, data=b"fresh", meta=FILE_META):
     problems = Problems()
     writer = FILES.open_writer({"destination": str(destination)}, collisions, problems)
     for i in range(1, len(path)):
         if not writer.make_dir(path[:i], DIR_META):
             break
     else:
-        handle = writer.start_file(path, FILE_META)
+        handle = writer.start_file(path, meta)
         if handle:  # not skipped (None), not refused (False)
             writer.write(handle, 0, data)
             writer.finish_file(handle)
@@ -211,6 +213,67 @@ def test_a_stopped_restore_puts_what_it_finished_in_place_and_drops_the_rest(tmp
     assert sorted(os.listdir(tmp_path)) == ["d"]
     assert os.listdir(tmp_path / "d") == ["done"]
     assert (tmp_path / "d" / "done").read_bytes() == b"whole"
+
+
+def test_a_second_entry_refused_in_a_directory_the_restore_made_leaves_the_first(tmp_path):
+    """There an item is made under its own name: one that fails is removed only if it was
+    made (a target holding NUL fails before any system call)."""
+    writer, problems = _writer_into(tmp_path)
+    assert writer.make_dir((b"d",), DIR_META)
+    link = Metadata(SYMLINK, target=b"good")
+    assert writer.make_symlink((b"d", b"x"), link) is True
+    assert writer.make_symlink((b"d", b"x"), link._replace(target=b"a\0b")) is False
+    assert writer.make_symlink((b"d", b"x"), link._replace(target=b"other")) is False
+    writer.finish_dir((b"d",), DIR_META)
+    writer.close()
+    assert os.readlink(tmp_path / "d" / "x") == "good" and len(problems.errors) == 2
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "existing"])
+def test_a_file_gets_its_mode_whatever_the_umask(tmp_path, made):
+    """Files are created with their mode where creating gives it exactly: a umask that takes
+    bits away means setting it after."""
+    if not made:
+        (tmp_path / "d").mkdir()
+    old = os.umask(0o077)
+    try:
+        _restore_one_file(tmp_path, (b"d", b"f"), "skip", meta=FILE_META._replace(mode=0o664))
+        _restore_one_file(tmp_path, (b"d", b"g"), "skip", meta=FILE_META._replace(mode=0o600))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "d" / "f").st_mode) == 0o664
+    assert stat.S_IMODE(os.stat(tmp_path / "d" / "g").st_mode) == 0o600
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "existing"])
+def test_a_file_gets_its_mode_under_a_default_acl(tmp_path, made):
+    """A directory's default ACL, not the umask, gives what is created in it its mode (here:
+    nothing for others): the mode is then set after creating."""
+    (tmp_path / "d").mkdir()
+    entries = ((0x01, 0o7), (0x04, 0o5), (0x20, 0o0))  # user::rwx group::r-x other::---
+    os.setxattr(tmp_path / "d", "system.posix_acl_default", struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in entries))
+    path = (b"d", b"e", b"f") if made else (b"d", b"f")
+    _restore_one_file(tmp_path, path, "skip", meta=FILE_META._replace(mode=0o644))
+    mode = os.stat(tmp_path.joinpath(*map(os.fsdecode, path))).st_mode
+    assert stat.S_IMODE(mode) == 0o644
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "existing"])
+def test_a_file_restored_as_root_into_a_set_group_id_directory_gets_its_own_group(tmp_path,
+                                                                                  made):
+    """A file created there takes the directory's group: the backup's is set after, though
+    its owner and group are the restoring user's own."""
+    if os.geteuid() != 0:  # owners are restored as root only
+        assert not _restore_one_file(tmp_path, (b"f",), "skip").errors
+        return
+    (tmp_path / "g").mkdir()
+    os.chown(tmp_path / "g", 0, 65534)
+    os.chmod(tmp_path / "g", 0o2775)
+    path = (b"g", b"d", b"f") if made else (b"g", b"f")
+    _restore_one_file(tmp_path, path, "skip", meta=FILE_META._replace(uid=0, gid=0))
+    st = os.stat(tmp_path.joinpath(*map(os.fsdecode, path)))
+    assert (st.st_uid, st.st_gid) == (0, 0)
 
 
 def test_a_directory_filled_meanwhile_by_another_process_keeps_what_it_holds(tmp_path):
@@ -454,7 +517,8 @@ def test_a_filesystem_without_hard_links_or_owners_still_gets_every_file(tmp_pat
 
     for call in ("link", "fchown", "chown"):
         monkeypatch.setattr(os, call, refuse)
-    problems = _restore_one_file(tmp_path, (b"d", b"f"), "skip", data=b"whole")
+    problems = _restore_one_file(tmp_path, (b"d", b"f"), "skip", data=b"whole",
+                     meta=FILE_META._replace(uid=1000, gid=1000))
     assert (tmp_path / "d" / "f").read_bytes() == b"whole"
     assert problems.errors == []
     assert problems.warnings == ([] if os.geteuid() else [

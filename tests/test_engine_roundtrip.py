@@ -379,6 +379,36 @@ def _backup_with_trees(repository, files: list[Entry]) -> str:
         "incomplete": False, "stats": {}})
 
 
+@pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
+@pytest.mark.parametrize("existing", [False, True], ids=["made", "existing"])
+def test_a_name_a_damaged_tree_lists_twice_is_restored_once(repository, tmp_path, existing,
+                                                           collisions):
+    """Only a tree written so (by someone holding the key) lists a name twice: the first entry
+    is restored, the second reported, whatever the policy, in a directory made or there."""
+    with ChunkStore(repository) as store:
+        ids = {data: store.chunk_id(data) for data in (b"first", b"second")}
+        for data, chunk_id in ids.items():
+            store.put(chunk_id, data)
+    meta = Metadata(FILE, mode=0o644, mtime_ns=10**18)
+    link = Metadata(SYMLINK, mode=0o777, mtime_ns=10**18)
+    backup_id = _backup_with_trees(repository, [
+        Entry(b"x", meta._replace(size=5), [(ids[b"first"], 5)]),
+        Entry(b"x", meta._replace(size=6), [(ids[b"second"], 6)]),
+        Entry(b"y", link._replace(target=b"good")),
+        Entry(b"y", link._replace(target=b"a\0b")),  # refused before any system call
+    ])
+    out = tmp_path / "out"
+    if existing:
+        (out / "t").mkdir(parents=True)
+    stats, problems = restore(repository, backup_id, out, collisions=collisions)
+    assert sorted(os.listdir(out / "t")) == ["x", "y"]
+    assert (out / "t" / "x").read_bytes() == b"first"
+    assert os.readlink(out / "t" / "y") == "good"
+    assert problems.errors == [f"t/{name}: not restored: its directory lists the name twice "
+                               "(a damaged tree)" for name in "xy"]
+    assert (stats.files, stats.symlinks) == (1, 1)
+
+
 def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository, tmp_path):
     with ChunkStore(repository) as store:
         ids = {}

@@ -23,10 +23,14 @@ connected = test_backup_cli.connected
 nobodys_work = test_backup_cli.nobodys_work
 
 
-def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_path):
+@pytest.mark.parametrize(("in_place", "limit"), [(False, 40), (True, 32)],
+                         ids=["fresh", "in-place"])
+def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_path, in_place,
+                                                         limit):
     """The writer keeps directories open to write into them: it must keep no more than the
     limit leaves room for, whatever the number of directories, their depth, or hard links
-    between distant ones."""
+    between distant ones; in place too (the tree's top there already: what the restore makes
+    in it is built apart, then moved in)."""
     tree = tmp_path / "many"
     for n in range(300):
         (tree / f"d{n:03}").mkdir(parents=True)
@@ -37,11 +41,13 @@ def test_a_low_open_files_limit_still_restores_every_item(connected, corso, tmp_
     (deep / "linked").write_bytes(b"one file, two names\n")
     os.link(deep / "linked", tree / "d299" / "linked")
     backup_id = create(corso, "--path", str(tree))
+    if in_place:
+        (tmp_path / "out" / "many").mkdir(parents=True)
     limited = subprocess.run(
         [CORSO, "restore", "files", "--backup", backup_id, "--destination",
          str(tmp_path / "out"), "--json"],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)))
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
     assert limited.returncode == 0 and limited.stderr == "", limited
     assert json.loads(limited.stdout)["errors"] == []
     assert snapshot(tmp_path / "out" / "many") == snapshot(tree)

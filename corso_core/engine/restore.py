@@ -79,6 +79,7 @@ class _Plan:
     links: list[tuple[Path, Entry]] = field(default_factory=list)  # a hard link's later names
     total_bytes: int = 0
     unmatched: list[str] = field(default_factory=list)  # globs that selected nothing
+    named_again: list[Path] = field(default_factory=list)  # a damaged tree's second entries
 
 
 def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
@@ -92,8 +93,13 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
     def visit(tree_id: bytes, parent: Path, chosen: bool) -> bool:
         found = False
         above.add(tree_id)
+        names: set[bytes] = set()
         for entry in trees.entries(tree_id):
             path = parent + (entry.name,)
+            if entry.name in names:  # only a damaged tree: not written over the first
+                plan.named_again.append(path)
+                continue
+            names.add(entry.name)
             # Below a chosen entry, globs are tried only until each has matched once.
             here = selection.match(path, only_unmatched=chosen) or chosen
             if entry.meta.kind == DIR:
@@ -358,6 +364,9 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             if plan.unmatched:  # before anything is written
                 raise UsageError(f"nothing in backup {backup_id} matches "
                                  f"{', '.join(plan.unmatched)}")
+            for path in plan.named_again:
+                problems.error(os.path.join(*path), "not restored: its directory lists the "
+                                                    "name twice (a damaged tree)")
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
             progress.start(plan.total_bytes)

@@ -52,6 +52,7 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, no_space, reason
 
@@ -81,13 +82,13 @@ def _remove_item(dir_fd: int, name: bytes) -> None:
         pass  # renamed into place, or never made
 
 
-def _make(create, dir_fd: int, name: bytes) -> None:
-    """`create(dir_fd, name)`, leaving nothing behind when it fails after making the item
-    (its metadata refused, say)."""
+def _make(create, finish, dir_fd: int, name: bytes) -> None:
+    """`create(dir_fd, name)` makes the item, `finish(dir_fd, name)` completes it; nothing is
+    left behind when that fails (its metadata refused, say), and nothing removed but what
+    `create` made."""
+    create(dir_fd, name)
     try:
-        create(dir_fd, name)
-    except FileExistsError:
-        raise  # not made: the name is another item's (a damaged tree names one twice)
+        finish(dir_fd, name)
     except BaseException:
         _remove_item(dir_fd, name)
         raise
@@ -111,6 +112,30 @@ def bad_name(name: bytes) -> bool:
     return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
 
 
+class _NewFiles(NamedTuple):
+    """What a file created in a directory gets: the group (the directory's if it is
+    set-group-ID), and whether the mode asked for less the umask (no default ACL)."""
+
+    gid: int
+    mode_as_asked: bool
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it: the writer is made before its threads)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _default_acl(dir_fd: int) -> bool:
+    """Whether a directory has a default ACL, which replaces the umask for what is made in it."""
+    try:
+        os.getxattr(dir_fd, "system.posix_acl_default")
+    except OSError:  # ENODATA: none; ENOTSUP: a filesystem without ACLs
+        return False
+    return True
+
+
 @dataclass(slots=True)
 class PendingFile:
     path: Path
@@ -118,6 +143,8 @@ class PendingFile:
     key: int  # unique in this restore: it keys the file's descriptors
     name: bytes  # made as: its own name in a directory this restore made, else a temp name
     created: bool = False
+    owner_as_made: bool = False  # created with the backup's owner and group
+    mode_as_made: bool = False  # created with the backup's mode
     dropped: bool = False  # discarded: never created (again) by a late writer
     creating: threading.Lock = field(default_factory=threading.Lock)  # first writers wait
 
@@ -128,8 +155,10 @@ class FilesWriter:
         self.destination = destination
         self.collisions = collisions
         self.report = report
-        self.euid = os.geteuid()
+        self.euid, self.egid = os.geteuid(), os.getegid()
         self.as_root = self.euid == 0
+        self._umask = _umask()
+        self._new_files: dict[Path, _NewFiles] = {}  # by directory opened
         self._local = threading.local()
         self._cache_size = _cache_size()
         self._caches: list[OrderedDict[object, int]] = []  # every thread's, to close them all
@@ -248,6 +277,8 @@ class FilesWriter:
                 raise OSError(errno.EPERM, "Replaced during the restore")
             if self._dir_ids.setdefault(path, (st.st_dev, st.st_ino)) != (st.st_dev, st.st_ino):
                 raise OSError(errno.ESTALE, "Replaced during the restore")
+            self._new_files[path] = _NewFiles(
+                st.st_gid if st.st_mode & stat.S_ISGID else self.egid, not _default_acl(fd))
         except BaseException:
             os.close(fd)
             raise
@@ -286,11 +317,12 @@ class FilesWriter:
             self._say(path, f"mode not set back to {mode:04o}: {reason(e)}")
         self._forget(("dir", path))
 
-    def _temp_fd(self, parent: Path) -> int:
-        """Where the temp items of a directory are made: in it if this restore made it,
-        else in the staging directory made in it (a directory made by this restore, too)."""
+    def _work_dir(self, parent: Path) -> Path:
+        """Where the items of a directory are made before they are in place: in it if this
+        restore made it, else in the staging directory made in it (made by this restore,
+        too)."""
         if parent in self._made:
-            return self._dir_fd(parent)
+            return parent
         staging = (*parent, self._staging)
         if parent not in self._staged:
             with self._staging_lock:
@@ -298,7 +330,10 @@ class FilesWriter:
                     os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
                     self._made.add(staging)
                     self._staged.add(parent)
-        return self._dir_fd(staging)
+        return staging
+
+    def _temp_fd(self, parent: Path) -> int:
+        return self._dir_fd(self._work_dir(parent))
 
     def _remove_staging(self, only: Path | None = None) -> None:
         """Remove the staging directories (or the one in `only`), empty by now (a temp left
@@ -465,8 +500,10 @@ class FilesWriter:
         directory stays."""
         built = self._apart.pop(path)
         try:
-            os.rename(built, self._actual(path), src_dir_fd=self._temp_fd(path[:-1]),
-                      dst_dir_fd=self._dir_fd(path[:-1]))
+            fd = self._dir_fd(path[:-1])
+            with self._holding(fd):  # opening the staging directory cannot close it
+                os.rename(built, self._actual(path), src_dir_fd=self._temp_fd(path[:-1]),
+                          dst_dir_fd=fd)
         except ITEM_ERRORS as e:
             where = os.path.join(self.destination, *path[:-1], self._staging, built)
             self._say(path, f"not put in place: {reason(e)}; restored as {os.fsdecode(where)}")
@@ -536,16 +573,17 @@ class FilesWriter:
         return (self.collisions == "skip" and path[:-1] not in self._made
                 and self._lstat(fd, path[-1]) is not None)
 
-    def _create_and_place(self, path: Path, what: str, create) -> bool | None:
-        """`create(dir_fd, name)` makes the item: under its own name in a directory this
-        restore made, else under a temp name, then placed."""
+    def _create_and_place(self, path: Path, what: str, create, finish) -> bool | None:
+        """`create(dir_fd, name)` and `finish(dir_fd, name)` make the item (see _make): under
+        its own name in a directory this restore made, else under a temp name, then
+        placed."""
         fd = self._checked_parent(path)
         if fd is None:
             return False
         try:
             if path[:-1] in self._made:
                 with self._holding(fd):
-                    _make(create, fd, path[-1])
+                    _make(create, finish, fd, path[-1])
                 return True
             if self._left_alone(fd, path):
                 return None
@@ -553,7 +591,7 @@ class FilesWriter:
             with self._holding(fd):
                 temp_fd = self._temp_fd(path[:-1])
                 with self._holding(temp_fd):
-                    _make(create, temp_fd, temp)
+                    _make(create, finish, temp_fd, temp)
                     return self._place(temp_fd, temp, fd, path)
         except ITEM_ERRORS as e:
             self._stop_if_full(path, e)
@@ -561,11 +599,13 @@ class FilesWriter:
             return False
 
     def make_symlink(self, path: Path, meta: Metadata) -> bool | None:
-        def create(fd: int, temp: bytes) -> None:
-            os.symlink(meta.target, temp, dir_fd=fd)
-            self._apply(meta, at=(fd, temp))
+        def create(fd: int, name: bytes) -> None:
+            os.symlink(meta.target, name, dir_fd=fd)
 
-        return self._create_and_place(path, "symlink", create)
+        def finish(fd: int, name: bytes) -> None:
+            self._apply(meta, at=(fd, name))
+
+        return self._create_and_place(path, "symlink", create, finish)
 
     def start_file(self, path: Path, meta: Metadata) -> PendingFile | bool | None:
         """Check the name and the collision policy; the temp file is created on first use."""
@@ -590,19 +630,32 @@ class FilesWriter:
         """A new descriptor of the file; the first thread to ask creates it (unless
         the other thread has discarded the file meanwhile: then it stays gone)."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        dir_fd = self._temp_fd(pending.path[:-1])
+        where = self._work_dir(pending.path[:-1])
+        dir_fd = self._dir_fd(where)
         if not pending.created:
             with pending.creating:
                 if pending.dropped:
                     raise _discarded()
                 if not pending.created:
-                    fd = os.open(pending.name, flags | os.O_CREAT | os.O_EXCL, 0o600,
-                                 dir_fd=dir_fd)
-                    pending.created = True
-                    return fd
+                    return self._create(pending, where, dir_fd)
         if pending.dropped:
             raise _discarded()
         return os.open(pending.name, flags, dir_fd=dir_fd)
+
+    def _create(self, pending: PendingFile, where: Path, dir_fd: int) -> int:
+        """Create the file, with its backup's mode and owner where creating gives them (two
+        system calls less per file than setting them after: 0.2 s of CPU in 15,000 files);
+        else 0600 until finished."""
+        meta, new = pending.meta, self._new_files[where]
+        pending.owner_as_made = meta.uid == self.euid and meta.gid == new.gid
+        # (Owner-writable, or as root: a second thread may open it again to write.)
+        pending.mode_as_made = (new.mode_as_asked and not meta.mode & (0o7000 | self._umask)
+                                and (self.as_root or meta.mode & stat.S_IWUSR))
+        mode = meta.mode if pending.mode_as_made else 0o600
+        fd = os.open(pending.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_CREAT
+                     | os.O_EXCL, mode, dir_fd=dir_fd)
+        pending.created = True
+        return fd
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
         try:
@@ -619,7 +672,12 @@ class FilesWriter:
         parent = pending.path[:-1]
         try:
             fd = self._file_fd(pending)
-            self._apply(pending.meta, fd=fd)
+            meta = pending.meta
+            if not pending.owner_as_made:
+                self._chown(os.fchown, fd, meta)
+            if not pending.mode_as_made:
+                os.fchmod(fd, self._mode(meta, fd))
+            os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
             if pending.meta.nlink > 1 and parent not in self._made:
                 st = os.fstat(fd)  # what link() checks its source against
                 self._file_ids[pending.path] = (st.st_dev, st.st_ino)
@@ -651,17 +709,19 @@ class FilesWriter:
             self._say(pending.path, f"temp file not removed: {reason(e)}", error=False)
 
     def link(self, path: Path, existing: Path) -> bool | None:
-        def create(temp_fd: int, temp: bytes) -> None:
-            os.link(self._actual(existing), temp, src_dir_fd=self._dir_fd(existing[:-1]),
-                    dst_dir_fd=temp_fd, follow_symlinks=False)
+        def create(fd: int, name: bytes) -> None:
+            os.link(self._actual(existing), name, src_dir_fd=self._dir_fd(existing[:-1]),
+                    dst_dir_fd=fd, follow_symlinks=False)
+
+        def finish(fd: int, name: bytes) -> None:
             expected = self._file_ids.get(existing)  # known where others could swap it
             if expected is not None:
-                st = os.stat(temp, dir_fd=temp_fd, follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if expected != (st.st_dev, st.st_ino):
                     raise OSError(errno.ESTALE, f"{os.fsdecode(existing[-1])} was replaced "
                                                 "during the restore")
 
-        return self._create_and_place(path, "hard link", create)
+        return self._create_and_place(path, "hard link", create, finish)
 
     def close(self) -> None:
         for path in list(self._apart):  # a stopped restore: its finished items, in place
