@@ -55,6 +55,13 @@ class BlobStorageContract:
         assert storage.get_tail("r", 3) == bytes([97, 98, 99])
         assert storage.get_tail("r", 500) == bytes(range(100))
 
+    def test_read_ahead_is_only_a_hint(self, storage):
+        storage.put("r", bytes(range(100)))
+        storage.read_ahead("r", 10, 50)
+        storage.read_ahead("r", 90, 500)  # past the end
+        storage.read_ahead("nope", 0, 10)  # a hint for a blob that is not there: no error
+        assert storage.get("r", 10, 5) == bytes(range(10, 15))
+
     def test_missing_blob_raises_not_found(self, storage):
         for call in (
             lambda: storage.get("nope"),

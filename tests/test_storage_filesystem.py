@@ -1,5 +1,6 @@
 """The filesystem backend: the shared contract, plus what only a filesystem can show."""
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -97,6 +98,41 @@ def o_direct_works_in(directory) -> bool:
     finally:
         os.close(fd)
         os.unlink(directory / "probe")
+
+
+def _pages_cached(path) -> int:
+    """How many of a file's pages are in the page cache (mincore on a private mapping)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
+                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        start = ctypes.c_char.from_buffer(mapping)
+        vector = (ctypes.c_ubyte * pages)()
+        assert libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size),
+                            vector) == 0, os.strerror(ctypes.get_errno())
+        del start
+        return sum(byte & 1 for byte in vector)
+    finally:
+        mapping.close()
+
+
+def test_read_ahead_brings_the_range_into_the_page_cache(tmp_path):
+    storage = FilesystemStorage(str(tmp_path))
+    storage.put("data/ab/pack", os.urandom(64 * mmap.PAGESIZE))
+    path = tmp_path / "data" / "ab" / "pack"
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert _pages_cached(path) == 0
+    storage.read_ahead("data/ab/pack", 8 * mmap.PAGESIZE, 16 * mmap.PAGESIZE)
+    deadline = time.monotonic() + 10
+    while _pages_cached(path) < 16 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 16 <= _pages_cached(path) < 64
+    storage.read_ahead("data/ab/missing", 0, 100)  # only a hint: nothing to say
 
 
 def test_a_large_aligned_blob_bypasses_the_page_cache_and_reads_back_whole(tmp_path, monkeypatch):

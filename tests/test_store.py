@@ -15,6 +15,7 @@ from corso_core.repo.chunker import ChunkerParams, chunk_file
 from corso_core.repo.index import decode_index
 from corso_core.repo.manifests import list_manifests, load_manifest, save_manifest
 from corso_core.repo.packs import read_header
+from corso_core.repo.read_ahead import ReadAhead
 from corso_core.repo.sessions import SessionRecord, list_sessions
 from corso_core.repo.store import ChunkStore
 from corso_core.storage.filesystem import FilesystemStorage
@@ -204,6 +205,51 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
         got = get_all(store, ids)
         assert gets(repo.storage) - before == packs
     assert got == dict(zip(ids, datas, strict=True))
+
+
+def test_read_ahead_hints_the_ranges_get_many_reads_then_reads_them(tmp_path, monkeypatch):
+    repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
+    monkeypatch.setattr(repo.storage, "largest_read", 2 * 1024 * 1024)
+    hinted, read = [], []
+    monkeypatch.setattr(repo.storage, "read_ahead", lambda *where: hinted.append(where))
+    get = repo.storage.get
+    monkeypatch.setattr(repo.storage, "get", lambda key, offset=0, length=None: (
+        read.append((key, offset, length)), get(key, offset, length))[1])
+    with ChunkStore(repo, read_only=True) as store:
+        store.read_ahead(ids)
+        got = get_all(store, ids)
+    assert got == dict(zip(ids, datas, strict=True))
+    data_reads = [r for r in read if r[0].startswith("data/")]
+    _wait_until(lambda: len(hinted) == len(data_reads))  # its thread may lag
+    assert len(hinted) >= 6 and sorted(hinted) == sorted(data_reads)
+
+
+def test_read_ahead_stays_its_lead_ahead_of_what_was_read(monkeypatch):
+    monkeypatch.setattr("corso_core.repo.read_ahead.LEAD_BYTES", 300)
+    hinted = []
+
+    class Storage:
+        def read_ahead(self, key, offset, length):
+            hinted.append(offset)
+
+    ahead = ReadAhead(Storage(), [("k", offset, 100) for offset in range(0, 1000, 100)])
+    _wait_until(lambda: len(hinted) == 3)
+    time.sleep(0.05)
+    assert hinted == [0, 100, 200]  # 300 bytes ahead of nothing read: it waits
+    ahead.was_read(100)
+    _wait_until(lambda: len(hinted) == 4)
+    ahead.was_read(500)
+    _wait_until(lambda: len(hinted) == 9)
+    ahead.stop()
+    time.sleep(0.05)
+    assert hinted == list(range(0, 900, 100))
+
+
+def _wait_until(predicate, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
 
 
 def test_a_pack_larger_than_the_range_cap_is_read_in_capped_ranges(tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ from corso_core.repo.index import (
 )
 from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk
 from corso_core.repo.plans import decode_plan
+from corso_core.repo.read_ahead import ReadAhead
 from corso_core.repo.sessions import SessionRecord
 from corso_core.storage.interface import BlobInfo
 
@@ -134,6 +135,7 @@ class ChunkStore:
         self._unindexed_packs = 0
         self._index_sequence = 0
         self._upload_error: BaseException | None = None
+        self._read_ahead: ReadAhead | None = None
         self.stats = StoreStats()
 
     # --- the index -------------------------------------------------------------------------
@@ -408,6 +410,8 @@ class ChunkStore:
     def close(self) -> None:
         """Flush what was put (an interrupted backup's chunks are re-used by the next one),
         then end the session record. Safe to call twice."""
+        if self._read_ahead is not None:
+            self._read_ahead.stop()
         try:
             if self._upload_error is None:
                 self.flush()
@@ -469,7 +473,10 @@ class ChunkStore:
     def _fetch_range(self, piece: _Range) -> memoryview:
         """A range's raw bytes; a missing pack is named by a chunk it should hold."""
         try:
-            return memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
+            data = memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
+            if self._read_ahead is not None:
+                self._read_ahead.was_read(len(data))
+            return data
         except NotFound:
             first = piece.entries[0][0].hex()
             raise Corrupted(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
@@ -520,6 +527,19 @@ class ChunkStore:
                 group.append(entry)
             ranges.append(_Range.of(kind, pack, group))
         return ranges
+
+    def read_ahead(self, chunk_ids: Iterable[bytes]) -> None:
+        """A hint: these chunks' data will be read soon, about in this order (get_many's,
+        given the same IDs). The storage may start reading them (repo/read_ahead.py)."""
+        if self._read_ahead is not None:
+            self._read_ahead.stop()
+        try:
+            ranges = self._plan(chunk_ids)
+        except Corrupted:
+            return  # get_many says so
+        self._read_ahead = ReadAhead(self._storage, [
+            (names.key(piece.kind, piece.pack), piece.start, piece.end - piece.start)
+            for piece in ranges if piece.kind == names.DATA_PACK])
 
     def get_many(self, chunk_ids: Iterable[bytes],
                  deliver: Callable[[bytes, bytes], None]) -> None:

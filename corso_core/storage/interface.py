@@ -107,6 +107,11 @@ class BlobStorage(ABC):
     def get_tail(self, key: str, length: int) -> bytes:
         """The last `length` bytes of the blob (the whole blob if it is shorter): one request."""
 
+    def read_ahead(self, key: str, offset: int, length: int) -> None:  # noqa: B027
+        """A hint: `length` bytes from `offset` will be read soon. A local disk starts reading
+        them into the page cache meanwhile; storage where that buys nothing ignores it (this
+        do-nothing default)."""
+
     @abstractmethod
     def stat(self, key: str) -> BlobInfo:
         """Size and storage mtime of one blob; NotFound if it is absent."""

@@ -50,6 +50,9 @@ class KillAfterWrites(BlobStorage):
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.get(key, offset, length)
 
+    def read_ahead(self, key: str, offset: int, length: int) -> None:
+        self.inner.read_ahead(key, offset, length)
+
     def get_tail(self, key: str, length: int) -> bytes:
         return self.inner.get_tail(key, length)
 
