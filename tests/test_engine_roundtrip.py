@@ -12,19 +12,21 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from trees import TEST_CHUNK, snapshot, write_tree
 
 from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
+from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.restore import run_restore
 from corso_core.engine.tree import Entry, encode_tree
 from corso_core.errors import UsageError
 from corso_core.repo import names
 from corso_core.repo.index import decode_index, encode_index
-from corso_core.repo.manifests import save_manifest
+from corso_core.repo.manifests import load_manifest, save_manifest
 from corso_core.repo.repository import init_repository
 from corso_core.repo.store import ChunkStore
 from corso_core.sources.files import FILES
@@ -377,6 +379,33 @@ def _backup_with_trees(repository, files: list[Entry]) -> str:
         "time": "2026-01-01T00:00:00+00:00", "host": "h", "user": "u", "source": "files",
         "paths": ["/t"], "tags": {}, "root": root_id.hex(), "parent": None,
         "incomplete": False, "stats": {}})
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "not-cached"])
+def test_a_walk_fetches_ahead_only_the_trees_not_cached(repository, tmp_path, cached):
+    """A cached tree chunk is read in microseconds: the walk reads it itself (on a pool,
+    threads contending for the GIL made it slower). Others are fetched ahead (S3 latency)."""
+    tree = tmp_path / "t"
+    for i in range(5):
+        write_tree(tree / f"d{i}", {"f": b"x%d" % i})
+    backup_id = backup(repository, tree).backup_id
+    if not cached:  # no cache at all: a file in its place
+        shutil.rmtree(os.environ["CORSO_CACHE_DIR"])
+        Path(os.environ["CORSO_CACHE_DIR"]).write_text("")
+    root = bytes.fromhex(load_manifest(repository, backup_id)["root"])
+    with ChunkStore(repository, read_only=True) as store:
+        trees = TreeLoader(store)
+        fetched_ahead = []
+        submit = trees.pool.submit
+        trees.pool.submit = lambda call, chunk_id: (fetched_ahead.append(chunk_id),
+                                                    submit(call, chunk_id))[1]
+        try:
+            paths = [b"/".join(path) for path, _ in walk_entries(trees, root)]
+        finally:
+            trees.close()
+    assert sorted(paths) == [b"t", *sorted(b"t/d%d%s" % (i, end) for i in range(5)
+                                           for end in (b"", b"/f"))]
+    assert len(fetched_ahead) == (0 if cached else 6)  # t and t/d0 to t/d4
 
 
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])

@@ -207,7 +207,7 @@ def test_a_full_read_of_large_packs_is_one_get_per_pack(tmp_path, monkeypatch):
     assert got == dict(zip(ids, datas, strict=True))
 
 
-def test_read_ahead_hints_the_ranges_get_many_reads_then_reads_them(tmp_path, monkeypatch):
+def test_get_many_hints_the_ranges_it_reads_to_the_storage(tmp_path, monkeypatch):
     repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
     monkeypatch.setattr(repo.storage, "largest_read", 2 * 1024 * 1024)
     hinted, read = [], []
@@ -216,7 +216,6 @@ def test_read_ahead_hints_the_ranges_get_many_reads_then_reads_them(tmp_path, mo
     monkeypatch.setattr(repo.storage, "get", lambda key, offset=0, length=None: (
         read.append((key, offset, length)), get(key, offset, length))[1])
     with ChunkStore(repo, read_only=True) as store:
-        store.read_ahead(ids)
         got = get_all(store, ids)
     assert got == dict(zip(ids, datas, strict=True))
     data_reads = [r for r in read if r[0].startswith("data/")]

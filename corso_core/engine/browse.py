@@ -45,23 +45,27 @@ class Globs:
 
 
 class TreeLoader:
-    """Loads a backup's trees; reading one directory starts loading its subdirectories' trees
-    on a small pool, so a walk waits for several reads at once (cold caches, S3 latency)."""
+    """Loads a backup's trees; reading one directory starts fetching those of its
+    subdirectories that are not in the local cache on a small pool, so a walk waits for
+    several reads at once (S3 latency). Everything else is done in the walk's own thread:
+    decoding is pure Python, and a cached chunk is read in ~30 us; with both on four threads
+    contending for the GIL (the walk waiting for each result), a 15,000-file plan took twice
+    as long."""
 
     def __init__(self, store, threads: int = 4) -> None:
         self.store = store
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="corso-trees")
         self.ahead: dict[bytes, Future] = {}
 
-    def _load(self, tree_id: bytes) -> list[Entry]:
-        return read_tree(tree_id, self.store.get).entries
-
     def entries(self, tree_id: bytes) -> list[Entry]:
         future = self.ahead.pop(tree_id, None)
-        entries = future.result() if future else self._load(tree_id)
+        fetched = future.result() if future else self.store.get(tree_id)
+        entries = read_tree(tree_id, lambda chunk_id: fetched if chunk_id == tree_id
+                            else self.store.get(chunk_id)).entries
         for entry in entries:
-            if entry.meta.kind == DIR and entry.subtree not in self.ahead:
-                self.ahead[entry.subtree] = self.pool.submit(self._load, entry.subtree)
+            if (entry.meta.kind == DIR and entry.subtree not in self.ahead
+                    and not self.store.is_local(entry.subtree)):
+                self.ahead[entry.subtree] = self.pool.submit(self.store.get, entry.subtree)
         return entries
 
     def close(self) -> None:

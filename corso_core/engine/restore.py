@@ -367,7 +367,6 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             for path in plan.named_again:
                 problems.error(os.path.join(*path), "not restored: its directory lists the "
                                                     "name twice (a damaged tree)")
-            store.read_ahead(chunk_id for _, entry in plan.ops for chunk_id, _ in entry.chunks)
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
             progress.start(plan.total_bytes)

@@ -72,6 +72,15 @@ class BlobCache:
         except StorageError:
             return None
 
+    def has(self, key: str) -> bool:
+        if not self._enabled:
+            return False
+        try:
+            self._blobs.stat(key)
+        except StorageError:
+            return False
+        return True
+
     def put(self, key: str, data: bytes) -> None:
         if self._enabled:
             try:

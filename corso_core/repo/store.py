@@ -528,15 +528,17 @@ class ChunkStore:
             ranges.append(_Range.of(kind, pack, group))
         return ranges
 
-    def read_ahead(self, chunk_ids: Iterable[bytes]) -> None:
-        """A hint: these chunks' data will be read soon, about in this order (get_many's,
-        given the same IDs). The storage may start reading them (repo/read_ahead.py)."""
+    def is_local(self, chunk_id: bytes) -> bool:
+        """Whether reading the chunk costs no request: a tree chunk whose pack is cached."""
+        location = self._index.get(chunk_id)
+        return (location is not None and location.kind == names.TREE_PACK
+                and self._cache.has(names.key(location.kind, location.pack)))
+
+    def _start_read_ahead(self, ranges: list[_Range]) -> None:
+        """Let the storage start reading the data ranges before the readers get to them
+        (repo/read_ahead.py)."""
         if self._read_ahead is not None:
             self._read_ahead.stop()
-        try:
-            ranges = self._plan(chunk_ids)
-        except Corrupted:
-            return  # get_many says so
         self._read_ahead = ReadAhead(self._storage, [
             (names.key(piece.kind, piece.pack), piece.start, piece.end - piece.start)
             for piece in ranges if piece.kind == names.DATA_PACK])
@@ -550,11 +552,13 @@ class ChunkStore:
         and decrypted at once, each thread calling `deliver` as it opens a chunk (so `deliver`
         must be thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges
         and the chunks being delivered.
+        The storage is told which ranges come next, a bounded distance ahead (read_ahead).
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
         raised here, once the threads have stopped.
         """
         ranges = self._plan(chunk_ids)
+        self._start_read_ahead(ranges)
         stop = threading.Event()
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
             futures = [pool.submit(self._deliver_range, piece, deliver, stop)
@@ -563,6 +567,7 @@ class ChunkStore:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:  # done, failed, or interrupted (Ctrl-C): no range starts after this
                 stop.set()
+                self._read_ahead.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
