@@ -7,17 +7,18 @@ and the fault looks to botocore exactly like a server or network failure: 500 In
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
 from s3_servers import with_small_parts
 
 from corso_core.api import BlobStorageContract, RequestCounts, StorageError
 from corso_s3.factory import open_storage
-from corso_s3.storage import MIN_PART_SIZE
+from corso_s3.storage import MIN_PART_SIZE, RESUMES
 
 FAULT_RATE = 0.10
 
@@ -120,3 +121,50 @@ def test_a_failed_multipart_upload_is_aborted_and_invisible(seaweedfs, s3_prefix
     assert list(storage.list()) == []
     uploads = seaweedfs.admin().list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix=s3_prefix)
     assert uploads.get("Uploads", []) == []
+
+
+class _CutBody:
+    """A response body that breaks off, as a reset connection does, after `after` bytes."""
+
+    def __init__(self, body, after: int) -> None:
+        self.body = body
+        self.left = after
+
+    def read(self, amt=None):
+        if self.left <= 0:
+            raise ResponseStreamingError(error="Connection reset by peer (injected)")
+        data = self.body.read(min(amt or self.left, self.left))
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.body.close()
+
+
+@pytest.mark.parametrize("cuts", [1, RESUMES + 1])
+def test_a_body_cut_off_half_way_is_read_on_from_where_it_broke(seaweedfs, s3_prefix, cuts):
+    """botocore retries a request that got no answer, not an answer cut off: the bytes not
+    received yet are asked for again, RESUMES times at most."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(3 * 1024 * 1024)
+    storage.put("data/ab/pack", data)
+    cut = []
+
+    def cut_off(parsed, model, **kwargs):
+        if model.name == "GetObject" and len(cut) < cuts:
+            cut.append(1)
+            parsed["Body"] = _CutBody(parsed["Body"], after=300_000)
+
+    storage.client.meta.events.register("after-call.s3.GetObject", cut_off)
+    gets = storage.counts.requests.get("GET", 0)
+    try:
+        if cuts > RESUMES:
+            with pytest.raises(StorageError, match=f"broke off {RESUMES + 1} times"):
+                storage.get("data/ab/pack", 1000, 2_000_000)
+            return
+        assert storage.get_tail("data/ab/pack", 500_000) == data[-500_000:]
+        assert storage.get("data/ab/pack", 1000, 2_000_000) == data[1000:2_001_000]
+        assert storage.get("data/ab/pack") == data
+        assert storage.counts.requests["GET"] - gets == 3 + 1  # and one for the rest
+    finally:
+        storage.close()

@@ -36,6 +36,9 @@ from corso_s3.lock import ObjectLock
 
 log = logging.getLogger("corso.s3")
 
+#: New requests for the rest of a response body that broke off (S3Storage._get).
+RESUMES = 5
+
 MiB = 1024 * 1024
 #: S3's smallest part (except the last).
 MIN_PART_SIZE = 5 * MiB
@@ -386,18 +389,44 @@ class S3Storage(BlobStorage):
         return self._get(key, f"bytes=-{length}")
 
     def _get(self, key: str, byte_range: str | None) -> bytes:
+        """The bytes a GET of `byte_range` (None: all) answers. botocore retries a request
+        that got no answer, not a body cut off half-way (a reset connection, a read
+        timeout): the bytes not received yet are asked for again, up to RESUMES times, so
+        one dropped connection does not fail a 24 MiB read near its end."""
+        response = self._get_object(key, byte_range)
+        if response is None:
+            return b""
+        start, end = _span(response)
+        body, parts, received, resumes = response["Body"], [], start, 0
+        while received < end:
+            try:
+                data = body.read(end - received)
+            except (BotoCoreError, OSError) as e:
+                body.close()
+                if resumes == RESUMES:
+                    raise StorageError(f"reading {self._where(key)}: the connection broke off "
+                                       f"{RESUMES + 1} times ({e})") from e
+                resumes += 1
+                body = self._get_object(key, f"bytes={received}-{end - 1}")["Body"]
+                continue
+            if not data:  # the object is shorter than the answer said
+                break
+            parts.append(data)
+            received += len(data)
+        self._count("GET", 0, down=received - start)
+        return b"".join(parts)
+
+    def _get_object(self, key: str, byte_range: str | None) -> dict | None:
         params = {"Range": byte_range} if byte_range else {}
         try:
             response = self.request("GetObject", key, Key=self._object(key), **params)
         except StorageError as e:
             # A range starting at or past the end (an empty blob's tail, too): no bytes.
             if error_code(e.__cause__) == "InvalidRange":
-                return b""
+                return None
             raise
-        data = response["Body"].read()
-        self._count("GET", 0, down=len(data))
         self._may_be_new = False
-        return data
+        return response
 
     def stat(self, key: str) -> BlobInfo:
         response = self.request("HeadObject", key, Key=self._object(key))
@@ -484,3 +513,12 @@ def _server_time(response: dict) -> float:
     if not date:
         raise StorageError("the S3 server sent no Date header; cannot age uploads safely")
     return parsedate_to_datetime(date).timestamp()
+
+
+def _span(response: dict) -> tuple[int, int]:
+    """The object bytes [start, end) a GetObject response holds."""
+    answered = response.get("ContentRange")  # "bytes 100-199/1000" for a range
+    if answered:
+        first, last = answered.split()[1].split("/")[0].split("-")
+        return int(first), int(last) + 1
+    return 0, response["ContentLength"]
