@@ -199,6 +199,39 @@ def test_a_directory_the_restore_makes_shows_nothing_until_all_in_it_is_finished
     assert sorted(os.listdir(tmp_path)) == ["d"]
 
 
+@pytest.mark.parametrize("made", [True, False], ids=["made", "existing"])
+def test_a_file_written_whole_comes_back_with_its_metadata(tmp_path, made):
+    if not made:
+        (tmp_path / "d").mkdir()
+    writer, problems = _writer_into(tmp_path)
+    assert writer.make_dir((b"d",), DIR_META)
+    meta = FILE_META._replace(mode=0o640)
+    assert writer.write_file(writer.start_file((b"d", b"f"), meta), b"fresh") is True
+    writer.finish_dir((b"d",), DIR_META)
+    writer.close()
+    st = os.stat(tmp_path / "d" / "f")
+    assert (tmp_path / "d" / "f").read_bytes() == b"fresh" and problems.errors == []
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, FILE_META.mtime_ns)
+    assert os.listdir(tmp_path / "d") == ["f"]
+
+
+def test_a_file_written_whole_whose_metadata_is_refused_is_not_kept(tmp_path, monkeypatch):
+    writer, problems = _writer_into(tmp_path)
+    assert writer.make_dir((b"d",), DIR_META)
+    handle = writer.start_file((b"d", b"f"), FILE_META)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "utime", refuse)
+    assert writer.write_file(handle, b"fresh") is False
+    monkeypatch.undo()
+    writer.finish_dir((b"d",), DIR_META)
+    writer.close()
+    assert os.listdir(tmp_path / "d") == []
+    assert problems.errors == [f"{tmp_path}/d/f: cannot finish file: Operation not permitted"]
+
+
 def test_a_stopped_restore_puts_what_it_finished_in_place_and_drops_the_rest(tmp_path):
     """Stopped (Ctrl-C, SIGTERM, a full disk), the restore discards its unfinished files and
     closes the writer: the directories it made come into place with the finished ones."""

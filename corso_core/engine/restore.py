@@ -205,7 +205,9 @@ class _Restore:
             self._finish(file)
 
     def _finish(self, file: _File) -> None:
-        placed = self.writer.finish_file(file.handle)
+        self._finished(file, self.writer.finish_file(file.handle))
+
+    def _finished(self, file: _File, placed: bool | None) -> None:
         meta = file.entry.meta
         with self.lock:
             file.done = True
@@ -227,17 +229,25 @@ class _Restore:
             self.skipped_links.add((meta.dev, meta.inode))
 
     def _write(self, file: _File, offset: int, data: bytes) -> None:
-        """Write one chunk; the thread writing a file's last chunk finishes it."""
+        """Write one chunk; the thread writing a file's last chunk finishes it (a file of one
+        chunk, most of them, in one call)."""
         if file.done:
             return  # failed earlier
+        whole = len(file.entry.chunks) == 1
         try:
-            self.writer.write(file.handle, offset, data)
+            if whole:
+                placed = self.writer.write_file(file.handle, data)
+            else:
+                self.writer.write(file.handle, offset, data)
         except ITEM_ERRORS as e:
             if no_space(e):
                 raise
             self._fail(file, reason(e))
             return
         self.progress.advance(nbytes=len(data))
+        if whole:
+            self._finished(file, placed)
+            return
         with self.lock:
             file.missing -= 1
             last = file.missing == 0

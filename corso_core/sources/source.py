@@ -127,6 +127,10 @@ class SourceWriter(Protocol):
 
     def write(self, handle: Any, offset: int, data: bytes) -> None: ...
 
+    def write_file(self, handle: Any, data: bytes) -> bool | None:
+        """A file's whole content at once (a file of one chunk): what `write` then
+        `finish_file` do, raising and returning as they do, in fewer steps if it can."""
+
     def finish_file(self, handle: Any) -> bool | None:
         """Make the fully written file visible under its name, with its metadata: True, or
         None or False if it did not get its name."""

@@ -94,6 +94,13 @@ def _make(create, finish, dir_fd: int, name: bytes) -> None:
         raise
 
 
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def _cache_size() -> int:
     """Descriptors each thread keeps open: all threads' together take at most a quarter of the
     files the process may have open (ulimit -n), as backup's readers do; the rest is for the
@@ -659,25 +666,59 @@ class FilesWriter:
 
     def write(self, pending: PendingFile, offset: int, data: bytes | memoryview) -> None:
         try:
-            fd = self._file_fd(pending)
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            _write_all(self._file_fd(pending), data, offset)
         except OSError as e:
             self._stop_if_full(pending.path, e)
             raise
+
+    def write_file(self, pending: PendingFile, data: bytes | memoryview) -> bool | None:
+        """In a directory this restore made: create, write, finish and close at once, its
+        descriptor never cached (the cache's bookkeeping, twice per file, was 4 % of a
+        15,000-file restore). Elsewhere: write, then finish_file."""
+        parent = pending.path[:-1]
+        if parent not in self._made:
+            self.write(pending, 0, data)
+            return self.finish_file(pending)
+        try:
+            with pending.creating:
+                if pending.dropped:
+                    raise _discarded()
+                fd = self._create(pending, parent, self._dir_fd(parent))
+            try:
+                _write_all(fd, data, 0)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as e:
+            self._stop_if_full(pending.path, e)
+            raise
+        try:
+            self._set_metadata(pending, fd)
+        except ITEM_ERRORS as e:
+            return self._finish_failed(pending, e)
+        finally:
+            os.close(fd)
+        return True
+
+    def _set_metadata(self, pending: PendingFile, fd: int) -> None:
+        meta = pending.meta
+        if not pending.owner_as_made:
+            self._chown(os.fchown, fd, meta)
+        if not pending.mode_as_made:
+            os.fchmod(fd, self._mode(meta, fd))
+        os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+
+    def _finish_failed(self, pending: PendingFile, error: Exception) -> bool:
+        self._stop_if_full(pending.path, error)
+        self._say(pending.path, f"cannot finish file: {reason(error)}")
+        self.discard_file(pending)
+        return False
 
     def finish_file(self, pending: PendingFile) -> bool | None:
         parent = pending.path[:-1]
         try:
             fd = self._file_fd(pending)
-            meta = pending.meta
-            if not pending.owner_as_made:
-                self._chown(os.fchown, fd, meta)
-            if not pending.mode_as_made:
-                os.fchmod(fd, self._mode(meta, fd))
-            os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            self._set_metadata(pending, fd)
             if pending.meta.nlink > 1 and parent not in self._made:
                 st = os.fstat(fd)  # what link() checks its source against
                 self._file_ids[pending.path] = (st.st_dev, st.st_ino)
@@ -690,10 +731,7 @@ class FilesWriter:
             fd = self._dir_fd(parent)
             return self._place(self._temp_fd(parent), pending.name, fd, pending.path)
         except ITEM_ERRORS as e:
-            self._stop_if_full(pending.path, e)
-            self._say(pending.path, f"cannot finish file: {reason(e)}")
-            self.discard_file(pending)
-            return False
+            return self._finish_failed(pending, e)
 
     def discard_file(self, pending: PendingFile) -> None:
         self._forget(("file", pending.key))
