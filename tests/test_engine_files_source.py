@@ -17,6 +17,7 @@ from corso_core import plugins
 from corso_core.engine.progress import Problems
 from corso_core.errors import UsageError
 from corso_core.sources.files import FILES
+from corso_core.sources.files import writer as writer_module
 from corso_core.sources.files.reader import FilesReader, root_names
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
@@ -276,6 +277,21 @@ def test_a_file_gets_its_mode_whatever_the_umask(tmp_path, made):
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "d" / "f").st_mode) == 0o664
     assert stat.S_IMODE(os.stat(tmp_path / "d" / "g").st_mode) == 0o600
+
+
+def test_the_writer_reads_the_umask_without_setting_it(monkeypatch):
+    """Setting it to read it would change it, for an instant, for every thread of the
+    process: a file another thread made then would get the wrong mode."""
+    old = os.umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError("the umask was set")
+
+        monkeypatch.setattr(os, "umask", refuse)
+        assert writer_module._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
 
 
 @pytest.mark.parametrize("made", [True, False], ids=["made", "existing"])

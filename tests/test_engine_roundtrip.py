@@ -32,7 +32,7 @@ from corso_core.repo.store import ChunkStore
 from corso_core.sources.files import FILES
 from corso_core.sources.files.reader import FileContent, FilesReader
 from corso_core.sources.files.writer import FilesWriter
-from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
+from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, SourceWriter
 
 
 def backup(repository, *paths, **options):
@@ -436,6 +436,45 @@ def test_a_name_a_damaged_tree_lists_twice_is_restored_once(repository, tmp_path
     assert problems.errors == [f"t/{name}: not restored: its directory lists the name twice "
                                "(a damaged tree)" for name in "xy"]
     assert (stats.files, stats.symlinks) == (1, 1)
+
+
+def test_a_name_listed_twice_outside_the_selection_is_not_reported(repository, tmp_path):
+    with ChunkStore(repository) as store:
+        ids = {data: store.chunk_id(data) for data in (b"first", b"other", b"keep!")}
+        for data, chunk_id in ids.items():
+            store.put(chunk_id, data)
+    meta = Metadata(FILE, mode=0o644, mtime_ns=10**18, size=5)
+    backup_id = _backup_with_trees(repository, [
+        Entry(b"keep", meta, [(ids[b"keep!"], 5)]),
+        Entry(b"x", meta, [(ids[b"first"], 5)]),
+        Entry(b"x", meta, [(ids[b"other"], 5)]),
+    ])
+    stats, problems = restore(repository, backup_id, tmp_path / "out", globs=["t/keep"])
+    assert os.listdir(tmp_path / "out" / "t") == ["keep"]
+    assert problems.errors == [] and stats.files == 1
+
+
+@pytest.mark.parametrize("base", [object, SourceWriter], ids=["plain", "subclass"])
+def test_a_writer_without_write_file_still_restores_every_file(repository, tmp_path, base):
+    """SourceWriter.write_file came later: a plugin's writer from before it gets a file of
+    one chunk through write and finish_file, as any other."""
+    tree = write_tree(tmp_path / "t", {"small": b"one chunk", "big": os.urandom(5 * TEST_CHUNK)})
+    backup_id = backup(repository, tree).backup_id
+
+    class Writer(base):
+        def __init__(self, values, collisions, report):
+            self.inner = FilesWriter(os.fsencode(values["destination"]), collisions, report)
+
+    for name in ("make_dir", "make_symlink", "start_file", "write", "finish_file",
+                 "discard_file", "link", "finish_dir", "close"):
+        setattr(Writer, name, lambda self, *args, _name=name: getattr(self.inner, _name)(*args))
+    source = dataclasses.replace(FILES, open_writer=Writer)
+    (tmp_path / "out").mkdir()
+    problems = Problems()
+    stats = run_restore(repository, source, {"destination": str(tmp_path / "out")},
+                        backup_id, [], "skip", problems)
+    assert problems.errors == [] and stats.files == 2
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tree)
 
 
 def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository, tmp_path):

@@ -7,6 +7,7 @@ and the fault looks to botocore exactly like a server or network failure: 500 In
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import threading
@@ -14,6 +15,7 @@ import threading
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+from botocore.httpchecksum import StreamingChecksumBody
 from s3_servers import with_small_parts
 
 from corso_core.api import BlobStorageContract, RequestCounts, StorageError
@@ -166,5 +168,116 @@ def test_a_body_cut_off_half_way_is_read_on_from_where_it_broke(seaweedfs, s3_pr
         assert storage.get("data/ab/pack", 1000, 2_000_000) == data[1000:2_001_000]
         assert storage.get("data/ab/pack") == data
         assert storage.counts.requests["GET"] - gets == 3 + 1  # and one for the rest
+    finally:
+        storage.close()
+
+
+def test_a_whole_object_get_still_validates_the_response_checksum(seaweedfs, s3_prefix):
+    """botocore checks GetObject's x-amz-checksum-* (response_checksum_validation
+    when_supported) only when the body is read to its end: a read that finds nothing."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    storage.put("data/ab/pack", os.urandom(100_000))
+    checked = []
+
+    def expect_another_checksum(parsed, model, **kwargs):
+        body = parsed["Body"]
+        checked.append(isinstance(body, StreamingChecksumBody))
+        body._expected = base64.b64encode(b"\0\0\0\0").decode()  # as a damaged body gives
+
+    storage.client.meta.events.register("after-call.s3.GetObject", expect_another_checksum)
+    try:
+        with pytest.raises(StorageError, match="checksum"):
+            storage.get("data/ab/pack")
+    finally:
+        storage.close()
+    assert checked == [True]
+
+
+def test_a_resume_refused_as_an_invalid_range_is_one_storage_error(seaweedfs, s3_prefix):
+    """The object shrinks (is rewritten) between the cut and the resume: the resume's GET
+    answers InvalidRange, _get_object returns None."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(1_000_000)
+    storage.put("format", data)
+    cut = []
+
+    def cut_off(parsed, model, **kwargs):
+        if not cut:
+            cut.append(1)
+            parsed["Body"] = _CutBody(parsed["Body"], after=600_000)
+            storage.put("format", b"short")  # rewritten meanwhile (update-passphrase)
+
+    storage.client.meta.events.register("after-call.s3.GetObject", cut_off)
+    try:
+        with pytest.raises(StorageError):
+            storage.get("format")
+    finally:
+        storage.close()
+
+
+def test_a_resume_answered_with_another_range_is_not_spliced(seaweedfs, s3_prefix):
+    """A resume answered with something else than the bytes asked for (a proxy that ignores
+    Range and answers 200 with the whole object) is appended as if it were the rest."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(1_000_000)
+    storage.put("data/ab/pack", data)
+    calls = []
+
+    def cut_off(parsed, model, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            parsed["Body"] = _CutBody(parsed["Body"], after=600_000)
+
+    def drop_range(params, model, **kwargs):
+        if calls:  # the resume: as a Range-ignoring proxy would
+            params.pop("Range", None)
+
+    storage.client.meta.events.register("after-call.s3.GetObject", cut_off)
+    storage.client.meta.events.register("provide-client-params.s3.GetObject", drop_range)
+    try:
+        try:
+            got = storage.get("data/ab/pack")
+        except StorageError:
+            return  # refused: fine
+        assert got == data
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("after", [0, 1, 4095, 300_000])
+def test_ranges_cut_off_anywhere_come_back_exact_and_counted(seaweedfs, s3_prefix, after):
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(500_000)
+    storage.put("data/ab/pack", data)
+    storage.put("data/ab/empty", b"")
+    cases = [
+        (lambda: storage.get("data/ab/pack"), data),
+        (lambda: storage.get("data/ab/pack", 1000, 400_000), data[1000:401_000]),
+        (lambda: storage.get("data/ab/pack", 450_000, 100_000), data[450_000:]),  # past the end
+        (lambda: storage.get("data/ab/pack", 600_000, 10), b""),  # wholly past the end
+        (lambda: storage.get("data/ab/pack", 100_000), data[100_000:]),
+        (lambda: storage.get_tail("data/ab/pack", 350_000), data[-350_000:]),
+        (lambda: storage.get_tail("data/ab/pack", 900_000), data),
+        (lambda: storage.get("data/ab/empty"), b""),
+        (lambda: storage.get_tail("data/ab/empty", 10), b""),
+    ]
+    cut = []
+
+    def cut_off(parsed, model, **kwargs):
+        if not cut and "Body" in parsed:
+            cut.append(1)
+            parsed["Body"] = _CutBody(parsed["Body"], after=after)
+
+    storage.client.meta.events.register("after-call.s3.GetObject", cut_off)
+    try:
+        for call, want in cases:
+            cut.clear()
+            gets = storage.counts.requests.get("GET", 0)
+            down = storage.counts.bytes_down
+            got = call()
+            assert got == want
+            assert storage.counts.bytes_down - down == len(want)
+            resumed = 1 if (want and len(want) > after) else 0
+            assert storage.counts.requests["GET"] - gets == 1 + resumed, (len(want), after)
     finally:
         storage.close()

@@ -96,12 +96,13 @@ def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
         names: set[bytes] = set()
         for entry in trees.entries(tree_id):
             path = parent + (entry.name,)
-            if entry.name in names:  # only a damaged tree: not written over the first
-                plan.named_again.append(path)
-                continue
-            names.add(entry.name)
             # Below a chosen entry, globs are tried only until each has matched once.
             here = selection.match(path, only_unmatched=chosen) or chosen
+            if entry.name in names:  # only a damaged tree: not written over the first
+                if here:
+                    plan.named_again.append(path)
+                continue
+            names.add(entry.name)
             if entry.meta.kind == DIR:
                 if entry.subtree in above:
                     raise contains_itself(entry.subtree)
@@ -150,6 +151,8 @@ class _Restore:
         self.stand_ins: set[Path] = set()  # later names restored as files (see create)
         self.left_out: set[Path] = set()  # directories not made: nothing below them is tried
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
+        # Writers made before SourceWriter.write_file get a file of one chunk as any other.
+        self.write_file = getattr(writer, "write_file", None)
 
     def _below_left_out(self, path: Path) -> bool:
         return bool(self.left_out) and any(path[:i] in self.left_out for i in range(1, len(path)))
@@ -233,10 +236,10 @@ class _Restore:
         chunk, most of them, in one call)."""
         if file.done:
             return  # failed earlier
-        whole = len(file.entry.chunks) == 1
+        whole = len(file.entry.chunks) == 1 and self.write_file is not None
         try:
             if whole:
-                placed = self.writer.write_file(file.handle, data)
+                placed = self.write_file(file.handle, data)
             else:
                 self.writer.write(file.handle, offset, data)
         except ITEM_ERRORS as e:

@@ -129,7 +129,10 @@ class SourceWriter(Protocol):
 
     def write_file(self, handle: Any, data: bytes) -> bool | None:
         """A file's whole content at once (a file of one chunk): what `write` then
-        `finish_file` do, raising and returning as they do, in fewer steps if it can."""
+        `finish_file` do, raising and returning as they do, in fewer steps if it can.
+        Optional: a writer without it gets those two calls."""
+        self.write(handle, 0, data)
+        return self.finish_file(handle)
 
     def finish_file(self, handle: Any) -> bool | None:
         """Make the fully written file visible under its name, with its metadata: True, or

@@ -128,7 +128,15 @@ class _NewFiles(NamedTuple):
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it: the writer is made before its threads)."""
+    """The process's umask, from /proc (Linux 4.7+): setting it to read it would change it,
+    for an instant, for every thread of the process. Without /proc, that way."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o077)
     os.umask(mask)
     return mask

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
 from corso_core.api import (
     AlreadyExists,
@@ -391,33 +391,54 @@ class S3Storage(BlobStorage):
     def _get(self, key: str, byte_range: str | None) -> bytes:
         """The bytes a GET of `byte_range` (None: all) answers. botocore retries a request
         that got no answer, not a body cut off half-way (a reset connection, a read
-        timeout): the bytes not received yet are asked for again, up to RESUMES times, so
-        one dropped connection does not fail a 24 MiB read near its end."""
+        timeout): the bytes not received yet are asked for again, up to RESUMES times, of
+        the same version of the object (If-Match its ETag), so one dropped connection does
+        not fail a 24 MiB read near its end."""
         response = self._get_object(key, byte_range)
         if response is None:
             return b""
         start, end = _span(response)
         body, parts, received, resumes = response["Body"], [], start, 0
-        while received < end:
+        while True:
             try:
-                data = body.read(end - received)
+                # Past the end, one more read that must find nothing: botocore checks the
+                # length and the checksum there.
+                data = body.read(max(end - received, 1))
             except (BotoCoreError, OSError) as e:
                 body.close()
+                if isinstance(e, FlexibleChecksumError):
+                    raise StorageError(f"reading {self._where(key)}: {e}") from e
+                if received == end:  # every byte is in: a connection lost after them
+                    break
                 if resumes == RESUMES:
-                    raise StorageError(f"reading {self._where(key)}: the connection broke off "
-                                       f"{RESUMES + 1} times ({e})") from e
+                    raise StorageError(f"reading {self._where(key)}: the connection broke "
+                                       f"off {RESUMES + 1} times ({e})") from e
                 resumes += 1
-                body = self._get_object(key, f"bytes={received}-{end - 1}")["Body"]
+                body = self._rest(key, response, received, end)
                 continue
-            if not data:  # the object is shorter than the answer said
+            if not data:
                 break
+            if received + len(data) > end:
+                raise StorageError(f"reading {self._where(key)}: more bytes than the "
+                                   "answer said")
             parts.append(data)
             received += len(data)
         self._count("GET", 0, down=received - start)
         return b"".join(parts)
 
-    def _get_object(self, key: str, byte_range: str | None) -> dict | None:
-        params = {"Range": byte_range} if byte_range else {}
+    def _rest(self, key: str, first: dict, start: int, end: int):
+        """The body of bytes [start, end) of the object `first` answered from."""
+        etag = first.get("ETag")
+        rest = self._get_object(key, f"bytes={start}-{end - 1}",
+                                **({"IfMatch": etag} if etag else {}))
+        if rest is None or _span(rest) != (start, end):
+            raise StorageError(f"reading {self._where(key)}: the object changed while it "
+                               "was read")
+        return rest["Body"]
+
+    def _get_object(self, key: str, byte_range: str | None, **params) -> dict | None:
+        if byte_range:
+            params["Range"] = byte_range
         try:
             response = self.request("GetObject", key, Key=self._object(key), **params)
         except StorageError as e:
