@@ -73,6 +73,7 @@ class BlobCache:
             return None
 
     def has(self, key: str) -> bool:
+        """Whether the blob is here (reading it then costs no request)."""
         if not self._enabled:
             return False
         try:

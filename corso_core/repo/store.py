@@ -474,7 +474,7 @@ class ChunkStore:
         """A range's raw bytes; a missing pack is named by a chunk it should hold."""
         try:
             data = memoryview(self._read(piece.kind, piece.pack, piece.start, piece.end))
-            if self._read_ahead is not None:
+            if self._read_ahead is not None and piece.kind == names.DATA_PACK:
                 self._read_ahead.was_read(len(data))
             return data
         except NotFound:

@@ -639,9 +639,9 @@ class FilesWriter:
 
     def _file_fd(self, pending: PendingFile) -> int:
         return self._cached(("file", pending.key),
-                            lambda: self._open_temp(pending))
+                            lambda: self._open_file(pending))
 
-    def _open_temp(self, pending: PendingFile) -> int:
+    def _open_file(self, pending: PendingFile) -> int:
         """A new descriptor of the file; the first thread to ask creates it (unless
         the other thread has discarded the file meanwhile: then it stays gone)."""
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
