@@ -5,6 +5,7 @@ the console script leaves without the interpreter's teardown (main.run), losing 
 import gc
 import io
 import json
+import signal
 import subprocess
 import sys
 
@@ -75,7 +76,16 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Stream())
     monkeypatch.setattr(cli_main, "main", fake_main)
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
-    cli_main.run()
+    # What run() sets for its whole process stays out of pytest's: the malloc arenas, and
+    # the terminating signals it ignores once main() is done, which every later test's corso
+    # would inherit (and go on when told to stop).
+    monkeypatch.setattr(cli_main.arenas, "limit_malloc_arenas", lambda: False)
+    handlers = {signum: signal.getsignal(signum) for signum in cli_main.TERMINATING_SIGNALS}
+    try:
+        cli_main.run()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     assert events[-1] == ("exit", 3)
     assert ("flush", "unflushed") in events[:-1]
 

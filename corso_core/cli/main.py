@@ -12,7 +12,7 @@ import sys
 import click
 
 from corso_core import __version__
-from corso_core.cli import cached_key, output
+from corso_core.cli import arenas, cached_key, output
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -149,14 +149,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """The `corso` console script: main(), with SIGTERM and SIGHUP raising Terminated, then
-    leave without the interpreter's teardown.
+    """The `corso` console script: main() in a process of two malloc arenas (cli/arenas.py),
+    with SIGTERM and SIGHUP raising Terminated, then leave without the interpreter's teardown.
 
     Freeing every object one by one at exit (boto3's service models, the index, the trees)
     took ~65 ms of every command, which the OS does at once when the process ends. Everything a
     command writes is closed (and renamed into place) before main() returns; only the standard
     streams and the log have buffers left, and they are flushed here.
     """
+    arenas.limit_malloc_arenas()
     _handle_terminating_signals()
     try:
         main()
