@@ -702,7 +702,7 @@ def _some_file_half_written(out: Path, size: int) -> bool:
 def test_a_killed_restore_leaves_no_file_torn_under_its_own_name(connected, corso, tmp_path):
     """SIGKILL (the OOM killer, a power cut) leaves no chance to clean up: a file is under its
     own name only if complete, in a directory the restore made as in an existing one; a
-    second restore then completes the tree."""
+    second restore then completes the tree and removes what the first left."""
     rng = random.Random(9)
     for name, size in (("existing", 100), ("made", 8 * 1024 * 1024)):  # caught in "made"
         (tmp_path / "t" / name).mkdir(parents=True)
@@ -728,9 +728,12 @@ def test_a_killed_restore_leaves_no_file_torn_under_its_own_name(connected, cors
     visible = _visible_files(out / "t")
     assert visible != source  # caught half-way
     assert all(visible[path] == source[path] for path in visible), "a torn file is visible"
+    assert _temporary_items(out)  # its staging directories, and their list
     again = corso("restore", "files", "--backup", backup_id, "--destination", str(out))
     assert again.code == 0, again
     assert _visible_files(out / "t") == source
+    assert _temporary_items(out) == []  # removed by the second one, which says so
+    assert "removed: left by an interrupted restore" in again.err
 
 
 def test_a_restore_whose_terminal_closes_stops_and_removes_its_temporary_files(

@@ -10,7 +10,8 @@ never made visible:
   name in a staging directory, and moved onto that name once all below it is finished (or the
   restore stops: Ctrl-C, SIGTERM, a full disk). Inside it, nobody sees anything meanwhile:
   items are made under their own names, without a temp and a link each (15,000 files: 0.3 s
-  of a 2.5 s restore). After a SIGKILL, what it held stays in the staging directory;
+  of a 2.5 s restore). After a SIGKILL, what it held stays in the staging directory until the
+  next restore into the same destination removes it (leftovers.py);
 - in an existing directory, an item is made under a temp name and linked into place.
 
 Collision policies, for a name already present in the destination:
@@ -54,6 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from corso_core.sources.files.leftovers import StagingList, remove_leftovers
 from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, no_space, reason
 
 Path = tuple[bytes, ...]
@@ -199,6 +201,11 @@ class FilesWriter:
         self._staging_lock = threading.Lock()
         self._opened_up: dict[Path, int] = {}  # existing directories given u+rwx: their mode
         self._opening_up = threading.Lock()
+        # Where this restore makes staging directories, for the next one to remove them should
+        # it be killed outright; and the removal of those of restores killed here before.
+        self._staging_list = StagingList(self.root_fd, self._temp_prefix)
+        self._staging_left = False  # a staging directory not removed (said)
+        remove_leftovers(self.root_fd, lambda path, message: self._say(path, message, False))
 
     # --- descriptors --------------------------------------------------------------------
 
@@ -343,6 +350,7 @@ class FilesWriter:
         if parent not in self._staged:
             with self._staging_lock:
                 if parent not in self._staged:
+                    self._staging_list.add(parent)
                     os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
                     self._made.add(staging)
                     self._staged.add(parent)
@@ -368,6 +376,7 @@ class FilesWriter:
             try:
                 os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
             except OSError as e:
+                self._staging_left = True
                 self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
 
     def _stop_if_full(self, path: Path, error: Exception) -> None:
@@ -775,6 +784,7 @@ class FilesWriter:
         for path in list(self._apart):  # a stopped restore: its finished items, in place
             self._put_in_place(path)
         self._remove_staging()
+        self._staging_list.close(all_removed=not self._staging_left)
         for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
             self._close_up(path)
         for cache in self._caches:
