@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import os
 import platform
@@ -209,9 +210,16 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
     """Run everything and write the report; return the results (as in results.json)."""
     started = time.monotonic()
     tools = all_tools() if tools is None else tools
+    fresh_work_directory(settings.work)
+    try:
+        return _run(settings, tools, started)
+    finally:  # gigabytes: a failed run must not leave them to fill the disk for the next
+        shutil.rmtree(settings.work, ignore_errors=True)
+
+
+def _run(settings: Settings, tools: list[Tool], started: float) -> dict:
     skipped = {t.name: reason for t in tools if (reason := t.unavailable_reason())}
     usable = [t for t in tools if t.name not in skipped]
-    fresh_work_directory(settings.work)
     runner = Runner(settings)
     source = settings.work / "data" / "tree"
     summary = dataset.generate(source, settings.size)
@@ -262,7 +270,6 @@ def run_benchmark(settings: Settings, tools: list[Tool] | None = None) -> dict:
     }
     results["duration_s"] = round(time.monotonic() - started)
     report.write(results, settings.out)
-    shutil.rmtree(settings.work, ignore_errors=True)
     return results
 
 
@@ -288,7 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.tools:
         wanted = set(args.tools.split(","))
         tools = [t for t in tools if t.name in wanted]
-    results = run_benchmark(settings, tools)
+    try:
+        results = run_benchmark(settings, tools)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        sys.exit(f"bench: error: {e.strerror} ({e.filename or settings.work}): free some "
+                 "space, or give --work on a larger filesystem")
     print(f"bench: done in {results['duration_s']} s; see {settings.out / 'results.md'}")
     sys.exit(0 if all(row["status"] == "ok" for row in results["rows"]) else 1)
 

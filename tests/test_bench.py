@@ -8,6 +8,7 @@ server).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import zstandard
 
 from bench import dataset, report
 from bench.measure import StepFailed, run_measured
-from bench.run import WORK_MARKER, Settings, fresh_work_directory, run_benchmark
+from bench.run import WORK_MARKER, Settings, fresh_work_directory, main, run_benchmark
 from bench.seaweedfs import parse_request_counts
 from bench.tools import Borg, Command, Corso, Restic, Tool
 from bench.verify import differences
@@ -57,6 +58,25 @@ def test_dataset_is_deterministic_and_mutation_changes_a_few_percent(tmp_path):
     for name in large:  # an insert in the middle keeps both ends
         old, new = before[f"large/{name}"], after[f"large/{name}"]
         assert len(new) > len(old) and new[:1000] == old[:1000] and new[-1000:] == old[-1000:]
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_removes_the_work_directory(tmp_path,
+                                                                              monkeypatch):
+    """A run that fills the disk stopped with a traceback and left its gigabytes in --work,
+    to fill the disk again for the next run."""
+    def filling(root: Path, size: float, seed: int = dataset.SEED):
+        root.mkdir(parents=True)
+        (root / "part").write_bytes(b"x" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "part"))
+
+    monkeypatch.setattr(dataset, "generate", filling)
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit) as stopped:
+        main(["--work", str(work), "--out", str(tmp_path / "out"), "--targets", "local"])
+    assert stopped.value.code == (f"bench: error: No space left on device "
+                                  f"({work / 'data' / 'tree' / 'part'}): free some space, or "
+                                  "give --work on a larger filesystem")
+    assert not work.exists()
 
 
 def test_verification_catches_a_corrupted_missing_or_extra_file(tmp_path):
