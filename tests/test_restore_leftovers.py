@@ -5,6 +5,7 @@ read safely is left alone."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from corso_core.engine.progress import Problems
 from corso_core.sources.files import FILES
+from corso_core.sources.files import leftovers as leftovers_module
 from corso_core.sources.source import DIR, FILE, Metadata
 
 FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
@@ -114,3 +116,20 @@ def test_a_fifo_named_as_a_list_neither_blocks_nor_is_touched(destination):
     writer, problems = open_writer(destination)
     writer.close()
     assert fifo.is_fifo() and problems.warnings == []
+
+
+def test_without_working_locks_a_restore_goes_on_unlisted(destination, monkeypatch):
+    """A filesystem whose flock fails (some FUSE ones): the restore works as before lists,
+    and leaves no list behind."""
+    def failing(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(leftovers_module.fcntl, "flock", failing)
+    writer, problems = open_writer(destination)
+    writer.make_dir((b"shared",), DIR_META)
+    handle = writer.start_file((b"shared", b"f"), FILE_META)
+    writer.write(handle, 0, b"fresh")
+    assert writer.finish_file(handle) is True
+    writer.close()
+    assert (destination / "shared" / "f").read_bytes() == b"fresh"
+    assert leftovers(destination) == [] and problems.errors == []

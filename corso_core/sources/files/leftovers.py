@@ -19,13 +19,17 @@ staging directory of its own restore removed, below the destination.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
 import stat
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST = re.compile(rb"(\.corso-restore-[0-9a-f]{16}-)staging-list")
@@ -43,32 +47,62 @@ class StagingList:
         self._root_fd = root_fd
         self._name = list_name(temp_prefix)
         self._fd: int | None = None
+        self._unlisted = False  # no list could be made here: staging is not listed
 
     def add(self, parent: tuple[bytes, ...]) -> None:
         """Note `parent` before its staging directory is made (a restore killed in between
-        lists one that is not there, which is harmless)."""
-        if self._fd is None:
+        lists one that is not there, which is harmless). Where no list can be kept (the top
+        of the destination is not writable, a filesystem without flock), the restore goes on
+        as before lists: what it leaves if killed stays."""
+        if self._unlisted:
+            return
+        try:
+            if self._fd is None:
+                self._fd = self._create()
+            os.write(self._fd, b"/".join(parent) + b"\0")
+        except OSError as e:
+            log.debug("staging directories not listed in %r: %s", self._name, e)
+            self.close(all_removed=True)
+            self._unlisted = True
+
+    def _create(self) -> int:
+        """The list, created and locked. Another restore may open it in between, take the
+        lock first, find it empty and remove it: then it is made again."""
+        while True:
             fd = os.open(self._name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._root_fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._fd = fd
-        os.write(self._fd, b"/".join(parent) + b"\0")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_nlink:
+                    return fd
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._name, dir_fd=self._root_fd)
+                raise
+            os.close(fd)
 
     def close(self, all_removed: bool) -> None:
         """Drop the list once its staging directories are gone; with one left (not empty:
         said), keep it for the next restore, which removes what it lists."""
         if self._fd is None:
             return
-        if all_removed:
-            os.unlink(self._name, dir_fd=self._root_fd)
-        os.close(self._fd)
-        self._fd = None
+        try:
+            if all_removed:
+                os.unlink(self._name, dir_fd=self._root_fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 def remove_leftovers(root_fd: int, say: Callable[[tuple[bytes, ...], str], None]) -> None:
     """Remove what the restores killed in this destination left, telling `say(path,
     message)` about each staging directory removed or not."""
-    for entry in os.listdir(root_fd):
+    try:
+        entries = os.listdir(root_fd)
+    except OSError:
+        return  # not listable: the restore says so where it needs to be
+    for entry in entries:
         found = _LIST.fullmatch(os.fsencode(entry))
         if found:
             _remove_listed(root_fd, found.group(0), found.group(1) + b"staging", say)
@@ -86,8 +120,8 @@ def _remove_listed(root_fd: int, name: bytes, staging: bytes, say) -> None:
             return  # not a list this user's restore made
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # its restore is running
+        except OSError:
+            return  # its restore is running (or locks do not work here: leave it)
         listed = b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
         left = False
         for parent in dict.fromkeys(listed.split(b"\0")[:-1]):
