@@ -315,16 +315,43 @@ def test_self_signed_tls_needs_disable_tls_verification(corso, seaweedfs_tls, s3
     assert init(corso, seaweedfs_tls, s3_prefix).code == 0
 
 
-def test_plain_http_to_an_https_endpoint_suggests_dropping_disable_tls(
-        corso, seaweedfs_tls, s3_prefix, monkeypatch):
-    """It said only "connection lost after retries" (after ~27 s of them)."""
-    monkeypatch.setattr(client, "MAX_RETRIES", 1)
+@pytest.fixture
+def attempts(monkeypatch) -> list[str]:
+    """The URL of every request the CLI's S3 clients send, each retry too."""
+    sent = []
+    make = client.Connection.client
+
+    def counted(self, region):
+        made = make(self, region)
+        made.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.url))
+        return made
+
+    monkeypatch.setattr(client.Connection, "client", counted)
+    return sent
+
+
+def test_plain_http_to_an_https_endpoint_fails_at_once(corso, seaweedfs_tls, s3_prefix,
+                                                       attempts):
+    """The endpoint closes every plain HTTP connection; it said only "connection lost after
+    retries", after ~27 s of them."""
     plain = [flag if flag != "--disable-tls-verification" else "--disable-tls"
              for flag in seaweedfs_tls.flags(s3_prefix)]
     result = corso("repo", "init", "s3", *plain, *with_keys(seaweedfs_tls), "--passphrase", PASS)
-    one_error_line(result, 1, "connection lost after retries", "--disable-tls",
-                   "serves only HTTPS")
-    assert not config_file().exists()
+    one_error_line(result, 1, f"the S3 endpoint {seaweedfs_tls.endpoint} speaks TLS (HTTPS), "
+                              "not plain HTTP: drop --disable-tls")
+    assert len(attempts) == 1, attempts
+    assert not config_file().exists() and keys_under(seaweedfs_tls, s3_prefix) == []
+
+
+def test_https_to_a_plain_http_endpoint_fails_at_once(corso, seaweedfs, s3_prefix, attempts):
+    """One attempt already (an SSLError is not retried), but its message listed every TLS fix
+    there is (a CA bundle, --disable-tls-verification…)."""
+    tls = [flag for flag in seaweedfs.flags(s3_prefix) if flag != "--disable-tls"]
+    result = corso("repo", "init", "s3", *tls, *with_keys(seaweedfs), "--passphrase", PASS)
+    one_error_line(result, 1, f"the S3 endpoint {seaweedfs.endpoint} does not speak TLS (HTTPS): "
+                              "add --disable-tls for plain HTTP")
+    assert len(attempts) == 1, attempts
+    assert not config_file().exists() and keys_under(seaweedfs, s3_prefix) == []
 
 
 def test_a_ca_bundle_from_the_environment_verifies_a_private_certificate(

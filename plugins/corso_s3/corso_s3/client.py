@@ -15,19 +15,29 @@ AWS_CA_BUNDLE or a profile's ca_bundle if set, else botocore's bundle.
 
 Retries: botocore's "standard" mode retries 500/502/503/504, throttling (SlowDown, 429) and
 connection errors and timeouts, with exponential backoff and full jitter, up to 10 retries;
-TLS verification failures are not retried.
+TLS failures are not retried, nor is plain HTTP to an endpoint that speaks TLS or the converse
+(a wrong --disable-tls).
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import botocore.loaders
 import botocore.session
 import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, DataNotFoundError, ProfileNotFound, SSLError
+from botocore.exceptions import (
+    BotoCoreError,
+    ConnectionClosedError,
+    DataNotFoundError,
+    ProfileNotFound,
+    SSLError,
+)
 
 from corso_core.api import UsageError
 from corso_s3 import __version__
@@ -35,6 +45,7 @@ from corso_s3 import __version__
 AWS_ENDPOINT = "s3.amazonaws.com"
 DEFAULT_REGION = "us-east-1"
 MAX_RETRIES = 10
+CONNECT_TIMEOUT = 10
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class Connection:
             retries={"max_attempts": MAX_RETRIES, "mode": "standard"},
             # AWS resolves virtual-hosted names; other stores generally need path-style.
             s3={"addressing_style": "auto" if self.is_aws else "path"},
-            connect_timeout=10,
+            connect_timeout=CONNECT_TIMEOUT,
             read_timeout=60,
             max_pool_connections=16,
             user_agent_extra=f"corso-s3/{__version__}",
@@ -145,7 +156,48 @@ class _ServicesOnDisk:
         return iter(())
 
 
-def _never_retry_tls_failures(caught_exception=None, **kwargs) -> None:
-    """A certificate that fails verification fails again: say so now, not after ten retries."""
+class TlsMismatch(BotoCoreError):
+    """The request spoke TLS (an https:// endpoint_url) to an endpoint that speaks plain HTTP,
+    or plain HTTP to one that speaks TLS; kwargs are those of botocore's error it replaces."""
+
+    fmt = "the endpoint of {endpoint_url} does not speak that URL's protocol (TLS or plain HTTP)"
+
+
+def _never_retry_tls_failures(caught_exception=None, attempts=None, **kwargs) -> None:
+    """A certificate that fails verification fails again, and so does a request in plain HTTP
+    to an endpoint that speaks TLS or the converse: say so now, not after ten retries."""
     if isinstance(caught_exception, SSLError):
+        if _answered_in_plain_text(caught_exception):
+            raise TlsMismatch(**caught_exception.kwargs) from caught_exception
         raise caught_exception
+    # A closed connection is all plain HTTP sees of a TLS endpoint, and of a flaky one: only
+    # one that completes a handshake is the mismatch. That shows on a request's first attempt;
+    # a failed retry is a flaky endpoint's, and needs no handshake.
+    if isinstance(caught_exception, ConnectionClosedError) and attempts == 1:
+        url = caught_exception.kwargs["endpoint_url"]
+        if url.startswith("http://") and _speaks_tls(url):
+            raise TlsMismatch(**caught_exception.kwargs) from caught_exception
+
+
+def _answered_in_plain_text(error: SSLError) -> bool:
+    """Whether the handshake failed on an answer that is no TLS record, as plain HTTP's is:
+    OpenSSL says "wrong version number", and from 3.2 on "record layer failure" (urllib3
+    tells a proxy that speaks plain HTTP the same way, in urllib3/connection.py)."""
+    reason = str(error.kwargs["error"]).lower()
+    return "wrong version number" in reason or "record layer failure" in reason
+
+
+def _speaks_tls(url: str) -> bool:
+    """Whether the host and port of `url` complete a TLS handshake (any certificate: the
+    question is only which protocol it speaks)."""
+    where = urlsplit(url)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (socket.create_connection((where.hostname, where.port or 80),
+                                       CONNECT_TIMEOUT) as connection,
+              context.wrap_socket(connection, server_hostname=where.hostname)):
+            return True
+    except OSError:  # refused, timed out, or the ssl.SSLError a plain HTTP answer makes
+        return False

@@ -1,8 +1,9 @@
 """Turning boto3 exceptions into the core's errors, each one line a user can act on.
 
-Bad credentials, a missing bucket, an unreachable endpoint, a TLS failure and access denied
-each get their own message; access denied names the S3 operation and the IAM permission it
-needs. Retries have already happened inside botocore by the time anything lands here.
+Bad credentials, a missing bucket, an unreachable endpoint, a TLS failure, a wrong --disable-tls
+(TLS to a plain HTTP endpoint or the converse) and access denied each get their own message;
+access denied names the S3 operation and the IAM permission it needs. Retries have already
+happened inside botocore by the time anything lands here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from corso_core.api import (
     Transient,
     UsageError,
 )
+from corso_s3.client import TlsMismatch
 from corso_s3.permissions import permission_for
 
 _CREDENTIALS = {
@@ -63,6 +65,12 @@ def translate(error: Exception, operation: str, where: str, bucket: str, endpoin
         return _client_error(error, operation, where, bucket, endpoint)
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
         return UsageError(NO_CREDENTIALS)
+    if isinstance(error, TlsMismatch):
+        if error.kwargs["endpoint_url"].startswith("https://"):
+            return StorageError(f"the S3 endpoint {endpoint} does not speak TLS (HTTPS): add "
+                                "--disable-tls for plain HTTP")
+        return StorageError(f"the S3 endpoint {endpoint} speaks TLS (HTTPS), not plain HTTP: "
+                            "drop --disable-tls")
     if isinstance(error, SSLError):
         return StorageError(
             f"TLS failure talking to {endpoint}: {_reason(error)}; for a private CA set "
@@ -72,10 +80,7 @@ def translate(error: Exception, operation: str, where: str, bucket: str, endpoin
     if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
         return StorageError(f"cannot reach the S3 endpoint {endpoint}: {_reason(error)}")
     if isinstance(error, ConnectionClosedError | ReadTimeoutError):
-        plain_http = str(error.kwargs.get("endpoint_url", "")).startswith("http://")
-        return Transient(f"S3 {operation} on {where}: connection lost after retries" + (
-            " (over plain HTTP, as --disable-tls asks: an endpoint that serves only HTTPS "
-            "drops such connections)" if plain_http else ""))
+        return Transient(f"S3 {operation} on {where}: connection lost after retries")
     if isinstance(error, BotoCoreError):
         return StorageError(f"S3 {operation} on {where} failed: {error}")
     raise error
