@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from corso_s3.permissions import REQUIRED
 from corso_s3.storage import S3Storage
 
 PASS = "correct horse battery staple"
+#: Credentials for endpoints that check none (a fake server).
+KEYS = ["--aws-access-key", "key", "--aws-secret-access-key", "secret"]
 
 
 def config_file() -> Path:
@@ -352,6 +357,52 @@ def test_https_to_a_plain_http_endpoint_fails_at_once(corso, seaweedfs, s3_prefi
                               "add --disable-tls for plain HTTP")
     assert len(attempts) == 1, attempts
     assert not config_file().exists() and keys_under(seaweedfs, s3_prefix) == []
+
+
+@contextmanager
+def endpoint_answering(answer: bytes):
+    """A server on 127.0.0.1 that answers every request with `answer`, then closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+def test_plain_http_to_a_go_https_server_fails_at_once(corso, aws_env, attempts):
+    """Go's HTTPS servers (MinIO, SeaweedFS with TLS) answer plain HTTP with a 400 of their
+    own: GetBucketLocation's parser raised a traceback on it."""
+    go = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+    with endpoint_answering(go) as endpoint:
+        result = corso("repo", "init", "s3", "--bucket", "bucket", "--endpoint", endpoint,
+                       "--disable-tls", *KEYS, "--passphrase", PASS)
+    one_error_line(result, 1, f"the S3 endpoint {endpoint} speaks TLS (HTTPS), not plain HTTP: "
+                              "drop --disable-tls")
+    assert len(attempts) == 1, attempts
+    assert not config_file().exists()
+
+
+def test_an_endpoint_that_is_no_s3_server_is_said_so(corso, aws_env):
+    """A web server's page where GetBucketLocation's XML should be: a traceback before."""
+    page = b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<!DOCTYPE html><p>Welcome"
+    with endpoint_answering(page) as endpoint:
+        result = corso("repo", "init", "s3", "--bucket", "bucket", "--endpoint", endpoint,
+                       "--disable-tls", *KEYS, "--passphrase", PASS)
+    one_error_line(result, 1, f"S3 GetBucketLocation on s3://bucket/: {endpoint} answered with "
+                              "something that is not S3's XML", "is it an S3 endpoint?")
+    assert not config_file().exists()
 
 
 def test_a_ca_bundle_from_the_environment_verifies_a_private_certificate(

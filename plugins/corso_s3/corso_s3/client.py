@@ -163,9 +163,18 @@ class TlsMismatch(BotoCoreError):
     fmt = "the endpoint of {endpoint_url} does not speak that URL's protocol (TLS or plain HTTP)"
 
 
-def _never_retry_tls_failures(caught_exception=None, attempts=None, **kwargs) -> None:
+#: What Go's HTTPS servers (MinIO, SeaweedFS with TLS) answer to plain HTTP, in a 400.
+_GO_PLAIN_HTTP_REFUSAL = b"Client sent an HTTP request to an HTTPS server"
+
+
+def _never_retry_tls_failures(caught_exception=None, attempts=None, response=None,
+                              endpoint=None, **kwargs) -> None:
     """A certificate that fails verification fails again, and so does a request in plain HTTP
     to an endpoint that speaks TLS or the converse: say so now, not after ten retries."""
+    if (response is not None and response[0].status_code == 400
+            and _GO_PLAIN_HTTP_REFUSAL in response[0].content):
+        raise TlsMismatch(endpoint_url=endpoint.host, error=response[0].content.decode(
+            "utf-8", "replace").strip())
     if isinstance(caught_exception, SSLError):
         if _answered_in_plain_text(caught_exception):
             raise TlsMismatch(**caught_exception.kwargs) from caught_exception

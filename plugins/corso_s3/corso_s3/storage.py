@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
+from xml.etree import ElementTree
 
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
@@ -191,6 +192,11 @@ class S3Storage(BlobStorage):
         kind = _KIND.get(operation, "MULTIPART")
         try:
             response = method(Bucket=self.bucket, **params)
+        except ElementTree.ParseError as e:  # botocore reads GetBucketLocation's XML itself
+            self._count(kind, 1, up)
+            raise StorageError(f"S3 {operation} on {self._where(key)}: {self.endpoint} answered "
+                               f"with something that is not S3's XML ({e}): is it an S3 "
+                               "endpoint?") from e
         except (ClientError, BotoCoreError) as e:
             meta = e.response.get("ResponseMetadata", {}) if isinstance(e, ClientError) else {}
             self._count(kind, 1 + meta.get("RetryAttempts", 0), up)
