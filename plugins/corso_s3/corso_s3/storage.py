@@ -112,7 +112,11 @@ class S3Storage(BlobStorage):
         self._lock_known = False
         self._versioning: str | None = None
         self._versioning_known = False
+        self._told_of_kept_versions = False
         self._told_of_old_key_versions = False
+        #: What put() wrote here: records such as a backup's session record, which the command
+        #: that wrote them deletes again (see delete).
+        self._put_here: set[str] = set()
         #: The region GetBucketLocation gave (factory.use_bucket_region), if it was asked.
         self.found_region: str | None = None
         self._count_lock = threading.Lock()
@@ -124,6 +128,18 @@ class S3Storage(BlobStorage):
     def discovered_settings(self) -> dict[str, Any]:
         """Asked by `repo init` and `connect` once the repository opened, so also where the
         user hears that the bucket keeps what corso deletes."""
+        self._tell_of_kept_versions()
+        return {"region": self.found_region} if self.found_region else {}
+
+    def _tell_of_kept_versions(self) -> None:
+        """Warn, once per storage, that a versioned bucket keeps what corso deletes. Said at
+        init and connect, and at a command's first delete that leaves a delete marker: the
+        bucket may have been versioned since, and `backup delete` or maintenance then frees
+        no space. Several threads may delete at once; only the first asks and warns."""
+        with self._settings_lock:
+            if self._told_of_kept_versions:
+                return
+            self._told_of_kept_versions = True
         versioning = self.bucket_versioning()
         if versioning:
             log.warning(
@@ -131,7 +147,6 @@ class S3Storage(BlobStorage):
                 "noncurrent versions, stored and billed (maintenance frees no space), until a "
                 "lifecycle rule expires them: add one with NoncurrentVersionExpiration and "
                 "ExpiredObjectDeleteMarker for %s", self.bucket, versioning, self.location())
-        return {"region": self.found_region} if self.found_region else {}
 
     # --- what the bucket is like -------------------------------------------------------------
 
@@ -234,6 +249,7 @@ class S3Storage(BlobStorage):
 
     def put(self, key: str, data: Bytes) -> None:
         self._write(key, memoryview(data), create_only=False)
+        self._put_here.add(key)
         if key in KEY_BLOBS and self.bucket_versioning():
             self._delete_old_key_versions()
 
@@ -493,7 +509,13 @@ class S3Storage(BlobStorage):
     # --- deletes and cleanup -----------------------------------------------------------------
 
     def delete(self, key: str) -> None:
-        self.request("DeleteObject", key, Key=self._object(key))
+        """Only a bucket that keeps versions answers with a delete marker, so an unversioned
+        one is never asked about its versioning. A record this command put (a backup's session
+        record, deleted as the backup ends) frees nothing anyone counted on: not worth a
+        question or a warning on every backup."""
+        answer = self.request("DeleteObject", key, Key=self._object(key))
+        if answer.get("DeleteMarker") and key not in self._put_here:
+            self._tell_of_kept_versions()
 
     def cleanup(self, older_than_seconds: float) -> int:
         """Abort multipart uploads under the prefix initiated more than the given age ago.
