@@ -31,6 +31,39 @@ def test_two_paths_with_one_base_name_get_numbered_names():
         b"data", b"data~2", b"data~3", b"root"]
 
 
+def _listed_then_swapped(tmp_path):
+    """tree/zz/victim/mine listed down to `mine`; then tree/zz swapped for a symlink to a
+    place holding victim/mine too (someone who can write the tree pointing it at /etc)."""
+    (tmp_path / "tree" / "zz" / "victim").mkdir(parents=True)
+    (tmp_path / "tree" / "zz" / "victim" / "mine").write_bytes(b"benign")
+    (tmp_path / "secret" / "victim").mkdir(parents=True)
+    (tmp_path / "secret" / "victim" / "mine").write_bytes(b"TOPSECRET")
+    (tmp_path / "secret" / "victim" / "shadow").write_bytes(b"TOPSECRET")
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path / "tree")], [], problems)
+    [root] = reader.roots()
+    [zz] = reader.children(root)
+    [victim] = reader.children(zz)
+    [mine] = reader.children(victim)
+    os.rename(tmp_path / "tree" / "zz", tmp_path / "moved")
+    os.symlink(tmp_path / "secret", tmp_path / "tree" / "zz")
+    return reader, problems, victim, mine
+
+
+def test_a_directory_reached_through_a_swapped_in_symlink_is_not_listed(tmp_path):
+    reader, problems, victim, _ = _listed_then_swapped(tmp_path)
+    assert reader.children(victim) == []
+    assert problems.errors == [f"{tmp_path}/tree/zz/victim: changed while being read "
+                               "(replaced by another)"]
+
+
+def test_a_file_reached_through_a_swapped_in_symlink_is_not_read(tmp_path):
+    reader, problems, _, mine = _listed_then_swapped(tmp_path)
+    assert reader.open(mine) is None
+    assert problems.errors == [f"{tmp_path}/tree/zz/victim/mine: changed while being read "
+                               "(replaced by another)"]
+
+
 @pytest.mark.timeout(20)
 def test_fifo_and_socket_are_skipped_with_a_warning_and_never_block(tmp_path):
     os.mkfifo(tmp_path / "fifo")

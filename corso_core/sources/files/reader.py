@@ -3,6 +3,13 @@
 Files are opened with O_NOFOLLOW | O_NONBLOCK and their type checked with fstat on the open
 descriptor, so a file swapped for a symlink or a FIFO between listing and reading is neither
 followed nor waited on. Sockets, FIFOs and devices are skipped with a warning.
+
+O_NOFOLLOW guards only a path's last name: whoever can write the tree could swap a directory
+on the way for a symlink to another (say to /etc), and a path through it would read there. So
+a directory is listed through a descriptor opened with O_NOFOLLOW, which must be the very
+directory its parent's listing saw (device and inode), and its entries are looked at through
+that descriptor; a file opened later must be the one listed, too. One swapped in between is
+reported as changed while being read, and left out.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import stat
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+REPLACED = "changed while being read (replaced by another)"
 #: A file up to this size is read in by the kernel as soon as it is opened (the engine opens
 #: small files ahead of reading them, so the disk gets many requests at once).
 READ_IN_ON_OPEN = 1024 * 1024
@@ -66,6 +75,11 @@ def root_names(paths: list[bytes]) -> list[bytes]:
     return names
 
 
+def _is(st: os.stat_result, meta: Metadata) -> bool:
+    """Whether `st` is of the very file `meta` was taken from."""
+    return (st.st_ino, st.st_dev) == (meta.inode, meta.dev)
+
+
 class FileContent:
     """An open regular file, with the fstat taken when it was opened."""
 
@@ -104,10 +118,13 @@ class FilesReader:
         return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g)
                    for g in self.excludes)
 
-    def _node(self, name: bytes, path: bytes) -> Node | None:
+    def _node(self, name: bytes, path: bytes, dir_fd: int | None = None) -> Node | None:
+        """The node at `path`: looked at by `name` in the directory open as `dir_fd` if given,
+        else by path (a --path the user gave, symlinks on the way and all)."""
+        where = path if dir_fd is None else name
         try:
-            st = os.lstat(path)
-            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else b""
+            st = os.stat(where, dir_fd=dir_fd, follow_symlinks=False)
+            target = os.readlink(where, dir_fd=dir_fd) if stat.S_ISLNK(st.st_mode) else b""
         except OSError as e:
             self.report.error(path, f"cannot read: {e.strerror}")
             return None
@@ -129,20 +146,30 @@ class FilesReader:
         if self.filesystems is not None and node.meta.dev not in self.filesystems:
             return []
         try:
-            names = sorted(os.listdir(node.handle))
+            fd = os.open(node.handle, _DIR_FLAGS)
         except OSError as e:
             self.report.error(node.handle, f"cannot list directory: {e.strerror}")
             return []
-        found = []
-        prefix = node.handle.rstrip(b"/") + b"/"
-        for name in names:
-            child_path = prefix + name
-            if self._excluded(child_path):
-                continue
-            child = self._node(name, child_path)
-            if child is not None:
-                found.append(child)
-        return found
+        try:
+            if not _is(os.fstat(fd), node.meta):
+                self.report.error(node.handle, REPLACED)
+                return []
+            names = sorted(os.fsencode(name) for name in os.listdir(fd))
+            found = []
+            prefix = node.handle.rstrip(b"/") + b"/"
+            for name in names:
+                child_path = prefix + name
+                if self._excluded(child_path):
+                    continue
+                child = self._node(name, child_path, fd)
+                if child is not None:
+                    found.append(child)
+            return found
+        except OSError as e:
+            self.report.error(node.handle, f"cannot list directory: {e.strerror}")
+            return []
+        finally:
+            os.close(fd)
 
     def open(self, node: Node) -> FileContent | None:
         try:
@@ -154,6 +181,10 @@ class FilesReader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(0, "no longer a regular file")
+            if not _is(st, node.meta):
+                os.close(fd)
+                self.report.error(node.handle, REPLACED)
+                return None
             if st.st_size <= READ_IN_ON_OPEN:
                 _read_in(fd)
             return FileContent(fd, metadata(st))
