@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cli_fixtures import CORSO, one_error_line, run_subprocess
+from cli_fixtures import CORSO, Result, one_error_line, run_subprocess
 from test_repo_cli import snapshot as files_and_mtimes
 from trees import snapshot
 
@@ -820,6 +820,40 @@ def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, cors
     assert warning.startswith("corso: warning: t/f: not restored: ") and "corrupted" in warning
     assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete")
     assert os.listdir(tmp_path / "out" / "t") == []
+
+
+def test_a_result_stdout_cannot_take_is_one_error_line(connected, corso, tmp_path):
+    """`> /dev/full` (a full disk behind a redirection) and a stdout closed (`>&-`): both were
+    a traceback, a backup's ID lost behind it."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_bytes(b"x")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([CORSO, "backup", "create", "files", "--path", str(tmp_path / "t")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    one_error_line(Result(done.returncode, "", done.stderr), 1,
+                   "cannot print the result to stdout: No space left on device")
+    closed = subprocess.run([CORSO, "backup", "list", "files"], stderr=subprocess.PIPE,
+                            text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    one_error_line(Result(closed.returncode, "", closed.stderr), 1,
+                   "cannot print the result: stdout is closed")
+
+
+def test_a_reader_gone_half_way_ends_the_command_quietly(connected, corso, tmp_path):
+    """`corso backup details … | head -1`: exit 141, as a process SIGPIPE ends, no message
+    (it was a traceback once the result outgrew the pipe)."""
+    tree = tmp_path / "many"
+    tree.mkdir()
+    for n in range(3000):  # ~170 kB of details: more than a pipe holds
+        (tree / f"file-{n:05}").write_bytes(b"")
+    backup_id = create(corso, "--path", str(tree))
+    # Without PYTHONUNBUFFERED: with it, Python drops what a full pipe did not take, unsaid.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([CORSO, "backup", "details", "files", "--backup", backup_id],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert process.stdout.read(10)
+    process.stdout.close()
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""
 
 
 def test_a_low_open_files_limit_still_backs_up_every_file(connected, tmp_path):

@@ -79,6 +79,9 @@ def _without_secrets(message: str, argv: list[str]) -> str:
     return message
 
 
+#: The exit status when stdout's reader went away, as a process SIGPIPE ends gets (128 + 13).
+READER_GONE = 141
+
 #: What `kill`, `timeout`, `systemctl stop` and a closed terminal send: met as Ctrl-C is, so a
 #: backup indexes what it stored and a restore removes its temporary files.
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Terminated) as e:
         sys.exit(_stopped_by(e))
+    except output.ReaderGone:
+        sys.exit(READER_GONE)
     except RecursionError:  # the walks of trees recurse once per directory level
         click.echo("corso: error: directories nested deeper than corso can follow (about 900 "
                    "levels)", err=True)
@@ -170,7 +175,8 @@ def run() -> None:
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # closed when corso started (`>&-`)
+                stream.flush()
         except OSError:
             pass  # the reader went away (`corso backup list | head`): nothing more to say
     os._exit(code)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from corso_core.errors import UsageError
+from corso_core.errors import CorsoError, UsageError
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -112,12 +112,30 @@ def setup_logging(globals_: GlobalFlags) -> None:
         root.setLevel(min(handler.level for handler in handlers))
 
 
+class ReaderGone(Exception):
+    """Whoever read stdout went away (`corso backup list | head -1`): nothing more to say."""
+
+
 def emit(data, text: str | None = None) -> None:
     """Print a command's result: `data` as JSON with --json, else `text` (or data as lines)."""
     if flags().json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        _print(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text is not None:
+        _print(text)
+
+
+def _print(text: str) -> None:
+    """A stdout that cannot take the result (a full disk or /dev/full behind a redirection,
+    a closed descriptor) is an error, in one line on stderr, not a traceback; a reader gone is
+    ReaderGone."""
+    if sys.stdout is None:  # click would print nothing, and say nothing
+        raise CorsoError("cannot print the result: stdout is closed")
+    try:
         click.echo(text)
+    except BrokenPipeError:
+        raise ReaderGone from None
+    except OSError as e:
+        raise CorsoError(f"cannot print the result to stdout: {e.strerror or e}") from None
 
 
 def warn(message: str) -> None:
