@@ -517,9 +517,8 @@ class _Backup:
                 stored = read.results()
                 entry = Entry(node.name, read.meta, [(cid, size) for cid, size, _ in stored],
                               recent=read.recent)
-                if not read.counted:  # a hard link's second name reads and adds nothing
+                if not read.counted:  # a hard link's second name reads nothing more
                     self.stats.bytes_read += read.meta.size
-                    self.stats.bytes_added += sum(added for _, _, added in stored)
                     read.counted = True
             elif isinstance(item, _PendingDir):
                 self.stats.dirs += 1
@@ -540,10 +539,8 @@ class _Backup:
             return
         for chunk_id, data in tree_chunks(encode_tree(entries), self.chunker,
                                           self.store.chunk_id):
-            added = self.store.put(chunk_id, data, kind="tree")
-            if not added:
+            if not self.store.put(chunk_id, data, kind="tree"):
                 self._relied_on([chunk_id])
-            self.stats.bytes_added += added
             pending.tree_id = chunk_id  # the last is the tree's own
 
 
@@ -622,6 +619,9 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
                 raise RepositoryError("chunks this backup relies on were removed while it ran, "
                                       "twice; nothing was recorded: run the backup again")
         stats = backup.stats
+        # Counted where chunks are stored: those of a file left out as it changed while read
+        # are in the repository too.
+        stats.bytes_added = store.stats.bytes_stored
         stats.chunks_new = store.stats.chunks_new
         stats.chunks_dedup = store.stats.chunks_dedup
         stats.packs_written = store.stats.packs_written
