@@ -224,7 +224,25 @@ def test_a_new_inode_means_changed_unless_inodes_are_ignored(repository, tmp_pat
     assert opened == [] and lenient.stats.files_unchanged == 1
     same_file_new_inode()
     strict = backup(repository, tree, ignore_ctime=True)
-    assert len(opened) == 1 and strict.stats.files_changed == 1
+    # Read again (another inode), and found as it was: not what a user calls changed.
+    assert len(opened) == 1 and strict.stats.files_unchanged == 1
+
+
+def test_a_file_read_again_only_because_it_was_recent_counts_as_unchanged(
+        repository, tmp_path, monkeypatch):
+    """Said "changed" before, with nothing changed (an exploratory test session's report)."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"content")
+    first = backup(repository, tree)  # within a second of its write: recorded as recent
+    opened = count_opens(monkeypatch)
+    second = backup(repository, tree)
+    assert first.stats.files_new == 1 and len(opened) == 1
+    assert (second.stats.files_changed, second.stats.files_unchanged) == (0, 1)
+    os.chmod(tree / "f", 0o600)  # a mode is what a user calls a change, content or not
+    time.sleep(1.1)
+    third = backup(repository, tree)
+    assert (third.stats.files_changed, third.stats.files_unchanged) == (1, 0)
 
 
 def test_insert_in_a_large_file_adds_only_the_chunks_around_it(repository, tmp_path):

@@ -181,15 +181,15 @@ class _PendingDir:
     """A directory whose entries may still be waiting on readers."""
 
     previous: _Previous
-    #: (node, Entry | _FileJob | _PendingDir, whether the previous backup had this name)
-    items: list[tuple[Node, Any, bool]] = field(default_factory=list)
+    #: (node, Entry | _FileJob | _PendingDir, the previous backup's entry of this name or None)
+    items: list[tuple[Node, Any, Entry | None]] = field(default_factory=list)
     #: What it still waits for, oldest first: file jobs and subdirectories, each checked until
     #: it is ready (a subdirectory: its tree is stored), then never again.
     waiting: deque[_FileJob | _PendingDir] = field(default_factory=deque)
     tree_id: bytes | None = None
 
-    def add(self, node: Node, item: Any, known: bool) -> None:
-        self.items.append((node, item, known))
+    def add(self, node: Node, item: Any, previous: Entry | None) -> None:
+        self.items.append((node, item, previous))
         if isinstance(item, (_FileJob, _PendingDir)):
             self.waiting.append(item)
 
@@ -473,7 +473,7 @@ class _Backup:
             else:
                 self.stats.symlinks += 1
                 item = Entry(child.name, child.meta)
-            pending.add(child, item, previous is not None)
+            pending.add(child, item, previous)
         self.finishing.append(pending)
         self.finish_ready(block=False)
         return pending
@@ -493,18 +493,20 @@ class _Backup:
                 unfinished.append(pending)
         self.finishing = unfinished
 
-    def _count_file(self, entry: Entry, read_now: bool, known: bool) -> None:
+    def _count_file(self, entry: Entry, previous: Entry | None) -> None:
+        """New, changed or unchanged against the previous backup's entry: a file read again
+        only because it was recent then, found as it was, is unchanged."""
         self.stats.bytes_total += entry.meta.size
-        if not known:
+        if previous is None:
             self.stats.files_new += 1
-        elif read_now:
+        elif _as_recorded(entry) != _as_recorded(previous):
             self.stats.files_changed += 1
         else:
             self.stats.files_unchanged += 1
 
     def _finish(self, pending: _PendingDir) -> None:
         entries = []
-        for node, item, known in pending.items:
+        for node, item, previous in pending.items:
             if isinstance(item, _FileJob):
                 read = item.result()
                 if read is None:  # reported; never recorded torn or half-read
@@ -528,7 +530,7 @@ class _Backup:
             else:
                 entry = Entry(node.name, node.meta, item.chunks)  # a hard link's second name
             if entry.meta.kind == FILE:
-                self._count_file(entry, read_now=isinstance(item, _FileJob), known=known)
+                self._count_file(entry, previous)
             entries.append(entry)
         # The parent needs only the tree ID: dropping the items frees this directory's futures
         # and file records now, not when the whole walk is done (memory stays O(in flight)).
@@ -542,6 +544,12 @@ class _Backup:
             if not self.store.put(chunk_id, data, kind="tree"):
                 self._relied_on([chunk_id])
             pending.tree_id = chunk_id  # the last is the tree's own
+
+
+def _as_recorded(entry: Entry) -> tuple:
+    """What a user would call a file's change: its content, size, mtime, mode or owner."""
+    meta = entry.meta
+    return entry.chunks, meta.size, meta.mtime_ns, meta.mode, meta.uid, meta.gid
 
 
 def _measure(source: Source, values: dict, progress: Progress) -> None:
