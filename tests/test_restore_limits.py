@@ -148,3 +148,57 @@ def test_a_second_restore_as_a_user_enters_the_directories_it_locked_and_locks_t
              for name in ("d000", "d0100")}
     assert modes == {"d000": 0o000, "d0100": 0o100}
     assert (work / "out" / "t" / "d0100" / "inner" / "f").read_bytes() == b"in d0100\n"
+
+
+def test_a_second_restore_as_a_user_makes_what_is_missing_in_the_read_only_directories_it_left(
+        corso, small_chunks, nobodys_work):
+    """A re-run completes an interrupted restore (a full disk, Ctrl-C), whose first run gave
+    directories their mode: in one of 0555 its owner may list and enter, but make nothing (its
+    staging directory, a directory); in one of 0600 look up no name. They are opened up
+    (u+rwx) for the restore, then given their mode back. A read-only directory of someone
+    else's stays refused."""
+    work = nobodys_work
+    tree = work / "t"
+    mine = {"files0555": 0o555, "dirs0555": 0o555, "d0600": 0o600}
+    for name, mode in mine.items():
+        (tree / name / "sub").mkdir(parents=True)
+        (tree / name / "f").write_bytes(b"f of %s\n" % name.encode())
+        (tree / name / "sub" / "g").write_bytes(b"g of %s\n" % name.encode())
+        os.chmod(tree / name, mode)
+    (tree / "theirs").mkdir()
+    (tree / "theirs" / "f").write_bytes(b"f of theirs\n")
+    assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+    backup_id = create(corso, "--path", str(tree))  # as root: it reads the 0600 directory
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(work)], check=True)
+    out = work / "out" / "t"
+    with unprivileged():
+        first = corso("restore", "files", "--backup", backup_id, "--destination",
+                      str(work / "out"))
+    # As an interrupted run leaves them (removed as root: the directories are read-only).
+    (out / "files0555" / "f").unlink()
+    (out / "dirs0555" / "sub" / "g").unlink()
+    (out / "dirs0555" / "sub").rmdir()
+    (out / "d0600" / "f").unlink()
+    (out / "theirs" / "f").unlink()
+    os.chown(out / "theirs", 0, 0)
+    os.chmod(out / "theirs", 0o555)
+    with unprivileged():
+        again = corso("restore", "files", "--backup", backup_id, "--destination",
+                      str(work / "out"))
+    assert first.code == 0 and first.err == "", first
+    assert again.code == Incomplete.exit_code, again
+    assert again.out.startswith(f"Restored backup {backup_id}: 3 files, 8 dirs, 0 symlinks, "
+                                "0 hard links; 3 skipped (--collisions skip), 1 failed.\n"), again
+    refused, error = again.err.splitlines()
+    assert refused.startswith("corso: warning: ") and "theirs/f" in refused, refused
+    assert refused.endswith("Permission denied"), refused
+    assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete"), error
+    modes = {name: stat.S_IMODE(os.stat(out / name).st_mode) for name in [*mine, "theirs"]}
+    assert modes == {**mine, "theirs": 0o555}
+    assert os.stat(out / "theirs").st_uid == 0
+    for name in mine:
+        assert (out / name / "f").read_bytes() == b"f of %s\n" % name.encode()
+        assert (out / name / "sub" / "g").read_bytes() == b"g of %s\n" % name.encode()
+    leftovers = [name for _, dirs, files in os.walk(work / "out") for name in dirs + files
+                 if name.startswith(".corso-restore-")]
+    assert leftovers == []

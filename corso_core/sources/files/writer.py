@@ -33,9 +33,13 @@ before the directory gets its metadata), then linked (a directory: moved) into p
 directory is the same one each time it is opened again, and the file a hard link is made to
 is the one restored.
 
-An existing directory of the user's that they cannot list (mode 000 or 0100, as a first
-restore may have left it) is given u+rwx for the restore, and its mode back once it is
-finished.
+An existing directory of the user's that the restore cannot work in, as a first restore may
+have left it (mode 000 or 0100: it cannot be listed; 0555: nothing can be made in it; 0600: no
+name in it can be looked up), is given u+rwx for the restore, and its mode back once it is
+finished (or the restore stops). That shows as EACCES where the restore opens it, makes
+something in it (its staging directory, a directory, or removes a file to replace it), or, for
+one without u+x, at once on opening it (which succeeds): each of those opens it up (_open_up)
+and tries again. Someone else's stays refused.
 
 A full destination (no space left, or the disk quota exceeded) is not reported item by item:
 the OSError goes up, naming the item, and the restore stops.
@@ -289,12 +293,20 @@ class FilesWriter:
             parent_fd, name = self._dir_fd(path[:-1]), self._actual(path)
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except PermissionError:
-            if path in self._made:
-                raise
-            fd = self._open_up(parent_fd, path)
+        except PermissionError:  # 000, 0100: opened up through a descriptor needing no right
+            locked = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=parent_fd)
+            try:
+                if not self._open_up(path, locked):
+                    raise
+                fd = os.open(f"/proc/self/fd/{locked}", _DIR_FLAGS & ~os.O_NOFOLLOW)
+            finally:
+                os.close(locked)
         try:
             st = os.fstat(fd)
+            if (not st.st_mode & stat.S_IXUSR and st.st_uid == self.euid
+                    and not self._may_look_up_in(fd)):  # 0600: opened, yet of no use
+                self._open_up(path, fd)
             if (path in self._made and path not in self._dir_ids and st.st_uid != self.euid
                     and _others_can_rename_in(os.fstat(parent_fd))):
                 raise OSError(errno.EPERM, "Replaced during the restore")
@@ -307,26 +319,47 @@ class FilesWriter:
             raise
         return fd
 
-    def _open_up(self, parent_fd: int, path: Path) -> int:
-        """Open an existing directory the user owns but may not list: give it u+rwx for the
-        restore (its mode is given back in finish_dir), on the very inode looked at (through
-        an O_PATH descriptor, which needs no permission on it). One of someone else's: refused
-        as before."""
-        name = self._actual(path)
+    @staticmethod
+    def _may_look_up_in(fd: int) -> bool:
+        """Whether names in a directory may be looked up (searched, u+x: its owner may not
+        without it, unless privileged)."""
+        try:
+            os.stat(b".", dir_fd=fd, follow_symlinks=False)  # a lookup in it, as any other
+        except PermissionError:
+            return False
+        return True
+
+    def _open_up(self, path: Path, fd: int) -> bool:
+        """Give an existing directory of the user's that the restore was refused to work in
+        u+rwx for the restore (its mode is given back by _close_up: finish_dir, or close), on
+        the very inode `fd` is (any descriptor of it, O_PATH too, which needs no right on it).
+        True once it is opened up, by this thread or by another (several may be refused at
+        once: one chmod). False, nothing done, the refusal standing, for one of someone
+        else's, one this restore made, one that has u+rwx already (refused for another
+        reason), or the destination itself (the user's choice, opened as it is, as in
+        __init__)."""
         with self._opening_up:
-            if path in self._opened_up:  # by another thread, since this one was refused
-                return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-            locked = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=parent_fd)
-            try:
-                st = os.fstat(locked)
-                if st.st_uid != self.euid:
-                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
-                os.chmod(f"/proc/self/fd/{locked}", stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
-                self._opened_up[path] = stat.S_IMODE(st.st_mode)
-                return os.open(f"/proc/self/fd/{locked}", _DIR_FLAGS & ~os.O_NOFOLLOW)
-            finally:
-                os.close(locked)
+            if path in self._opened_up:
+                return True
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if (not path or path in self._made or st.st_uid != self.euid
+                    or mode & stat.S_IRWXU == stat.S_IRWXU):
+                return False
+            os.chmod(f"/proc/self/fd/{fd}", mode | stat.S_IRWXU)
+            self._opened_up[path] = mode
+            return True
+
+    def _in(self, parent: Path, fd: int, act) -> None:
+        """`act(fd)`: make (or remove) something in the directory `parent` (`fd`); refused,
+        then again once the directory is opened up (_open_up), if it is one of the user's
+        (0555, say: it could be opened, not written)."""
+        try:
+            act(fd)
+        except PermissionError:
+            if not self._open_up(parent, fd):
+                raise
+            act(fd)
 
     def _close_up(self, path: Path) -> None:
         """Give a directory opened up for the restore its mode back (nothing is done in it
@@ -351,7 +384,8 @@ class FilesWriter:
             with self._staging_lock:
                 if parent not in self._staged:
                     self._staging_list.add(parent)
-                    os.mkdir(self._staging, 0o700, dir_fd=self._dir_fd(parent))
+                    self._in(parent, self._dir_fd(parent),
+                             lambda fd: os.mkdir(self._staging, 0o700, dir_fd=fd))
                     self._made.add(staging)
                     self._staged.add(parent)
         return staging
@@ -551,8 +585,8 @@ class FilesWriter:
                 if self.collisions == "copy":
                     self._renamed[path] = self._free_name(fd, path[-1])
                 else:
-                    os.unlink(path[-1], dir_fd=fd)
-            os.mkdir(self._actual(path), 0o700, dir_fd=fd)
+                    self._in(path[:-1], fd, lambda fd: os.unlink(path[-1], dir_fd=fd))
+            self._in(path[:-1], fd, lambda fd: os.mkdir(self._actual(path), 0o700, dir_fd=fd))
             if path[:-1] not in self._made:
                 self._build_apart(path, fd)
             self._ours.add(path)
