@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import stat
 import struct
+import tempfile
 import threading
 import time
 
 import pytest
+from test_backup_cli import unprivileged
 
 from corso_core import plugins
 from corso_core.engine.progress import Problems
@@ -438,6 +441,88 @@ def test_a_file_written_by_two_threads_at_once_is_created_once(tmp_path, monkeyp
     writer.finish_file(handle)
     writer.close()
     assert (tmp_path / "f").read_bytes() == b"first-last"
+
+
+NOBODY = 65534
+
+
+def test_threads_refused_at_once_in_the_users_locked_directories_open_them_up_once(
+        monkeypatch):
+    """Eight writer threads start files at once in existing directories of the user's that a
+    first restore left locked: 0555 (opened, but its staging directory cannot be made), 0600
+    (opened, but no name looked up), 000 (not opened). Each is opened up (u+rwx) once, by the
+    thread refused first (the chmod is slowed so that the others are refused meanwhile), every
+    file is restored, and each gets its mode back. Root's 0555 stays refused: its files fail,
+    its mode and contents unchanged."""
+    if os.geteuid() != 0:
+        pytest.skip("needs a directory of someone else's and one of nobody's: run as root")
+    work = tempfile.mkdtemp(prefix="corso-locked-")
+    try:
+        dest = os.path.join(work, "dest")
+        mine = {b"d0555": 0o555, b"d0600": 0o600, b"d000": 0o000}
+        os.mkdir(dest)
+        for name in mine:
+            os.mkdir(os.path.join(dest.encode(), name))
+        os.chown(work, NOBODY, NOBODY)
+        os.chown(dest, NOBODY, NOBODY)
+        for name, mode in mine.items():
+            os.chown(os.path.join(dest.encode(), name), NOBODY, NOBODY)
+            os.chmod(os.path.join(dest.encode(), name), mode)
+        os.mkdir(os.path.join(dest, "theirs"), 0o555)  # root's
+        meta = Metadata(FILE, mode=0o644, uid=NOBODY, gid=NOBODY, size=4, mtime_ns=10**18)
+        barrier, placed, failed, opened_up = threading.Barrier(8), [], [], []
+        real_chmod = os.chmod
+
+        def slow_chmod(path, mode, *args, **kwargs):
+            time.sleep(0.05)
+            opened_up.append(stat.S_IMODE(mode))
+            return real_chmod(path, mode, *args, **kwargs)
+
+
+        def write(n: int) -> None:
+            barrier.wait()
+            for name in [*mine, b"theirs"]:
+                path = (name, b"f%d" % n)
+                try:
+                    pending = writer.start_file(path, meta)
+                    if pending is None or pending is False:  # skipped, failed (reported)
+                        placed.append((path, pending))
+                    else:
+                        placed.append((path, writer.write_file(pending, b"%4d" % n)))
+                except PermissionError:
+                    failed.append(path)
+
+        monkeypatch.setattr(os, "chmod", slow_chmod)
+        with unprivileged():
+            writer = FILES.open_writer({"destination": dest}, "skip", Problems())
+            threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for name in [*mine, b"theirs"]:
+                writer.finish_dir((name,), Metadata(DIR, mode=0o755))
+            writer.close()
+            restored = {name: sorted(os.listdir(os.path.join(dest.encode(), name)))
+                        for name in [b"d0555", b"d0600", b"theirs"]}
+        monkeypatch.undo()
+        assert sorted(opened_up) == [0o700, 0o700, 0o755]  # once each: 000 and 0600, 0555
+        modes = {name: stat.S_IMODE(os.stat(os.path.join(dest.encode(), name)).st_mode)
+                 for name in [*mine, b"theirs"]}
+        assert modes == {**mine, b"theirs": 0o555}
+        assert sorted(failed) == [(b"theirs", b"f%d" % n) for n in range(8)]
+        files = [b"f%d" % n for n in range(8)]
+        assert sorted(placed) == [((name, f), True) for name in sorted(mine) for f in files]
+        assert restored == {b"d0555": files, b"d0600": files, b"theirs": []}
+        assert sorted(os.listdir(os.path.join(dest.encode(), b"d000"))) == files  # as root
+        for name in mine:
+            with open(os.path.join(dest.encode(), name, b"f3"), "rb") as f:
+                assert f.read() == b"   3"
+    finally:
+        for top, dirs, _ in os.walk(work):
+            for name in dirs:
+                os.chmod(os.path.join(top, name), 0o700)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # Whoever else can write a directory of the destination (a restore into a shared place) must
