@@ -827,6 +827,22 @@ def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, cors
     assert os.listdir(tmp_path / "out" / "t") == []
 
 
+def test_text_listings_keep_each_entry_on_one_line(connected, corso, tmp_path):
+    """A newline in a --path or a symlink's target split its line in two; a target's byte
+    that is not UTF-8 came back in --json as text no decoder could tell from '\\xff'."""
+    tree = tmp_path / "a\nb"
+    tree.mkdir()
+    os.symlink(b"tar\nget\xff", os.fsencode(tree / "lnk"))
+    backup_id = create(corso, "--path", str(tree))
+    listed = corso("backup", "list", "files").out.splitlines()
+    assert len(listed) == 2 and listed[1].endswith(f"{tmp_path}/a\\nb")
+    details = corso("backup", "details", "files", "--backup", backup_id).out.splitlines()
+    assert len(details) == 2 and details[1].endswith("a\\nb/lnk -> tar\\nget\\udcff")
+    rows = json.loads(corso("backup", "details", "files", "--backup", backup_id, "--json").out)
+    [link] = [row for row in rows if row["type"] == "symlink"]
+    assert os.fsencode(link["target"]) == b"tar\nget\xff"
+
+
 def test_a_result_stdout_cannot_take_is_one_error_line(connected, corso, tmp_path):
     """`> /dev/full` (a full disk behind a redirection) and a stdout closed (`>&-`): both were
     a traceback, a backup's ID lost behind it."""

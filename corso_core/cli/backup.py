@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from datetime import UTC, datetime
 
@@ -125,7 +126,7 @@ def _list(source: Source):
             lines.append(
                 f"{r['id']:<16} {r['time'][:19]:<20} {r['host'][:12]:<12} {r['files']:>7} "
                 f"{human_bytes(r['size']):>10} {human_bytes(r['added']):>10}  "
-                f"{' '.join(r['paths'])}{'  ' + tags if tags else ''}"
+                f"{' '.join(map(_one_line, r['paths']))}{'  ' + tags if tags else ''}"
                 f"{'  (incomplete)' if r['incomplete'] else ''}")
         output.emit(data, "\n".join(lines) if data else
                     f"No {source.name} backups {'that can be read' if damaged else 'yet'}.")
@@ -158,8 +159,7 @@ def _details(source: Source):
                     "size": meta.size,
                     "mtime": datetime.fromtimestamp(meta.mtime_ns / 1e9, UTC).isoformat(),
                     "mtime_ns": meta.mtime_ns,
-                    **({"target": meta.target.decode(errors="backslashreplace")}
-                       if meta.kind == SYMLINK else {}),
+                    **({"target": os.fsdecode(meta.target)} if meta.kind == SYMLINK else {}),
                 })
         finally:
             trees.close()
@@ -178,8 +178,14 @@ def _details(source: Source):
 
 
 def path_text_line(row: dict) -> str:
-    shown = row["path"] if row["path"].isprintable() else repr(row["path"])[1:-1]
-    return shown + (f" -> {row['target']}" if "target" in row else "")
+    """The path (and a symlink's target) on one line: a newline, a control character or a
+    byte that is not UTF-8 escaped as in a Python string."""
+    return _one_line(row["path"]) + (f" -> {_one_line(row['target'])}" if "target" in row
+                                     else "")
+
+
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _delete(source: Source):
