@@ -272,9 +272,11 @@ def test_two_paths_with_one_base_name_are_laid_out_side_by_side(repository, tmp_
     assert (tmp_path / "out" / "data~2" / "f").read_bytes() == b"from b"
 
 
-def test_restore_of_a_subset_by_glob(repository, tricky_tree, tmp_path):
+@pytest.mark.parametrize("glob", ["tricky/sub/deeper", "tricky/sub/deeper/"])
+def test_restore_of_a_subset_by_glob(repository, tricky_tree, tmp_path, glob):
+    """"dir/" (as a shell completes it) means the directory: it matched nothing before."""
     result = backup(repository, tricky_tree)
-    restore(repository, result.backup_id, tmp_path / "out", globs=["tricky/sub/deeper"])
+    restore(repository, result.backup_id, tmp_path / "out", globs=[glob])
     out = tmp_path / "out" / "tricky"
     assert sorted(os.listdir(out)) == ["sub"]
     assert sorted(os.listdir(out / "sub")) == ["deeper"]

@@ -25,6 +25,8 @@ class Globs:
     def __init__(self, globs) -> None:
         self.globs = list(globs)
         self.matched: set[str] = set()
+        # "dir/" means the directory, as in a shell: paths in a backup end in no "/".
+        self._patterns = {g: g.rstrip("/") or g for g in self.globs}
 
     def match(self, path: Path, *, only_unmatched: bool = False) -> bool:
         """Whether a glob matches `path` (any path, without globs), noting which did;
@@ -36,7 +38,7 @@ class Globs:
         if not candidates:
             return False
         text = path_text(path)
-        hits = {g for g in candidates if fnmatch.fnmatchcase(text, g)}
+        hits = {g for g in candidates if fnmatch.fnmatchcase(text, self._patterns[g])}
         self.matched |= hits
         return bool(hits)
 
