@@ -939,3 +939,19 @@ def test_a_backup_without_du_on_the_path_goes_on(connected, corso, tricky_tree, 
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     create(corso, "--path", tricky_tree)
+
+
+def test_progress_shows_sizes_in_the_summarys_units():
+    """The bar said MB and MB/s, the summary after it MiB: one set of units."""
+    from types import SimpleNamespace
+
+    from rich.progress import Progress as RichBar
+
+    from corso_core.cli.progress import columns
+
+    bar = RichBar(*columns("backing up"))
+    task_id = bar.add_task("backing up", total=3 * 1024 * 1024, files=3)
+    bar.update(task_id, completed=1536 * 1024)
+    done, rate = columns("backing up")[2:4]
+    assert done.render(bar.tasks[0]).plain == "1.5/3.0 MiB"
+    assert rate.render(SimpleNamespace(speed=2.5 * 1024 * 1024)).plain == "2.5 MiB/s"

@@ -20,20 +20,9 @@ class TerminalProgress(Progress):
 
     def start(self, total_bytes: int | None) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
         from rich.progress import Progress as RichBar
 
-        self.bar = RichBar(
-            TextColumn(f"{self.verb} {{task.fields[files]}} files"), BarColumn(),
-            DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True)
+        self.bar = RichBar(*columns(self.verb), console=Console(stderr=True), transient=True)
         self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
         self.bar.start()
 
@@ -52,6 +41,29 @@ class TerminalProgress(Progress):
                 self.bar.stop()
             except OSError:  # the terminal is gone (a hangup): nothing left to show it on
                 pass
+
+
+def columns(verb: str) -> list:
+    """Files, bar, bytes done and total, rate, elapsed, ETA; sizes in the summary's units
+    (KiB, MiB: rich's own byte columns said MB, the summary that follows MiB)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            shown = f"{human_bytes(task.speed)}/s" if task.speed is not None else "?"
+            return Text(shown, style="progress.data.speed")
+
+    return [TextColumn(f"{verb} {{task.fields[files]}} files"), BarColumn(),
+            DownloadColumn(binary_units=True), Rate(), TimeElapsedColumn(),
+            TimeRemainingColumn()]
 
 
 def progress_for(verb: str) -> Progress:
