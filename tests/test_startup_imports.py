@@ -77,10 +77,11 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     monkeypatch.setattr(cli_main, "main", fake_main)
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
     # What run() sets for its whole process stays out of pytest's: the malloc arenas, and
-    # the terminating signals it ignores once main() is done, which every later test's corso
-    # would inherit (and go on when told to stop).
+    # the signals it ignores once main() is done, which every later test's corso would
+    # inherit (and go on when told to stop), and pytest's own Ctrl-C.
     monkeypatch.setattr(cli_main.arenas, "limit_malloc_arenas", lambda: False)
-    handlers = {signum: signal.getsignal(signum) for signum in cli_main.TERMINATING_SIGNALS}
+    handlers = {signum: signal.getsignal(signum)
+                for signum in (*cli_main.TERMINATING_SIGNALS, signal.SIGINT)}
     try:
         cli_main.run()
     finally:
@@ -88,6 +89,32 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
             signal.signal(signum, handler)
     assert events[-1] == ("exit", 3)
     assert ("flush", "unflushed") in events[:-1]
+
+
+#: A SIGTERM that arrives just as main() has returned, while run() reads its exit code.
+LATE_SIGNAL = """
+import os, signal
+from corso_core.cli import main as cli_main
+
+class Done(SystemExit):
+    @property
+    def code(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+def finished_main():
+    raise Done()
+
+cli_main.main = finished_main
+cli_main.run()
+"""
+
+
+def test_a_signal_as_the_command_ends_is_no_traceback():
+    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL], capture_output=True, text=True,
+                          timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr) in {(0, ""), (143, "corso: terminated (SIGTERM)\n")}
 
 
 def test_the_console_script_keeps_the_exit_code_of_an_error(tmp_path):

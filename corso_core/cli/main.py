@@ -164,14 +164,18 @@ def run() -> None:
     """
     arenas.limit_malloc_arenas()
     _handle_terminating_signals()
+    code = None
     try:
-        main()
-    except SystemExit as e:  # main() always ends with one, carrying an int
-        code = e.code
-    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one
-        code = _stopped_by(e)
-    for signum in TERMINATING_SIGNALS:  # the command is over: what is left is a flush
-        signal.signal(signum, signal.SIG_IGN)
+        try:
+            main()
+        except SystemExit as e:  # main() always ends with one, carrying an int
+            code = e.code
+        finally:  # the command is over: what is left is a flush, which no signal stops
+            for signum in (*TERMINATING_SIGNALS, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
+    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one, or
+        if code is None:  # just as it returned (the command's own result then stands)
+            code = _stopped_by(e)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
