@@ -338,3 +338,35 @@ def test_a_backup_announces_itself_then_reads_plans_then_the_index(repository):
     store.close()
     order = [c for c in storage.calls if c in ("put sessions", "list plans/", "list index/")]
     assert order[:3] == ["put sessions", "list plans/", "list index/"]
+
+
+def test_a_lost_index_blob_stops_maintenance_before_it_deletes_what_a_backup_uses(
+        repository, tmp_path):
+    """B stores only trees of its own, its files' data deduplicated into A's packs; A is
+    deleted, then the index blob that listed A's packs is lost. Those packs, listed by no
+    index blob, looked unused: maintenance deleted all of B's data (exploratory test)."""
+    from corso_core.upkeep.repair import run_repair
+
+    tree_a = make_tree(tmp_path / "a", 1)
+    first = back_up(repository, tree_a)
+    a_index = [blob.key for blob in repository.storage.list("index/")]
+    tree_b = tmp_path / "b"
+    shutil.copytree(tree_a, tree_b)
+    for file in tree_b.rglob("*.bin"):  # every directory's tree differs from A's
+        os.utime(file, ns=(10**18, 10**18))
+    second = back_up(repository, tree_b)
+    delete_manifests(repository, [first])
+    for key in a_index:
+        repository.storage.delete(key)
+    data_packs = count(repository, names.DATA_PACK)
+
+    with pytest.raises(Corrupted, match="chunk.* that backups use are in no stored pack the "
+                                        "index lists.*run corso repo verify, then corso repo "
+                                        "repair"):
+        maintain(repository, safety="none")
+    assert count(repository, names.DATA_PACK) == data_packs  # nothing deleted
+
+    assert run_repair(repository).packs_indexed  # indexes A's packs again: B is whole
+    maintain(repository, safety="none")
+    assert not restore_into(repository, second, tmp_path / "out").errors
+    assert snapshot(tmp_path / "out" / "b") == snapshot(tree_b)

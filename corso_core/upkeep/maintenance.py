@@ -290,22 +290,15 @@ class _Run:
 
     def plan(self, max_unused: float) -> str | None:
         """Write a deletion plan and the index without its packs; the plan's ID, or None."""
-        used = self.used_chunks()
+        used, stored, used_bytes = self.located_use()
         planned = {ref for plan in self.plans.values() for ref in plan.packs}
         live = self.live_sessions()
         protected = {ref for name, refs in self.index_blobs.items()
                      if name.split(".")[0] in live for ref in refs}
-        stored = {(kind, name): info for kind in names.PACK_KINDS
-                  for name, info in self.listing[kind].items()}
 
         def old(ref: PackRef) -> bool:
             return self.now - stored[ref].mtime >= self.window
 
-        used_bytes: Counter[PackRef] = Counter()
-        for chunk_id in used:
-            location = self.counted_copy(chunk_id, stored)
-            if location is not None:
-                used_bytes[(location.kind, location.pack)] += location.length
         candidates = [ref for ref in stored if ref not in planned and ref not in protected
                       and old(ref)]
         unused_packs = [ref for ref in candidates if not used_bytes[ref]]
@@ -343,6 +336,36 @@ class _Run:
         self.report.plans_made += 1
         self.report.packs_rewritten += len(rewrite)
         return plan_id
+
+    def located_use(self) -> tuple[set[bytes], dict[PackRef, BlobInfo], Counter[PackRef]]:
+        """The chunks backups use, the packs stored, and the bytes each pack holds of them.
+
+        Every used chunk must be in a stored pack the index lists: a pack that no index blob
+        lists looks unused, so one whose index blob was lost would be deleted with what
+        backups still need in it, and one that is gone cannot be read. Either stops the run
+        before it deletes anything (repo repair indexes packs again, and forgets lost ones).
+        What another maintenance run moved meanwhile is looked for again, once.
+        """
+        for attempt in range(2):
+            used = self.used_chunks()
+            stored = {(kind, name): info for kind in names.PACK_KINDS
+                      for name, info in self.listing[kind].items()}
+            used_bytes: Counter[PackRef] = Counter()
+            lost = []
+            for chunk_id in used:
+                location = self.counted_copy(chunk_id, stored)
+                if location is None:
+                    lost.append(chunk_id)
+                else:
+                    used_bytes[(location.kind, location.pack)] += location.length
+            if not lost:
+                return used, stored, used_bytes
+            if not attempt:
+                self.load()
+        raise Corrupted(f"maintenance stopped, nothing deleted: {len(lost)} chunk(s) that "
+                        f"backups use are in no stored pack the index lists (chunk "
+                        f"{lost[0].hex()}): an index blob or a pack is lost; run corso repo "
+                        "verify, then corso repo repair")
 
     def counted_copy(self, chunk_id: bytes, stored) -> Location | None:
         """The copy of a used chunk that counts as used (and is kept): the first indexed in a
