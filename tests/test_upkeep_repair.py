@@ -5,6 +5,7 @@ is named apart, with the way out (deleting it)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 
@@ -12,6 +13,7 @@ from cli_fixtures import one_error_line
 from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a fixture)
 from test_upkeep_verify import (  # noqa: F401 (three_backups is a fixture)
     PASSPHRASE,
+    back_up,
     blob_of,
     flip,
     make_tree,
@@ -124,3 +126,35 @@ def test_repair_read_data_lets_the_next_backup_store_a_damaged_chunk_again(
                  str(tmp_path / "out")).code == 0
     assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
 
+
+
+def test_a_lost_pack_is_forgotten_so_the_next_backup_stores_its_chunks_again(
+        three_backups, tmp_path):  # noqa: F811
+    """Repair kept a lost pack's index entries: every later backup of the same files
+    deduplicated against them, exited 0, and could not be restored (exploratory test)."""
+    repo, repository, backups, added = copy_of(three_backups, tmp_path)
+    lost = blob_of(added["C"], "data")
+    (repo / lost).unlink()
+    report = run_repair(repository)
+    assert report.lost_packs_forgotten == [lost]
+    assert list(report.beyond_repair) == [backups["C"][0]]  # what it held is gone
+    again = back_up(repository, backups["C"][1])
+    tree = backups["C"][1]
+    assert not restore_into(repository, again, tmp_path / "out").errors
+    assert snapshot(tmp_path / "out" / tree.name) == snapshot(tree)
+    assert verify(repository).clean  # C heals too: the same chunks, stored again
+
+
+def test_a_pack_cut_short_damages_the_backups_using_what_it_lost(three_backups, tmp_path):  # noqa: F811
+    """verify said '1 damaged blob(s) affecting 0 backup(s)', repair exited 0, and a
+    restore failed 42 files (exploratory test)."""
+    repo, repository, backups, added = copy_of(three_backups, tmp_path)
+    pack = repo / blob_of(added["C"], "data")
+    os.truncate(pack, pack.stat().st_size // 2)
+    backup_id, tree = backups["C"]
+    assert list(verify(repository).damaged_backups) == [backup_id]
+    report = run_repair(repository)
+    assert report.damaged_chunks_dropped and list(report.beyond_repair) == [backup_id]
+    again = back_up(repository, tree)
+    assert not restore_into(repository, again, tmp_path / "out").errors
+    assert snapshot(tmp_path / "out" / tree.name) == snapshot(tree)

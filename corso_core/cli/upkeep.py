@@ -138,6 +138,11 @@ def repair_command(repository: Repository, read_data: bool) -> None:
     report = run_repair(repository, progress_for("repairing"), read_data=read_data)
     lines = [f"{report.packs_indexed} packs indexed again in {report.index_blobs_written} new "
              f"index blob(s); {len(report.removed)} damaged blob(s) removed."]
+    if report.lost_packs_forgotten:
+        lines.append(f"{len(report.lost_packs_forgotten)} lost pack(s) taken out of the index: "
+                     "the next backup stores their chunks again from the files that still "
+                     "have them.")
+        lines += [f"lost: {key}" for key in report.lost_packs_forgotten]
     if report.damaged_chunks_dropped:
         lines.append(f"{report.damaged_chunks_dropped} damaged chunk(s) taken out of the index: "
                      "the next backup stores them again from the files that still have them.")

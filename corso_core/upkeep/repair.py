@@ -8,6 +8,9 @@ uses. Afterwards the structure is checked again, and each backup still damaged i
 with the reason (a lost pack cannot be rebuilt from anything); a backup whose manifest is
 damaged is reported apart: its data may well be there, but only deleting it is left.
 
+A pack the index lists that is not stored (lost) is taken out of the index the same way as a
+damaged chunk below, and for the same reason: backups stop deduplicating against it.
+
 With `read_data`, every pack is also read, and each chunk that fails authentication or its
 hash is taken out of the index (its index blobs are written again without it, then the old
 ones deleted). The backups that used it stay damaged, but the next backup no longer
@@ -40,7 +43,8 @@ class RepairReport:
     unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
     beyond_repair: dict[str, list[str]] = field(default_factory=dict)  # backup -> why
     damaged_manifests: dict[str, str] = field(default_factory=dict)  # backup -> why
-    damaged_chunks_dropped: int = 0  # index entries taken out (--read-data)
+    damaged_chunks_dropped: int = 0  # index entries taken out (damaged, cut off)
+    lost_packs_forgotten: list[str] = field(default_factory=list)  # indexed, not stored
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -85,6 +89,12 @@ def run_repair(repository, progress: Progress | None = None, *,
             names.key(names.PLAN, n) for n in sorted(damaged_plans)]:
         storage.delete(key)
         report.removed.append(key)
+    stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
+    lost = {ref for ref in index.pack_refs() if ref not in stored}
+    if lost:
+        report.lost_packs_forgotten = sorted(names.key(*ref) for ref in lost)
+        _drop_from_index(repository, {(entry.chunk_id, ref) for ref in lost
+                                      for entry in index.index_entries(ref)})
     checked = verify(repository, ALL if read_data else None, progress)
     if checked.damaged_chunks:
         report.damaged_chunks_dropped = _drop_from_index(repository, checked.damaged_chunks)

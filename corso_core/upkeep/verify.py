@@ -87,8 +87,8 @@ class VerifyReport:
     packs_read: int = 0
     bytes_read: int = 0
     unindexed_packs: int = 0  # leftovers of interrupted backups: maintenance removes them
-    #: (chunk ID, pack) of each chunk read that failed authentication or its hash: what
-    #: `repo repair --read-data` takes out of the index.
+    #: (chunk ID, pack) of each chunk read that failed authentication or its hash, or indexed
+    #: past the end of a pack cut short: what `repo repair` takes out of the index.
     damaged_chunks: set[tuple[bytes, PackRef]] = field(default_factory=set)
 
     @property
@@ -175,10 +175,13 @@ def _read_pack(repository, ref: PackRef, indexed: dict[bytes, tuple[int, int]]
     return problems, bad, len(blob)
 
 
-def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport) -> None:
+def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport
+                 ) -> set[tuple[bytes, PackRef]]:
     """Every pack the index names is stored, at least as large as its indexed entries make
     it (larger when `repo repair --read-data` took a damaged chunk of it out of the index;
-    reading it checks the rest, header and trailer included)."""
+    reading it checks the rest, header and trailer included). The chunks indexed past the
+    end of a pack cut short: they are lost as surely as a damaged one."""
+    cut: set[tuple[bytes, PackRef]] = set()
     for kind, name in sorted(chunk_map.pack_refs()):
         entries = chunk_map.pack_entries((kind, name))
         info = listing[kind].get(name)
@@ -189,6 +192,9 @@ def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport) -> None:
         elif info.size < expected:
             report.problem(names.key(kind, name), f"{kind} pack {name} is {info.size} bytes; "
                                                   f"its indexed entries make {expected}")
+            cut |= {(chunk_id, (kind, name)) for chunk_id, (offset, length) in entries.items()
+                    if offset + length > info.size}
+    return cut
 
 
 def _read_packs(repository, readable: Readable, refs: list[PackRef], listing,
@@ -259,18 +265,17 @@ def verify(repository, read_data: Subset | None = None,
         report.problem(names.key(names.PLAN, name), why)
     readable = Readable.of(chunk_map, plans)  # what backups may be read from
 
-    _check_packs(chunk_map, listing, report)
+    bad_locations = _check_packs(chunk_map, listing, report)
     stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
     report.packs = len(stored)
     report.unindexed_packs = len(stored - readable.packs())
-    bad_locations: set[tuple[bytes, PackRef]] = set()
     if read_data is not None:
         candidates = sorted(stored & readable.packs())
         chosen = read_data.select([name for _, name in candidates])
-        bad_locations = _read_packs(repository, readable,
-                                    [ref for ref in candidates if ref[1] in chosen], listing,
-                                    report, progress or Progress())
-        report.damaged_chunks = bad_locations
+        bad_locations |= _read_packs(repository, readable,
+                                     [ref for ref in candidates if ref[1] in chosen], listing,
+                                     report, progress or Progress())
+    report.damaged_chunks = bad_locations
     report.backups = len(listing[names.MANIFEST])
     _check_backups(repository, readable, readable.packs() - stored, bad_locations,
                    list(listing[names.MANIFEST]), report)
