@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 
+import pytest
 from cli_fixtures import one_error_line
 from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a fixture)
 from test_upkeep_verify import (  # noqa: F401 (three_backups is a fixture)
@@ -22,6 +23,7 @@ from test_upkeep_verify import (  # noqa: F401 (three_backups is a fixture)
 )
 from trees import snapshot
 
+from corso_core.errors import Corrupted
 from corso_core.repo.repository import open_repository
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.upkeep.repair import run_repair
@@ -158,3 +160,19 @@ def test_a_pack_cut_short_damages_the_backups_using_what_it_lost(three_backups, 
     again = back_up(repository, tree)
     assert not restore_into(repository, again, tmp_path / "out").errors
     assert snapshot(tmp_path / "out" / tree.name) == snapshot(tree)
+
+
+def test_a_lost_tree_pack_stops_the_next_backup_until_repair(three_backups, tmp_path):  # noqa: F811
+    """The backup builds on its previous one's trees: one lost stops it, saying what to do
+    (it said only that the pack was missing); after repair it reads the files again."""
+    repo, repository, backups, added = copy_of(three_backups, tmp_path)
+    (repo / blob_of(added["C"], "tree")).unlink()
+    tree = backups["C"][1]
+    with pytest.raises(Corrupted, match="in a tree of the previous backup, which this one "
+                                        "builds on; run corso repo verify, then corso repo "
+                                        "repair"):
+        back_up(repository, tree)
+    run_repair(repository)
+    again = back_up(repository, tree)
+    assert not restore_into(repository, again, tmp_path / "out").errors
+    assert set(verify(repository).damaged_backups) <= {backups["C"][0]}  # only the old one

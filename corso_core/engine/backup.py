@@ -37,7 +37,7 @@ from typing import Any
 
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
-from corso_core.errors import CorsoError, RepositoryError, UsageError
+from corso_core.errors import Corrupted, CorsoError, RepositoryError, UsageError
 from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
@@ -434,6 +434,10 @@ class _Backup:
             tree = read_tree(tree_id, self._indexed_chunk)
         except _NotIndexed:
             return _Previous()
+        except Corrupted as e:  # indexed, yet lost or damaged: deduplicating against what is
+            # indexed would not heal it (repair takes it out of the index, then this reads on)
+            raise Corrupted(f"{e}, in a tree of the previous backup, which this one builds on; "
+                            "run corso repo verify, then corso repo repair") from None
         return _Previous(tree_id, {e.name: e for e in tree.entries}, tree.pieces)
 
     def _indexed_chunk(self, chunk_id: bytes) -> bytes:
