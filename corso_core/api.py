@@ -22,6 +22,7 @@ from corso_core.errors import (
     UsageError,
 )
 from corso_core.hookspecs import hookimpl
+from corso_core.repo.names import is_blob_key
 from corso_core.sources.source import Metadata, Node, Source, SourceReader, SourceWriter
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import check_key
@@ -56,6 +57,7 @@ __all__ = [
     "UsageError",
     "check_key",
     "hookimpl",
+    "is_blob_key",
 ]
 
 

@@ -45,7 +45,8 @@ def exercise(storage) -> None:
         storage.delete(f"data/bb/blob{i:02d}")
     with pytest.raises(NotFound):
         storage.get("data/bb/blob00")
-    storage.request("CreateMultipartUpload", "data/cc/killed", Key=storage.prefix + "data/cc/k")
+    killed = "data/cc/cc" + "0" * 30  # a pack's key: an upload a killed backup left
+    storage.request("CreateMultipartUpload", killed, Key=storage.prefix + killed)
     assert storage.cleanup(0) == 1
 
 
@@ -84,7 +85,8 @@ def _put_multipart(storage):
 
 
 def _stale_upload_then_cleanup(storage):
-    storage.request("CreateMultipartUpload", "data/k", Key=storage.prefix + "data/k")
+    killed = "data/cc/cc" + "0" * 30
+    storage.request("CreateMultipartUpload", killed, Key=storage.prefix + killed)
     storage.cleanup(0)
 
 

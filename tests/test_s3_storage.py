@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,10 +45,13 @@ def test_large_blob_is_uploaded_in_parts(s3_storage):
     assert s3_storage.get("data/big", SMALL_PART - 2, 4) == data[SMALL_PART - 2 : SMALL_PART + 2]
 
 
+KILLED = "data/ab/ab" + "0" * 30  # a pack's key: an upload a killed backup left
+
+
 def test_cleanup_aborts_only_stale_uploads_of_its_own_prefix(s3_storage, seaweedfs):
     admin = seaweedfs.admin()
     mine = admin.create_multipart_upload(Bucket=seaweedfs.bucket,
-                                         Key=s3_storage.prefix + "data/ab/killed")
+                                         Key=s3_storage.prefix + KILLED)
     other = admin.create_multipart_upload(Bucket=seaweedfs.bucket, Key="elsewhere/data/x")
     try:
         assert s3_storage.cleanup(24 * 3600) == 0  # just started: maybe another host's, alive
@@ -139,3 +143,23 @@ def test_concurrent_inits_of_one_prefix_have_exactly_one_winner(seaweedfs, s3_pr
     stored = open_storage(seaweedfs.values(s3_prefix))
     winner = next(i for i, (o, _) in enumerate(outcomes) if o == "created")
     assert open_repository(stored, f"passphrase {winner}").repository_id == winners[0]
+
+
+def test_cleanup_at_the_bucket_root_leaves_others_uploads_alone(seaweedfs):
+    """A repository at the root of a bucket others use too: maintenance aborted their
+    uploads ('notes.txt', 'other/big-upload.bin') as it does a killed backup's (found by an
+    exploratory test). Only uploads of the repository's own kinds of blob go."""
+    admin = seaweedfs.admin()
+    bucket = f"shared-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    admin.create_bucket(Bucket=bucket)
+    storage = open_storage(seaweedfs.values("", bucket=bucket))
+    try:
+        uploads = {key: admin.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+                   for key in ("notes.txt", "other/big-upload.bin", "data/x", KILLED)}
+        assert storage.cleanup(0) == 1
+        left = {u["Key"] for u in admin.list_multipart_uploads(Bucket=bucket)["Uploads"]}
+        assert left == set(uploads) - {KILLED}
+        for key in left:
+            admin.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uploads[key])
+    finally:
+        storage.close()

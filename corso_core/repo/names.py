@@ -36,6 +36,12 @@ _SCHEMES = {
 }
 
 
+def is_blob_key(key: str) -> bool:
+    """Whether `key` is the key of a blob of one of the kinds above: what a storage may take
+    for a repository's own among others' (the multipart uploads maintenance aborts)."""
+    return any(parse_key(kind, key) is not None for kind in _SCHEMES)
+
+
 def new_pack_name() -> str:
     """Packs are named by 128 random bits: unique without coordination between clients."""
     return secrets.token_hex(16)

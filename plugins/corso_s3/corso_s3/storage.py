@@ -29,6 +29,7 @@ from corso_core.api import (
     StorageError,
     UsageError,
     check_key,
+    is_blob_key,
 )
 from corso_s3.body import BufferReader
 from corso_s3.client import DEFAULT_REGION
@@ -518,7 +519,8 @@ class S3Storage(BlobStorage):
             self._tell_of_kept_versions()
 
     def cleanup(self, older_than_seconds: float) -> int:
-        """Abort multipart uploads under the prefix initiated more than the given age ago.
+        """Abort multipart uploads of the repository's blobs under the prefix initiated more
+        than the given age ago (a repository at the bucket's root leaves others' alone).
 
         Ages are measured on the server's clock (its Date header), so another host's live
         upload is never cut because of local clock skew.
@@ -532,7 +534,7 @@ class S3Storage(BlobStorage):
                 key = upload["Key"][len(self.prefix) :]
                 # Whole seconds on both sides: the Date header has no fractions.
                 age = now - int(upload["Initiated"].timestamp())
-                if _follows_naming_scheme(key) and age >= older_than_seconds:
+                if is_blob_key(key) and age >= older_than_seconds:
                     self.request(
                         "AbortMultipartUpload", key, Key=upload["Key"],
                         UploadId=upload["UploadId"],
