@@ -170,7 +170,7 @@ def test_a_lost_tree_pack_stops_the_next_backup_until_repair(three_backups, tmp_
     tree = backups["C"][1]
     with pytest.raises(Corrupted, match="in a tree of the previous backup, which this one "
                                         "builds on; run corso repo verify, then corso repo "
-                                        "repair"):
+                                        "repair --read-data"):
         back_up(repository, tree)
     run_repair(repository)
     again = back_up(repository, tree)

@@ -223,6 +223,30 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     assert f"backup {backup_id} cannot be fully restored" in text.out and "file-" in text.out
 
 
+def test_cli_verify_advice_is_what_clears_the_damage(connected, corso, tmp_path):  # noqa: F811
+    """It said "run corso repo repair" for damage repair leaves as it is: a damaged upkeep
+    record (maintenance writes it again) and a backup damaged by a tree chunk, which no blob
+    check names (exploratory test)."""
+    tree = make_tree(tmp_path / "tree", 8)
+    backup_id = create(corso, "--path", str(tree))
+    assert corso("repo", "maintenance", "--safety", "none").code == 0
+    flip(connected / "upkeep" / "maintained")
+    record = corso("repo", "verify")
+    one_error_line(record, 1, "run corso repo maintenance, which writes the upkeep records")
+    assert corso("repo", "maintenance", "--safety", "none").code == 0
+    assert corso("repo", "verify").code == 0
+
+    [tree_pack] = [p for p in (connected / "tree").rglob("*") if p.is_file()]
+    data = bytearray(tree_pack.read_bytes())
+    data[40] ^= 1  # inside the first chunk: the root tree
+    tree_pack.write_bytes(bytes(data))
+    shutil.rmtree(os.environ["CORSO_CACHE_DIR"])  # its cached copy is sound
+    damaged = corso("repo", "verify")
+    one_error_line(damaged, 1, "0 damaged blob(s) affecting 1 backup(s)",
+                   "run corso repo repair --read-data, which takes damaged chunks out of the "
+                   "index, then back up again", f"corso backup delete files --backups {backup_id}")
+
+
 class ReadOnlyStorage(FilesystemStorage):
     """What read-only credentials give: reads work, every write is refused."""
 

@@ -67,6 +67,14 @@ def _what_to_do(report) -> list[str]:
         advice.append("what is named above as damaged data cannot be restored from this "
                       "repository; corso repo repair --read-data lets the next backup store it "
                       "again")
+    if damaged(names.UPKEEP) or damaged(names.SESSION):
+        advice.append("run corso repo maintenance, which writes the upkeep records again and "
+                      "removes stale sessions (repair leaves them)")
+    if not advice and report.damaged_backups:  # chunks damaged or out of the index
+        advice.append("run corso repo repair --read-data, which takes damaged chunks out of "
+                      "the index, then back up again: the next backup stores what is missing "
+                      "from the files that still hold it; a backup still named after that has "
+                      f"lost it for good: {delete_command(report.damaged_backups)}")
     return advice or ["run corso repo repair"]
 
 

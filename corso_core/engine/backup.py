@@ -437,7 +437,7 @@ class _Backup:
         except Corrupted as e:  # indexed, yet lost or damaged: deduplicating against what is
             # indexed would not heal it (repair takes it out of the index, then this reads on)
             raise Corrupted(f"{e}, in a tree of the previous backup, which this one builds on; "
-                            "run corso repo verify, then corso repo repair") from None
+                            "run corso repo verify, then corso repo repair --read-data") from None
         return _Previous(tree_id, {e.name: e for e in tree.entries}, tree.pieces)
 
     def _indexed_chunk(self, chunk_id: bytes) -> bytes:
