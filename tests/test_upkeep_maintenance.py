@@ -247,6 +247,10 @@ def test_cli_maintenance_reports_space_json_and_bad_input(connected, corso, tmp_
     assert text.code == 0 and "objects before" in text.out and "index" in text.out
     one_error_line(corso("repo", "maintenance", "--max-unused", "150%"), 2, "--max-unused")
     one_error_line(corso("repo", "maintenance", "--user", "x", "--host", "y"), 1, "--force")
+    # Owner names show in others' one-line errors: a newline split them (exploratory test).
+    for flag, value in (("--user", "ev\nil"), ("--user", ""), ("--host", "h\x1b[2J")):
+        one_error_line(corso("repo", "maintenance", flag, value), 2, flag,
+                       "must be printable and not empty")
 
 
 def test_metadata_mode_removes_dead_sessions_and_upload_leftovers_only(repository, tmp_path):

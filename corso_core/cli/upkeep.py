@@ -98,6 +98,13 @@ def _space_lines(before: dict, after: dict) -> list[str]:
     return lines
 
 
+def _owner_part(ctx, param, value: str | None) -> str | None:
+    """A user or host name for the owner record: shown in others' errors, so one line."""
+    if value is not None and (not value or not value.isprintable()):
+        raise click.BadParameter("must be printable and not empty")
+    return value
+
+
 @click.command("maintenance")
 @click.option("--mode", type=click.Choice(["metadata", "complete"]), default="complete",
               show_default=True,
@@ -108,8 +115,10 @@ def _space_lines(before: dict, after: dict) -> list[str]:
 @click.option("--safety", type=click.Choice(["full", "none"]), default="full",
               show_default=True,
               help="none: no safety window, only for a repository no other client writes to.")
-@click.option("--user", help="Owner of maintenance (default: the current user).")
-@click.option("--host", help="Host of the owner (default: this host's name).")
+@click.option("--user", callback=_owner_part,
+              help="Owner of maintenance (default: the current user).")
+@click.option("--host", callback=_owner_part,
+              help="Host of the owner (default: this host's name).")
 @click.option("--force", is_flag=True, help="Take over maintenance from another owner.")
 @uses_repository
 def maintenance_command(repository: Repository, mode: str, max_unused: float, safety: str,
