@@ -176,3 +176,26 @@ def test_a_lost_tree_pack_stops_the_next_backup_until_repair(three_backups, tmp_
     again = back_up(repository, tree)
     assert not restore_into(repository, again, tmp_path / "out").errors
     assert set(verify(repository).damaged_backups) <= {backups["C"][0]}  # only the old one
+
+
+def test_a_backup_stored_while_repair_lists_is_not_taken_for_lost(repository, tmp_path):
+    """Repair lists the packs, then the index blobs: a backup that stores a pack and its index
+    blob in between had its fresh pack 'forgotten' and was named beyond repair (a review)."""
+    back_up(repository, make_tree(tmp_path / "old", 1))
+    storage = repository.storage
+    storage_list = storage.list
+    done = []
+
+    def listing(prefix=""):
+        if prefix == "index/" and not done:  # packs listed already: a backup runs now
+            done.append(None)  # (its own listing of the index comes through here too)
+            done[0] = back_up(repository, make_tree(tmp_path / "new", 2))
+        return storage_list(prefix)
+
+    storage.list = listing
+    try:
+        report = run_repair(repository)
+    finally:
+        storage.list = storage_list
+    assert done and report.lost_packs_forgotten == [] and report.beyond_repair == {}
+    assert not restore_into(repository, done[0], tmp_path / "out").errors

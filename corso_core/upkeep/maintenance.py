@@ -340,10 +340,12 @@ class _Run:
     def located_use(self) -> tuple[set[bytes], dict[PackRef, BlobInfo], Counter[PackRef]]:
         """The chunks backups use, the packs stored, and the bytes each pack holds of them.
 
-        Every used chunk must be in a stored pack the index lists: a pack that no index blob
-        lists looks unused, so one whose index blob was lost would be deleted with what
-        backups still need in it, and one that is gone cannot be read. Either stops the run
-        before it deletes anything (repo repair indexes packs again, and forgets lost ones).
+        Every used chunk must be in a stored pack the index lists, or a deletion plan does (a
+        backup that deduplicated against a planned chunk keeps it: docs/format.md): a pack
+        that no index blob lists looks unused, so one whose index blob was lost would be
+        deleted with what backups still need in it, and one that is gone cannot be read.
+        Either stops the run before it deletes anything (repo repair indexes packs again, and
+        forgets lost ones).
         What another maintenance run moved meanwhile is looked for again, once.
         """
         for attempt in range(2):
@@ -352,12 +354,14 @@ class _Run:
                       for name, info in self.listing[kind].items()}
             used_bytes: Counter[PackRef] = Counter()
             lost = []
+            planned = Readable.of(self.index, self.plans).planned  # a backup may use those
             for chunk_id in used:
                 location = self.counted_copy(chunk_id, stored)
-                if location is None:
-                    lost.append(chunk_id)
-                else:
+                if location is not None:
                     used_bytes[(location.kind, location.pack)] += location.length
+                elif not any((loc.kind, loc.pack) in stored
+                             for loc in planned.locations(chunk_id)):
+                    lost.append(chunk_id)
             if not lost:
                 return used, stored, used_bytes
             if not attempt:

@@ -90,7 +90,7 @@ def run_repair(repository, progress: Progress | None = None, *,
         storage.delete(key)
         report.removed.append(key)
     stored = {(kind, name) for kind in names.PACK_KINDS for name in listing[kind]}
-    lost = {ref for ref in index.pack_refs() if ref not in stored}
+    lost = {ref for ref in index.pack_refs() if ref not in stored and _lost(storage, ref)}
     if lost:
         report.lost_packs_forgotten = sorted(names.key(*ref) for ref in lost)
         _drop_from_index(repository, {(entry.chunk_id, ref) for ref in lost
@@ -106,6 +106,16 @@ def run_repair(repository, progress: Progress | None = None, *,
                             checked.damaged_backups.items()
                             if backup_id not in report.damaged_manifests}
     return report
+
+
+def _lost(storage, ref: PackRef) -> bool:
+    """Whether a pack the index lists, missing from the listing, is really gone: packs were
+    listed before the index blobs, so a backup may have stored one (and indexed it) since."""
+    try:
+        storage.stat(names.key(*ref))
+    except NotFound:
+        return True
+    return False
 
 
 def _drop_from_index(repository, damaged: set[tuple[bytes, PackRef]]) -> int:
