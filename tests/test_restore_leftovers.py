@@ -92,21 +92,80 @@ def test_what_a_running_restore_holds_is_left_alone(destination):
     assert len(problems.warnings) == 1
 
 
+TOKEN = ".corso-restore-0123456789abcdef-"
+
+
+def forged_list(destination: Path, *records: tuple[Path, str]) -> Path:
+    """A list naming (staging directory, path of its parent) as a restore writes one."""
+    body = b"".join(b"%d %d %s\0" % (os.stat(staging).st_dev, os.stat(staging).st_ino,
+                                      os.fsencode(parent)) for staging, parent in records)
+    path = destination / f"{TOKEN}staging-list"
+    path.write_bytes(leftovers_module._HEADER + body)
+    return path
+
+
 def test_a_list_never_leads_through_a_symlink(destination, tmp_path):
-    token = ".corso-restore-0123456789abcdef-"
-    (tmp_path / "outside" / f"{token}staging").mkdir(parents=True)
-    (tmp_path / "outside" / f"{token}staging" / "kept").write_bytes(b"x")
+    outside = tmp_path / "outside" / f"{TOKEN}staging"
+    outside.mkdir(parents=True)
+    (outside / "kept").write_bytes(b"x")
     (destination / "link").symlink_to(tmp_path / "outside")
-    (destination / f"{token}staging-list").write_bytes(b"link\0")
+    forged_list(destination, (outside, "link"))
 
     writer, problems = open_writer(destination)
     writer.close()
-    assert (tmp_path / "outside" / f"{token}staging" / "kept").read_bytes() == b"x"
+    assert (outside / "kept").read_bytes() == b"x"
     [warning] = problems.warnings
-    assert warning.startswith(f"{destination / 'link' / (token + 'staging')}: left by an "
+    assert warning.startswith(f"{destination / 'link' / (TOKEN + 'staging')}: left by an "
                               "interrupted restore, not removed: ")
-    # Kept, for a later restore to try again: what it lists was not all removed.
-    assert (destination / f"{token}staging-list").exists()
+
+
+def test_a_directory_renamed_onto_a_listed_name_is_not_removed(destination):
+    """Whoever may rename entries in a shared destination renames the user's directory onto
+    a dead restore's staging name: it is not the directory listed, and stays (a review got
+    a whole project tree removed so)."""
+    staging = destination / f"{TOKEN}staging"
+    staging.mkdir()
+    forged_list(destination, (staging, ""))
+    staging.rmdir()
+    (destination / "projects" / "code").mkdir(parents=True)
+    (destination / "projects" / "code" / "main.c").write_bytes(b"int main;")
+    (destination / "projects").rename(staging)
+
+    writer, problems = open_writer(destination)
+    writer.close()
+    assert (staging / "code" / "main.c").read_bytes() == b"int main;"
+    [warning] = problems.warnings
+    assert warning.endswith("not removed: not the staging directory listed")
+
+
+def test_a_file_renamed_to_a_lists_name_is_no_list(destination):
+    """A file of the user's renamed to a list's name (it began with NUL: an icon) listed the
+    top of the destination, whose staging name another rename could fill."""
+    staging = destination / f"{TOKEN}staging"
+    staging.mkdir()
+    (staging / "mine").write_bytes(b"x")
+    (destination / f"{TOKEN}staging-list").write_bytes(b"\0\0\1\0icon")
+    writer, problems = open_writer(destination)
+    writer.close()
+    assert (staging / "mine").exists() and problems.warnings == []
+
+
+def test_what_a_finished_restore_left_is_not_a_leftover(destination):
+    """A restore that ran to its end says where it left what it could not put in place; the
+    next restore removed it as 'left by an interrupted restore' (a review)."""
+    writer, problems = open_writer(destination)
+    writer.make_dir((b"shared",), DIR_META)
+    handle = writer.start_file((b"shared", b"f"), FILE_META)
+    writer.write(handle, 0, b"fresh")
+    assert writer.finish_file(handle) is True
+    [staging] = leftovers(destination / "shared")
+    (destination / "shared" / staging / "kept").write_bytes(b"x")  # it cannot remove this one
+    writer.close()
+    assert any("not removed" in w for w in problems.warnings)
+    assert leftovers(destination) == []  # its list is gone
+    writer, problems = open_writer(destination)
+    writer.close()
+    assert (destination / "shared" / staging / "kept").exists() and problems.warnings == []
 
 
 @pytest.mark.timeout(20)

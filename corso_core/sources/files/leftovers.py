@@ -1,31 +1,35 @@
 """What a restore killed outright leaves in its destination, and the next restore's removal of it.
 
 A restore that is stopped (Ctrl-C, SIGTERM, a full disk) puts what it finished in place and
-removes its staging directories itself (writer.py). One killed outright (SIGKILL, the OOM
-killer, a crash) cannot: each staging directory it had made in an existing directory stays
-there, holding what it had built, under a name nobody else uses (".corso-restore-RANDOM-staging").
+removes its staging directories itself (writer.py); whatever it must leave there, it says
+where. One killed outright (SIGKILL, the OOM killer, a crash) cannot: each staging directory
+it had made in an existing directory stays there, holding what it had built, under a name
+nobody else uses (".corso-restore-RANDOM-staging").
 
-So a restore lists, in a file at the top of its destination (".corso-restore-RANDOM-staging-list"),
-every directory where it makes a staging directory, before making it, and holds a lock on
-that list (flock) for as long as it runs. A later restore into the same destination looks for
-lists whose lock nobody holds: their restores are gone, so it removes what they list, then
-the list. A list still locked belongs to a restore that is running, and is left alone.
+So a restore lists, in a file at the top of its destination (".corso-restore-RANDOM-
+staging-list"), each staging directory it makes: where, and which directory it is (device and
+inode), and holds a lock on that list (flock) for as long as it runs; at its end it removes the
+list, whatever it left. A later restore into the same destination looks for lists whose lock
+nobody holds: their restores were killed, so it removes the staging directories they list,
+then the list. A list still locked belongs to a restore that is running, and is left alone.
 
-Only lists that are regular files of this user are read. Every directory on the way to a
-listed one is opened without following a symlink, and the staging directory is removed
-without following any (shutil.rmtree's descriptor-based walk): a list can only have a
-staging directory of its own restore removed, below the destination.
+Whoever else may rename entries in the destination (a shared directory) must not be able to
+make that removal take anything else: a list is read only if it is a regular file of this
+user that begins with this module's header; every directory on the way to a listed one is
+opened without following a symlink; the staging directory must be the very one listed (device
+and inode) and hold only its restore's temp names, and it is emptied through the descriptor
+checked, so a directory renamed onto its
+name meanwhile is never entered (only the final rmdir goes by name, and fails on one not
+empty).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
 import os
 import re
-import shutil
 import stat
 from collections.abc import Callable
 
@@ -33,36 +37,37 @@ log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST = re.compile(rb"(\.corso-restore-[0-9a-f]{16}-)staging-list")
+_HEADER = b"corso restore staging list 1\n"
+#: One record: device, inode, then the path of the directory holding the staging directory
+#: (names joined by "/", none for the destination itself), ended by NUL: names hold neither.
+_RECORD = re.compile(rb"([0-9]+) ([0-9]+) (.*)", re.DOTALL)
 
-
-def list_name(temp_prefix: bytes) -> bytes:
-    return temp_prefix + b"staging-list"
+Path = tuple[bytes, ...]
 
 
 class StagingList:
-    """This restore's list of the directories holding its staging directories (paths below
-    the destination, names joined by "/", each ended by NUL: names hold neither)."""
+    """This restore's list of its staging directories, made with the first of them."""
 
     def __init__(self, root_fd: int, temp_prefix: bytes) -> None:
         self._root_fd = root_fd
-        self._name = list_name(temp_prefix)
+        self._name = temp_prefix + b"staging-list"
         self._fd: int | None = None
         self._unlisted = False  # no list could be made here: staging is not listed
 
-    def add(self, parent: tuple[bytes, ...]) -> None:
-        """Note `parent` before its staging directory is made (a restore killed in between
-        lists one that is not there, which is harmless). Where no list can be kept (the top
-        of the destination is not writable, a filesystem without flock), the restore goes on
-        as before lists: what it leaves if killed stays."""
+    def add(self, parent: Path, staging_fd: int) -> None:
+        """Note the staging directory just made in `parent` (open as `staging_fd`). Where no
+        list can be kept (the top of the destination is not writable, a filesystem without
+        flock), the restore goes on unlisted: what it leaves if killed stays."""
         if self._unlisted:
             return
+        st = os.fstat(staging_fd)
         try:
             if self._fd is None:
                 self._fd = self._create()
-            os.write(self._fd, b"/".join(parent) + b"\0")
+            os.write(self._fd, b"%d %d %s\0" % (st.st_dev, st.st_ino, b"/".join(parent)))
         except OSError as e:
             log.debug("staging directories not listed in %r: %s", self._name, e)
-            self.close(all_removed=True)
+            self.close()
             self._unlisted = True
 
     def _create(self) -> int:
@@ -74,30 +79,27 @@ class StagingList:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if os.fstat(fd).st_nlink:
+                    os.write(fd, _HEADER)
                     return fd
             except BaseException:
                 os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(self._name, dir_fd=self._root_fd)
+                _unlink(self._name, self._root_fd)
                 raise
             os.close(fd)
 
-    def close(self, all_removed: bool) -> None:
-        """Drop the list once its staging directories are gone; with one left (not empty:
-        said), keep it for the next restore, which removes what it lists."""
-        if self._fd is None:
-            return
-        try:
-            if all_removed:
-                os.unlink(self._name, dir_fd=self._root_fd)
-        finally:
+    def close(self) -> None:
+        """Drop the list: a restore that gets here has put in place, removed, or said where
+        it left, all it made; nothing of it is for a later restore to remove."""
+        if self._fd is not None:
+            _unlink(self._name, self._root_fd)
             os.close(self._fd)
             self._fd = None
 
 
-def remove_leftovers(root_fd: int, say: Callable[[tuple[bytes, ...], str], None]) -> None:
+def remove_leftovers(root_fd: int, say: Callable[[Path, str], None]) -> None:
     """Remove what the restores killed in this destination left, telling `say(path,
-    message)` about each staging directory removed or not."""
+    message)` about each staging directory removed or not. Never raises: a restore goes on
+    whatever it finds here."""
     try:
         entries = os.listdir(root_fd)
     except OSError:
@@ -105,10 +107,13 @@ def remove_leftovers(root_fd: int, say: Callable[[tuple[bytes, ...], str], None]
     for entry in entries:
         found = _LIST.fullmatch(os.fsencode(entry))
         if found:
-            _remove_listed(root_fd, found.group(0), found.group(1) + b"staging", say)
+            try:
+                _remove_listed(root_fd, found.group(0), found.group(1), say)
+            except OSError as e:
+                log.debug("leftovers of %r not removed: %s", found.group(0), e)
 
 
-def _remove_listed(root_fd: int, name: bytes, staging: bytes, say) -> None:
+def _remove_listed(root_fd: int, name: bytes, prefix: bytes, say) -> None:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=root_fd)
@@ -122,36 +127,81 @@ def _remove_listed(root_fd: int, name: bytes, staging: bytes, say) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return  # its restore is running (or locks do not work here: leave it)
+        if not os.fstat(fd).st_nlink:
+            return  # another restore removed it while this one waited
         listed = b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
-        left = False
-        for parent in dict.fromkeys(listed.split(b"\0")[:-1]):
-            path = tuple(parent.split(b"/")) if parent else ()
-            try:
-                _remove_staging(root_fd, path, staging)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                left = True
-                say((*path, staging), f"left by an interrupted restore, not removed: "
-                                      f"{e.strerror or e}")
-                continue
-            say((*path, staging), "removed: left by an interrupted restore")
-        if not left:
-            os.unlink(name, dir_fd=root_fd)
+        if not listed.startswith(_HEADER):
+            return  # not a list (a file renamed to its name), or one killed as it began
+        for record in dict.fromkeys(listed[len(_HEADER):].split(b"\0")[:-1]):
+            parsed = _RECORD.fullmatch(record)
+            if parsed:
+                identity = (int(parsed.group(1)), int(parsed.group(2)))
+                _remove_one(root_fd, parsed.group(3), prefix, identity, say)
+        _unlink(name, root_fd)
     finally:
         os.close(fd)
 
 
-def _remove_staging(root_fd: int, path: tuple[bytes, ...], staging: bytes) -> None:
-    """Remove `staging` in the directory at `path` below the destination, reached and walked
-    without following a symlink."""
-    fd = os.dup(root_fd)
+def _remove_one(root_fd: int, parent: bytes, prefix: bytes, identity: tuple[int, int],
+                say) -> None:
+    path, staging = tuple(parent.split(b"/")) if parent else (), prefix + b"staging"
+    try:
+        _remove_staging(root_fd, path, prefix, identity)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        say((*path, staging), f"left by an interrupted restore, not removed: {e.strerror or e}")
+        return
+    say((*path, staging), "removed: left by an interrupted restore")
+
+
+def _remove_staging(root_fd: int, path: Path, prefix: bytes, identity: tuple[int, int]) -> None:
+    """Remove the staging directory of the restore whose temp names begin with `prefix`, in
+    the directory at `path` below the destination, if it is the directory `identity` names
+    and holds only that restore's temp names (an inode number can be used again), reached and
+    emptied without following a symlink."""
+    staging = prefix + b"staging"
+    own = re.compile(re.escape(prefix) + rb"[0-9]+")
+    parent_fd = os.dup(root_fd)
     try:
         for name in path:
             if name in (b"", b".", b"..") or b"/" in name:
                 raise OSError(errno.EINVAL, "not a path below the destination")
-            parent_fd, fd = fd, os.open(name, _DIR_FLAGS, dir_fd=fd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
             os.close(parent_fd)
-        shutil.rmtree(staging, dir_fd=fd)
+            parent_fd = fd
+        fd = os.open(staging, _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != identity or not all(
+                    own.fullmatch(os.fsencode(n)) for n in os.listdir(fd)):
+                raise OSError(errno.ESTALE, "not the staging directory listed")
+            _empty(fd)
+        finally:
+            os.close(fd)
+        os.rmdir(staging, dir_fd=parent_fd)
     finally:
-        os.close(fd)
+        os.close(parent_fd)
+
+
+def _empty(fd: int) -> None:
+    """Remove everything in the directory open as `fd` (this user's own: a restore made it,
+    so its directories are made writable first, as a finished 0555 one is not)."""
+    for name in map(os.fsencode, os.listdir(fd)):
+        if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            try:
+                os.fchmod(sub, stat.S_IRWXU)
+                _empty(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+
+
+def _unlink(name: bytes, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError as e:  # a list left behind is read again, and is harmless
+        log.debug("%r not removed: %s", name, e)

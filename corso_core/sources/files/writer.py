@@ -208,7 +208,6 @@ class FilesWriter:
         # Where this restore makes staging directories, for the next one to remove them should
         # it be killed outright; and the removal of those of restores killed here before.
         self._staging_list = StagingList(self.root_fd, self._temp_prefix)
-        self._staging_left = False  # a staging directory not removed (said)
         remove_leftovers(self.root_fd, lambda path, message: self._say(path, message, False))
 
     # --- descriptors --------------------------------------------------------------------
@@ -383,11 +382,11 @@ class FilesWriter:
         if parent not in self._staged:
             with self._staging_lock:
                 if parent not in self._staged:
-                    self._staging_list.add(parent)
                     self._in(parent, self._dir_fd(parent),
                              lambda fd: os.mkdir(self._staging, 0o700, dir_fd=fd))
                     self._made.add(staging)
                     self._staged.add(parent)
+                    self._staging_list.add(parent, self._dir_fd(staging))
         return staging
 
     def _temp_fd(self, parent: Path) -> int:
@@ -410,7 +409,6 @@ class FilesWriter:
             try:
                 os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
             except OSError as e:
-                self._staging_left = True
                 self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
 
     def _stop_if_full(self, path: Path, error: Exception) -> None:
@@ -818,7 +816,7 @@ class FilesWriter:
         for path in list(self._apart):  # a stopped restore: its finished items, in place
             self._put_in_place(path)
         self._remove_staging()
-        self._staging_list.close(all_removed=not self._staging_left)
+        self._staging_list.close()
         for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
             self._close_up(path)
         for cache in self._caches:
