@@ -57,14 +57,56 @@ def test_a_directory_reached_through_a_swapped_in_symlink_is_not_listed(tmp_path
     reader, problems, victim, _ = _listed_then_swapped(tmp_path)
     assert reader.children(victim) == []
     assert problems.errors == [f"{tmp_path}/tree/zz/victim: changed while being read "
-                               "(replaced by another)"]
+                               "(a directory on its path was replaced)"]
 
 
 def test_a_file_reached_through_a_swapped_in_symlink_is_not_read(tmp_path):
     reader, problems, _, mine = _listed_then_swapped(tmp_path)
     assert reader.open(mine) is None
     assert problems.errors == [f"{tmp_path}/tree/zz/victim/mine: changed while being read "
-                               "(replaced by another)"]
+                               "(a directory on its path was replaced)"]
+
+
+def test_nothing_outside_the_tree_is_even_opened(tmp_path):
+    """Opening a device can act (a watchdog, a tape that rewinds): the file is opened in its
+    own directory, checked first, never by a path that leads elsewhere. A FIFO's writer,
+    waiting for a reader, tells whether it was opened."""
+    (tmp_path / "tree" / "zz" / "victim").mkdir(parents=True)
+    (tmp_path / "tree" / "zz" / "victim" / "dev").write_bytes(b"benign")
+    (tmp_path / "outside" / "victim").mkdir(parents=True)
+    os.mkfifo(tmp_path / "outside" / "victim" / "dev")
+    reader = FilesReader([os.fsencode(tmp_path / "tree")], [], Problems())
+    [zz] = reader.children(reader.roots()[0])
+    [device] = reader.children(reader.children(zz)[0])
+    os.rename(tmp_path / "tree" / "zz", tmp_path / "moved")
+    os.symlink(tmp_path / "outside", tmp_path / "tree" / "zz")
+    opened = threading.Event()
+
+    def writer():
+        with open(tmp_path / "outside" / "victim" / "dev", "wb"):  # waits for a reader
+            opened.set()
+
+    waiting = threading.Thread(target=writer, daemon=True)
+    waiting.start()
+    assert reader.open(device) is None
+    assert not opened.wait(0.5)
+    os.close(os.open(tmp_path / "outside" / "victim" / "dev", os.O_RDONLY))  # let it go
+    waiting.join(10)
+
+
+def test_a_file_saved_by_rename_since_the_listing_is_read_as_it_is_now(tmp_path):
+    """Editors save by writing a temp and renaming it over the name: a new inode in the same
+    directory is the file now, not a swap (it was left out as replaced: a review)."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "settings.json").write_bytes(b"old")
+    problems = Problems()
+    reader = FilesReader([os.fsencode(tmp_path / "tree")], [], problems)
+    [settings] = reader.children(reader.roots()[0])
+    (tmp_path / "tree" / "new").write_bytes(b"saved")
+    os.replace(tmp_path / "tree" / "new", tmp_path / "tree" / "settings.json")
+    content = reader.open(settings)
+    assert content.file.read() == b"saved" and problems.errors == []
+    content.close()
 
 
 @pytest.mark.timeout(20)

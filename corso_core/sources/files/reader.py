@@ -5,11 +5,15 @@ descriptor, so a file swapped for a symlink or a FIFO between listing and readin
 followed nor waited on. Sockets, FIFOs and devices are skipped with a warning.
 
 O_NOFOLLOW guards only a path's last name: whoever can write the tree could swap a directory
-on the way for a symlink to another (say to /etc), and a path through it would read there. So
-a directory is listed through a descriptor opened with O_NOFOLLOW, which must be the very
-directory its parent's listing saw (device and inode), and its entries are looked at through
-that descriptor; a file opened later must be the one listed, too. One swapped in between is
-reported as changed while being read, and left out.
+on the way for a symlink to another (say to /etc), and a path through it would lead there. So
+each node's handle carries the identity (device, inode) of the directory whose listing found
+it. A directory is listed through a descriptor opened with O_NOFOLLOW whose ".." must be that
+directory (".." of a mount's root is the mount point's parent: an automounted directory is
+its mount, as before), its entries looked at through that descriptor; a file is opened by its
+name in its directory, opened likewise and checked to be the one that listed it, so nothing
+outside the tree is ever opened (a device's open can act), and a file saved by rename since
+the listing is read as it is now. A directory swapped in between is reported as changed while
+being read, and left out.
 """
 
 from __future__ import annotations
@@ -22,7 +26,20 @@ from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-REPLACED = "changed while being read (replaced by another)"
+REPLACED = "changed while being read (a directory on its path was replaced)"
+
+
+class _Handle(bytes):
+    """A node's absolute path, and `parent`: the (device, inode) of the directory whose
+    listing found it (None for a path the user gave)."""
+
+    parent: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, path: bytes, parent: tuple[int, int] | None) -> _Handle:
+        handle = cls(path)
+        handle.parent = parent
+        return handle
 #: A file up to this size is read in by the kernel as soon as it is opened (the engine opens
 #: small files ahead of reading them, so the disk gets many requests at once).
 READ_IN_ON_OPEN = 1024 * 1024
@@ -75,9 +92,8 @@ def root_names(paths: list[bytes]) -> list[bytes]:
     return names
 
 
-def _is(st: os.stat_result, meta: Metadata) -> bool:
-    """Whether `st` is of the very file `meta` was taken from."""
-    return (st.st_ino, st.st_dev) == (meta.inode, meta.dev)
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 class FileContent:
@@ -118,9 +134,11 @@ class FilesReader:
         return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g)
                    for g in self.excludes)
 
-    def _node(self, name: bytes, path: bytes, dir_fd: int | None = None) -> Node | None:
-        """The node at `path`: looked at by `name` in the directory open as `dir_fd` if given,
-        else by path (a --path the user gave, symlinks on the way and all)."""
+    def _node(self, name: bytes, path: bytes, dir_fd: int | None = None,
+              parent: tuple[int, int] | None = None) -> Node | None:
+        """The node at `path`: looked at by `name` in the directory open as `dir_fd` (whose
+        identity is `parent`) if given, else by path (a --path the user gave, symlinks on the
+        way and all)."""
         where = path if dir_fd is None else name
         try:
             st = os.stat(where, dir_fd=dir_fd, follow_symlinks=False)
@@ -133,7 +151,7 @@ class FilesReader:
             what = _SKIPPED_KINDS.get(stat.S_IFMT(st.st_mode), "an unsupported file type")
             self.report.warning(path, f"skipped: {what}")
             return None
-        return Node(name=name, meta=meta, handle=path)
+        return Node(name=name, meta=meta, handle=_Handle.of(path, parent))
 
     def roots(self) -> list[Node]:
         found = (self._node(n, p) for n, p in zip(root_names(self.paths), self.paths, strict=True))
@@ -151,17 +169,20 @@ class FilesReader:
             self.report.error(node.handle, f"cannot list directory: {e.strerror}")
             return []
         try:
-            if not _is(os.fstat(fd), node.meta):
+            parent = getattr(node.handle, "parent", None)
+            if parent is not None and _identity(
+                    os.stat(b"..", dir_fd=fd, follow_symlinks=False)) != parent:
                 self.report.error(node.handle, REPLACED)
                 return []
             names = sorted(os.fsencode(name) for name in os.listdir(fd))
+            identity = _identity(os.fstat(fd))
             found = []
             prefix = node.handle.rstrip(b"/") + b"/"
             for name in names:
                 child_path = prefix + name
                 if self._excluded(child_path):
                     continue
-                child = self._node(name, child_path, fd)
+                child = self._node(name, child_path, fd, identity)
                 if child is not None:
                     found.append(child)
             return found
@@ -173,18 +194,17 @@ class FilesReader:
 
     def open(self, node: Node) -> FileContent | None:
         try:
-            fd = os.open(node.handle, _OPEN_FLAGS)
+            fd = self._open_in_its_directory(node.handle)
         except OSError as e:
             self.report.error(node.handle, f"cannot open: {e.strerror}")
+            return None
+        if fd is None:
+            self.report.error(node.handle, REPLACED)
             return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(0, "no longer a regular file")
-            if not _is(st, node.meta):
-                os.close(fd)
-                self.report.error(node.handle, REPLACED)
-                return None
             if st.st_size <= READ_IN_ON_OPEN:
                 _read_in(fd)
             return FileContent(fd, metadata(st))
@@ -192,3 +212,19 @@ class FilesReader:
             os.close(fd)
             self.report.error(node.handle, f"cannot read: {e.strerror}")
             return None
+
+    @staticmethod
+    def _open_in_its_directory(handle: bytes) -> int | None:
+        """The file open by its name in the directory that listed it; None if the path now
+        leads to another directory (one on the way was swapped)."""
+        parent = getattr(handle, "parent", None)
+        if parent is None:  # a path the user gave
+            return os.open(handle, _OPEN_FLAGS)
+        directory, name = os.path.split(handle)
+        dir_fd = os.open(directory, _DIR_FLAGS)
+        try:
+            if _identity(os.fstat(dir_fd)) != parent:
+                return None
+            return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
