@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,29 @@ def test_the_next_restore_removes_what_a_killed_one_left(destination):
     assert problems.warnings == [f"{destination / 'shared' / staging}: {REMOVED}"]
     writer.close()
     assert os.listdir(destination) == ["shared"]
+
+
+def test_the_empty_directory_a_killed_restore_held_a_name_with_goes_too(destination):
+    """A directory the restore makes in an existing one holds its name empty (0700) while it
+    is built apart: left by a killed restore, the next one entered it as an existing
+    directory and kept its 0700 and its mtime."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            writer, _ = open_writer(destination)
+            writer.make_dir((b"new",), DIR_META)  # takes "new", builds it in staging
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert stat.S_IMODE(os.stat(destination / "new").st_mode) == 0o700
+    writer, problems = open_writer(destination)
+    assert not (destination / "new").exists() and leftovers(destination) == []
+    assert f"{destination / 'new'}: removed: left empty by an interrupted restore" in \
+        problems.warnings
+    assert writer.make_dir((b"new",), DIR_META)
+    writer.finish_dir((b"new",), DIR_META)
+    writer.close()
+    assert stat.S_IMODE(os.stat(destination / "new").st_mode) == 0o755
 
 
 def test_what_a_running_restore_holds_is_left_alone(destination):

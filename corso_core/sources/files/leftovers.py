@@ -41,6 +41,9 @@ _HEADER = b"corso restore staging list 1\n"
 #: One record: device, inode, then the path of the directory holding the staging directory
 #: (names joined by "/", none for the destination itself), ended by NUL: names hold neither.
 _RECORD = re.compile(rb"([0-9]+) ([0-9]+) (.*)", re.DOTALL)
+#: A name the restore took with an empty directory for one it built apart: "R", device, inode,
+#: the path of that directory.
+_RESERVED = re.compile(rb"R ([0-9]+) ([0-9]+) (.+)", re.DOTALL)
 
 Path = tuple[bytes, ...]
 
@@ -58,13 +61,23 @@ class StagingList:
         """Note the staging directory just made in `parent` (open as `staging_fd`). Where no
         list can be kept (the top of the destination is not writable, a filesystem without
         flock), the restore goes on unlisted: what it leaves if killed stays."""
+        st = os.fstat(staging_fd)
+        self._write(b"%d %d %s\0" % (st.st_dev, st.st_ino, b"/".join(parent)))
+
+    def add_reserved(self, path: Path, reserved_fd: int) -> None:
+        """Note the empty directory that holds the name `path` for one built apart: left by
+        a killed restore, a later one would enter it as an existing directory and keep its
+        0700 and its mtime."""
+        st = os.fstat(reserved_fd)
+        self._write(b"R %d %d %s\0" % (st.st_dev, st.st_ino, b"/".join(path)))
+
+    def _write(self, record: bytes) -> None:
         if self._unlisted:
             return
-        st = os.fstat(staging_fd)
         try:
             if self._fd is None:
                 self._fd = self._create()
-            os.write(self._fd, b"%d %d %s\0" % (st.st_dev, st.st_ino, b"/".join(parent)))
+            os.write(self._fd, record)
         except OSError as e:
             log.debug("staging directories not listed in %r: %s", self._name, e)
             self.close()
@@ -132,11 +145,15 @@ def _remove_listed(root_fd: int, name: bytes, prefix: bytes, say) -> None:
         listed = b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
         if not listed.startswith(_HEADER):
             return  # not a list (a file renamed to its name), or one killed as it began
-        for record in dict.fromkeys(listed[len(_HEADER):].split(b"\0")[:-1]):
-            parsed = _RECORD.fullmatch(record)
-            if parsed:
+        records = list(dict.fromkeys(listed[len(_HEADER):].split(b"\0")[:-1]))
+        for record in records:  # the staging directories first: what they held is gone then
+            if parsed := _RECORD.fullmatch(record):
                 identity = (int(parsed.group(1)), int(parsed.group(2)))
                 _remove_one(root_fd, parsed.group(3), prefix, identity, say)
+        for record in records:
+            if parsed := _RESERVED.fullmatch(record):
+                identity = (int(parsed.group(1)), int(parsed.group(2)))
+                _remove_reserved(root_fd, tuple(parsed.group(3).split(b"/")), identity, say)
         _unlink(name, root_fd)
     finally:
         os.close(fd)
@@ -155,13 +172,28 @@ def _remove_one(root_fd: int, parent: bytes, prefix: bytes, identity: tuple[int,
     say((*path, staging), "removed: left by an interrupted restore")
 
 
-def _remove_staging(root_fd: int, path: Path, prefix: bytes, identity: tuple[int, int]) -> None:
-    """Remove the staging directory of the restore whose temp names begin with `prefix`, in
-    the directory at `path` below the destination, if it is the directory `identity` names
-    and holds only that restore's temp names (an inode number can be used again), reached and
-    emptied without following a symlink."""
-    staging = prefix + b"staging"
-    own = re.compile(re.escape(prefix) + rb"[0-9]+")
+def _remove_reserved(root_fd: int, path: Path, identity: tuple[int, int], say) -> None:
+    """Remove the empty directory a killed restore held `path` with, if it is still that
+    very directory and empty (rmdir fails on one that is not)."""
+    try:
+        parent_fd = _open_below(root_fd, path[:-1])
+        try:
+            fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent_fd)
+            try:
+                if _identity(fd) != identity or os.listdir(fd):
+                    return  # put in place since, or filled: not a leftover
+            finally:
+                os.close(fd)
+            os.rmdir(path[-1], dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+    except OSError:
+        return  # gone, or not what was listed: nothing to say
+    say(path, "removed: left empty by an interrupted restore")
+
+
+def _open_below(root_fd: int, path: Path) -> int:
+    """The directory at `path` below the destination, reached without following a symlink."""
     parent_fd = os.dup(root_fd)
     try:
         for name in path:
@@ -170,10 +202,29 @@ def _remove_staging(root_fd: int, path: Path, prefix: bytes, identity: tuple[int
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
             os.close(parent_fd)
             parent_fd = fd
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    return parent_fd
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _remove_staging(root_fd: int, path: Path, prefix: bytes, identity: tuple[int, int]) -> None:
+    """Remove the staging directory of the restore whose temp names begin with `prefix`, in
+    the directory at `path` below the destination, if it is the directory `identity` names
+    and holds only that restore's temp names (an inode number can be used again), reached and
+    emptied without following a symlink."""
+    staging = prefix + b"staging"
+    own = re.compile(re.escape(prefix) + rb"[0-9]+")
+    parent_fd = _open_below(root_fd, path)
+    try:
         fd = os.open(staging, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != identity or not all(
+            if _identity(fd) != identity or not all(
                     own.fullmatch(os.fsencode(n)) for n in os.listdir(fd)):
                 raise OSError(errno.ESTALE, "not the staging directory listed")
             _empty(fd)

@@ -600,6 +600,11 @@ class FilesWriter:
         put in place; without it, `path` is not kept either."""
         built = self._temp_name()
         try:
+            reserved = os.open(self._actual(path), _DIR_FLAGS, dir_fd=fd)
+            try:
+                self._staging_list.add_reserved((*path[:-1], self._actual(path)), reserved)
+            finally:
+                os.close(reserved)
             os.mkdir(built, 0o700, dir_fd=self._temp_fd(path[:-1]))
         except BaseException:
             os.rmdir(self._actual(path), dir_fd=fd)
