@@ -98,6 +98,32 @@ def test_the_empty_directory_a_killed_restore_held_a_name_with_goes_too(destinat
     assert stat.S_IMODE(os.stat(destination / "new").st_mode) == 0o755
 
 
+def test_a_staging_directory_made_just_before_the_kill_goes_too(destination, monkeypatch):
+    """Killed between making a staging directory and listing it (its device and inode are
+    known only once it exists): the intent listed before it was made names it (a test run
+    under load left one behind)."""
+    monkeypatch.setattr(leftovers_module.StagingList, "add", lambda *a: os._exit(0))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            writer, _ = open_writer(destination)
+            writer.make_dir((b"shared",), DIR_META)
+            handle = writer.start_file((b"shared", b"f"), FILE_META)
+            writer.write(handle, 0, b"fre")  # makes shared's staging: killed as it lists it
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    monkeypatch.undo()
+    stagings = [where / name for where in (destination, destination / "shared")
+                for name in leftovers(where) if name.endswith("-staging")]
+    assert len(stagings) == 1 and not os.listdir(stagings[0])  # made, empty, not listed
+    writer, problems = open_writer(destination)
+    writer.close()
+    assert leftovers(destination / "shared") == [] and leftovers(destination) == []
+    assert problems.warnings == [f"{stagings[0]}: removed: left empty by an interrupted "
+                                 "restore"]
+
+
 def test_what_a_running_restore_holds_is_left_alone(destination):
     go_on_r, go_on_w = os.pipe()
     pid = restore_half_a_file(destination, go_on_reading=go_on_r)

@@ -44,6 +44,9 @@ _RECORD = re.compile(rb"([0-9]+) ([0-9]+) (.*)", re.DOTALL)
 #: A name the restore took with an empty directory for one it built apart: "R", device, inode,
 #: the path of that directory.
 _RESERVED = re.compile(rb"R ([0-9]+) ([0-9]+) (.+)", re.DOTALL)
+#: A staging directory about to be made: "P", the path of the directory it goes in. Killed
+#: before its own record, the restore leaves it empty (nothing goes in before the record).
+_PENDING = re.compile(rb"P (.*)", re.DOTALL)
 
 Path = tuple[bytes, ...]
 
@@ -56,6 +59,10 @@ class StagingList:
         self._name = temp_prefix + b"staging-list"
         self._fd: int | None = None
         self._unlisted = False  # no list could be made here: staging is not listed
+
+    def add_pending(self, parent: Path) -> None:
+        """Note, before it is made, the staging directory about to be made in `parent`."""
+        self._write(b"P %s\0" % b"/".join(parent))
 
     def add(self, parent: Path, staging_fd: int) -> None:
         """Note the staging directory just made in `parent` (open as `staging_fd`). Where no
@@ -153,7 +160,10 @@ def _remove_listed(root_fd: int, name: bytes, prefix: bytes, say) -> None:
         for record in records:
             if parsed := _RESERVED.fullmatch(record):
                 identity = (int(parsed.group(1)), int(parsed.group(2)))
-                _remove_reserved(root_fd, tuple(parsed.group(3).split(b"/")), identity, say)
+                _remove_empty(root_fd, tuple(parsed.group(3).split(b"/")), identity, say)
+            elif parsed := _PENDING.fullmatch(record):
+                where = tuple(parsed.group(1).split(b"/")) if parsed.group(1) else ()
+                _remove_empty(root_fd, (*where, prefix + b"staging"), None, say)
         _unlink(name, root_fd)
     finally:
         os.close(fd)
@@ -172,15 +182,16 @@ def _remove_one(root_fd: int, parent: bytes, prefix: bytes, identity: tuple[int,
     say((*path, staging), "removed: left by an interrupted restore")
 
 
-def _remove_reserved(root_fd: int, path: Path, identity: tuple[int, int], say) -> None:
-    """Remove the empty directory a killed restore held `path` with, if it is still that
-    very directory and empty (rmdir fails on one that is not)."""
+def _remove_empty(root_fd: int, path: Path, identity: tuple[int, int] | None, say) -> None:
+    """Remove the empty directory a killed restore left at `path` (a name it held, a staging
+    directory it made last), if it is still that very directory (when known) and empty
+    (rmdir fails on one that is not)."""
     try:
         parent_fd = _open_below(root_fd, path[:-1])
         try:
             fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent_fd)
             try:
-                if _identity(fd) != identity or os.listdir(fd):
+                if identity not in (None, _identity(fd)) or os.listdir(fd):
                     return  # put in place since, or filled: not a leftover
             finally:
                 os.close(fd)

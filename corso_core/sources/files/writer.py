@@ -382,6 +382,7 @@ class FilesWriter:
         if parent not in self._staged:
             with self._staging_lock:
                 if parent not in self._staged:
+                    self._staging_list.add_pending(parent)
                     self._in(parent, self._dir_fd(parent),
                              lambda fd: os.mkdir(self._staging, 0o700, dir_fd=fd))
                     self._made.add(staging)
