@@ -572,6 +572,26 @@ def test_version_flag(corso):
         assert result.code == 0 and result.out == f"corso, version {__version__}\n"
 
 
+def test_help_and_version_that_stdout_cannot_take_are_one_error_line():
+    """`corso --help > /dev/full` was click's traceback, for the root, a group, a command and
+    a plugin's command alike."""
+    for args in (["--help"], ["-v"], ["backup", "-h"], ["backup", "create", "files", "--help"],
+                 ["repo", "init", "filesystem", "--help"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([CORSO, *args], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=60)
+        one_error_line(Result(done.returncode, "", done.stderr), 1,
+                       "cannot print the result to stdout: No space left on device")
+
+
+def test_a_group_without_its_command_shows_its_help_on_stderr(corso):
+    """`corso backup` alone: its help, as click gives it, not prefixed `corso: error: Usage:`."""
+    result = corso("backup")
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("Usage: corso backup [OPTIONS] COMMAND [ARGS]...\n")
+    assert "  create " in result.err and "corso: error" not in result.err
+
+
 def test_hide_progress_and_log_flags_are_accepted_by_repo_commands(repo, corso, tmp_path):
     log = tmp_path / "info.log"
     result = corso("repo", "status", "--passphrase", "pw", "--hide-progress", "--log-level",

@@ -43,8 +43,16 @@ class LazyGroup(click.Group):
         return self.commands.get(name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-v", "--version", prog_name="corso")
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """click's --version, printed as every result is (output.print_text)."""
+    if value and not ctx.resilient_parsing:
+        output.print_text(f"corso, version {__version__}")
+        ctx.exit()
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 def cli() -> None:
     """Encrypted, deduplicated backups to object storage.
 
@@ -138,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         interrupted = isinstance(e.__cause__, KeyboardInterrupt)
         click.echo(f"corso: {'interrupted' if interrupted else 'aborted'}", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # `corso backup`: its help, as click's
+        e.show()
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         click.echo(f"corso: error: {_without_secrets(e.format_message(), argv_given)}",
                    err=True)

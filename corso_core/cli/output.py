@@ -68,7 +68,17 @@ def global_options() -> list[click.Option]:
         click.Option(["--log-file"], metavar="FILE", expose_value=False,
                      callback=_setter("log_file"),
                      help="Append the log to FILE (default: stderr)."),
+        click.Option(["-h", "--help"], is_flag=True, expose_value=False, is_eager=True,
+                     callback=_show_help, help="Show this message and exit."),
     ]
+
+
+def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """click's own --help, printed as every result is (a stdout that cannot take it is one
+    error line, not a traceback): the option's names take the place of click's."""
+    if value and not ctx.resilient_parsing:
+        print_text(ctx.get_help())
+        ctx.exit()
 
 
 _DETAILED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,12 +129,12 @@ class ReaderGone(Exception):
 def emit(data, text: str | None = None) -> None:
     """Print a command's result: `data` as JSON with --json, else `text` (or data as lines)."""
     if flags().json:
-        _print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text is not None:
-        _print(text)
+        print_text(text)
 
 
-def _print(text: str) -> None:
+def print_text(text: str) -> None:
     """A stdout that cannot take the result (a full disk or /dev/full behind a redirection,
     a closed descriptor) is an error, in one line on stderr, not a traceback; a reader gone is
     ReaderGone."""
