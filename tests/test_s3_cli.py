@@ -443,6 +443,31 @@ def test_check_access_names_the_missing_permission(corso, iam_s3):
     assert result.err.strip() == "corso: error: 1 of 10 checks failed: DeleteObject"
 
 
+def test_check_access_of_a_bucket_it_cannot_use_at_all_is_one_error_line(corso, seaweedfs):
+    """A missing bucket or refused credentials failed every probe alike: a table of ten rows
+    saying the same, "10 of 10 checks failed" (and an endpoint out of reach took a minute
+    of retries). The first probe's error is now the answer."""
+    missing = ["--bucket", "no-such-bucket-here", "--endpoint", seaweedfs.endpoint,
+               "--disable-tls", *with_keys(seaweedfs)]
+    for region in ([], ["--region", "us-east-1"]):
+        one_error_line(corso("repo", "check-access", "s3", *missing, *region), 1,
+                       "bucket no-such-bucket-here does not exist at")
+    keys = ["--aws-access-key", seaweedfs.access_key, "--aws-secret-access-key", "wrong"]
+    one_error_line(corso("repo", "check-access", "s3", *seaweedfs.flags("x/"), *keys), 1,
+                   "S3 refused the credentials")
+
+
+def test_check_access_with_a_region_given_leaves_out_get_bucket_location(corso, seaweedfs,
+                                                                        s3_prefix):
+    """With --region the repository never asks the bucket's region: no row says that
+    permission was checked (it said "ok" without a request)."""
+    result = corso("repo", "check-access", "s3", *seaweedfs.flags(s3_prefix), "--region",
+                   "us-east-1", *with_keys(seaweedfs), "--json")
+    assert result.code == 0, result
+    actions = [r["action"] for r in json.loads(result.out)["checks"]]
+    assert "GetBucketLocation" not in actions and "PutObject" in actions
+
+
 def test_check_access_reports_a_store_that_ignores_if_none_match(corso, seaweedfs, s3_prefix,
                                                                  monkeypatch):
     def ignoring_if_none_match(values):

@@ -3,6 +3,10 @@
 Each probe works under a scratch key inside the prefix and the probes clean up after
 themselves (as far as the permissions they test allow). A failed probe names the IAM
 permission it needs, so a user can fix the policy before any backup depends on it.
+
+A first probe that fails for another reason than its permission (no such bucket, an endpoint
+out of reach, refused credentials) ends the check with that error: every other probe would
+fail the same way (an unreachable endpoint, after a minute of retries each).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from corso_core.api import AlreadyExists, CorsoError
+from corso_s3.errors import ActionDenied
 from corso_s3.factory import unchecked_storage, use_bucket_region
 from corso_s3.permissions import permission_for
 
@@ -32,29 +37,36 @@ def check_access(values: Mapping[str, Any]) -> list[dict]:
             try:
                 state[action] = run()
                 row["ok"] = True
+            except ActionDenied as e:
+                row["error"] = str(e)
             except CorsoError as e:
+                if not rows:
+                    raise
                 row["error"] = str(e)
         rows.append(row)
 
     def request(operation: str, **params):
         return storage.request(operation, scratch, **params)
 
-    probe("GetBucketLocation", lambda: use_bucket_region(storage, values))
-    probe("PutObject", lambda: request("PutObject", Key=key, Body=b"corso access check"))
-    probe("GetObject", lambda: request("GetObject", Key=key)["Body"].read(), "PutObject")
-    rows.append(_conditional_create(request, key, "PutObject" in state))
-    probe("ListObjectsV2", lambda: request("ListObjectsV2", Prefix=key))
-    probe("CreateMultipartUpload",
-          lambda: request("CreateMultipartUpload", Key=key + ".mp")["UploadId"])
-    probe("UploadPart", lambda: request(
-        "UploadPart", Key=key + ".mp", UploadId=state["CreateMultipartUpload"], PartNumber=1,
-        Body=b"part"), "CreateMultipartUpload")
-    probe("ListMultipartUploads", lambda: request("ListMultipartUploads", Prefix=key))
-    probe("AbortMultipartUpload", lambda: request(
-        "AbortMultipartUpload", Key=key + ".mp", UploadId=state["CreateMultipartUpload"]),
-        "CreateMultipartUpload")
-    probe("DeleteObject", lambda: request("DeleteObject", Key=key), "PutObject")
-    storage.close()
+    try:
+        if not values.get("region"):  # given, the region is never asked: no row
+            probe("GetBucketLocation", lambda: use_bucket_region(storage, values))
+        probe("PutObject", lambda: request("PutObject", Key=key, Body=b"corso access check"))
+        probe("GetObject", lambda: request("GetObject", Key=key)["Body"].read(), "PutObject")
+        rows.append(_conditional_create(request, key, "PutObject" in state))
+        probe("ListObjectsV2", lambda: request("ListObjectsV2", Prefix=key))
+        probe("CreateMultipartUpload",
+              lambda: request("CreateMultipartUpload", Key=key + ".mp")["UploadId"])
+        probe("UploadPart", lambda: request(
+            "UploadPart", Key=key + ".mp", UploadId=state["CreateMultipartUpload"], PartNumber=1,
+            Body=b"part"), "CreateMultipartUpload")
+        probe("ListMultipartUploads", lambda: request("ListMultipartUploads", Prefix=key))
+        probe("AbortMultipartUpload", lambda: request(
+            "AbortMultipartUpload", Key=key + ".mp", UploadId=state["CreateMultipartUpload"]),
+            "CreateMultipartUpload")
+        probe("DeleteObject", lambda: request("DeleteObject", Key=key), "PutObject")
+    finally:
+        storage.close()
     return rows
 
 

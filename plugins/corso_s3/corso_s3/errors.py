@@ -52,6 +52,11 @@ NO_CREDENTIALS = (
 )
 
 
+class ActionDenied(PermissionDenied):
+    """Access denied to one S3 action (the IAM policy lacks its permission), as opposed to a
+    refusal of the credentials themselves, which no action gets past."""
+
+
 def error_code(error: BaseException | None) -> str:
     """The S3 error code ("NoSuchKey", "412"…) of a ClientError; "" for anything else."""
     if not isinstance(error, ClientError):
@@ -109,7 +114,7 @@ def _client_error(error: ClientError, operation: str, where: str, bucket: str, e
             "HeadObject": " (or the credentials are wrong)" if code == "403" else "",
             "GetBucketLocation": " (or give --region)",
         }.get(operation, "")
-        return PermissionDenied(
+        return ActionDenied(
             f"access denied: S3 {operation} on {where} needs IAM permission "
             f"{permission_for(operation)}{hint}"
         )
