@@ -102,6 +102,11 @@ class Kdf:
         return {"name": self.name, "n": self.n, "r": self.r, "p": self.p, "salt": _b64(self.salt)}
 
 
+#: Every field of a version-1 format blob, and of its `kdf`.
+_FIELDS = {"format_version", "repository_id", "kdf", "aead", "chunker", "wrapped_master_key"}
+_KDF_FIELDS = {"name", "n", "r", "p", "salt"}
+
+
 @dataclass(frozen=True)
 class FormatBlob:
     """The decoded format blob; `wrapped_master_key` opens only with the right passphrase."""
@@ -182,6 +187,12 @@ class FormatBlob:
                 f"format blob {name} has format version {version}; this corso reads version "
                 f"{FORMAT_VERSION} and older: upgrade corso"
             )
+        # The wrapping authenticates exactly the known fields (_associated_data): a field this
+        # corso does not know would be unauthenticated, so a blob holding one is refused.
+        unknown = sorted(set(fields) - _FIELDS) + sorted(
+            f"kdf.{key}" for key in set(fields.get("kdf") or ()) - _KDF_FIELDS)
+        if unknown:
+            raise corrupted(f"unknown field {', '.join(unknown)}")
         try:
             kdf_fields = fields["kdf"]
             decoded = cls(
