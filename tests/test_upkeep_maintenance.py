@@ -17,6 +17,7 @@ from test_backup_cli import connected, create, damage_manifest  # noqa: F401 (a 
 from test_upkeep_verify import PASSPHRASE, back_up, make_tree, restore_into
 from trees import TEST_CHUNK, snapshot
 
+from corso_core.engine import restore as restore_engine
 from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.errors import Corrupted, RepositoryError
 from corso_core.repo import names
@@ -225,6 +226,32 @@ def test_rewrite_brings_unused_space_under_the_bound(repository, tmp_path):
     needed = sum(p.stat().st_size for p in tree.rglob("*.bin"))
     assert stored <= needed * 1.05 + 4096  # random data: packs hold little besides it
     assert verify(repository, ALL).clean
+
+
+def test_a_restore_reads_on_when_maintenance_rewrote_its_packs_meanwhile(repository, tmp_path,
+                                                                         monkeypatch):
+    """A restore that loaded the index before maintenance rewrote the packs it reads found
+    them gone and stopped ("missing"; run it again, said the README): it now reads the index
+    again and takes the chunks from their copies."""
+    tree = make_tree(tmp_path / "tree", 4, files=8)
+    first = back_up(repository, tree)
+    for path in sorted(tree.rglob("*.bin"))[:5]:
+        path.unlink()
+    second = back_up(repository, tree)
+    delete_manifests(repository, [first])
+    reports = []
+    planned = restore_engine.plan_restore
+
+    def plan_then_maintain(*args):  # the restore's index is loaded, its trees read
+        plan = planned(*args)
+        reports.append(maintain(repository, safety="none", max_unused=5.0))
+        return plan
+
+    monkeypatch.setattr(restore_engine, "plan_restore", plan_then_maintain)
+    problems = restore_into(repository, second, tmp_path / "out")
+    assert reports[0].packs_rewritten >= 1 and reports[0].packs_deleted >= 1
+    assert not problems.errors
+    assert snapshot(tmp_path / "out" / "tree") == snapshot(tree)
 
 
 def test_owner_record_refuses_another_owner_unless_forced(repository):

@@ -44,6 +44,12 @@ from corso_core.storage.interface import BlobInfo
 
 log = logging.getLogger(__name__)
 
+
+class PackGone(Corrupted):
+    """A pack the index names is not in the storage. Maintenance may have rewritten it since
+    the index was loaded (its chunks are then in the copies, under newer index blobs): the
+    reads are tried once more against the index as it is now, and only then is it damage."""
+
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
 #: Ranges read and decrypted at once in get_many. A range (at most the storage's
@@ -479,8 +485,8 @@ class ChunkStore:
             return data
         except NotFound:
             first = piece.entries[0][0].hex()
-            raise Corrupted(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
-                            "missing") from None
+            raise PackGone(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
+                           "missing") from None
 
     def _open_entries(self, piece: _Range, data: memoryview) -> Iterator[tuple[bytes, bytes]]:
         for chunk_id, offset, length in piece.entries:
@@ -498,13 +504,28 @@ class ChunkStore:
                 self._cache.discard(names.key(piece.kind, piece.pack))
         raise AssertionError("unreachable")
 
+    def _reload_index(self) -> None:
+        """Read the deletion plans and the index blobs again (in that order, as __init__),
+        after a pack the index named was gone."""
+        planned = self._load_plans()
+        index, keys = self._load_index()
+        with self._lock:
+            self._planned, self._index, self._index_keys = planned, index, keys
+
     def get(self, chunk_id: bytes) -> bytes:
         """The chunk's plaintext, authenticated; Corrupted names the chunk otherwise."""
-        location = self._locate(chunk_id)
-        piece = _Range(location.kind, location.pack, location.offset,
-                       location.offset + location.length,
-                       ((chunk_id, location.offset, location.length),))
-        return self._open_range(piece)[0][1]
+        for attempt in range(2):
+            location = self._locate(chunk_id)
+            piece = _Range(location.kind, location.pack, location.offset,
+                           location.offset + location.length,
+                           ((chunk_id, location.offset, location.length),))
+            try:
+                return self._open_range(piece)[0][1]
+            except PackGone:
+                if attempt:
+                    raise
+                self._reload_index()
+        raise AssertionError("unreachable")
 
     def _plan(self, chunk_ids: Iterable[bytes]) -> list[_Range]:
         by_pack: dict[tuple[str, str], set[tuple[bytes, int, int]]] = defaultdict(set)
@@ -555,8 +576,26 @@ class ChunkStore:
         The storage is told which ranges come next, a bounded distance ahead (read_ahead).
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
-        raised here, once the threads have stopped.
+        raised here, once the threads have stopped. A pack gone (PackGone) is the exception:
+        the chunks not yet delivered are read once more, against the index loaded again.
         """
+        wanted = set(chunk_ids)
+        delivered: set[bytes] = set()
+        lock = threading.Lock()
+
+        def deliver_and_count(chunk_id: bytes, plaintext: bytes) -> None:
+            deliver(chunk_id, plaintext)
+            with lock:
+                delivered.add(chunk_id)
+
+        try:
+            self._get_all(wanted, deliver_and_count)
+        except PackGone as e:
+            log.info("%s: reading the index again (maintenance may have moved it)", e)
+            self._reload_index()
+            self._get_all(wanted - delivered, deliver)
+
+    def _get_all(self, chunk_ids: set[bytes], deliver: Callable[[bytes, bytes], None]) -> None:
         ranges = self._plan(chunk_ids)
         self._start_read_ahead(ranges)
         stop = threading.Event()
