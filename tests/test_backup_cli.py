@@ -843,6 +843,42 @@ def test_text_listings_keep_each_entry_on_one_line(connected, corso, tmp_path):
     assert os.fsencode(link["target"]) == b"tar\nget\xff"
 
 
+def snapshot_bytes(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_restore_never_writes_into_a_repository(connected, corso, tmp_path):
+    """A backup holding files named as a repository's blobs, restored with replace into the
+    repository's directory, overwrote its format blobs: every backup was lost (exploratory
+    test). Into the repository or below it: refused, nothing written; a repository met inside
+    the destination: left alone, its items reported."""
+    tree = tmp_path / "repo-look-alike"
+    tree.mkdir()
+    (tree / "format").write_bytes(b"junk")
+    (tree / "format-copy").write_bytes(b"junk")
+    backup_id = create(corso, "--path", str(tree / "format"), "--path",
+                       str(tree / "format-copy"))
+    before = snapshot_bytes(connected)
+    for destination in (connected, connected / "data", connected / "new" / "deeper"):
+        one_error_line(corso("restore", "files", "--backup", backup_id, "--destination",
+                             str(destination), "--collisions", "replace"), 2,
+                       f"destination {destination} is inside the corso repository at "
+                       f"{connected}: restore elsewhere")
+    assert snapshot_bytes(connected) == before
+
+    # The repository's parent as destination, and a backup with a directory of its name.
+    look_alike = tmp_path / "src" / connected.name
+    look_alike.mkdir(parents=True)
+    (look_alike / "format").write_bytes(b"junk")
+    whole = create(corso, "--path", str(look_alike))
+    before = snapshot_bytes(connected)
+    result = corso("restore", "files", "--backup", whole, "--destination", str(tmp_path),
+                   "--collisions", "replace")
+    assert result.code == 3, result
+    assert f"{connected.name}: not restored: a corso repository is there" in result.err
+    assert snapshot_bytes(connected) == before
+
+
 def test_a_result_stdout_cannot_take_is_one_error_line(connected, corso, tmp_path):
     """`> /dev/full` (a full disk behind a redirection) and a stdout closed (`>&-`): both were
     a traceback, a backup's ID lost behind it."""

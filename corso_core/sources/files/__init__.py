@@ -14,6 +14,7 @@ from corso_core.errors import UsageError
 from corso_core.hookspecs import hookimpl
 from corso_core.sources.files.inodes import warm_up
 from corso_core.sources.files.reader import FilesReader
+from corso_core.sources.files.repository_guard import repository_around
 from corso_core.sources.files.writer import FilesWriter
 from corso_core.sources.source import Source
 
@@ -61,6 +62,9 @@ def _writer(values, collisions, report) -> FilesWriter:
     destination = os.path.abspath(values["destination"])
     if os.path.lexists(destination) and not os.path.isdir(destination):
         raise UsageError(f"destination {destination} exists and is not a directory")
+    if repository := repository_around(destination):
+        raise UsageError(f"destination {destination} is inside the corso repository at "
+                         f"{repository}: restore elsewhere")
     try:
         os.makedirs(destination, mode=0o700, exist_ok=True)
     except OSError as e:

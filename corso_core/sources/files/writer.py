@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from corso_core.sources.files.leftovers import StagingList, remove_leftovers
+from corso_core.sources.files.repository_guard import holds_repository
 from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, no_space, reason
 
 Path = tuple[bytes, ...]
@@ -575,6 +576,9 @@ class FilesWriter:
         try:
             existing = self._lstat(fd, path[-1])
             if existing is not None and stat.S_ISDIR(existing.st_mode):
+                if self._is_repository(fd, path):
+                    self._say(path, "not restored: a corso repository is there")
+                    return False
                 if self.collisions == "replace":
                     self._ours.add(path)
                 return True
@@ -595,6 +599,17 @@ class FilesWriter:
             self._stop_if_full(path, e)
             self._say(path, f"cannot create directory: {reason(e)}")
             return False
+
+    def _is_repository(self, fd: int, path: Path) -> bool:
+        """Whether the existing directory `path` (in `fd`) is a corso repository's."""
+        try:
+            dir_fd = os.open(path[-1], _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            return False  # entering it fails, and says why, as before
+        try:
+            return holds_repository(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _build_apart(self, path: Path, fd: int) -> None:
         """Make the directory that stands for `path` (just made, empty, in `fd`) until it is
