@@ -122,19 +122,36 @@ def test_paths_that_are_all_left_out_make_no_empty_backup(connected, corso, tmp_
 
 def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,
                                                                           tmp_path):
+    """A file directly in the directory was left out ("cannot open: Not a directory": it was
+    opened through its directory's path, the link, refused as a symlink)."""
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "real" / "sub" / "f").write_bytes(b"content")
+    (tmp_path / "real" / "top").write_bytes(b"top")
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for given in (f"{tmp_path}/link/", f"{tmp_path}/link/."):
         backup_id = create(corso, "--path", given)
         details = json.loads(corso("backup", "details", "files", "--backup", backup_id,
                                    "--json").out)
         assert {d["path"]: d["type"] for d in details} == {
-            "link": "dir", "link/sub": "dir", "link/sub/f": "file"}
+            "link": "dir", "link/sub": "dir", "link/sub/f": "file", "link/top": "file"}
     backup_id = create(corso, "--path", str(tmp_path / "link"))  # without: the link itself
     [entry] = json.loads(corso("backup", "details", "files", "--backup", backup_id,
                                "--json").out)
     assert (entry["path"], entry["type"]) == ("link", "symlink")
+
+
+def test_dot_dot_after_a_symlink_leads_where_the_kernel_takes_it(connected, corso, tmp_path):
+    """`--path other/link/sub/..` was normalised as text, to `other/link`: the backup held
+    the symlink and none of the directory the path names, exit 0, nothing said."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "important").write_bytes(b"data")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "link").symlink_to("../real")
+    backup_id = create(corso, "--path", f"{tmp_path}/other/link/sub/..")
+    details = json.loads(corso("backup", "details", "files", "--backup", backup_id,
+                               "--json").out)
+    assert {d["path"]: d["type"] for d in details} == {
+        "real": "dir", "real/important": "file", "real/sub": "dir"}
 
 
 def test_an_empty_restore_destination_is_refused(connected, corso, tmp_path, monkeypatch):

@@ -221,7 +221,9 @@ class FilesReader:
         if parent is None:  # a path the user gave
             return os.open(handle, _OPEN_FLAGS)
         directory, name = os.path.split(handle)
-        dir_fd = os.open(directory, _DIR_FLAGS)
+        # The slash follows a directory given as `--path link/` (whose files' paths pass
+        # through the link); any other symlink it follows fails the identity check below.
+        dir_fd = os.open(directory + b"/", _DIR_FLAGS)
         try:
             if _identity(os.fstat(dir_fd)) != parent:
                 return None
