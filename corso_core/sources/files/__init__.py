@@ -19,6 +19,18 @@ from corso_core.sources.files.writer import FilesWriter
 from corso_core.sources.source import Source
 
 
+def _absolute(value: str) -> str:
+    """The absolute path `value` names, ".." taken as the kernel takes it: the parent of where
+    the path so far leads, symlinks followed (os.path.abspath drops a name and its "..", so
+    `link/sub/..` named the symlink `link`, not the directory it points to)."""
+    parts = value.split("/")
+    if ".." not in parts:
+        return os.path.abspath(value)
+    last = len(parts) - 1 - parts[::-1].index("..")
+    resolved = os.path.realpath("/".join(parts[: last + 1]) or "/")
+    return os.path.abspath(os.path.join(resolved, *parts[last + 1 :]))
+
+
 def _existing_paths(ctx, param, values: tuple[str, ...]) -> list[str]:
     """Absolute, normalised paths; a missing or unreadable one is bad input, caught before
     anything runs. As in POSIX, a trailing "/" (or "/.") names a directory: given so, a
@@ -28,7 +40,7 @@ def _existing_paths(ctx, param, values: tuple[str, ...]) -> list[str]:
     for value in values:
         if not value:
             raise click.BadParameter("a path must not be empty (use . for this directory)")
-        path = os.path.abspath(value)
+        path = _absolute(value)
         try:
             os.lstat(path)
         except FileNotFoundError:
