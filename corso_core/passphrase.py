@@ -38,7 +38,7 @@ def resolve(flag_value: str | None, *, confirm: bool = False) -> str:
 
 def prompt(text: str, *, confirm: bool, missing: str) -> str:
     """Ask on the terminal without echo; `missing` is the error when there is no terminal."""
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # None: closed when corso started (<&-)
         raise UsageError(missing)
     return check_passphrase(click.prompt(text, hide_input=True, confirmation_prompt=confirm,
                                          default="", show_default=False))

@@ -281,6 +281,17 @@ def test_no_passphrase_and_no_terminal_is_a_clear_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_no_passphrase_and_stdin_closed_is_the_same_clear_error(tmp_path):
+    """`<&-`: Python has no sys.stdin then, and asking it whether it is a terminal was a
+    traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "CORSO_PASSPHRASE"}
+    done = subprocess.run([CORSO, "repo", "init", "filesystem", "--path", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          preexec_fn=lambda: os.close(0))
+    one_error_line(Result(done.returncode, done.stdout, done.stderr), 2, "no passphrase")
+    assert not (tmp_path / "r").exists()
+
+
 def test_init_prompts_on_a_terminal_hidden_and_confirmed(tmp_path):
     import pty
 
