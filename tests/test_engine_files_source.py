@@ -167,6 +167,23 @@ def test_excludes_match_base_names_and_absolute_paths(tmp_path):
     assert [n.name for n in reader.children(reader.roots()[0])] == [b"keep.txt"]
 
 
+def test_an_exclude_ending_in_a_slash_or_holding_one_matches_as_it_reads(tmp_path):
+    """`cache/` and `build/tmp` matched nothing (a name holds no "/", and a relative glob
+    never matches an absolute path), and the backup took what the user meant to leave out."""
+    for where in ("cache/a", "logs/cache", "build/tmp/b", "other/tmp/c"):
+        (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / where).write_bytes(b"x")
+    reader = FilesReader([os.fsencode(tmp_path)], [b"cache/", b"build/tmp"], Problems())
+    kept, pending = [], reader.roots()
+    while pending:
+        node = pending.pop()
+        kept.append(os.fsdecode(node.handle)[len(str(tmp_path)):])
+        if node.meta.kind == DIR:
+            pending.extend(reader.children(node))
+    assert sorted(kept) == ["", "/build", "/logs", "/logs/cache", "/other", "/other/tmp",
+                            "/other/tmp/c"]  # logs/cache is a file: `cache/` keeps it
+
+
 @pytest.mark.parametrize("one_file_system", [False, True])
 def test_one_file_system_keeps_a_mount_point_but_does_not_enter_it(one_file_system):
     """/proc is a filesystem of its own under / on every Linux: a real mount point."""

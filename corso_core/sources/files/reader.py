@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from typing import NamedTuple
 
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
@@ -92,6 +93,30 @@ def root_names(paths: list[bytes]) -> list[bytes]:
     return names
 
 
+class _Exclude(NamedTuple):
+    """An --exclude glob as matched: `dirs/` matches directories only (as in .gitignore), and a
+    relative glob holding a "/" (`build/tmp`) matches the end of a path, not a whole one
+    (where it could never match: paths are absolute)."""
+
+    glob: bytes
+    dirs_only: bool
+
+    @classmethod
+    def of(cls, glob: bytes) -> _Exclude:
+        dirs_only = glob.endswith(b"/") and glob.strip(b"/") != b""
+        glob = glob.rstrip(b"/") if dirs_only else glob
+        if b"/" in glob and not glob.startswith(b"/"):
+            glob = b"*/" + glob
+        return cls(glob, dirs_only)
+
+
+def _is_dir(name: bytes, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
@@ -121,18 +146,18 @@ class FilesReader:
     def __init__(self, paths: list[bytes], excludes: list[bytes], report: Report, *,
                  one_file_system: bool = False) -> None:
         self.paths = sorted(paths)
-        self.excludes = excludes
+        self.excludes = [_Exclude.of(glob) for glob in excludes]
         self.report = report
         #: The filesystems of the paths given, when the walk stays on them: a directory on
         #: another (a mount point: /proc under /) is recorded, but not entered.
         self.filesystems: set[int] | None = set() if one_file_system else None
 
-    def _excluded(self, path: bytes) -> bool:
+    def _excluded(self, path: bytes, dir_fd: int) -> bool:
         if not self.excludes:
             return False
         name = os.path.basename(path)
-        return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g)
-                   for g in self.excludes)
+        return any((fnmatch.fnmatchcase(name, e.glob) or fnmatch.fnmatchcase(path, e.glob))
+                   and (not e.dirs_only or _is_dir(name, dir_fd)) for e in self.excludes)
 
     def _node(self, name: bytes, path: bytes, dir_fd: int | None = None,
               parent: tuple[int, int] | None = None) -> Node | None:
@@ -180,7 +205,7 @@ class FilesReader:
             prefix = node.handle.rstrip(b"/") + b"/"
             for name in names:
                 child_path = prefix + name
-                if self._excluded(child_path):
+                if self._excluded(child_path, fd):
                     continue
                 child = self._node(name, child_path, fd, identity)
                 if child is not None:
