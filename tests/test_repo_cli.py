@@ -425,6 +425,16 @@ def test_bad_unwritable_config_dir_fails_before_init_creates_anything(root_only_
     assert os.listdir(root_only_dir) == ["open"] and not repo.exists()
 
 
+def test_a_config_file_that_fails_only_when_written_undoes_the_init(tmp_path, corso):
+    """/proc/version passes the check made before init (its directory is "writable") and
+    fails when written: the repository was made and left behind, unconnected."""
+    repo = tmp_path / "repo"
+    one_error_line(corso("repo", "init", "filesystem", "--path", str(repo), "--passphrase",
+                         "pw", "--config-file", "/proc/version"), 1,
+                   "cannot write config file /proc/version", "the repository was not created")
+    assert not repo.exists() or list(repo.rglob("*")) == []
+
+
 def test_bad_init_into_a_directory_holding_other_files(tmp_path, corso, config_file):
     target = tmp_path / "documents"
     target.mkdir()

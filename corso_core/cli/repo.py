@@ -10,6 +10,8 @@ from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.upkeep import COMMANDS as UPKEEP_COMMANDS
+from corso_core.errors import ConfigError, CorsoError
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
 from corso_core.repo.repository import (
     Repository,
     init_or_open,
@@ -31,7 +33,12 @@ def _init(backend: StorageBackend, values: dict) -> None:
     storage = backend.open(values)
     try:
         repository, created = init_or_open(storage, secret)
-        path = _remember(backend, values, repository)
+        try:
+            path = _remember(backend, values, repository)
+        except ConfigError as e:
+            if created:
+                raise ConfigError(f"{e}; {_undo_init(storage)}") from None
+            raise
     finally:
         storage.close()
     what = "created" if created else "already exists (the passphrase matches it)"
@@ -40,6 +47,17 @@ def _init(backend: StorageBackend, values: dict) -> None:
         f"Repository {repository.repository_id} {what} at {storage.location()} "
         f"({backend.name}).\nConnection saved in {path}.",
     )
+
+
+def _undo_init(storage) -> str:
+    """Delete the repository just made, whose connection could not be saved (a config file
+    check_writable could not foresee failing: /proc, an immutable file), and say so."""
+    try:
+        for key in (FORMAT_COPY_KEY, FORMAT_KEY):  # the copy first, as an interrupted init
+            storage.delete(key)
+    except CorsoError as e:
+        return f"the repository made at {storage.location()} is left there ({e})"
+    return "the repository was not created"
 
 
 def _connect(backend: StorageBackend, values: dict) -> None:
