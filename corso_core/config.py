@@ -42,8 +42,8 @@ def load(path: str) -> Connection:
         with open(path, "rb") as f:
             document = tomllib.load(f)
     except FileNotFoundError:
-        raise NotConnected("no repository connected; run corso repo init or corso repo connect") \
-            from None
+        raise NotConnected(f"no repository connected (no config file {path}); run corso repo "
+                           "init or corso repo connect") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -34,7 +34,8 @@ def test_save_replaces_atomically_and_leaves_no_temp_file(tmp_path):
 
 
 def test_missing_file_is_not_connected(tmp_path):
-    with pytest.raises(NotConnected, match="no repository connected; run corso repo init or "
+    with pytest.raises(NotConnected, match=f"no repository connected \\(no config file "
+                                           f"{tmp_path}/corso.toml\\); run corso repo init or "
                                            "corso repo connect"):
         config.load(str(tmp_path / "corso.toml"))
 

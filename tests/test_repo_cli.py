@@ -267,6 +267,14 @@ def test_update_passphrase_refuses_an_empty_new_passphrase(repo, corso):
     assert snapshot(repo) == before
 
 
+def test_update_passphrase_to_the_same_one_changes_nothing(repo, corso):
+    """It rewrote both blobs and said "the old one no longer opens it" of the one that did."""
+    before = snapshot(repo)
+    one_error_line(corso("repo", "update-passphrase", "--passphrase", "pw",
+                         "--new-passphrase", "pw"), 2, "nothing was changed")
+    assert snapshot(repo) == before
+
+
 def test_update_passphrase_without_a_terminal_needs_the_flag(repo):
     result = run_subprocess("repo", "update-passphrase", "--passphrase", "pw")
     one_error_line(result, 2, "--new-passphrase")
@@ -572,9 +580,13 @@ def test_bad_connect_where_no_repository_is(tmp_path, corso, config_file):
     assert os.listdir(empty) == [] and not config_file.exists()
 
 
-def test_bad_no_connection_yet(corso):
+def test_bad_no_connection_yet(corso, tmp_path):
     one_error_line(corso("repo", "status", "--passphrase", "pw"), 1,
-                   "no repository connected; run corso repo init or corso repo connect")
+                   "no repository connected (no config file ", "); run corso repo init or "
+                   "corso repo connect")
+    missing = tmp_path / "elsewhere.toml"  # the file named: a --config-file mistyped shows
+    one_error_line(corso("repo", "status", "--passphrase", "pw", "--config-file", str(missing)),
+                   1, f"no repository connected (no config file {missing})")
 
 
 def test_a_passphrase_misplaced_on_the_command_line_is_not_echoed(tmp_path, corso):

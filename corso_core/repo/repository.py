@@ -54,7 +54,7 @@ def check_passphrase(passphrase: str, what: str = "the passphrase") -> str:
     an environment in another encoding, would make a key no UTF-8 terminal can type again).
     The error never quotes it."""
     if not passphrase:
-        raise UsageError(f"{what} is empty; choose a non-empty one")
+        raise UsageError(f"{what} is empty")
     try:
         passphrase.encode("utf-8")
     except UnicodeEncodeError:
@@ -223,6 +223,13 @@ def update_passphrase(repository: Repository, new_passphrase: str) -> None:
     check_passphrase(new_passphrase, "the new passphrase")
     if repository.format is None or repository.master_key is None:
         raise RepositoryError("this repository was not opened with a passphrase")
+    try:
+        repository.format.unwrap(new_passphrase)
+    except InvalidPassphrase:
+        pass  # a new one indeed
+    else:
+        raise UsageError("the new passphrase is the repository's passphrase already; nothing "
+                         "was changed")
     blob = repository.format.wrap(repository.master_key, new_passphrase)
     repository.storage.put(FORMAT_COPY_KEY, blob.encode())
     repository.storage.put(FORMAT_KEY, blob.encode())
