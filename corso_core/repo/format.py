@@ -189,8 +189,9 @@ class FormatBlob:
             )
         # The wrapping authenticates exactly the known fields (_associated_data): a field this
         # corso does not know would be unauthenticated, so a blob holding one is refused.
+        kdf = fields.get("kdf")
         unknown = sorted(set(fields) - _FIELDS) + sorted(
-            f"kdf.{key}" for key in set(fields.get("kdf") or ()) - _KDF_FIELDS)
+            f"kdf.{key}" for key in (set(kdf) if isinstance(kdf, dict) else set()) - _KDF_FIELDS)
         if unknown:
             raise corrupted(f"unknown field {', '.join(unknown)}")
         try:
