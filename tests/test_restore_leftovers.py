@@ -124,6 +124,31 @@ def test_a_staging_directory_made_just_before_the_kill_goes_too(destination, mon
                                  "restore"]
 
 
+def test_a_staging_directory_made_as_a_signal_arrives_is_removed_by_the_restore(destination):
+    """SIGTERM raises Terminated wherever the main thread is: just after the mkdir of a
+    staging directory, it was not yet among those close() removes, and stayed (a test run
+    under load: test_a_terminated_restore_removes_its_temporary_files)."""
+
+    class Terminated(BaseException):
+        pass
+
+    class SignalAfterStagingMkdir(set):
+        def add(self, path):
+            if path[-1].endswith(b"-staging"):
+                raise Terminated
+            super().add(path)
+
+    writer, problems = open_writer(destination)
+    writer._made = SignalAfterStagingMkdir(writer._made)
+    writer.make_dir((b"shared",), DIR_META)
+    with pytest.raises(Terminated):
+        handle = writer.start_file((b"shared", b"f"), FILE_META)
+        writer.write(handle, 0, b"fre")  # makes shared's staging directory
+    writer.close()
+    assert leftovers(destination / "shared") == [] and leftovers(destination) == []
+    assert problems.warnings == []
+
+
 def test_what_a_running_restore_holds_is_left_alone(destination):
     go_on_r, go_on_w = os.pipe()
     pid = restore_half_a_file(destination, go_on_reading=go_on_r)

@@ -203,6 +203,9 @@ class FilesWriter:
         self._file_ids: dict[Path, tuple[int, int]] = {}  # hard-link sources in existing dirs
         self._staging = self._temp_prefix + b"staging"  # its name in each existing directory
         self._staged: set[Path] = set()  # existing directories holding a staging directory
+        # Those whose staging directory may be there: each is in it before its mkdir, so a
+        # signal (Terminated) just after the mkdir cannot keep it from close()'s removal.
+        self._maybe_staged: set[Path] = set()
         self._staging_lock = threading.Lock()
         self._opened_up: dict[Path, int] = {}  # existing directories given u+rwx: their mode
         self._opening_up = threading.Lock()
@@ -384,6 +387,7 @@ class FilesWriter:
             with self._staging_lock:
                 if parent not in self._staged:
                     self._staging_list.add_pending(parent)
+                    self._maybe_staged.add(parent)
                     self._in(parent, self._dir_fd(parent),
                              lambda fd: os.mkdir(self._staging, 0o700, dir_fd=fd))
                     self._made.add(staging)
@@ -399,17 +403,20 @@ class FilesWriter:
         by a failure: said)."""
         with self._staging_lock:
             if only is None:
-                staged, self._staged = self._staged, set()
-            elif only in self._staged:
+                staged, self._maybe_staged = self._maybe_staged, set()
+            elif only in self._maybe_staged:
                 staged = {only}
-                self._staged.discard(only)
+                self._maybe_staged.discard(only)
             else:
                 return
+            self._staged -= staged
         for parent in staged:
             self._forget(("dir", (*parent, self._staging)))
             self._dir_ids.pop((*parent, self._staging), None)  # a new one may come later
             try:
                 os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
+            except FileNotFoundError:
+                pass  # stopped before its mkdir, or the mkdir failed (and said so)
             except OSError as e:
                 self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
 
