@@ -117,6 +117,40 @@ def test_a_signal_as_the_command_ends_is_no_traceback():
     assert (done.returncode, done.stderr) in {(0, ""), (143, "corso: terminated (SIGTERM)\n")}
 
 
+#: The console script, told `signum` as the CLI's main module starts to load.
+SIGNAL_WHILE_LOADING = """
+import importlib.abc, os, sys
+class SignalOnLoad(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "corso_core.cli.main":
+            os.kill(os.getpid(), {signum})
+        return None
+sys.meta_path.insert(0, SignalOnLoad())
+sys.argv = ["corso", "--version"]
+from corso_core.cli.launch import run
+run()
+"""
+
+
+@pytest.mark.parametrize("signum, status, line", [
+    (signal.SIGINT, 130, "corso: interrupted\n"),
+    (signal.SIGTERM, 143, "corso: terminated (SIGTERM)\n"),
+    (signal.SIGHUP, 129, "corso: terminated (SIGHUP)\n")])
+def test_a_signal_while_the_cli_loads_ends_it_with_its_line(signum, status, line):
+    """Before main.run installed its handlers (~0.1 s of imports), Ctrl-C was a traceback
+    from inside an import, and SIGTERM or SIGHUP ended corso without a word."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_LOADING.format(signum=signum)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (status, "", line)
+
+
+def test_a_hangup_ignored_by_nohup_stays_ignored_while_the_cli_loads():
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_LOADING.format(
+        signum=signal.SIGHUP)], capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert done.returncode == 0 and done.stdout.startswith("corso, version"), done
+
+
 def test_the_console_script_keeps_the_exit_code_of_an_error(tmp_path):
     done = run_subprocess("backup", "list", "files", "--config-file",
                           str(tmp_path / "none.toml"))

@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """The `corso` console script: main() in a process of two malloc arenas (cli/arenas.py),
-    with SIGTERM and SIGHUP raising Terminated, then leave without the interpreter's teardown.
+    """What the `corso` console script (cli/launch.py) runs once the CLI is loaded: main() in
+    a process of two malloc arenas (cli/arenas.py), with SIGTERM and SIGHUP raising
+    Terminated, then leave without the interpreter's teardown.
 
     Freeing every object one by one at exit (boto3's service models, the index, the trees)
     took ~65 ms of every command, which the OS does at once when the process ends. Everything a
