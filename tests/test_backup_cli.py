@@ -24,6 +24,7 @@ from trees import snapshot
 from corso_core import config
 from corso_core.errors import Incomplete
 from corso_core.sources.files import inodes
+from corso_core.storage.kill_switch import KILL_AFTER_WRITES_ENV
 
 
 @pytest.fixture
@@ -248,6 +249,25 @@ def test_a_damaged_manifest_is_named_on_stderr_and_the_list_exits_incomplete(
     assert corso("backup", "delete", "files", "--backups", kept).code == 0
     alone = corso("backup", "list", "files")
     assert alone.code == Incomplete.exit_code and "No files backups that can be read" in alone.out
+
+
+def test_a_delete_of_several_stopped_half_way_names_those_left(connected, corso, tmp_path):
+    """Killed after its first deletion (storage/kill_switch.py), the same command again was
+    refused on the ID already gone, naming only it: which of the others remained was the
+    user's to find out."""
+    (tmp_path / "t").mkdir()
+    ids = [create(corso, "--path", str(tmp_path / "t")) for _ in range(3)]
+    killed = run_subprocess("backup", "delete", "files", "--backups", ",".join(ids),
+                            env={KILL_AFTER_WRITES_ENV: "1"})
+    assert killed.code == -signal.SIGKILL, killed
+    listed = {b["id"] for b in json.loads(corso("backup", "list", "files", "--json").out)}
+    gone = [i for i in ids if i not in listed]
+    assert len(gone) == 1
+    left = [i for i in ids if i in listed]
+    one_error_line(corso("backup", "delete", "files", "--backups", ",".join(ids)), 1,
+                   f"no backup {gone[0]} in the repository", "nothing deleted",
+                   f"(the others exist: --backups {','.join(left)})")
+    assert corso("backup", "delete", "files", "--backups", ",".join(left)).code == 0
 
 
 def test_a_damaged_manifest_is_deleted_when_named_but_not_beside_an_unknown_id(

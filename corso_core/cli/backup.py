@@ -14,7 +14,7 @@ from corso_core.cli.sources import SourceGroup
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import Globs, TreeLoader, path_text, walk_entries
 from corso_core.engine.progress import Problems
-from corso_core.errors import Corrupted, CorsoError, Incomplete, UsageError
+from corso_core.errors import Corrupted, CorsoError, Incomplete, NotFound, UsageError
 from corso_core.repo.manifests import (
     delete_command,
     delete_manifests,
@@ -195,14 +195,22 @@ def _delete(source: Source):
                                  if i.strip()))
         if not ids:
             raise UsageError("--backups needs at least one backup ID")
-        damaged = []
+        damaged, missing = [], []
         for backup_id in ids:  # every ID checked before anything is deleted
             try:
                 _source_manifest(repository, source, backup_id)
             except Corrupted:
                 damaged.append(backup_id)  # stored but unreadable: removing it is the way out
+            except NotFound:
+                missing.append(backup_id)
             except CorsoError as e:
                 raise type(e)(f"{e}; nothing deleted") from None
+        if missing:  # a typo, or a delete of several that stopped half-way: say which remain
+            others = [backup_id for backup_id in ids if backup_id not in missing]
+            raise NotFound(f"no backup {', '.join(missing)} in the repository at "
+                           f"{repository.storage.location()}; nothing deleted"
+                           + (f" (the others exist: --backups {','.join(others)})"
+                              if others else ""))
         delete_manifests(repository, ids)
         output.emit({"deleted": ids, "damaged": damaged},
                     f"Deleted {len(ids)} backup(s): {', '.join(ids)}"
