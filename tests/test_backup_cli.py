@@ -457,7 +457,7 @@ def test_a_hard_link_of_an_unreadable_file_is_named_too(corso, small_chunks, nob
     assert result.code == Incomplete.exit_code, result
     first, second, error = result.err.splitlines()
     assert "locked: cannot open: Permission denied" in first
-    assert second == (f"corso: warning: {tree}/sub/other-name: left out: a hard link of "
+    assert second == (f"corso: error: {tree}/sub/other-name: left out: a hard link of "
                       "locked, which could not be read")
 
 
@@ -858,8 +858,8 @@ def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, cors
     result = corso("restore", "files", "--backup", backup_id, "--destination",
                    str(tmp_path / "out"))
     assert result.code == Incomplete.exit_code, result
-    warning, error = result.err.splitlines()
-    assert warning.startswith("corso: warning: t/f: not restored: ") and "corrupted" in warning
+    failed, error = result.err.splitlines()  # the item fails: an error, not a warning
+    assert failed.startswith("corso: error: t/f: not restored: ") and "corrupted" in failed
     assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete")
     assert os.listdir(tmp_path / "out" / "t") == []
 

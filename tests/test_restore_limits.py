@@ -190,7 +190,7 @@ def test_a_second_restore_as_a_user_makes_what_is_missing_in_the_read_only_direc
     assert again.out.startswith(f"Restored backup {backup_id}: 3 files, 8 dirs, 0 symlinks, "
                                 "0 hard links; 3 skipped (--collisions skip), 1 failed.\n"), again
     refused, error = again.err.splitlines()
-    assert refused.startswith("corso: warning: ") and "theirs/f" in refused, refused
+    assert refused.startswith("corso: error: ") and "theirs/f" in refused, refused
     assert refused.endswith("Permission denied"), refused
     assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete"), error
     modes = {name: stat.S_IMODE(os.stat(out / name).st_mode) for name in [*mine, "theirs"]}

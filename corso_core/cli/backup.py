@@ -58,7 +58,7 @@ def _source_manifest(repository, source: Source, backup_id: str) -> dict:
 
 def _create(source: Source):
     def create(repository, tag, ignore_inode, ignore_ctime, **values) -> None:
-        problems = Problems(notify=output.warn)
+        problems = Problems(notify=output.say)
         result = run_backup(repository, source, values,
                             BackupOptions(tag, ignore_inode, ignore_ctime),
                             problems, progress_for("backing up"))

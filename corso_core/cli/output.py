@@ -148,5 +148,11 @@ def print_text(text: str) -> None:
         raise CorsoError(f"cannot print the result to stdout: {e.strerror or e}") from None
 
 
+def say(kind: str, message: str) -> None:
+    """One `corso: KIND: …` line on stderr: `error` for an item a backup or restore could not
+    copy (the run ends incomplete), `warning` for one left out on purpose, and the like."""
+    click.echo(f"corso: {kind}: {message}", err=True)
+
+
 def warn(message: str) -> None:
-    click.echo(f"corso: warning: {message}", err=True)
+    say("warning", message)

@@ -15,7 +15,7 @@ from corso_core.sources.source import Source
 
 def _restore(source: Source):
     def restore(repository, backup, path, collisions, **values) -> None:
-        problems = Problems(notify=output.warn)
+        problems = Problems(notify=output.say)
         s = run_restore(repository, source, values, backup, list(path), collisions, problems,
                         progress_for("restoring"))
         rate = s.bytes_written / s.duration_s if s.duration_s else 0

@@ -39,14 +39,16 @@ def shown(path: bytes) -> str:
 class Problems:
     """The `Report` a source's reader or writer gets: counts problems and passes them on."""
 
-    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(self, notify: Callable[[str, str], None] | None = None) -> None:
+        """`notify(kind, line)` as each problem comes: kind "error" (an item not copied) or
+        "warning" (left out on purpose)."""
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self._notify = notify
         self._lock = threading.Lock()
         self._seen: set[str] = set()
 
-    def _add(self, into: list[str], path: bytes, message: str) -> None:
+    def _add(self, into: list[str], kind: str, path: bytes, message: str) -> None:
         line = f"{shown(path)}: {message}"
         with self._lock:
             if line in self._seen:
@@ -54,10 +56,10 @@ class Problems:
             self._seen.add(line)
             into.append(line)
         if self._notify:
-            self._notify(line)
+            self._notify(kind, line)
 
     def warning(self, path: bytes, message: str) -> None:
-        self._add(self.warnings, path, message)
+        self._add(self.warnings, "warning", path, message)
 
     def error(self, path: bytes, message: str) -> None:
-        self._add(self.errors, path, message)
+        self._add(self.errors, "error", path, message)
