@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 class PackGone(Corrupted):
     """A pack the index names is not in the storage. Maintenance may have rewritten it since
     the index was loaded (its chunks are then in the copies, under newer index blobs): the
-    reads are tried once more against the index as it is now, and only then is it damage."""
+    reads are tried once more against the index as it is now, and only then is it damage.
+    Raised by get_many's pass, it carries the chunk IDs not yet delivered."""
+
+    undelivered: set[bytes] = frozenset()
 
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
@@ -579,29 +582,23 @@ class ChunkStore:
         raised here, once the threads have stopped. A pack gone (PackGone) is the exception:
         the chunks not yet delivered are read once more, against the index loaded again.
         """
-        wanted = set(chunk_ids)
-        delivered: set[bytes] = set()
-        lock = threading.Lock()
-
-        def deliver_and_count(chunk_id: bytes, plaintext: bytes) -> None:
-            deliver(chunk_id, plaintext)
-            with lock:
-                delivered.add(chunk_id)
-
         try:
-            self._get_all(wanted, deliver_and_count)
-        except PackGone as e:
-            log.info("%s: reading the index again (maintenance may have moved it)", e)
+            self._get_all(chunk_ids, deliver)
+        except PackGone as gone:
+            log.info("%s: reading the index again (maintenance may have moved it)", gone)
             self._reload_index()
-            self._get_all(wanted - delivered, deliver)
+            self._get_all(gone.undelivered, deliver)
 
-    def _get_all(self, chunk_ids: set[bytes], deliver: Callable[[bytes, bytes], None]) -> None:
+    def _get_all(self, chunk_ids: Iterable[bytes],
+                 deliver: Callable[[bytes, bytes], None]) -> None:
+        """get_many's one pass; a PackGone raised carries the IDs not delivered."""
         ranges = self._plan(chunk_ids)
         self._start_read_ahead(ranges)
+        delivered = [0] * len(ranges)  # chunks each range delivered (one thread per range)
         stop = threading.Event()
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
-            futures = [pool.submit(self._deliver_range, piece, deliver, stop)
-                       for piece in ranges]
+            futures = [pool.submit(self._deliver_range, piece, deliver, stop, delivered, i)
+                       for i, piece in enumerate(ranges)]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:  # done, failed, or interrupted (Ctrl-C): no range starts after this
@@ -610,14 +607,18 @@ class ChunkStore:
                 pool.shutdown(wait=True, cancel_futures=True)
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
-                raise future.exception()
+                error = future.exception()
+                if isinstance(error, PackGone):
+                    error.undelivered = {chunk_id for piece, n in zip(ranges, delivered,
+                                                                      strict=True)
+                                         for chunk_id, _, _ in piece.entries[n:]}
+                raise error
 
     def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, bytes], None],
-                       stop: threading.Event) -> None:
-        """Deliver a range's chunks as they are decrypted, unless a thread failed (this one's
-        failure stops the others at their next chunk); a tree pack from a damaged cache is
-        read once more."""
-        taken = 0
+                       stop: threading.Event, delivered: list[int], number: int) -> None:
+        """Deliver a range's chunks as they are decrypted, counted in `delivered[number]`,
+        unless a thread failed (this one's failure stops the others at their next chunk); a
+        tree pack from a damaged cache is read once more."""
         try:
             if stop.is_set():
                 return
@@ -626,13 +627,16 @@ class ChunkStore:
                     if stop.is_set():
                         return
                     deliver(chunk_id, plaintext)
-                    taken += 1
+                    delivered[number] += 1
+            except PackGone:
+                raise
             except Corrupted:
                 if piece.kind != names.TREE_PACK:
                     raise
                 self._cache.discard(names.key(piece.kind, piece.pack))
-                for chunk_id, plaintext in self._open_range(piece)[taken:]:
+                for chunk_id, plaintext in self._open_range(piece)[delivered[number]:]:
                     deliver(chunk_id, plaintext)
+                    delivered[number] += 1
         except BaseException:
             stop.set()
             raise
