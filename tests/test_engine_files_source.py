@@ -32,6 +32,9 @@ def test_files_source_is_registered_through_the_hook():
 def test_two_paths_with_one_base_name_get_numbered_names():
     assert root_names([b"/a/data", b"/b/data", b"/c/data/", b"/"]) == [
         b"data", b"data~2", b"data~3", b"root"]
+    # A base name that a number already took takes the next (README, "Layout").
+    assert root_names([b"/a/data", b"/b/data", b"/c/data~2"]) == [b"data", b"data~2",
+                                                                   b"data~2~2"]
 
 
 def _listed_then_swapped(tmp_path):
