@@ -367,6 +367,63 @@ def test_swapped_truncated_or_missing_packs_are_detected(tmp_path):
             get_all(store, second)
 
 
+def test_a_lost_pack_makes_the_index_be_read_again_once_not_once_a_chunk(tmp_path,
+                                                                       monkeypatch):
+    """A pack gone makes a reader read the index again (maintenance may have moved its
+    chunks), once: a restore from a repository that lost a pack reloaded it for every file
+    it then tried one by one (6,000 files: 47 s instead of 0.4)."""
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, chunks(20))
+    [pack] = keys_of(repo.storage, "data")
+    repo.storage.delete(pack)
+    loads = []
+    load_index = ChunkStore._load_index
+    monkeypatch.setattr(ChunkStore, "_load_index",
+                        lambda self, *a: loads.append(1) or load_index(self, *a))
+    with ChunkStore(repo, read_only=True) as store:
+        with pytest.raises(Corrupted, match="is missing"):
+            get_all(store, ids)
+        for chunk_id in ids:
+            with pytest.raises(Corrupted, match="is missing"):
+                store.get(chunk_id)
+    assert len(loads) == 2  # opening the store, then once for the lost pack
+
+
+def test_another_failure_beside_a_lost_pack_is_raised_not_retried_over(tmp_path):
+    """One range's pack gone and another range's delivery failing (a full disk): the retry
+    for the pack delivered again the chunk whose delivery had failed, and hid the error."""
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        first = put_all(store, chunks(2, seed=1))
+        store.flush()
+        second = put_all(store, chunks(2, seed=2))
+    lost = next(k for k in keys_of(repo.storage, "data")
+                if first[0] in [e.chunk_id for e in read_header(
+                    repo.storage, repo.keys, "data", names.parse_key("data", k))])
+    repo.storage.delete(lost)
+    reached = threading.Barrier(2, timeout=10)
+    offered = []
+
+    def deliver(chunk_id: bytes, data: bytes) -> None:
+        offered.append(chunk_id)
+        reached.wait()  # both ranges started: the lost one's failure does not stop this one
+        raise OSError(28, "No space left on device")
+
+    real_fetch = ChunkStore._fetch_range
+
+    def fetch(self, piece):
+        if names.key(piece.kind, piece.pack) == lost:
+            reached.wait()
+        return real_fetch(self, piece)
+
+    with ChunkStore(repo, read_only=True) as store:
+        store._fetch_range = fetch.__get__(store)
+        with pytest.raises(OSError, match="No space left"):
+            store.get_many(first + second, deliver)
+    assert len(offered) == 1  # not offered again by a retry for the lost pack
+
+
 def test_tree_chunks_come_from_the_local_cache(tmp_path):
     repo = make_repository(tmp_path / "repo")
     with ChunkStore(repo) as store:

@@ -53,6 +53,10 @@ class PackGone(Corrupted):
 
     undelivered: set[bytes] = frozenset()
 
+    def __init__(self, message: str, pack_key: str) -> None:
+        super().__init__(message)
+        self.pack_key = pack_key
+
 #: Write an index blob after this many packs, so a running backup's packs are soon indexed.
 CHECKPOINT_PACKS = 8
 #: Ranges read and decrypted at once in get_many. A range (at most the storage's
@@ -145,6 +149,7 @@ class ChunkStore:
         self._index_sequence = 0
         self._upload_error: BaseException | None = None
         self._read_ahead: ReadAhead | None = None
+        self._reloads: set[str] = set()  # packs found gone that the index was re-read for
         self.stats = StoreStats()
 
     # --- the index -------------------------------------------------------------------------
@@ -489,7 +494,7 @@ class ChunkStore:
         except NotFound:
             first = piece.entries[0][0].hex()
             raise PackGone(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
-                           "missing") from None
+                           "missing", names.key(piece.kind, piece.pack)) from None
 
     def _open_entries(self, piece: _Range, data: memoryview) -> Iterator[tuple[bytes, bytes]]:
         for chunk_id, offset, length in piece.entries:
@@ -507,13 +512,20 @@ class ChunkStore:
                 self._cache.discard(names.key(piece.kind, piece.pack))
         raise AssertionError("unreachable")
 
-    def _reload_index(self) -> None:
-        """Read the deletion plans and the index blobs again (in that order, as __init__),
-        after a pack the index named was gone."""
+    def _reloaded_for(self, gone: PackGone) -> bool:
+        """Read the deletion plans and the index blobs again (in that order, as __init__)
+        for a pack found gone, once per pack: False if that was done already (the pack is
+        missing: a damaged repository's restore would otherwise reload once per file)."""
+        with self._lock:
+            if gone.pack_key in self._reloads:
+                return False
+            self._reloads.add(gone.pack_key)
+        log.info("%s: reading the index again (maintenance may have moved it)", gone)
         planned = self._load_plans()
         index, keys = self._load_index()
         with self._lock:
             self._planned, self._index, self._index_keys = planned, index, keys
+        return True
 
     def get(self, chunk_id: bytes) -> bytes:
         """The chunk's plaintext, authenticated; Corrupted names the chunk otherwise."""
@@ -524,10 +536,9 @@ class ChunkStore:
                            ((chunk_id, location.offset, location.length),))
             try:
                 return self._open_range(piece)[0][1]
-            except PackGone:
-                if attempt:
+            except PackGone as gone:
+                if attempt or not self._reloaded_for(gone):
                     raise
-                self._reload_index()
         raise AssertionError("unreachable")
 
     def _plan(self, chunk_ids: Iterable[bytes]) -> list[_Range]:
@@ -585,8 +596,8 @@ class ChunkStore:
         try:
             self._get_all(chunk_ids, deliver)
         except PackGone as gone:
-            log.info("%s: reading the index again (maintenance may have moved it)", gone)
-            self._reload_index()
+            if not self._reloaded_for(gone):
+                raise
             self._get_all(gone.undelivered, deliver)
 
     def _get_all(self, chunk_ids: Iterable[bytes],
@@ -605,14 +616,14 @@ class ChunkStore:
                 stop.set()
                 self._read_ahead.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
-        for future in futures:
-            if not future.cancelled() and future.exception() is not None:
-                error = future.exception()
-                if isinstance(error, PackGone):
-                    error.undelivered = {chunk_id for piece, n in zip(ranges, delivered,
-                                                                      strict=True)
-                                         for chunk_id, _, _ in piece.entries[n:]}
-                raise error
+        errors = [future.exception() for future in futures
+                  if not future.cancelled() and future.exception() is not None]
+        if errors:  # any other failure first: a PackGone's retry would deliver again
+            error = next((e for e in errors if not isinstance(e, PackGone)), errors[0])
+            if isinstance(error, PackGone):
+                error.undelivered = {chunk_id for piece, n in zip(ranges, delivered, strict=True)
+                                     for chunk_id, _, _ in piece.entries[n:]}
+            raise error
 
     def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, bytes], None],
                        stop: threading.Event, delivered: list[int], number: int) -> None:
