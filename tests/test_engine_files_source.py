@@ -173,18 +173,21 @@ def test_excludes_match_base_names_and_absolute_paths(tmp_path):
 def test_an_exclude_ending_in_a_slash_or_holding_one_matches_as_it_reads(tmp_path):
     """`cache/` and `build/tmp` matched nothing (a name holds no "/", and a relative glob
     never matches an absolute path), and the backup took what the user meant to leave out."""
-    for where in ("cache/a", "logs/cache", "build/tmp/b", "other/tmp/c"):
+    for where in ("cache/a", "logs/cache", "build/tmp/b", "other/tmp/c", "home/u/.cache/d"):
         (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / where).write_bytes(b"x")
-    reader = FilesReader([os.fsencode(tmp_path)], [b"cache/", b"build/tmp"], Problems())
+    # A relative glob with a "/" still matches a whole path as before: one starting with a
+    # wildcard can (the `*` matching the path's start).
+    whole = b"*" + os.fsencode(tmp_path / "home") + b"/*/.cache"
+    reader = FilesReader([os.fsencode(tmp_path)], [b"cache/", b"build/tmp", whole], Problems())
     kept, pending = [], reader.roots()
     while pending:
         node = pending.pop()
         kept.append(os.fsdecode(node.handle)[len(str(tmp_path)):])
         if node.meta.kind == DIR:
             pending.extend(reader.children(node))
-    assert sorted(kept) == ["", "/build", "/logs", "/logs/cache", "/other", "/other/tmp",
-                            "/other/tmp/c"]  # logs/cache is a file: `cache/` keeps it
+    assert sorted(kept) == ["", "/build", "/home", "/home/u", "/logs", "/logs/cache", "/other",
+                            "/other/tmp", "/other/tmp/c"]  # `cache/` keeps the file logs/cache
 
 
 @pytest.mark.parametrize("one_file_system", [False, True])
@@ -212,6 +215,52 @@ def test_a_path_given_is_backed_up_even_where_an_exclude_matches_it(tmp_path):
 
 
 # --- the writer ----------------------------------------------------------------------------
+
+
+def test_a_repository_whose_format_blob_is_damaged_is_still_left_alone(tmp_path):
+    """The guard looked at `format` only: a repository whose `format` was damaged (a state
+    its README recovery starts from: `format-copy` intact) had that copy replaced by a
+    backup's file of the same name, and was lost."""
+    from corso_core.repo.repository import init_repository
+    from corso_core.storage.filesystem import FilesystemStorage
+
+    repository = tmp_path / "dest" / "repo"
+    init_repository(FilesystemStorage(str(repository)), "pw")
+    (repository / "format").write_bytes(b"")
+    copy = (repository / "format-copy").read_bytes()
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(tmp_path / "dest")}, "replace", problems)
+    assert writer.make_dir((b"repo",), Metadata(DIR, mode=0o755)) is False
+    writer.close()
+    assert (repository / "format-copy").read_bytes() == copy
+    assert problems.errors == [f"{repository}: not restored: a corso repository is there"]
+    with pytest.raises(UsageError, match="is inside the corso repository"):
+        FILES.open_writer({"destination": str(repository / "data")}, "replace", Problems())
+
+
+def test_a_staging_directory_that_could_not_be_made_is_not_said_to_stay(tmp_path, monkeypatch):
+    """On a read-only destination every staging directory's mkdir fails (said, with the item
+    it was for); close() then warned that each was "not removed" too, though none was made."""
+    (tmp_path / "dest" / "existing").mkdir(parents=True)
+    def read_only_for_staging(real):
+        def call(path, *args, **kwargs):
+            if os.fsencode(path).endswith(b"-staging"):  # as a read-only filesystem answers
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(path, *args, **kwargs)
+        return call
+
+    for name in ("mkdir", "rmdir"):
+        monkeypatch.setattr(writer_module.os, name, read_only_for_staging(getattr(os, name)))
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(tmp_path / "dest")}, "skip", problems)
+    assert writer.make_dir((b"existing",), Metadata(DIR, mode=0o755)) is True
+    handle = writer.start_file((b"existing", b"f"), Metadata(FILE, mode=0o644, size=1))
+    if handle:
+        with pytest.raises(OSError):
+            writer.write(handle, 0, b"x")
+    writer.close()
+    assert not [w for w in problems.warnings if "not removed" in w], problems.warnings
+
 
 FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
 DIR_META = Metadata(DIR, mode=0o755, mtime_ns=10**18)

@@ -94,11 +94,11 @@ def root_names(paths: list[bytes]) -> list[bytes]:
 
 
 class _Exclude(NamedTuple):
-    """An --exclude glob as matched: `dirs/` matches directories only (as in .gitignore), and a
-    relative glob holding a "/" (`build/tmp`) matches the end of a path, not a whole one
-    (where it could never match: paths are absolute)."""
+    """An --exclude glob as matched, against a name or a whole path: `dirs/` matches
+    directories only (as in .gitignore), and a relative glob holding a "/" (`build/tmp`)
+    matches the end of a path too (a whole path, absolute, it could never match)."""
 
-    glob: bytes
+    globs: tuple[bytes, ...]
     dirs_only: bool
 
     @classmethod
@@ -106,8 +106,12 @@ class _Exclude(NamedTuple):
         dirs_only = glob.endswith(b"/") and glob.strip(b"/") != b""
         glob = glob.rstrip(b"/") if dirs_only else glob
         if b"/" in glob and not glob.startswith(b"/"):
-            glob = b"*/" + glob
-        return cls(glob, dirs_only)
+            return cls((glob, b"*/" + glob), dirs_only)
+        return cls((glob,), dirs_only)
+
+    def matches(self, name: bytes, path: bytes) -> bool:
+        return any(fnmatch.fnmatchcase(name, glob) or fnmatch.fnmatchcase(path, glob)
+                   for glob in self.globs)
 
 
 def _is_dir(name: bytes, dir_fd: int) -> bool:
@@ -156,8 +160,8 @@ class FilesReader:
         if not self.excludes:
             return False
         name = os.path.basename(path)
-        return any((fnmatch.fnmatchcase(name, e.glob) or fnmatch.fnmatchcase(path, e.glob))
-                   and (not e.dirs_only or _is_dir(name, dir_fd)) for e in self.excludes)
+        return any(e.matches(name, path) and (not e.dirs_only or _is_dir(name, dir_fd))
+                   for e in self.excludes)
 
     def _node(self, name: bytes, path: bytes, dir_fd: int | None = None,
               parent: tuple[int, int] | None = None) -> Node | None:

@@ -1,6 +1,7 @@
 """A restore never writes into a corso repository on the filesystem (one holding a `format`
-blob): `--collisions replace` would overwrite its blobs with a backup's files, the format blob
-among them, and lose every backup it holds. The connected repository or any other."""
+or `format-copy` blob, either: the other may be the damaged one): `--collisions replace` would
+overwrite its blobs with a backup's files, the format blobs among them, and lose every backup
+it holds. The connected repository or any other."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import os
 
 from corso_core.repo.format import MAGIC
 
-_FORMAT = b"format"
+_FORMAT_BLOBS = (b"format", b"format-copy")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def holds_repository(dir_fd: int) -> bool:
     """Whether the directory open at `dir_fd` holds a corso format blob."""
+    return any(_is_format_blob(dir_fd, name) for name in _FORMAT_BLOBS)
+
+
+def _is_format_blob(dir_fd: int, name: bytes) -> bool:
     try:
-        fd = os.open(_FORMAT, _READ_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except OSError:
         return False
     try:

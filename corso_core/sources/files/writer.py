@@ -403,22 +403,23 @@ class FilesWriter:
         by a failure: said)."""
         with self._staging_lock:
             if only is None:
-                staged, self._maybe_staged = self._maybe_staged, set()
+                maybe, self._maybe_staged = self._maybe_staged, set()
             elif only in self._maybe_staged:
-                staged = {only}
+                maybe = {only}
                 self._maybe_staged.discard(only)
             else:
                 return
-            self._staged -= staged
-        for parent in staged:
+            made = maybe & self._staged
+            self._staged -= maybe
+        for parent in maybe:
             self._forget(("dir", (*parent, self._staging)))
             self._dir_ids.pop((*parent, self._staging), None)  # a new one may come later
             try:
                 os.rmdir(self._staging, dir_fd=self._dir_fd(parent))
-            except FileNotFoundError:
-                pass  # stopped before its mkdir, or the mkdir failed (and said so)
-            except OSError as e:
-                self._say((*parent, self._staging), f"not removed: {e.strerror}", error=False)
+            except OSError as e:  # one not known to be made: its mkdir failed, and said so
+                if parent in made:
+                    self._say((*parent, self._staging), f"not removed: {e.strerror}",
+                              error=False)
 
     def _stop_if_full(self, path: Path, error: Exception) -> None:
         """A full destination fails every item after this one the same way: raise it (naming
