@@ -153,6 +153,15 @@ def test_dot_dot_after_a_symlink_leads_where_the_kernel_takes_it(connected, cors
                                "--json").out)
     assert {d["path"]: d["type"] for d in details} == {
         "real": "dir", "real/important": "file", "real/sub": "dir"}
+    # Where ".." leads where the text says, the path is kept as given (previous backups
+    # are matched by it); where the kernel cannot follow, the path is refused as it is.
+    kept = corso("backup", "create", "files", "--json", "--path",
+                 f"{tmp_path}/other/link/sub/../sub")
+    assert json.loads(kept.out)["paths"] == [f"{tmp_path}/other/link/sub"], kept
+    (tmp_path / "other" / "dangling").symlink_to("nowhere")
+    one_error_line(corso("backup", "create", "files", "--path",
+                         f"{tmp_path}/other/dangling/../link"), 2,
+                   "dangling/../link: no such file or directory")
 
 
 def test_an_empty_restore_destination_is_refused(connected, corso, tmp_path, monkeypatch):

@@ -22,12 +22,21 @@ from corso_core.sources.source import Source
 def _absolute(value: str) -> str:
     """The absolute path `value` names, ".." taken as the kernel takes it: the parent of where
     the path so far leads, symlinks followed (os.path.abspath drops a name and its "..", so
-    `link/sub/..` named the symlink `link`, not the directory it points to)."""
+    `link/sub/..` named the symlink `link`, not the directory it points to). Where the two
+    agree, abspath's (so a path keeps matching its previous backups'). OSError as the kernel
+    gives it for a path it cannot follow (a dangling link, a file, a loop before a "..")."""
+    path = os.path.abspath(value)
     parts = value.split("/")
     if ".." not in parts:
-        return os.path.abspath(value)
+        return path
+    meant = os.lstat(value)
+    try:
+        if os.path.samestat(os.lstat(path), meant):
+            return path
+    except OSError:
+        pass
     last = len(parts) - 1 - parts[::-1].index("..")
-    resolved = os.path.realpath("/".join(parts[: last + 1]) or "/")
+    resolved = os.path.realpath("/".join(parts[: last + 1]) or "/", strict=True)
     return os.path.abspath(os.path.join(resolved, *parts[last + 1 :]))
 
 
@@ -40,8 +49,8 @@ def _existing_paths(ctx, param, values: tuple[str, ...]) -> list[str]:
     for value in values:
         if not value:
             raise click.BadParameter("a path must not be empty (use . for this directory)")
-        path = _absolute(value)
         try:
+            path = _absolute(value)
             os.lstat(path)
         except FileNotFoundError:
             raise click.BadParameter(f"{value}: no such file or directory") from None
