@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 import test_backup_cli
-from cli_fixtures import CORSO
+from cli_fixtures import CORSO, one_error_line
 from test_backup_cli import create, unprivileged
 from trees import snapshot
 
@@ -148,6 +148,33 @@ def test_a_second_restore_as_a_user_enters_the_directories_it_locked_and_locks_t
              for name in ("d000", "d0100")}
     assert modes == {"d000": 0o000, "d0100": 0o100}
     assert (work / "out" / "t" / "d0100" / "inner" / "f").read_bytes() == b"in d0100\n"
+
+
+def test_a_destination_the_user_cannot_write_is_one_error(
+        corso, small_chunks, nobodys_work):
+    """It was "cannot create directory: Permission denied" for each top-level item, then
+    "1 item(s) not restored", exit 3, for someone else's and for one of the user's own that
+    is read-only (the user's choice: only directories below it are opened up)."""
+    work = nobodys_work
+    (work / "t").mkdir()
+    (work / "t" / "f").write_bytes(b"f\n")
+    assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+    backup_id = create(corso, "--path", str(work / "t"))
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(work)], check=True)
+    (work / "roots").mkdir(mode=0o755)
+    os.chown(work / "roots", 0, 0)
+    (work / "mine").mkdir(mode=0o555)
+    os.chown(work / "mine", NOBODY, NOBODY)
+    with unprivileged():
+        refused = corso("restore", "files", "--backup", backup_id, "--destination",
+                        str(work / "roots"))
+        own = corso("restore", "files", "--backup", backup_id, "--destination",
+                    str(work / "mine"))
+    one_error_line(refused, 2, f"destination {work / 'roots'} is not writable by you (mode "
+                               "0755, owner uid 0)")
+    one_error_line(own, 2, f"destination {work / 'mine'} is not writable by you (mode 0555, "
+                           f"owner uid {NOBODY})")
+    assert os.listdir(work / "roots") == [] and os.listdir(work / "mine") == []
 
 
 def test_a_second_restore_as_a_user_makes_what_is_missing_in_the_read_only_directories_it_left(

@@ -7,6 +7,7 @@ exactly as a third-party source plugin would.
 from __future__ import annotations
 
 import os
+import stat
 
 import click
 
@@ -88,8 +89,13 @@ def _writer(values, collisions, report) -> FilesWriter:
                          f"{repository}: restore elsewhere")
     try:
         os.makedirs(destination, mode=0o700, exist_ok=True)
+        st = os.stat(destination)
     except OSError as e:
         raise UsageError(f"cannot create destination {destination}: {e.strerror}") from None
+    if not os.access(destination, os.W_OK | os.X_OK, effective_ids=True):
+        why = ("on a read-only filesystem" if os.statvfs(destination).f_flag & os.ST_RDONLY
+               else f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}")
+        raise UsageError(f"destination {destination} is not writable by you ({why})")
     return FilesWriter(os.fsencode(destination), collisions, report)
 
 
