@@ -11,18 +11,21 @@ from __future__ import annotations
 import os
 import signal
 
-#: Each signal's exit status and line, as main.run gives them once it runs.
-_STOPPED_BY = {
-    signal.SIGINT: (130, "interrupted"),
-    signal.SIGTERM: (128 + signal.SIGTERM, "terminated (SIGTERM)"),
-    signal.SIGHUP: (128 + signal.SIGHUP, "terminated (SIGHUP)"),
-}
+#: Ctrl-C, then what `kill`, `timeout`, `systemctl stop` and a closed terminal send.
+_STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stopped_by(signum: int) -> tuple[int, str]:
+    """The exit status and the line of a command a signal stopped, here or in main.run."""
+    if signum == signal.SIGINT:
+        return 130, "corso: interrupted"
+    return 128 + signum, f"corso: terminated ({signal.Signals(signum).name})"
 
 
 def _stop_while_loading(signum: int, frame) -> None:
-    status, what = _STOPPED_BY[signum]
+    status, line = stopped_by(signum)
     try:
-        os.write(2, f"corso: {what}\n".encode())
+        os.write(2, f"{line}\n".encode())
     except OSError:
         pass
     os._exit(status)
@@ -31,7 +34,7 @@ def _stop_while_loading(signum: int, frame) -> None:
 def run() -> None:
     """Load the CLI with the early handlers in place (a signal ignored when corso started, as
     `nohup` ignores SIGHUP, stays ignored), give Ctrl-C back to Python, then main.run()."""
-    before = {signum: signal.getsignal(signum) for signum in _STOPPED_BY}
+    before = {signum: signal.getsignal(signum) for signum in _STOPPING_SIGNALS}
     for signum, handler in before.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _stop_while_loading)

@@ -12,7 +12,7 @@ import sys
 import click
 
 from corso_core import __version__
-from corso_core.cli import arenas, cached_key, output
+from corso_core.cli import arenas, cached_key, launch, output
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -120,12 +120,9 @@ def _handle_terminating_signals() -> None:
 def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
     """Say why the command stopped (if stderr is still there: a hangup may have closed the
     terminal) and return its exit status."""
-    if isinstance(e, Terminated):
-        message, code = f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum
-    else:
-        message, code = "interrupted", 130
+    code, line = launch.stopped_by(e.signum if isinstance(e, Terminated) else signal.SIGINT)
     try:
-        click.echo(f"corso: {message}", err=True)
+        click.echo(line, err=True)
     except OSError:
         pass
     return code
