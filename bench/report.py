@@ -33,6 +33,13 @@ def _figures(target: str) -> list[tuple[str, callable]]:
     ]
     if target == "s3":
         for step, title in STEP_TITLES.items():
+            figures += [
+                (f"{title}: server CPU s",
+                 lambda r, s=step: r["steps"].get(s, {}).get("server_cpu_s")),
+                (f"{title}: wall floor s",
+                 lambda r, s=step: r["steps"].get(s, {}).get("wall_floor_s")),
+            ]
+        for step, title in STEP_TITLES.items():
             figures.append((f"{title}: S3 requests",
                             lambda r, s=step: _total(r["requests"].get(s))))
         figures.append(("first backup: S3 requests per GB stored", _requests_per_gb))
@@ -142,8 +149,10 @@ def markdown(results: dict) -> str:
         "row that failed anything is listed below its "
         "table, not in it. Repository size is the sum of its files' (objects') sizes; S3 "
         "requests per GB stored are the first backup's requests over the repository's size "
-        "after it. On S3 the server's own CPU and memory are not counted (one SeaweedFS on "
-        "this machine serves every tool alike).",
+        "after it. On S3 a tool's CPU time and memory are its own; the server (one "
+        "SeaweedFS on this machine, serving every tool alike) shares the cores, and its CPU "
+        "time during each step has its own row. A step's wall floor is (tool CPU + server "
+        "CPU) / cores: no schedule of that work on this machine ends sooner.",
     ]
     for target in ("local", "s3"):
         rows = [r for r in results["rows"] if r["target"] == target]

@@ -33,6 +33,7 @@ from bench.tools import Command, Corso, Repository, Tool, all_tools, tool_enviro
 from bench.verify import differences
 
 BENCH_DIR = Path(__file__).resolve().parent
+CORES = len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Runner:
         """Run one step of a row; a timed step starts cold and lands in the row's figures."""
         env = tool_environment(row.tool, row.home, row.repo)
         before = row.target.requests(row.repo)
+        server_cpu_before = row.target.server_cpu_seconds()
         try:
             measurement = run_measured(
                 command.argv, env=env, cwd=command.cwd, cold_cache=self.cold_cache and timed,
@@ -96,6 +98,14 @@ class Runner:
             row.requests[step] = dict(row.target.requests(row.repo) - before)
         if timed:
             row.steps[step] = measurement.as_dict()
+            if server_cpu_before is not None:
+                server_cpu = row.target.server_cpu_seconds() - server_cpu_before
+                row.steps[step] |= {
+                    "server_cpu_s": round(server_cpu, 3),
+                    # No schedule of the tool's and the server's work on this machine's cores
+                    # ends sooner: a ratio of wall times cannot beat the ratio of these.
+                    "wall_floor_s": round((measurement.cpu_s + server_cpu) / CORES, 3),
+                }
         return measurement
 
     def _backup(self, row: Row, step: str, source: Path) -> Measurement:
@@ -187,7 +197,7 @@ def _machine() -> dict:
     meminfo = Path("/proc/meminfo").read_text().split()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())
-    return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu,
+    return {"cores": CORES, "cpu": cpu,
             "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1),
             "kernel": platform.release()}
 

@@ -148,6 +148,12 @@ class SeaweedFS:
                 Path(leftover).unlink(missing_ok=True)
         self.process = None
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server has used since it started: it shares the
+        machine's cores with the tool it serves, and the report shows what it took per step."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def client_env(self) -> dict[str, str]:
         """Credentials as every tool's S3 client reads them."""
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,

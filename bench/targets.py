@@ -1,7 +1,7 @@
 """Where repositories live during a run: a local directory, or a bucket on the run's SeaweedFS.
 
 A target makes a fresh repository location per row and measures it afterwards: its size, and on
-S3 the requests the server answered for it.
+S3 the requests the server answered for it and the CPU time the server spent.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class LocalTarget:
     def requests(self, repo: Repository) -> Counter | None:
         return None
 
+    def server_cpu_seconds(self) -> float | None:
+        return None
+
 
 class S3Target:
     name = "s3"
@@ -48,3 +51,6 @@ class S3Target:
 
     def requests(self, repo: Repository) -> Counter | None:
         return self.server.request_counts(repo.bucket)
+
+    def server_cpu_seconds(self) -> float | None:
+        return self.server.cpu_seconds()

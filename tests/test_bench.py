@@ -179,6 +179,16 @@ def test_requests_are_counted_at_the_server(seaweedfs_process):
     assert seaweedfs_process.bucket_bytes(bucket) == 15
 
 
+def test_the_servers_cpu_time_grows_with_what_it_stores(seaweedfs_process):
+    bucket = "bench-cpu"
+    seaweedfs_process.create_bucket(bucket)
+    client = seaweedfs_process.s3_client()
+    before = seaweedfs_process.cpu_seconds()
+    for i in range(4):  # ~10 ms of server CPU per MiB stored: far above one clock tick
+        client.put_object(Bucket=bucket, Key=f"k{i}", Body=os.urandom(8 << 20))
+    assert seaweedfs_process.cpu_seconds() - before > 0.05
+
+
 class CopyTool(Tool):
     """A 'backup tool' that copies the tree: no peer needed to drive the runner end to end."""
 
@@ -259,6 +269,12 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     for tool in on_s3:
         requests = rows[tool.name, "s3"]["requests"]
         assert requests["first"].get("PUT", 0) > 0 and requests["restore"].get("GET", 0) > 0
+        first = rows[tool.name, "s3"]["steps"]["first"]
+        assert first["server_cpu_s"] > 0
+        cores = results["machine"]["cores"]
+        floor = (first["cpu_s"] + first["server_cpu_s"]) / cores
+        assert first["wall_floor_s"] == pytest.approx(floor, abs=0.002)  # each one rounded
+    assert "server_cpu_s" not in copy["steps"]["first"]  # a local target has no server
     assert results["cold_cache"] is False
     # Every building block was measured (a renamed corso function once left a row "not available").
     assert "corso chain (chunk, ID, compress, seal)" in results["micro"]
@@ -293,6 +309,18 @@ def test_report_divides_by_restic_and_bolds_the_best():
     assert "| first backup: wall s | 2.00 | **1.00** | 0.50 |" in table
     assert "| repository MiB at the end | **20.0** | 30.0 | 1.50 |" in table
     assert "borg" not in table  # a failed row is listed under the table, never compared
+
+
+def test_the_s3_table_shows_the_servers_cpu_and_the_wall_floor():
+    rows = [_row("corso", 1.0, 30 << 20), _row("restic", 2.0, 20 << 20)]
+    for row, server_cpu in zip(rows, (3.0, 3.5), strict=True):
+        row["target"] = "s3"
+        row["steps"] = {step: figures | {"server_cpu_s": server_cpu, "wall_floor_s": 2.0}
+                        for step, figures in row["steps"].items()}
+    table = "\n".join(report.target_table(rows, "s3"))
+    assert "| first backup: server CPU s | 3.50 | **3.00** | 0.86 |" in table
+    assert "| full restore: wall floor s | **2.00** | **2.00** | 1.00 |" in table
+    assert "server CPU" not in "\n".join(report.target_table(rows, "local"))
 
 
 def test_a_work_directory_that_the_bench_did_not_make_is_never_wiped(tmp_path):
