@@ -132,7 +132,7 @@ class Tree:
     pieces: list[bytes]
 
 
-def read_tree(tree_id: bytes, get: Callable[[bytes], bytes]) -> Tree:
+def read_tree(tree_id: bytes, get: Callable[[bytes], bytes | memoryview]) -> Tree:
     """The tree `tree_id`, its chunks read through `get(chunk ID) -> plaintext`; Corrupted
     naming the tree if it does not decode."""
     document = _document(get(tree_id), tree_id)
@@ -150,9 +150,9 @@ def read_tree(tree_id: bytes, get: Callable[[bytes], bytes]) -> Tree:
                 [piece_id for piece_id, _ in pieces])
 
 
-def _document(data: bytes, tree_id: bytes) -> dict:
+def _document(data: bytes | memoryview, tree_id: bytes) -> dict:
     try:
-        document = json.loads(data)
+        document = json.loads(bytes(data) if isinstance(data, memoryview) else data)
     except (ValueError, RecursionError) as e:
         raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None
     if not isinstance(document, dict):

@@ -97,8 +97,11 @@ def _compress_together(chunks: list[bytes | memoryview]) -> list:
     return [_compressor().compress(chunk) for chunk in chunks]
 
 
-def decompress(payload: bytes | memoryview, what: str) -> bytes:
-    """The chunk's bytes; Corrupted naming `what` if the payload is malformed or too large."""
+def decompress(payload: bytes | memoryview, what: str) -> bytes | memoryview:
+    """The chunk's bytes; Corrupted naming `what` if the payload is malformed or too large.
+
+    A chunk stored as is comes back as a view into `payload`, past its codec byte: copying
+    it was 0.07 s of a 1 GiB restore, under the GIL (its random data is stored as is)."""
     view = memoryview(payload)
     if not view:
         raise Corrupted(f"{what} is corrupted: empty payload")
@@ -106,7 +109,7 @@ def decompress(payload: bytes | memoryview, what: str) -> bytes:
     if codec == RAW:
         if len(body) > MAX_CHUNK_SIZE:
             raise Corrupted(f"{what} is corrupted: {len(body)} bytes exceeds the chunk maximum")
-        return bytes(body)
+        return body
     if codec != ZSTD:
         raise Corrupted(f"{what} is corrupted: unknown codec {codec}")
     try:

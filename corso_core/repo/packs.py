@@ -41,13 +41,17 @@ _TRAILER = struct.Struct("<I")
 _HEADER_GUESS = 64 * 1024
 
 
+#: A chunk's plaintext: bytes, or a view into its decrypted payload (compression.decompress).
+Plaintext = bytes | memoryview
+
+
 class PackEntry(NamedTuple):
     chunk_id: bytes
     offset: int
     length: int
 
 
-def open_chunk(keys: Keys, chunk_id: bytes, entry: bytes | memoryview) -> bytes:
+def open_chunk(keys: Keys, chunk_id: bytes, entry: bytes | memoryview) -> Plaintext:
     """The chunk's plaintext; Corrupted naming the chunk if anything fails to authenticate."""
     what = f"chunk {chunk_id.hex()}"
     return compression.decompress(unseal(keys.data, entry, chunk_id, what), what)

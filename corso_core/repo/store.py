@@ -36,7 +36,13 @@ from corso_core.repo.index import (
     encode_index,
     read_index,
 )
-from corso_core.repo.packs import PACK_BUFFER_SIZE, BufferPool, PackWriter, open_chunk
+from corso_core.repo.packs import (
+    PACK_BUFFER_SIZE,
+    BufferPool,
+    PackWriter,
+    Plaintext,
+    open_chunk,
+)
 from corso_core.repo.plans import decode_plan
 from corso_core.repo.read_ahead import ReadAhead
 from corso_core.repo.sessions import SessionRecord
@@ -496,12 +502,12 @@ class ChunkStore:
             raise PackGone(f"{piece.kind} pack {piece.pack} holding chunk {first} is "
                            "missing", names.key(piece.kind, piece.pack)) from None
 
-    def _open_entries(self, piece: _Range, data: memoryview) -> Iterator[tuple[bytes, bytes]]:
+    def _open_entries(self, piece: _Range, data: memoryview) -> Iterator[tuple[bytes, Plaintext]]:
         for chunk_id, offset, length in piece.entries:
             at = offset - piece.start
             yield chunk_id, open_chunk(self._keys, chunk_id, data[at : at + length])
 
-    def _open_range(self, piece: _Range) -> list[tuple[bytes, bytes]]:
+    def _open_range(self, piece: _Range) -> list[tuple[bytes, Plaintext]]:
         """Plaintexts of a range's chunks; a tree pack's cached copy that fails is re-fetched."""
         for attempt in range(2):
             try:
@@ -527,7 +533,7 @@ class ChunkStore:
             self._planned, self._index, self._index_keys = planned, index, keys
         return True
 
-    def get(self, chunk_id: bytes) -> bytes:
+    def get(self, chunk_id: bytes) -> Plaintext:
         """The chunk's plaintext, authenticated; Corrupted names the chunk otherwise."""
         for attempt in range(2):
             location = self._locate(chunk_id)
@@ -579,7 +585,7 @@ class ChunkStore:
             for piece in ranges if piece.kind == names.DATA_PACK])
 
     def get_many(self, chunk_ids: Iterable[bytes],
-                 deliver: Callable[[bytes, bytes], None]) -> None:
+                 deliver: Callable[[bytes, Plaintext], None]) -> None:
         """Call `deliver(chunk ID, plaintext)` once for each distinct ID, grouped by pack.
 
         Each pack is read in as few range requests as its needed entries allow (one per
@@ -601,7 +607,7 @@ class ChunkStore:
             self._get_all(gone.undelivered, deliver)
 
     def _get_all(self, chunk_ids: Iterable[bytes],
-                 deliver: Callable[[bytes, bytes], None]) -> None:
+                 deliver: Callable[[bytes, Plaintext], None]) -> None:
         """get_many's one pass; a PackGone raised carries the IDs not delivered."""
         ranges = self._plan(chunk_ids)
         self._start_read_ahead(ranges)
@@ -625,7 +631,7 @@ class ChunkStore:
                                      for chunk_id, _, _ in piece.entries[n:]}
             raise error
 
-    def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, bytes], None],
+    def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, Plaintext], None],
                        stop: threading.Event, delivered: list[int], number: int) -> None:
         """Deliver a range's chunks as they are decrypted, counted in `delivered[number]`,
         unless a thread failed (this one's failure stops the others at their next chunk); a
