@@ -125,6 +125,20 @@ def _requests_breakdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _runs_table(rows: list[dict]) -> list[str]:
+    repeated = [step for step in STEP_TITLES
+                if any(len(r["steps"].get(step, {}).get("runs", [])) > 1 for r in rows)]
+    lines = ["| tool | " + " | ".join(f"{STEP_TITLES[s]}: wall s" for s in repeated) + " |",
+             "|---|" + "---|" * len(repeated)]
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        cells = [", ".join(_format(run["wall_s"]) for run in row["steps"][s]["runs"])
+                 for s in repeated]
+        lines.append(f"| {row['tool']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     machine, data = results["machine"], results["dataset"]
     cache = ("dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed step"
@@ -153,6 +167,10 @@ def markdown(results: dict) -> str:
         "SeaweedFS on this machine, serving every tool alike) shares the cores, and its CPU "
         "time during each step has its own row. A step's wall floor is (tool CPU + server "
         "CPU) / cores: no schedule of that work on this machine ends sooner.",
+        "",
+        f"The first backup and the full restore ran {results['repeat']} times per tool, the "
+        "tools taking turns; their times are the medians of those runs (listed below each "
+        "table), their peak RSS the largest. The other steps ran once.",
     ]
     for target in ("local", "s3"):
         rows = [r for r in results["rows"] if r["target"] == target]
@@ -161,6 +179,8 @@ def markdown(results: dict) -> str:
         title = "local filesystem" if target == "local" else "S3 on SeaweedFS"
         out += ["", f"## {title}", ""] + target_table(results["rows"], target)
         out += [f"\n- {r['tool']}: {r['status']}" for r in rows if r["status"] != "ok"]
+        if results["repeat"] > 1:
+            out += ["", "Wall times of each run, in order:", ""] + _runs_table(rows)
         if target == "s3":
             out += ["", "S3 requests by kind, counted at the server "
                     "(`SeaweedFS_s3_request_total`; HEAD counts as GET):", ""]

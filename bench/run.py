@@ -1,10 +1,14 @@
 """The benchmark run: every available tool on every target, on the same data, in one run.
 
 Order of a run: generate the dataset; for every row (tool x target) init, first backup and
-unchanged re-backup; mutate the dataset once; for every row the backup after the mutation and a
-full restore, verified byte for byte (a differing restore fails the row); then memory scaling
-(corso at 4x the size), the microbenchmarks, and the report. Rows run one after another, never
-at once: each gets the whole machine.
+unchanged re-backup; the first backup again into fresh repositories, row after row, until it has
+run `repeat` times; mutate the dataset once; for every row the backup after the mutation and a
+full restore, verified byte for byte (a differing restore fails the row); the restore again,
+row after row, `repeat` times in all; then memory scaling (corso at 4x the size), the
+microbenchmarks, and the report. Rows run one after another, never at once: each gets the whole
+machine. The repeated steps are the ones with the 2x targets (issue 5): a step's figures are
+the median of its runs (see `step_summary`), and the runs alternate between tools, so a slow
+minute of the machine falls on all of them.
 
     python -m bench.run            # about 1 GiB, under 25 minutes on 2 cores
     python -m bench.run --quick    # about 110 MiB, under 5 minutes
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,6 +54,8 @@ class Settings:
     step_timeout_s: float = 1800
     #: Pause after writing the dataset: see Runner.settle.
     settle_s: float = 2.0
+    #: Runs of the first backup and of the restore per row (the other steps run once).
+    repeat: int = 3
 
 
 @dataclass
@@ -60,7 +67,8 @@ class Row:
     home: Path
     repo: Repository | None = None
     status: str = "ok"
-    steps: dict[str, dict] = field(default_factory=dict)
+    steps: dict[str, dict] = field(default_factory=dict)  # step_summary of each step's runs
+    runs: dict[str, list[dict]] = field(default_factory=dict)
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     repo_bytes: dict[str, int] = field(default_factory=dict)
     backup_ids: dict[str, str] = field(default_factory=dict)
@@ -72,6 +80,26 @@ class Row:
     def as_dict(self) -> dict:
         return {"tool": self.tool.name, "target": self.target.name, "status": self.status,
                 "steps": self.steps, "requests": self.requests, "repo_bytes": self.repo_bytes}
+
+    def add_run(self, step: str, run: dict) -> None:
+        self.runs.setdefault(step, []).append(run)
+        self.steps[step] = step_summary(self.runs[step])
+
+
+#: The figures of a run that are times: a step's summary gives their medians.
+TIMES = ("wall_s", "cpu_s", "server_cpu_s", "wall_floor_s")
+
+
+def step_summary(runs: list[dict]) -> dict:
+    """A step's figures over its runs: the median of each time (one slow run on a shared
+    machine moves it least), the largest peak RSS (memory must stay bounded in every run),
+    and the runs as measured."""
+    summary = {key: round(statistics.median(run[key] for run in runs), 3)
+               for key in TIMES if key in runs[0]}
+    summary["peak_rss_bytes"] = max(run["peak_rss_bytes"] for run in runs)
+    summary["cold_cache"] = all(run["cold_cache"] for run in runs)
+    summary["runs"] = runs
+    return summary
 
 
 class Runner:
@@ -97,15 +125,16 @@ class Runner:
         if before is not None:
             row.requests[step] = dict(row.target.requests(row.repo) - before)
         if timed:
-            row.steps[step] = measurement.as_dict()
+            run = measurement.as_dict()
             if server_cpu_before is not None:
                 server_cpu = row.target.server_cpu_seconds() - server_cpu_before
-                row.steps[step] |= {
+                run |= {
                     "server_cpu_s": round(server_cpu, 3),
                     # No schedule of the tool's and the server's work on this machine's cores
                     # ends sooner: a ratio of wall times cannot beat the ratio of these.
                     "wall_floor_s": round((measurement.cpu_s + server_cpu) / CORES, 3),
                 }
+            row.add_run(step, run)
         return measurement
 
     def _backup(self, row: Row, step: str, source: Path) -> Measurement:
@@ -121,10 +150,27 @@ class Runner:
         row.repo_bytes["after_first"] = row.target.size(row.repo)
         self._backup(row, "unchanged", source)
 
+    def first_backup_again(self, row: Row, source: Path) -> None:
+        """One more run of the first backup: into a fresh repository, with a home (config,
+        caches) of its own, so that the row's own repository goes on untouched. It stays until
+        the run ends, like the restored trees (see `restore`)."""
+        run = len(row.runs["first"]) + 1
+        again = Row(row.tool, row.target, row.home.with_name(f"{row.home.name}-first{run}"))
+        again.home.mkdir(parents=True)
+        again.repo = again.target.repository(f"{row.tool.name}-first{run}", again.home)
+        self._measure(again, "init", row.tool.init(again.repo, again.home), timed=False)
+        self._backup(again, "first", source)
+        row.add_run("first", again.runs["first"][0])
+
     def after_mutation(self, row: Row, source: Path) -> None:
         self._backup(row, "mutated", source)
         row.repo_bytes["final"] = row.target.size(row.repo)
-        destination = row.home / "restore"
+        self.restore(row, source)
+
+    def restore(self, row: Row, source: Path) -> None:
+        """A full restore of the backup after the mutation, into a directory of its own."""
+        runs = len(row.runs.get("restore", []))
+        destination = row.home / ("restore" if not runs else f"restore{runs + 1}")
         command = row.tool.restore(row.repo, row.home, row.backup_ids["mutated"], destination)
         self._measure(row, "restore", command)
         problems = differences(source, row.tool.restored_root(destination, source))
@@ -135,7 +181,12 @@ class Runner:
         if problems:
             raise StepFailed("restore differs from the source: " + "; ".join(problems))
 
-    def each_row(self, rows: list[Row], phase, source: Path) -> None:
+    def each_row(self, rows: list[Row], phase, source: Path, times: int = 1) -> None:
+        """`phase` for every row, `times` times: rows alternate within each round."""
+        for _ in range(times):
+            self._each_row_once(rows, phase, source)
+
+    def _each_row_once(self, rows: list[Row], phase, source: Path) -> None:
         for row in rows:
             if not row.ok:
                 continue
@@ -252,9 +303,11 @@ def _run(settings: Settings, tools: list[Tool], started: float) -> dict:
             for target in targets for tool in usable if target.name in tool.targets]
     try:
         runner.each_row(rows, runner.before_mutation, source)
+        runner.each_row(rows, runner.first_backup_again, source, times=settings.repeat - 1)
         mutated_bytes = dataset.mutate(source)
         runner.settle()
         runner.each_row(rows, runner.after_mutation, source)
+        runner.each_row(rows, runner.restore, source, times=settings.repeat - 1)
     finally:
         if server is not None:
             server.stop()
@@ -272,6 +325,7 @@ def _run(settings: Settings, tools: list[Tool], started: float) -> dict:
         "dataset": {"size": settings.size, "seed": dataset.SEED, "files": summary.files,
                     "bytes": summary.bytes, "mutated_bytes": mutated_bytes},
         "cold_cache": runner.cold_cache,
+        "repeat": settings.repeat,
         "rows": [row.as_dict() for row in rows],
         "skipped": skipped,
         "memory_scaling": scaling,
@@ -283,6 +337,16 @@ def _run(settings: Settings, tools: list[Tool], started: float) -> dict:
     return results
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs, 1 or more")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="corso vs restic vs borg, same data, same run")
     parser.add_argument("--quick", action="store_true", help="small dataset (size 0.1)")
@@ -290,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", default="local,s3", help="comma-separated: local,s3")
     parser.add_argument("--tools", help="comma-separated: corso,restic,borg-lz4,borg-zstd3")
     parser.add_argument("--no-drop-caches", action="store_true", help="keep the page cache warm")
+    parser.add_argument("--repeat", type=_at_least_one,
+                        help="runs of the first backup and of the restore (their median is "
+                             "taken; default 3, 1 with --quick)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
     parser.add_argument("--work", type=Path, default=Settings.work,
                         help="scratch directory, emptied before and removed after the run "
@@ -301,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.size, settings.micro_megabytes, settings.index_entries = 0.1, 16, 100_000
     if args.size is not None:
         settings.size = args.size
+    if args.repeat is not None or args.quick:
+        settings.repeat = args.repeat or 1
     tools = all_tools()
     if args.tools:
         wanted = set(args.tools.split(","))

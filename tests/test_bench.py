@@ -20,7 +20,14 @@ import zstandard
 
 from bench import dataset, report
 from bench.measure import StepFailed, run_measured
-from bench.run import WORK_MARKER, Settings, fresh_work_directory, main, run_benchmark
+from bench.run import (
+    WORK_MARKER,
+    Settings,
+    fresh_work_directory,
+    main,
+    run_benchmark,
+    step_summary,
+)
 from bench.seaweedfs import parse_request_counts
 from bench.tools import Borg, Command, Corso, Restic, Tool
 from bench.verify import differences
@@ -245,7 +252,7 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     settings = Settings(
         size=TINY, work=tmp_path / "work", out=tmp_path / "out", drop_caches=False,
         targets=("local", "s3") if on_s3 else ("local",),
-        micro_megabytes=1, index_entries=2_000, settle_s=0,
+        micro_megabytes=1, index_entries=2_000, settle_s=0, repeat=2,
     )
     sabotaging = [SabotagingCopyTool("corrupting-copy", FLIP_A_BIT),
                   SabotagingCopyTool("chmod-copy", DROP_WRITE_PERMISSION)]
@@ -255,6 +262,11 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     copy = rows["copy", "local"]
     assert copy["status"] == "ok"
     assert set(copy["steps"]) == {"first", "unchanged", "mutated", "restore"}
+    runs = {step: [run["wall_s"] for run in figures["runs"]]
+            for step, figures in copy["steps"].items()}
+    steps = ("first", "unchanged", "mutated", "restore")
+    assert [len(runs[step]) for step in steps] == [2, 1, 1, 2]
+    assert copy["steps"]["first"]["wall_s"] == pytest.approx(sum(runs["first"]) / 2, abs=0.001)
     assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 0 for s in copy["steps"].values())
     # Three full copies of the tree, the last one after the mutation grew it.
     assert copy["repo_bytes"]["final"] > 3 * results["dataset"]["bytes"]
@@ -289,6 +301,8 @@ def test_harness_end_to_end_on_a_tiny_dataset(tmp_path):
     assert f"×{reference}" in markdown.split("## local filesystem")[1]
     assert "- corrupting-copy: failed: restore differs" in markdown
     assert "Page cache: NOT dropped" in markdown
+    assert "ran 2 times per tool" in markdown
+    assert "| copy | " + ", ".join(report._format(w) for w in runs["first"]) in markdown
     assert "**" in markdown  # the best figure of each row is bold
     assert not settings.work.exists(), "the run cleans up its work directory"
 
@@ -321,6 +335,24 @@ def test_the_s3_table_shows_the_servers_cpu_and_the_wall_floor():
     assert "| first backup: server CPU s | 3.50 | **3.00** | 0.86 |" in table
     assert "| full restore: wall floor s | **2.00** | **2.00** | 1.00 |" in table
     assert "server CPU" not in "\n".join(report.target_table(rows, "local"))
+
+
+def test_a_repeated_step_takes_the_median_time_and_the_largest_peak_memory():
+    runs = [{"wall_s": wall, "cpu_s": wall * 2, "peak_rss_bytes": rss, "cold_cache": True}
+            for wall, rss in ((1.0, 30), (5.0, 10), (2.0, 20))]
+    summary = step_summary(runs)
+    assert (summary["wall_s"], summary["cpu_s"], summary["peak_rss_bytes"]) == (2.0, 4.0, 30)
+    assert summary["cold_cache"] is True and summary["runs"] == runs
+    assert "server_cpu_s" not in summary  # a local step has no server
+
+
+def test_a_repeat_count_below_one_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--repeat", "0", "--work", str(tmp_path / "work")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --repeat: '0' is not a whole number of runs, 1 or more")
+    assert not (tmp_path / "work").exists()
 
 
 def test_a_work_directory_that_the_bench_did_not_make_is_never_wiped(tmp_path):
