@@ -1,5 +1,6 @@
 """`corso repo repair`: lost or damaged index blobs are rebuilt from the packs' own headers;
-backups whose data is gone are named as beyond repair, with the reason; a damaged manifest
+backups whose data is gone are named as incomplete, with the reason (a later backup
+of the same data makes them whole); a damaged manifest
 is named apart, with the way out (deleting it)."""
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def test_lost_and_damaged_index_blobs_are_rebuilt(three_backups, tmp_path):  # n
 
     report = run_repair(repository)
     assert report.packs_indexed == 4 and report.index_blobs_written == 1  # A's and B's packs
-    assert report.removed == [blob_of(added["B"], "index")] and report.beyond_repair == {}
+    assert report.removed == [blob_of(added["B"], "index")] and report.incomplete == {}
     assert verify(repository, ALL).clean
     for label, (backup_id, tree) in backups.items():
         assert not restore_into(repository, backup_id, tmp_path / label).errors
@@ -53,12 +54,12 @@ def test_lost_and_damaged_index_blobs_are_rebuilt(three_backups, tmp_path):  # n
     assert run_repair(repository).packs_indexed == 0  # nothing left to do
 
 
-def test_a_lost_pack_is_beyond_repair_and_named(three_backups, tmp_path):  # noqa: F811
+def test_a_lost_pack_makes_its_backups_incomplete_and_named(three_backups, tmp_path):  # noqa: F811
     repo, repository, backups, added = copy_of(three_backups, tmp_path)
     lost = blob_of(added["C"], "data")
     (repo / lost).unlink()
     report = run_repair(repository)
-    [(backup_id, why)] = report.beyond_repair.items()
+    [(backup_id, why)] = report.incomplete.items()
     assert backup_id == backups["C"][0] and "missing" in " ".join(why)
     assert report.packs_indexed == 0
 
@@ -76,8 +77,9 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
     pack.unlink()
     broken = corso("repo", "repair")
-    one_error_line(broken, 1, "beyond repair")
-    assert f"backup {backup_id} is beyond repair" in broken.out
+    one_error_line(broken, 1, "1 backup(s) cannot be restored whole",
+                   "the next backup of files that still hold that data stores it again")
+    assert f"backup {backup_id} cannot be restored whole now:" in broken.out
 
 
 def test_a_damaged_manifest_is_named_apart_from_lost_data(three_backups, tmp_path):  # noqa: F811
@@ -87,7 +89,7 @@ def test_a_damaged_manifest_is_named_apart_from_lost_data(three_backups, tmp_pat
     report = run_repair(repository)
     assert list(report.damaged_manifests) == [backups["A"][0]]
     assert "authentication failed" in report.damaged_manifests[backups["A"][0]]
-    assert list(report.beyond_repair) == [backups["C"][0]]
+    assert list(report.incomplete) == [backups["C"][0]]
 
 
 def test_cli_repair_points_a_damaged_manifest_to_backup_delete(connected, corso, tmp_path):  # noqa: F811
@@ -100,7 +102,7 @@ def test_cli_repair_points_a_damaged_manifest_to_backup_delete(connected, corso,
     assert f"backup {damaged} has a damaged manifest, which cannot be rebuilt" in result.out
     assert "its data may still be in the repository" in result.out
     report = json.loads(corso("repo", "repair", "--json").out)
-    assert report["beyond_repair"] == {} and list(report["damaged_manifests"]) == [damaged]
+    assert report["incomplete"] == {} and list(report["damaged_manifests"]) == [damaged]
     assert corso("backup", "delete", "files", "--backups", damaged).code == 0
     assert corso("repo", "repair").code == 0
 
@@ -119,7 +121,7 @@ def test_repair_read_data_lets_the_next_backup_store_a_damaged_chunk_again(
     assert set(damaged["damaged_backups"]) == {first, second}
 
     result = corso("repo", "repair", "--read-data", "--json")
-    assert result.code == 1 and "beyond repair" in result.err  # until a backup stores it
+    assert result.code == 1 and "cannot be restored whole" in result.err  # until a backup
     assert json.loads(result.out)["damaged_chunks_dropped"] == 1
     create(corso, "--path", str(tree))  # reads the file again: the chunk is stored again
     # Chunks are found by ID: the earlier backups read the new copy, and are whole again.
@@ -139,7 +141,7 @@ def test_a_lost_pack_is_forgotten_so_the_next_backup_stores_its_chunks_again(
     (repo / lost).unlink()
     report = run_repair(repository)
     assert report.lost_packs_forgotten == [lost]
-    assert list(report.beyond_repair) == [backups["C"][0]]  # what it held is gone
+    assert list(report.incomplete) == [backups["C"][0]]  # what it held is gone
     again = back_up(repository, backups["C"][1])
     tree = backups["C"][1]
     assert not restore_into(repository, again, tmp_path / "out").errors
@@ -156,7 +158,7 @@ def test_a_pack_cut_short_damages_the_backups_using_what_it_lost(three_backups, 
     backup_id, tree = backups["C"]
     assert list(verify(repository).damaged_backups) == [backup_id]
     report = run_repair(repository)
-    assert report.damaged_chunks_dropped and list(report.beyond_repair) == [backup_id]
+    assert report.damaged_chunks_dropped and list(report.incomplete) == [backup_id]
     again = back_up(repository, tree)
     assert not restore_into(repository, again, tmp_path / "out").errors
     assert snapshot(tmp_path / "out" / tree.name) == snapshot(tree)
@@ -180,7 +182,7 @@ def test_a_lost_tree_pack_stops_the_next_backup_until_repair(three_backups, tmp_
 
 def test_a_backup_stored_while_repair_lists_is_not_taken_for_lost(repository, tmp_path):
     """Repair lists the packs, then the index blobs: a backup that stores a pack and its index
-    blob in between had its fresh pack 'forgotten' and was named beyond repair (a review)."""
+    blob in between had its fresh pack 'forgotten' and was named incomplete (a review)."""
     back_up(repository, make_tree(tmp_path / "old", 1))
     storage = repository.storage
     storage_list = storage.list
@@ -197,5 +199,5 @@ def test_a_backup_stored_while_repair_lists_is_not_taken_for_lost(repository, tm
         report = run_repair(repository)
     finally:
         storage.list = storage_list
-    assert done and report.lost_packs_forgotten == [] and report.beyond_repair == {}
+    assert done and report.lost_packs_forgotten == [] and report.incomplete == {}
     assert not restore_into(repository, done[0], tmp_path / "out").errors

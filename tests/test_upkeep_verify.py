@@ -222,6 +222,11 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     text = corso("repo", "verify", "--read-data")
     assert f"backup {backup_id} cannot be fully restored" in text.out and "file-" in text.out
 
+    pack.unlink()  # a lost pack needs no reading of the others: plain repair takes it out
+    lost = corso("repo", "verify")
+    one_error_line(lost, 1, "verify found",
+                   "; corso repo repair lets the next backup store it again")
+
 
 def test_cli_verify_advice_is_what_clears_the_damage(connected, corso, tmp_path):  # noqa: F811
     """It said "run corso repo repair" for damage repair leaves as it is: a damaged upkeep

@@ -63,10 +63,12 @@ def _what_to_do(report) -> list[str]:
         advice.append("run corso repo repair to rebuild the index from the packs")
     if manifests := damaged(names.MANIFEST):
         advice.append(f"delete the backups with a damaged manifest: {delete_command(manifests)}")
-    if any(damaged(kind) for kind in names.PACK_KINDS):
+    packs = {names.key(kind, name) for kind in names.PACK_KINDS for name in damaged(kind)}
+    if packs:
+        repair = ("corso repo repair" if packs <= report.lost_packs  # nothing to read for
+                  else "corso repo repair --read-data")
         advice.append("what is named above as damaged data cannot be restored from this "
-                      "repository; corso repo repair --read-data lets the next backup store it "
-                      "again")
+                      f"repository; {repair} lets the next backup store it again")
     if damaged(names.UPKEEP) or damaged(names.SESSION):
         advice.append("run corso repo maintenance, which writes the upkeep records again and "
                       "removes stale sessions (repair leaves them)")
@@ -151,7 +153,7 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
                    "next backup stores it again.")
 @uses_repository
 def repair_command(repository: Repository, read_data: bool) -> None:
-    """Rebuild lost or damaged index blobs from the packs; name backups beyond repair."""
+    """Rebuild lost or damaged index blobs from the packs; name incomplete backups."""
     report = run_repair(repository, progress_for("repairing"), read_data=read_data)
     lines = [f"{report.packs_indexed} packs indexed again in {report.index_blobs_written} new "
              f"index blob(s); {len(report.removed)} damaged blob(s) removed."]
@@ -165,17 +167,19 @@ def repair_command(repository: Repository, read_data: bool) -> None:
                      "the next backup stores them again from the files that still have them.")
     lines += [f"removed: {key}" for key in report.removed]
     lines += [f"unreadable: {key}: {why}" for key, why in report.unreadable_packs.items()]
-    for backup_id, lost in sorted(report.beyond_repair.items()):
-        lines.append(f"backup {backup_id} is beyond repair:")
+    for backup_id, lost in sorted(report.incomplete.items()):
+        lines.append(f"backup {backup_id} cannot be restored whole now:")
         lines += [f"  {what}" for what in lost]
     for backup_id, why in sorted(report.damaged_manifests.items()):
         lines.append(f"backup {backup_id} has a damaged manifest, which cannot be rebuilt: "
                      f"{why}; its data may still be in the repository")
     output.emit(report.as_dict(), "\n".join(lines))
     unrepaired = []
-    if report.beyond_repair:
-        unrepaired.append(f"{len(report.beyond_repair)} backup(s) are beyond repair: their "
-                          "data is not in the repository any more")
+    if report.incomplete:
+        unrepaired.append(f"{len(report.incomplete)} backup(s) cannot be restored whole: data "
+                          "they use is not in the repository; do not delete them: the next "
+                          "backup of files that still hold that data stores it again and "
+                          "makes them whole")
     if report.damaged_manifests:
         unrepaired.append(f"{len(report.damaged_manifests)} backup(s) have a damaged manifest: "
                           f"delete them with {delete_command(report.damaged_manifests)}")

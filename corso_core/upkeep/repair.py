@@ -41,7 +41,9 @@ class RepairReport:
     index_blobs_written: int = 0
     removed: list[str] = field(default_factory=list)  # damaged index blobs and plans
     unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
-    beyond_repair: dict[str, list[str]] = field(default_factory=dict)  # backup -> why
+    # backup -> why: data it uses is not in the repository (a later backup of files that
+    # still hold that data stores it again, and the backup is whole again)
+    incomplete: dict[str, list[str]] = field(default_factory=dict)
     damaged_manifests: dict[str, str] = field(default_factory=dict)  # backup -> why
     damaged_chunks_dropped: int = 0  # index entries taken out (damaged, cut off)
     lost_packs_forgotten: list[str] = field(default_factory=list)  # indexed, not stored
@@ -102,9 +104,9 @@ def run_repair(repository, progress: Progress | None = None, *,
     report.damaged_manifests = {
         backup_id: p["problem"] for p in checked.problems
         if (backup_id := names.parse_key(names.MANIFEST, p["blob"])) is not None}
-    report.beyond_repair = {backup_id: lost for backup_id, lost in
-                            checked.damaged_backups.items()
-                            if backup_id not in report.damaged_manifests}
+    report.incomplete = {backup_id: lost for backup_id, lost in
+                         checked.damaged_backups.items()
+                         if backup_id not in report.damaged_manifests}
     return report
 
 

@@ -90,6 +90,9 @@ class VerifyReport:
     #: (chunk ID, pack) of each chunk read that failed authentication or its hash, or indexed
     #: past the end of a pack cut short: what `repo repair` takes out of the index.
     damaged_chunks: set[tuple[bytes, PackRef]] = field(default_factory=set)
+    #: Keys of the packs missing or cut short: plain `repo repair` takes their chunks out of
+    #: the index, with no need to read every pack.
+    lost_packs: set[str] = field(default_factory=set)
 
     @property
     def clean(self) -> bool:
@@ -186,12 +189,15 @@ def _check_packs(chunk_map: ChunkMap, listing, report: VerifyReport
         entries = chunk_map.pack_entries((kind, name))
         info = listing[kind].get(name)
         expected = sum(length for _, length in entries.values()) + header_size(len(entries))
+        key = names.key(kind, name)
         if info is None:
-            report.problem(names.key(kind, name), f"{kind} pack {name} is missing "
-                                                  f"({len(entries)} chunks indexed in it)")
+            report.problem(key, f"{kind} pack {name} is missing "
+                                f"({len(entries)} chunks indexed in it)")
+            report.lost_packs.add(key)
         elif info.size < expected:
-            report.problem(names.key(kind, name), f"{kind} pack {name} is {info.size} bytes; "
-                                                  f"its indexed entries make {expected}")
+            report.problem(key, f"{kind} pack {name} is {info.size} bytes; "
+                                f"its indexed entries make {expected}")
+            report.lost_packs.add(key)
             cut |= {(chunk_id, (kind, name)) for chunk_id, (offset, length) in entries.items()
                     if offset + length > info.size}
     return cut
