@@ -121,6 +121,21 @@ def test_paths_that_are_all_left_out_make_no_empty_backup(connected, corso, tmp_
     assert files_and_mtimes(connected) == before
 
 
+def test_the_log_file_gets_the_warnings_and_the_error_said_on_stderr(connected, corso,
+                                                                     tmp_path):
+    """They were said on stderr alone: a --log-file (under cron, say) stayed empty."""
+    os.mkfifo(tmp_path / "fifo")
+    log = tmp_path / "corso.log"
+    result = corso("--log-file", str(log), "backup", "create", "files", "--path",
+                   str(tmp_path / "fifo"))
+    assert result.code == 2 and len(result.err.splitlines()) == 2, result
+    logged = log.read_text().splitlines()
+    assert len(logged) == 2, logged
+    assert "WARNING" in logged[0] and "skipped: a FIFO" in logged[0]
+    assert "ERROR" in logged[1] and logged[1].endswith("nothing to back up: every path given "
+                                                       "was left out (see above)")
+
+
 def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,
                                                                           tmp_path):
     """A file directly in the directory was left out ("cannot open: Not a directory": it was
@@ -358,6 +373,17 @@ def test_a_glob_that_matches_nothing_is_named(connected, corso, tmp_path, comman
             if command == "restore" else ["backup", "details", "files"])
     result = corso(*argv, "--backup", backup_id, *[a for g in globs for a in ("--path", g)])
     one_error_line(result, 2, f"nothing in backup {backup_id} matches {globs[-1]}")
+    assert result.out == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["restore", "details"])
+def test_an_empty_glob_is_refused(connected, corso, tmp_path, command):
+    (tmp_path / "t").mkdir()
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    argv = (["restore", "files", "--destination", str(tmp_path / "out")]
+            if command == "restore" else ["backup", "details", "files"])
+    result = corso(*argv, "--backup", backup_id, "--path", "t", "--path", "")
+    one_error_line(result, 2, "--path must not be empty")
     assert result.out == "" and not (tmp_path / "out").exists()
 
 

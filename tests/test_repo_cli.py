@@ -90,6 +90,10 @@ def test_status_shows_backend_location_id_version_blobs_and_requests(repo, corso
     data = json.loads(corso("repo", "status", "--passphrase", "pw", "--json").out)
     sizes = [os.path.getsize(repo / name) for name in (FORMAT_KEY, FORMAT_COPY_KEY)]
     assert data["blobs"] == 2 and data["bytes"] == sum(sizes)
+    # The kinds add up to the whole: the two format blobs are "other".
+    assert data["blobs_by_kind"]["other"] == {"objects": 2, "bytes": sum(sizes)}
+    assert sum(kind["objects"] for kind in data["blobs_by_kind"].values()) == data["blobs"]
+    assert f"  other:        2 ({sum(sizes)} bytes)" in text.out
     assert (data["backend"], data["location"], data["repository_id"]) == (
         "filesystem", str(repo), repository_id)
     assert data["format_version"] == FORMAT_VERSION
@@ -509,9 +513,10 @@ def test_bad_newer_format_version(repo, corso):
      b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
      b"[connection.settings]\npath = 5\n",
      b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
-     b'[connection.settings]\npath = "/tmp/r\\u0000"\n'],
+     b'[connection.settings]\npath = "/tmp/r\\u0000"\n',
+     b'[connection]\nbackend = "nope"\nrepository_id = "ID"\n[connection.settings]\n'],
     ids=["truncated", "binary", "missing-keys", "no-settings", "a-number-for-a-path",
-         "a-nul-in-the-path"],
+         "a-nul-in-the-path", "an-unknown-backend"],
 )
 def test_bad_config_file(repo, corso, config_file, content):
     saved = config.load(str(config_file))
@@ -562,6 +567,14 @@ def test_bad_log_file_that_cannot_be_opened(repo, corso, tmp_path, where):
     (tmp_path / "a-file").write_bytes(b"x")
     one_error_line(corso("--log-file", str(tmp_path / where), "repo", "status", "--passphrase",
                          "pw"), 2, "cannot open --log-file")
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once_not_as_tracebacks(repo, corso):
+    result = corso("--log-file", "/dev/full", "--log-level", "debug", "repo", "status",
+                   "--passphrase", "pw")
+    assert result.code == 0 and "Traceback" not in result.err, result
+    assert result.err.splitlines() == [
+        "corso: warning: cannot write --log-file /dev/full: No space left on device"]
 
 
 @pytest.mark.parametrize("flag", ["--config-file", "--log-file"])

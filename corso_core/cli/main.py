@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="corso", standalone_mode=False)
     except CorsoError as e:
         log.debug("error", exc_info=True)
-        click.echo(f"corso: error: {e}", err=True)
+        output.say("error", str(e))
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:  # Ctrl-C (click's own handling), or a prompt's EOF
         interrupted = isinstance(e.__cause__, KeyboardInterrupt)
@@ -147,16 +147,15 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        click.echo(f"corso: error: {_without_secrets(e.format_message(), argv_given)}",
-                   err=True)
+        output.say("error", _without_secrets(e.format_message(), argv_given))
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Terminated) as e:
         sys.exit(_stopped_by(e))
     except output.ReaderGone:
         sys.exit(READER_GONE)
     except RecursionError:  # the walks of trees recurse once per directory level
-        click.echo("corso: error: directories nested deeper than corso can follow (about 900 "
-                   "levels)", err=True)
+        output.say("error", "directories nested deeper than corso can follow (about 900 "
+                            "levels)")
         sys.exit(1)
     sys.exit(0)
 

@@ -95,9 +95,31 @@ class _StderrFormatter(logging.Formatter):
         return _DETAILED.format(record)
 
 
+class _LogFile(logging.FileHandler):
+    """--log-file: a write that fails (a full disk) is said once on stderr, not as a
+    traceback for every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            click.echo(f"corso: warning: cannot write --log-file {self.baseFilename}: "
+                       f"{getattr(error, 'strerror', None) or error}", err=True)
+
+
+#: The lines `say` puts on stderr, for --log-file alone (stderr has them already; without a
+#: handler, logging's last resort would print them there again).
+_said = logging.getLogger("corso.said")
+_said.propagate = False
+_said.addHandler(logging.NullHandler())
+
+
 def setup_logging(globals_: GlobalFlags) -> None:
     """Warnings and worse always reach stderr; below them, stderr shows only debug (asked for
-    without --log-file), and --log-file gets every record at the chosen level."""
+    without --log-file), and --log-file gets every record at the chosen level, and every
+    `corso: warning:` or `corso: error:` line the command said (see `say`)."""
     level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
         logging, globals_.log_level.upper()
     )
@@ -108,7 +130,7 @@ def setup_logging(globals_: GlobalFlags) -> None:
     handlers: list[logging.Handler] = [stderr]
     if globals_.log_file:
         try:
-            log_file = logging.FileHandler(globals_.log_file)
+            log_file = _LogFile(globals_.log_file)
         except OSError as e:
             raise UsageError(f"cannot open --log-file {globals_.log_file}: "
                              f"{e.strerror or e}") from None
@@ -120,6 +142,8 @@ def setup_logging(globals_: GlobalFlags) -> None:
         root = logging.getLogger(name)
         root.handlers[:] = handlers
         root.setLevel(min(handler.level for handler in handlers))
+    _said.handlers[:] = handlers[1:] or [logging.NullHandler()]
+    _said.setLevel(level)
 
 
 class ReaderGone(Exception):
@@ -150,7 +174,9 @@ def print_text(text: str) -> None:
 
 def say(kind: str, message: str) -> None:
     """One `corso: KIND: …` line on stderr: `error` for an item a backup or restore could not
-    copy (the run ends incomplete), `warning` for one left out on purpose, and the like."""
+    copy (the run ends incomplete) or the error that ends a command, `warning` for one left
+    out on purpose, and the like; --log-file gets it too."""
+    _said.log(logging.ERROR if kind == "error" else logging.WARNING, message)
     click.echo(f"corso: {kind}: {message}", err=True)
 
 
