@@ -102,6 +102,9 @@ def test_a_storage_flag_differing_from_the_connection_names_both(corso, seaweedf
     one_error_line(other, 2, "--prefix elsewhere/ differs", s3_prefix)
     moved = corso("repo", "status", "--endpoint", "127.0.0.1:1", "--passphrase", PASS)
     one_error_line(moved, 2, "--endpoint 127.0.0.1:1 differs", seaweedfs.endpoint)
+    flagged = corso("repo", "status", "--disable-tls-verification", "--passphrase", PASS)
+    one_error_line(flagged, 2, "--disable-tls-verification (on) differs from the connected "
+                               "repository's (off)")
 
 
 def test_backup_and_restore_through_s3(corso, seaweedfs, s3_prefix, tmp_path, monkeypatch):

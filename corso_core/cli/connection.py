@@ -140,7 +140,11 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     `before_storage` runs between the key derivation and the storage's opening."""
     path = config.config_path(output.flags().config_file)
     connection = config.load(path)
-    backend = plugins.backend(connection.backend)
+    try:
+        backend = plugins.backend(connection.backend)
+    except UsageError as e:  # a hand-edited file, or a plugin uninstalled since
+        raise ConfigError(f"config file {path}: {e}; or run corso repo connect to switch "
+                          "to a repository on an installed backend") from None
     check_settings(backend, connection, path)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
@@ -205,11 +209,22 @@ def storage_values(backend: StorageBackend, connection: config.Connection,
             values[name] = value
         elif value != connection.settings.get(name):
             saved = connection.settings.get(name)
+            if own[name].is_flag:  # a flag never given was saved as nothing: off
+                saved = bool(saved)
             raise UsageError(
-                f"{own[name].opts[0]} {value} differs from the connected repository's "
-                f"{'(not set)' if saved is None else saved}; run corso repo connect to switch"
+                f"{own[name].opts[0]} {_shown(value)} differs from the connected repository's "
+                f"{_shown(saved)}; run corso repo connect to switch"
             )
     return values
+
+
+def _shown(setting: Any) -> str:
+    """A setting as the user gave it: a flag on or off, not Python's True or False."""
+    if setting is None:
+        return "(not set)"
+    if isinstance(setting, bool):
+        return "(on)" if setting else "(off)"
+    return str(setting)
 
 
 def _owners(name: str) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from corso_core.engine.tree import Entry, contains_itself, read_tree
+from corso_core.errors import UsageError
 from corso_core.sources.source import DIR
 
 Path = tuple[bytes, ...]
@@ -24,6 +25,8 @@ class Globs:
 
     def __init__(self, globs) -> None:
         self.globs = list(globs)
+        if "" in self.globs:  # it would match nothing, after a repository was opened for it
+            raise UsageError("--path must not be empty: give a glob, or no --path for all")
         self.matched: set[str] = set()
         # "dir/" means the directory, as in a shell: paths in a backup end in no "/".
         self._patterns = {g: g.rstrip("/") or g for g in self.globs}

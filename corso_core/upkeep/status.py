@@ -24,8 +24,14 @@ def _when(name: str, repository) -> dict | None:
 
 
 def upkeep_status(repository, blobs) -> dict:
-    """From `blobs`, the listing of the whole repository that status made already."""
+    """From `blobs`, the listing of the whole repository that status made already. Its
+    kinds add up to the whole: "other" holds the format blob and its copy, the upkeep
+    records, and anything else found there."""
     by_kind = space(blobs)
+    by_kind["other"] = {
+        "objects": len(blobs) - sum(kind["objects"] for kind in by_kind.values()),
+        "bytes": sum(b.size for b in blobs) - sum(kind["bytes"] for kind in by_kind.values()),
+    }
     return {
         "backups": by_kind[names.MANIFEST]["objects"],
         "blobs_by_kind": by_kind,

@@ -507,8 +507,11 @@ class FilesWriter:
                 raise
             if not self._warned_owner:
                 self._warned_owner = True
-                self.report.warning(self.destination, "owners not restored: the filesystem "
-                                                      "does not keep them")
+                # EPERM also comes from a root without CAP_CHOWN (a container, a user
+                # namespace): the filesystem is not always the one to blame.
+                self.report.warning(self.destination, f"owners not restored: {e.strerror} "
+                                    "(a filesystem without owners, or a root without the "
+                                    "right to give files away)")
 
     def _place(self, temp_fd: int, temp: bytes, fd: int, path: Path) -> bool | None:
         """Give the finished temp item (in `temp_fd`) its name in the directory `fd`, under
