@@ -26,8 +26,9 @@ from corso_core.storage.backend import StorageBackend
 
 ENTRY_POINT_GROUP = "corso"
 
-#: Backends published as separate distributions, so a missing one gets an install hint.
-KNOWN_BACKEND_DISTRIBUTIONS = {"s3": "corso-s3"}
+#: Backends published as separate distributions, so a missing one gets an install hint:
+#: (distribution, its folder in a checkout of corso).
+KNOWN_BACKEND_DISTRIBUTIONS = {"s3": ("corso-s3", "plugins/corso_s3")}
 
 #: Under the cache root: {"sys_path": [[entry, mtime_ns], …], "entry_points": [[name,
 #: module, attr], …]}, rewritten atomically whenever the entry points are looked for afresh.
@@ -173,10 +174,9 @@ def backend(name: str) -> StorageBackend:
     if name in installed:
         return installed[name]
     if name in KNOWN_BACKEND_DISTRIBUTIONS:
-        raise UsageError(
-            f'backend "{name}" is not installed; add it with: '
-            f"pip install {KNOWN_BACKEND_DISTRIBUTIONS[name]}"
-        )
+        distribution, folder = KNOWN_BACKEND_DISTRIBUTIONS[name]
+        raise UsageError(f'backend "{name}" is not installed; add it with: pip install '
+                         f"{distribution} (from a checkout of corso: pip install ./{folder})")
     raise UsageError(f'unknown backend "{name}"; installed: {", ".join(installed) or "none"}')
 
 

@@ -7,6 +7,7 @@ CORSO=${1:?usage: docs/demo.sh PATH-TO-CORSO}
 DEMO=$(pwd)/demo
 
 export CORSO_CONFIG_DIR="$DEMO/config"          # keep the demo's corso.toml out of ~/.config
+export CORSO_CACHE_DIR="$DEMO/cache"            # and its cache out of ~/.cache
 export CORSO_PASSPHRASE="demo passphrase, not for real backups"
 mkdir -p "$DEMO"
 

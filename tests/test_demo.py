@@ -21,6 +21,7 @@ def test_demo_initializes_a_repository_and_shows_its_status(tmp_path):
     assert (tmp_path / "demo" / "repository" / "format").exists()
     config = (tmp_path / "demo" / "config" / "corso.toml").read_text()
     assert "passphrase" not in config
+    assert any((tmp_path / "demo" / "cache").iterdir())  # not the user's ~/.cache
     again = run_demo(tmp_path)
     assert again.returncode == 0, again.stderr
     assert "already exists" in again.stdout

@@ -263,7 +263,7 @@ def test_corso_plugins_lists_plugins_with_versions(memory_plugin):
     assert by_name["memory"]["distribution"] == "corso-memory-backend"
     assert by_name["memory"]["version"] == "0.1.0"
     assert by_name["memory"]["hooks"] == ["register_backends"]
-    assert by_name["filesystem"]["distribution"] == "corso"
+    assert by_name["filesystem"]["distribution"] == "corso-backup"
     text = corso("plugins").stdout
     assert re.search(r"^memory\s+corso-memory-backend 0\.1\.0\s+hooks: register_backends$",
                      text, re.M), text

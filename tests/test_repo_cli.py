@@ -513,10 +513,9 @@ def test_bad_newer_format_version(repo, corso):
      b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
      b"[connection.settings]\npath = 5\n",
      b'[connection]\nbackend = "filesystem"\nrepository_id = "ID"\n'
-     b'[connection.settings]\npath = "/tmp/r\\u0000"\n',
-     b'[connection]\nbackend = "nope"\nrepository_id = "ID"\n[connection.settings]\n'],
+     b'[connection.settings]\npath = "/tmp/r\\u0000"\n'],
     ids=["truncated", "binary", "missing-keys", "no-settings", "a-number-for-a-path",
-         "a-nul-in-the-path", "an-unknown-backend"],
+         "a-nul-in-the-path"],
 )
 def test_bad_config_file(repo, corso, config_file, content):
     saved = config.load(str(config_file))
@@ -559,6 +558,15 @@ def test_bad_passphrase_that_is_not_utf_8_is_refused_without_quoting_it(tmp_path
     result = corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"))
     one_error_line(result, 2, "the passphrase is not valid UTF-8")
     assert "ab" not in result.err and not (tmp_path / "r").exists()
+
+
+def test_a_backend_not_installed_names_the_config_file(repo, corso, config_file):
+    """As any backend not installed, exit 2; the config file named, as any broken one."""
+    saved = config.load(str(config_file))
+    config_file.write_text(f'[connection]\nbackend = "nope"\nrepository_id = '
+                           f'"{saved.repository_id}"\n[connection.settings]\n')
+    one_error_line(corso("repo", "status", "--passphrase", "pw"), 2, str(config_file),
+                   'unknown backend "nope"', "corso repo connect")
 
 
 @pytest.mark.parametrize("where", ["missing-dir/x.log", "a-file/x.log", "."],

@@ -1,4 +1,4 @@
-"""The two distributions as a user installs them: `pip install corso`, then `pip install corso-s3`.
+"""The two distributions as a user installs them: corso-backup, then corso-s3.
 
 Wheels are built from a copy of the tree (so concurrent builds never share a build/ folder)
 and installed into a fresh venv that sees nothing of the test environment (no
@@ -39,7 +39,7 @@ def test_core_wheel_alone_hints_then_the_plugin_wheel_works(tmp_path, seaweedfs,
     shutil.copytree(ROOT, source, ignore=_skip)
     wheels = tmp_path / "wheels"
     pip("wheel", "--no-deps", "-w", wheels, source, source / "plugins" / "corso_s3")
-    core, = wheels.glob("corso-*.whl")
+    core, = wheels.glob("corso_backup-*.whl")
     plugin, = wheels.glob("corso_s3-*.whl")
 
     venv = tmp_path / "venv"
@@ -52,7 +52,8 @@ def test_core_wheel_alone_hints_then_the_plugin_wheel_works(tmp_path, seaweedfs,
     hint = run(corso, "repo", "init", "s3", "--bucket", seaweedfs.bucket, env=env)
     assert hint.returncode == 2
     assert hint.stderr == ('corso: error: backend "s3" is not installed; add it with: '
-                           "pip install corso-s3\n")
+                           "pip install corso-s3 (from a checkout of corso: pip install "
+                           "./plugins/corso_s3)\n")
     assert run(python, "-c", "import boto3").returncode != 0
 
     pip("--python", python, "install", plugin)
@@ -65,3 +66,13 @@ def test_core_wheel_alone_hints_then_the_plugin_wheel_works(tmp_path, seaweedfs,
     assert f"{s3_prefix}format" in [o["Key"] for o in listed["Contents"]]
     plugins = run(corso, "plugins", env=env).stdout
     assert "corso-s3" in plugins
+
+    # The plugin alone pulls in this core, never the unrelated "corso" on PyPI (a board game
+    # its dependency once named): pip finds corso-backup beside it, and nowhere else.
+    alone = tmp_path / "plugin-alone"
+    assert run(sys.executable, "-m", "venv", "--without-pip", alone).returncode == 0
+    pip("--python", alone / "bin" / "python", "install", "--find-links", wheels, plugin)
+    shown = run(sys.executable, "-m", "pip", "--python", alone / "bin" / "python", "list",
+                "--format=freeze").stdout
+    assert "corso-backup==" in shown and "corso==" not in shown, shown
+    assert "corso-s3" in run(alone / "bin" / "corso", "plugins", env=env).stdout

@@ -143,8 +143,8 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     try:
         backend = plugins.backend(connection.backend)
     except UsageError as e:  # a hand-edited file, or a plugin uninstalled since
-        raise ConfigError(f"config file {path}: {e}; or run corso repo connect to switch "
-                          "to a repository on an installed backend") from None
+        raise UsageError(f"config file {path}: {e}; or run corso repo connect to switch "
+                         "to a repository on an installed backend") from None
     check_settings(backend, connection, path)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
