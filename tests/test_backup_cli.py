@@ -51,7 +51,8 @@ def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_p
     [row] = json.loads(corso("backup", "list", "files", "--json").out)
     assert (row["id"], row["paths"], row["tags"], row["files"]) == (
         backup_id, [tricky_tree], {"env": "test"}, 16)
-    assert backup_id in corso("backup", "list", "files").out
+    listed = corso("backup", "list", "files").out
+    assert backup_id in listed and f"{row['time'][:19]}Z " in listed  # UTC, and marked so
 
     details = json.loads(corso("backup", "details", "files", "--backup", backup_id,
                                "--json").out)
@@ -63,6 +64,7 @@ def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_p
     subset = corso("backup", "details", "files", "--backup", backup_id, "--path", "tricky/sub/*")
     assert subset.code == 0 and len(subset.out.splitlines()) == 8
     assert "tricky/sub/deeper/large.bin" in subset.out
+    assert " 2009-02-13T23:31:30Z tricky/sub/file.txt" in subset.out  # mtime, in UTC
 
     restored = corso("restore", "files", "--backup", backup_id, "--destination",
                      str(tmp_path / "out"))
@@ -200,7 +202,7 @@ def test_a_backup_id_that_does_not_exist(connected, corso, tmp_path, command):
     kept = create(corso, "--path", str(tmp_path / "t"))
     dest = str(tmp_path / "dest")
     result = corso(*[dest if a == "DEST" else a for a in command])
-    one_error_line(result, 1, "no backup")
+    one_error_line(result, 1, "no backup", "corso backup list ", " shows them)")
     assert not os.path.exists(dest)
     assert [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)] == [kept]
 

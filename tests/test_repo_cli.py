@@ -57,6 +57,28 @@ def test_init_creates_the_repository_and_saves_the_connection(tmp_path, corso, c
     assert b"s3cret!" not in config_file.read_bytes()
 
 
+def test_init_of_a_second_repository_says_which_connection_it_replaced(tmp_path, corso,
+                                                                         config_file):
+    """A scheduled backup using the same corso.toml goes to the new repository from now on:
+    init said only "Connection saved"."""
+    first = corso("repo", "init", "filesystem", "--path", str(tmp_path / "one"), "--passphrase",
+                  "pw", "--json")
+    assert json.loads(first.out)["replaced_repository_id"] is None
+    old_id = json.loads(first.out)["repository_id"]
+    again = corso("repo", "init", "filesystem", "--path", str(tmp_path / "one"), "--passphrase",
+                  "pw")
+    assert "in place of" not in again.out  # the same repository: nothing replaced
+    second = corso("repo", "init", "filesystem", "--path", str(tmp_path / "two"), "--passphrase",
+                   "pw")
+    assert second.code == 0, second
+    assert (f"Connection saved in {config_file}, in place of the one to repository {old_id}: "
+            "commands using that file now use this repository.") in second.out
+    second_id = config.load(str(config_file)).repository_id
+    back = corso("repo", "connect", "filesystem", "--path", str(tmp_path / "one"),
+                 "--passphrase", "pw", "--json")
+    assert json.loads(back.out)["replaced_repository_id"] == second_id != old_id
+
+
 def test_init_with_a_relative_path_saves_it_absolute(tmp_path, corso, config_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert corso("repo", "init", "filesystem", "--path", "rel", "--passphrase", "pw").code == 0

@@ -124,7 +124,7 @@ def _list(source: Source):
         for r in data:
             tags = " ".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))
             lines.append(
-                f"{r['id']:<16} {r['time'][:19]:<20} {r['host'][:12]:<12} {r['files']:>7} "
+                f"{r['id']:<16} {_utc(r['time']):<20} {r['host'][:12]:<12} {r['files']:>7} "
                 f"{human_bytes(r['size']):>10} {human_bytes(r['added']):>10}  "
                 f"{' '.join(map(_one_line, r['paths']))}{'  ' + tags if tags else ''}"
                 f"{'  (incomplete)' if r['incomplete'] else ''}")
@@ -168,7 +168,7 @@ def _details(source: Source):
             raise UsageError(f"nothing in backup {backup} matches "
                              f"{', '.join(selection.unmatched())}")
         output.emit(rows, "\n".join(
-            f"{r['mode']} {r['size']:>12} {r['mtime'][:19]} {path_text_line(r)}" for r in rows))
+            f"{r['mode']} {r['size']:>12} {_utc(r['mtime'])} {path_text_line(r)}" for r in rows))
 
     return [
         click.Option(["--backup"], required=True, metavar="ID", help="The backup to show."),
@@ -210,7 +210,7 @@ def _delete(source: Source):
             raise NotFound(f"no backup {', '.join(missing)} in the repository at "
                            f"{repository.storage.location()}; nothing deleted"
                            + (f" (the others exist: --backups {','.join(others)})"
-                              if others else ""))
+                              if others else f" (corso backup list {source.name} shows them)"))
         delete_manifests(repository, ids)
         output.emit({"deleted": ids, "damaged": damaged},
                     f"Deleted {len(ids)} backup(s): {', '.join(ids)}"
@@ -219,6 +219,12 @@ def _delete(source: Source):
 
     return [click.Option(["--backups"], required=True, multiple=True, metavar="ID[,ID…]",
                          help="Backups to delete, comma-separated (repeatable).")], delete
+
+
+def _utc(iso_time: str) -> str:
+    """A time of the JSON (UTC, `+00:00`) in a text column: to the second, marked `Z` (UTC),
+    so that it is not read as the local time."""
+    return iso_time[:19] + "Z"
 
 
 backup.add_command(SourceGroup("create", _create, warms_up=True, help="Back up a source."))

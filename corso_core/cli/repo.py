@@ -34,7 +34,7 @@ def _init(backend: StorageBackend, values: dict) -> None:
     try:
         repository, created = init_or_open(storage, secret)
         try:
-            path = _remember(backend, values, repository)
+            path, replaced = _remember(backend, values, repository)
         except ConfigError as e:
             if created:
                 raise ConfigError(f"{e}; {_undo_init(storage)}") from None
@@ -43,9 +43,10 @@ def _init(backend: StorageBackend, values: dict) -> None:
         storage.close()
     what = "created" if created else "already exists (the passphrase matches it)"
     output.emit(
-        {"created": created, **_describe(backend.name, repository), "config_file": path},
+        {"created": created, **_describe(backend.name, repository), "config_file": path,
+         "replaced_repository_id": replaced},
         f"Repository {repository.repository_id} {what} at {storage.location()} "
-        f"({backend.name}).\nConnection saved in {path}.",
+        f"({backend.name}).\n{_saved(path, replaced)}",
     )
 
 
@@ -66,23 +67,38 @@ def _connect(backend: StorageBackend, values: dict) -> None:
     storage = backend.open(values)
     try:
         repository = open_repository(storage, secret)
-        path = _remember(backend, values, repository)
+        path, replaced = _remember(backend, values, repository)
     finally:
         storage.close()
     output.emit(
-        {**_describe(backend.name, repository), "config_file": path},
+        {**_describe(backend.name, repository), "config_file": path,
+         "replaced_repository_id": replaced},
         f"Connected to repository {repository.repository_id} at {storage.location()} "
-        f"({backend.name}).\nConnection saved in {path}.",
+        f"({backend.name}).\n{_saved(path, replaced)}",
     )
 
 
-def _remember(backend: StorageBackend, values: dict, repository: Repository) -> str:
-    """Save the connection, replacing the old one only now that the new repository opened."""
+def _remember(backend: StorageBackend, values: dict,
+              repository: Repository) -> tuple[str, str | None]:
+    """Save the connection, replacing the old one only now that the new repository opened;
+    its path, and the ID of another repository it was connected to (or None)."""
     path = config.config_path(output.flags().config_file)
+    try:
+        before = config.load(path).repository_id
+    except CorsoError:  # none yet, or one that cannot be read: nothing to name
+        before = None
     settings = backend.settings({**values, **repository.storage.discovered_settings()})
     config.save(path, config.Connection(backend.name, repository.repository_id, settings))
     cached_key.remember(repository)
-    return path
+    return path, before if before != repository.repository_id else None
+
+
+def _saved(path: str, replaced: str | None) -> str:
+    """Where the connection went; a scheduled job using that file now reaches this one."""
+    if replaced is None:
+        return f"Connection saved in {path}."
+    return (f"Connection saved in {path}, in place of the one to repository {replaced}: "
+            "commands using that file now use this repository.")
 
 
 def _describe(backend_name: str, repository: Repository) -> dict:

@@ -37,13 +37,19 @@ def _decode(repository, backup_id: str, blob: bytes) -> dict:
     return manifest
 
 
+def _no_backup(repository, backup_id: str, then: str = "") -> NotFound:
+    """The error for an ID no backup has: a typo, or a shortened ID, most often."""
+    return NotFound(f"no backup {backup_id} in the repository at "
+                    f"{repository.storage.location()}{then} (IDs are {names.SHORT_ID_LENGTH} "
+                    "hex digits, in full; corso backup list SOURCE shows them)")
+
+
 def _key(repository, backup_id: str) -> str:
     """The manifest's key; NotFound naming the ID if it cannot be one of ours."""
     try:
         return names.key(names.MANIFEST, backup_id)
     except ValueError:
-        raise NotFound(f"no backup {backup_id!r} in the repository at "
-                       f"{repository.storage.location()}") from None
+        raise _no_backup(repository, repr(backup_id)) from None
 
 
 def save_manifest(repository, manifest: dict) -> str:
@@ -64,8 +70,7 @@ def load_manifest(repository, backup_id: str) -> dict:
     try:
         return _decode(repository, backup_id, repository.storage.get(key))
     except NotFound:
-        raise NotFound(f"no backup {backup_id} in the repository at "
-                       f"{repository.storage.location()}") from None
+        raise _no_backup(repository, backup_id) from None
 
 
 def list_manifests(repository, *, cache_dir: str | None = None,
@@ -115,8 +120,7 @@ def delete_manifests(repository, ids: list[str], *, cache_dir: str | None = None
         try:
             repository.storage.stat(key)
         except NotFound:
-            raise NotFound(f"no backup {backup_id} in the repository at "
-                           f"{repository.storage.location()}; nothing deleted") from None
+            raise _no_backup(repository, backup_id, "; nothing deleted") from None
     cache = BlobCache(repository.repository_id, cache_dir)
     for key in keys:
         repository.storage.delete(key)

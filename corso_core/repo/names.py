@@ -47,9 +47,13 @@ def new_pack_name() -> str:
     return secrets.token_hex(16)
 
 
+#: Hex digits of a session or backup ID.
+SHORT_ID_LENGTH = 16
+
+
 def new_short_id() -> str:
     """Session and backup IDs: 64 random bits, short enough to type."""
-    return secrets.token_hex(8)
+    return secrets.token_hex(SHORT_ID_LENGTH // 2)
 
 
 def index_name(session_id: str, sequence: int) -> str:
