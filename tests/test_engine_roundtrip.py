@@ -828,3 +828,39 @@ def test_small_files_after_many_large_ones_are_read_while_those_wait(repository,
     result = backup(repository, tree)
     assert result.stats.files_new == engine.BATCHES_IN_FLIGHT + 5
     assert waited and all(waited)  # the walk went on past the queued large files
+
+
+def test_a_restore_stopped_half_way_then_run_again_gives_every_directory_its_metadata(
+        repository, tmp_path, monkeypatch):
+    """Stopped by Ctrl-C, a restore left its directories at 0700 with the time of the stop;
+    the second run the README recommends (skip) entered them, kept that, and said 0 failed."""
+    source = tmp_path / "src"
+    for i in range(6):
+        sub = source / f"d{i}" / "inner"
+        sub.mkdir(parents=True)
+        (sub / "f").write_bytes(os.urandom(3 * TEST_CHUNK) + bytes([i]))
+        (source / f"d{i}" / "g").write_bytes(b"small %d" % i)
+        os.utime(sub, ns=(1_000_000_000 * (i + 1),) * 2)
+        os.chmod(source / f"d{i}", 0o750)
+        os.utime(source / f"d{i}", ns=(2_000_000_000 * (i + 1),) * 2)
+    backup_id = backup(repository, source).backup_id
+    delivered, real_write = [0], FilesWriter.write_file
+
+    def stop_after_three(self, pending, data):
+        delivered[0] += 1
+        if delivered[0] > 3:
+            raise KeyboardInterrupt
+        return real_write(self, pending, data)
+
+    monkeypatch.setattr(FilesWriter, "write_file", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        restore(repository, backup_id, tmp_path / "out")
+    monkeypatch.undo()
+    stopped = snapshot(tmp_path / "out" / "src")
+    assert 0 < sum(row[0] == 0o100000 for row in stopped.values()) < 12  # stopped half-way
+    for i in range(6):  # every directory made has its metadata already
+        assert stopped[b"d%d" % i][1:5:3] == (0o750, 2_000_000_000 * (i + 1))
+
+    stats, problems = restore(repository, backup_id, tmp_path / "out")
+    assert problems.errors == [] and stats.files > 0
+    assert snapshot(tmp_path / "out" / "src") == snapshot(source)

@@ -10,7 +10,8 @@
 4. If a chunk fails authentication, each unfinished file is retried chunk by chunk; a file
    whose chunk is corrupted is reported with the chunk and discarded: nothing is written from
    data that failed authentication.
-5. Hard links, then directory metadata deepest first (so writing inside does not undo mtimes).
+5. Hard links, then directory metadata deepest first (so writing inside does not undo mtimes),
+   also when the restore stops early.
 
 A full destination (ENOSPC, EDQUOT) would fail every item after the first the same way: the
 restore stops there, fetching nothing more, drops its unfinished files and still gives the
@@ -394,6 +395,14 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                         raise
                     full = e
                     restore.discard_unfinished()  # before the directories get their mtimes
+                except BaseException:
+                    # Stopped (Ctrl-C, SIGTERM) or failed: the directories made get their
+                    # metadata all the same, as the run that completes this one enters them
+                    # and keeps what it finds (they were left 0700, with the time of the
+                    # stop).
+                    restore.discard_unfinished()
+                    restore.finish_dirs(plan)
+                    raise
                 restore.finish_dirs(plan)
             finally:
                 restore.discard_unfinished()

@@ -15,7 +15,8 @@ never made visible:
 - in an existing directory, an item is made under a temp name and linked into place.
 
 Collision policies, for a name already present in the destination:
-- skip: leave what is there (an existing directory is entered; its metadata is kept);
+- skip: leave what is there (an existing directory is entered; its metadata is kept, its
+  times too: set back once the restore has added to it);
 - copy: restore beside it as "NAME.restored" ("NAME.restored-2", …);
 - replace: replace files and symlinks (the link itself, atomically, by rename); an existing
   directory in the way of a file is reported, never deleted.
@@ -188,6 +189,8 @@ class FilesWriter:
         self._caches_lock = threading.Lock()
         self._renamed: dict[Path, bytes] = {}  # items restored under another name ("copy")
         self._ours: set[Path] = set()  # directories this restore created or replaced
+        # Existing directories entered (skip, copy): their (atime, mtime) to set back at the end
+        self._kept_times: dict[Path, tuple[int, int]] = {}
         # Directories this restore created, empty then and seen by nobody else: a name in one
         # needs no look first, and nothing in one needs a temp.
         self._made: set[Path] = set()
@@ -592,6 +595,8 @@ class FilesWriter:
                     return False
                 if self.collisions == "replace":
                     self._ours.add(path)
+                else:
+                    self._kept_times[path] = (existing.st_atime_ns, existing.st_mtime_ns)
                 return True
             if existing is not None:
                 if self.collisions == "skip":
@@ -642,6 +647,7 @@ class FilesWriter:
         # Deepest first: all below is finished, and in place if it was built apart here.
         self._remove_staging(only=path)  # before the mtime is set: removing it changes it
         if path not in self._ours:
+            self._keep_times(path)
             self._close_up(path)
             return
         self._opened_up.pop(path, None)  # the backup's mode, below
@@ -653,6 +659,19 @@ class FilesWriter:
                 self._apply(meta, fd=fd)
         except ITEM_ERRORS as e:
             self._say(path, f"cannot set metadata: {reason(e)}")
+        self._forget(("dir", path))
+
+    def _keep_times(self, path: Path) -> None:
+        """An existing directory's times, as they were before the restore added to it."""
+        kept = self._kept_times.pop(path, None)
+        if kept is None:
+            return
+        try:
+            fd = self._dir_fd(path)
+            if os.fstat(fd).st_mtime_ns != kept[1]:
+                os.utime(fd, ns=kept)
+        except ITEM_ERRORS as e:
+            self._say(path, f"cannot set its modification time back: {reason(e)}")
         self._forget(("dir", path))
 
     def _left_alone(self, fd: int, path: Path) -> bool:
