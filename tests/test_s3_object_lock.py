@@ -8,6 +8,7 @@ import datetime
 import pytest
 from s3_servers import LOCKED_BUCKET
 
+from corso_core.errors import Corrupted
 from corso_s3.factory import open_storage
 from corso_s3.storage import LOCK_RECORD
 
@@ -50,6 +51,21 @@ def test_every_blob_is_locked_by_every_process(corso, locked, s3_prefix, tmp_pat
     with pytest.raises(Exception, match="AccessDenied|locked|retention|WORM"):
         locked.admin().delete_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + "data/ab/blob",
                                      VersionId=versions["Versions"][0]["VersionId"])
+
+
+@pytest.mark.parametrize("record", [b"garbage", b"{}", b'{"mode": "none", "duration_hours": 1}',
+                                    b'{"mode": "governance", "duration_hours": 10e9}'],
+                         ids=["not-json", "empty", "mode-none", "too-long"])
+def test_a_damaged_lock_record_stops_every_write_in_one_line(corso, locked, s3_prefix, record):
+    """It gave a traceback, or the store's own "InvalidRequest" on the next PUT."""
+    assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                 "--retention-mode", "governance", "--retention-duration", "1d").code == 0
+    locked.admin().put_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD, Body=record)
+    storage = open_storage(locked.values(s3_prefix))
+    with pytest.raises(Corrupted, match=f"the Object Lock record .*{LOCK_RECORD} is damaged"):
+        storage.put("data/ef/blob", b"z")
+    listed = locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix + "data/")
+    assert "Contents" not in listed
 
 
 def test_without_lock_record_nothing_is_locked(locked, s3_prefix):

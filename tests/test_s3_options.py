@@ -40,6 +40,10 @@ def test_durations():
     assert parse_duration("30d") == datetime.timedelta(days=30)
     assert parse_duration("12h") == datetime.timedelta(hours=12)
     assert parse_duration("1y") == datetime.timedelta(days=365)
+    assert parse_duration("100y") == datetime.timedelta(days=36500)
+    for too_long in ("101y", "36501d", "9999999999h", "1" + "0" * 5000 + "h"):
+        with pytest.raises(UsageError, match="invalid --retention-duration"):
+            parse_duration(too_long)  # not an OverflowError or ValueError traceback
     assert from_flags("none", None, None) is None
     lock = from_flags("compliance", "2d", True)
     assert (lock.mode, lock.duration, lock.extend) == ("COMPLIANCE", datetime.timedelta(days=2),

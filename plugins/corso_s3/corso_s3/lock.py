@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from corso_core.api import UsageError
 
 MODES = ("none", "governance", "compliance")
-_DURATION = re.compile(r"(\d+)([hdy])")
+_DURATION = re.compile(r"(\d{1,9})([hdy])")  # more digits: past the limit below anyway
 _UNIT_HOURS = {"h": 1, "d": 24, "y": 24 * 365}
+#: S3's own limit on a retention period: 100 years.
+MAX_HOURS = 100 * 365 * 24
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,16 @@ class ObjectLock:
 
     @classmethod
     def from_dict(cls, record: dict) -> ObjectLock:
-        return cls(record["mode"].upper(), timedelta(hours=record["duration_hours"]),
-                   bool(record.get("extend")))
+        """The lock a record holds; ValueError if it is not one this corso-s3 writes."""
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        mode, hours = record.get("mode"), record.get("duration_hours")
+        if mode not in ("governance", "compliance"):
+            raise ValueError(f"mode {mode!r} is neither governance nor compliance")
+        if type(hours) is not int or not 0 < hours <= MAX_HOURS:
+            raise ValueError(f"duration_hours {hours!r} is not a whole number from 1 to "
+                             f"{MAX_HOURS}")
+        return cls(mode.upper(), timedelta(hours=hours), record.get("extend") is True)
 
     def as_dict(self) -> dict:
         return {
@@ -53,7 +63,11 @@ def parse_duration(text: str) -> timedelta:
             f"invalid --retention-duration {text!r}: give a positive whole number of hours, "
             "days or years, e.g. 720h, 30d or 1y"
         )
-    return timedelta(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2)])
+    hours = int(match.group(1)) * _UNIT_HOURS[match.group(2)]
+    if hours > MAX_HOURS:
+        raise UsageError(f"invalid --retention-duration {text!r}: S3 keeps a retention of at "
+                         "most 100 years")
+    return timedelta(hours=hours)
 
 
 def from_flags(mode: str | None, duration: str | None, extend: bool | None) -> ObjectLock | None:

@@ -24,6 +24,7 @@ from corso_core.api import (
     BlobInfo,
     BlobStorage,
     Bytes,
+    Corrupted,
     NotFound,
     PermissionDenied,
     StorageError,
@@ -194,11 +195,22 @@ class S3Storage(BlobStorage):
                     )
                 else:
                     try:
-                        self._lock = ObjectLock.from_dict(json.loads(self._get(LOCK_RECORD, None)))
+                        record = self._get(LOCK_RECORD, None)
                     except NotFound:
-                        self._lock = None
+                        record = None
+                    self._lock = None if record is None else self._lock_recorded(record)
                 self._lock_known = True
             return self._lock
+
+    def _lock_recorded(self, record: bytes) -> ObjectLock:
+        """The lock the record holds; a damaged record stops every write, which would
+        otherwise go unlocked or be refused by the store for reasons it does not give."""
+        try:
+            return ObjectLock.from_dict(json.loads(record))
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise Corrupted(f"the Object Lock record {self._where(LOCK_RECORD)} is damaged "
+                            f"({e}); put back its earlier version, which the versioned "
+                            "bucket keeps") from None
 
     # --- the one door to boto3 ---------------------------------------------------------------
 
