@@ -1065,3 +1065,29 @@ def test_progress_shows_sizes_in_the_summarys_units():
     done, rate = columns("backing up")[2:4]
     assert done.render(bar.tasks[0]).plain == "1.5/3.0 MiB"
     assert rate.render(SimpleNamespace(speed=2.5 * 1024 * 1024)).plain == "2.5 MiB/s"
+
+
+def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys):
+    """A warning (a FIFO skipped) was written past rich onto the bar's own line, and stayed
+    there, glued to a stale bar."""
+    import io
+
+    import rich.console
+
+    from corso_core.cli import output
+    from corso_core.cli.progress import TerminalProgress
+
+    screen, terminal = io.StringIO(), rich.console.Console
+    monkeypatch.setattr(rich.console, "Console",
+                        lambda **kwargs: terminal(file=screen, force_terminal=True, width=80))
+    shown = TerminalProgress("backing up")
+    shown.start(1000)
+    try:
+        output.say("warning", "/x/fifo: skipped: a FIFO")
+    finally:
+        shown.stop()
+    # The bar's line is cleared, the warning written on a line of its own, the bar drawn again.
+    assert "\r\x1b[2Kcorso: warning: /x/fifo: skipped: a FIFO\n" in screen.getvalue()
+    assert capsys.readouterr().err == ""
+    output.say("warning", "after")  # no bar any more: stderr, as ever
+    assert capsys.readouterr().err == "corso: warning: after\n"

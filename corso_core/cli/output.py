@@ -84,6 +84,35 @@ def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 _DETAILED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+#: The progress display's console while it is shown (cli/progress.py): a line said on stderr
+#: meanwhile is printed through it, above the bar, not into it.
+_progress_console = None
+
+
+def progress_shown_on(console) -> None:
+    """`console` shows a progress display from now on (None: no longer)."""
+    global _progress_console
+    _progress_console = console
+
+
+def _to_stderr(line: str) -> None:
+    console = _progress_console
+    if console is not None:
+        console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    else:
+        click.echo(line, err=True)
+
+
+class _Stderr(logging.Handler):
+    """Log records on stderr, through `_to_stderr`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _to_stderr(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 class _StderrFormatter(logging.Formatter):
     """Warnings and errors as the CLI's own lines (`corso: warning: …`), so a repository's
     damage or self-repair reads like every other message; debug detail in full."""
@@ -123,7 +152,7 @@ def setup_logging(globals_: GlobalFlags) -> None:
     level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
         logging, globals_.log_level.upper()
     )
-    stderr = logging.StreamHandler()
+    stderr = _Stderr()
     stderr.setFormatter(_StderrFormatter())
     stderr.setLevel(logging.DEBUG if level <= logging.DEBUG and not globals_.log_file
                     else logging.WARNING)
@@ -177,7 +206,7 @@ def say(kind: str, message: str) -> None:
     copy (the run ends incomplete) or the error that ends a command, `warning` for one left
     out on purpose, and the like; --log-file gets it too."""
     _said.log(logging.ERROR if kind == "error" else logging.WARNING, message)
-    click.echo(f"corso: {kind}: {message}", err=True)
+    _to_stderr(f"corso: {kind}: {message}")
 
 
 def warn(message: str) -> None:

@@ -25,6 +25,7 @@ class TerminalProgress(Progress):
         self.bar = RichBar(*columns(self.verb), console=Console(stderr=True), transient=True)
         self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
         self.bar.start()
+        output.progress_shown_on(self.bar.console)
 
     def set_total(self, total_bytes: int) -> None:
         if self.bar is not None:
@@ -37,6 +38,7 @@ class TerminalProgress(Progress):
 
     def stop(self) -> None:
         if self.bar is not None:
+            output.progress_shown_on(None)
             try:
                 self.bar.stop()
             except OSError:  # the terminal is gone (a hangup): nothing left to show it on
