@@ -673,3 +673,14 @@ def test_hide_progress_and_log_flags_are_accepted_by_repo_commands(repo, corso, 
     result = corso("repo", "status", "--passphrase", "pw", "--hide-progress", "--log-level",
                    "info", "--log-file", str(log))
     assert result.code == 0 and result.err == "" and log.exists()
+
+
+def test_help_of_a_connected_command_shows_its_storage_flags_as_checks(corso):
+    """`repo status --help` listed them last flag first, --path saying "init creates it"."""
+    for argv in (["repo", "status"], ["backup", "list", "files"], ["repo", "repair"]):
+        text = " ".join(corso(*argv, "--help").out.split())
+        assert text.index("--path") < text.index("--passphrase"), argv
+        assert ("--path TEXT Directory that holds the repository (init creates it if missing). "
+                "Optional: only checked against the connection.") in text, argv
+    repair = corso("repo", "repair", "--help").out
+    assert repair.index("--read-data") < repair.index("--path")  # its own flags first

@@ -53,12 +53,14 @@ def _storage_options() -> list[click.Option]:
     for backend in plugins.backends().values():
         for option in backend.options:
             if option.name not in backend.init_only and option.name not in found:
-                found[option.name] = _yielding_copy(option)
+                secret = option.name in backend.secret_options
+                found[option.name] = _yielding_copy(option, checked=not secret)
     return list(found.values())
 
 
-def _yielding_copy(option: click.Option) -> click.Option:
-    """An optional copy of a storage flag that yields to a command option spelled the same.
+def _yielding_copy(option: click.Option, checked: bool) -> click.Option:
+    """An optional copy of a storage flag that yields to a command option spelled the same;
+    `checked`: its value is only compared with the connection's (a secret one is used).
 
     `corso restore files --path GLOB` means the restore's own --path; the storage flag of the
     same spelling is then neither parsed nor shown in that command's --help.
@@ -66,6 +68,8 @@ def _yielding_copy(option: click.Option) -> click.Option:
     clone = copy.copy(option)
     clone.required = False
     clone.name = STORAGE_PARAM_PREFIX + option.name
+    if checked:
+        clone.help = f"{option.help} Optional: only checked against the connection."
     add_to_parser, get_help_record = clone.add_to_parser, clone.get_help_record
 
     def shadowed(ctx: click.Context) -> bool:
@@ -112,8 +116,10 @@ def uses_repository(function: Callable,
             at_end.callback(repository.storage.close)
             return function(repository=repository, **kwargs)
 
+    # click shows a decorated command's __click_params__ last first: the storage flags in
+    # their backends' order, then --passphrase (sources.py reverses them the same way).
     params = getattr(command, "__click_params__", [])
-    command.__click_params__ = [*params, *storage_options, passphrase.option()]
+    command.__click_params__ = [*params, passphrase.option(), *reversed(storage_options)]
     return command
 
 

@@ -46,7 +46,7 @@ class SourceGroup(click.Group):
         callback = uses_repository(function, source.warm_up if self.warms_up else None)
         return click.Command(
             name,
-            params=[*options, *callback.__click_params__, *output.global_options()],
+            params=[*options, *reversed(callback.__click_params__), *output.global_options()],
             callback=callback,
             help=f"{self.help.rstrip('.')}: {source.description}.",
             short_help=source.description,
