@@ -136,6 +136,13 @@ def test_the_log_file_gets_the_warnings_and_the_error_said_on_stderr(connected, 
     assert "WARNING" in logged[0] and "skipped: a FIFO" in logged[0]
     assert "ERROR" in logged[1] and logged[1].endswith("nothing to back up: every path given "
                                                        "was left out (see above)")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_bytes(b"x")
+    done = corso("--log-file", str(log), "--json", "backup", "create", "files", "--path",
+                 str(tmp_path / "tree"))
+    assert done.code == 0, done
+    backup_id = json.loads(done.out)["id"]  # the log has the summary, even with --json
+    assert f"INFO corso.said: Backup {backup_id} created" in log.read_text().splitlines()[2]
 
 
 def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,

@@ -138,7 +138,8 @@ class _LogFile(logging.FileHandler):
                        f"{getattr(error, 'strerror', None) or error}", err=True)
 
 
-#: The lines `say` puts on stderr, for --log-file alone (stderr has them already; without a
+#: What the command told the user (the lines `say` puts on stderr, at warning or error; its
+#: result, at info), for --log-file alone: stdout and stderr have them already (without a
 #: handler, logging's last resort would print them there again).
 _said = logging.getLogger("corso.said")
 _said.propagate = False
@@ -147,8 +148,9 @@ _said.addHandler(logging.NullHandler())
 
 def setup_logging(globals_: GlobalFlags) -> None:
     """Warnings and worse always reach stderr; below them, stderr shows only debug (asked for
-    without --log-file), and --log-file gets every record at the chosen level, and every
-    `corso: warning:` or `corso: error:` line the command said (see `say`)."""
+    without --log-file), and --log-file gets every record at the chosen level, every
+    `corso: warning:` or `corso: error:` line the command said (see `say`), and at info its
+    result as printed (see `emit`): a scheduled backup's log says what it did."""
     level = {"warn": logging.WARNING}.get(globals_.log_level, None) or getattr(
         logging, globals_.log_level.upper()
     )
@@ -181,6 +183,8 @@ class ReaderGone(Exception):
 
 def emit(data, text: str | None = None) -> None:
     """Print a command's result: `data` as JSON with --json, else `text` (or data as lines)."""
+    if text is not None:
+        _said.info(text)
     if flags().json:
         print_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text is not None:
