@@ -283,6 +283,19 @@ def test_cli_maintenance_reports_space_json_and_bad_input(connected, corso, tmp_
                        "must be printable and not empty")
 
 
+def test_a_run_right_after_a_delete_says_why_it_freed_nothing(connected, corso,  # noqa: F811
+                                                                tmp_path):
+    """It reported "0 deleted, 0 kept (still used)" and nothing of the packs it waits for."""
+    backup_id = create(corso, "--path", str(make_tree(tmp_path / "tree", 5)))
+    deleted = corso("backup", "delete", "files", "--backups", backup_id)
+    assert "over two runs an hour apart, once it is an hour old" in deleted.out
+    result = corso("repo", "maintenance", "--json")
+    report = json.loads(result.out)
+    assert (report["packs_deleted"], report["packs_too_young"]) == (0, 2), report
+    text = corso("repo", "maintenance").out
+    assert "2 unused but younger than the safety window (a later run takes them)" in text
+
+
 def test_metadata_mode_removes_dead_sessions_and_upload_leftovers_only(repository, tmp_path):
     root = Path(repository.storage.root)
     dead, alive = SessionRecord(repository), SessionRecord(repository)

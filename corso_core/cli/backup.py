@@ -215,7 +215,8 @@ def _delete(source: Source):
         output.emit({"deleted": ids, "damaged": damaged},
                     f"Deleted {len(ids)} backup(s): {', '.join(ids)}"
                     + (f" (with a damaged manifest: {', '.join(damaged)})" if damaged else "")
-                    + ". Their data stays until maintenance removes what no backup uses.")
+                    + ". Their data stays until maintenance removes what no backup uses: "
+                    "over two runs an hour apart, once it is an hour old.")
 
     return [click.Option(["--backups"], required=True, multiple=True, metavar="ID[,ID…]",
                          help="Backups to delete, comma-separated (repeatable).")], delete

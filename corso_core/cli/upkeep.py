@@ -141,7 +141,9 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
         f"deletion plans: {report.plans_made} made, {report.plans_finished} finished, "
         f"{report.plans_waiting} waiting for the safety window or running backups",
         f"packs: {report.packs_deleted} deleted, {report.packs_rewritten} rewritten, "
-        f"{report.packs_kept} kept (still used), {report.packs_locked} left until their "
+        f"{report.packs_kept} kept (planned, then used again), {report.packs_too_young} "
+        "unused but younger than the safety window (a later run takes them), "
+        f"{report.packs_locked} left until their "
         f"Object Lock retention ends; retention extended on {report.retention_extended} blobs",
         *_space_lines(report.before, report.after),
     ]))

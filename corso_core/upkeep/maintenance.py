@@ -97,6 +97,9 @@ class MaintenanceReport:
     packs_deleted: int = 0
     packs_rewritten: int = 0
     packs_kept: int = 0  # planned, but a backup still needs them: back in the index
+    # unused, but younger than the safety window: a later run takes them (a backup just
+    # deleted frees nothing at once)
+    packs_too_young: int = 0
     packs_locked: int = 0  # unused, but under Object Lock retention: deleted by a later run
     retention_extended: int = 0  # blobs whose Object Lock retention was extended
     unused_bytes_after: int = 0
@@ -302,6 +305,9 @@ class _Run:
         candidates = [ref for ref in stored if ref not in planned and ref not in protected
                       and old(ref)]
         unused_packs = [ref for ref in candidates if not used_bytes[ref]]
+        self.report.packs_too_young = sum(
+            1 for ref in stored if ref not in planned and ref not in protected
+            and not used_bytes[ref] and not old(ref))
         counted = [ref for ref in stored if ref not in planned]  # planned: going already
         total = sum(stored[ref].size for ref in counted)
         unused = {ref: stored[ref].size - used_bytes[ref] for ref in counted}
