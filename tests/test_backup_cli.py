@@ -1098,3 +1098,14 @@ def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys
     assert capsys.readouterr().err == ""
     output.say("warning", "after")  # no bar any more: stderr, as ever
     assert capsys.readouterr().err == "corso: warning: after\n"
+
+
+def test_a_source_left_out_before_its_options_is_named(connected, corso, tmp_path):
+    """As restic's `restic backup --path`: click said only "No such option '--path'"."""
+    for command in ("create", "list", "details"):
+        result = corso("backup", command, "--path", str(tmp_path))
+        one_error_line(result, 2, "No such option '--path'.",
+                       f"Name the source before its options: corso backup {command} files "
+                       "--path … (sources: files).")
+    one_error_line(corso("restore", "--backup", "x"), 2,
+                   "corso restore files --backup …")

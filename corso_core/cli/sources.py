@@ -40,6 +40,16 @@ class SourceGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(plugins.sources())
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """`corso backup create --path P`, the source left out, says what is missing."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            example = next(iter(plugins.sources()), "SOURCE")
+            e.message += (f" Name the source before its options: {ctx.command_path} {example} "
+                          f"{e.option_name} … (sources: {', '.join(plugins.sources())}).")
+            raise
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command:
         source = source_named(name)
         options, function = self.build(source)
