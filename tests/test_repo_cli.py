@@ -17,7 +17,7 @@ from cli_fixtures import CORSO, Result, one_error_line, run_subprocess
 from corso_core import config
 from corso_core.cli.connection import storage_values
 from corso_core.errors import UsageError
-from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION
+from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, FORMAT_VERSION, TEST_CHEAP_KDF_ENV
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.storage.kill_switch import KILL_AFTER_WRITES_ENV
@@ -262,6 +262,20 @@ def test_update_passphrase_rewrites_only_the_format_blobs(repo, corso):
     assert changed == {FORMAT_KEY, FORMAT_COPY_KEY}
     one_error_line(corso("repo", "status", "--passphrase", "pw"), 1, "invalid passphrase")
     assert corso("repo", "status", "--passphrase", "pw2").code == 0
+
+
+def test_update_passphrase_under_the_test_kdf_warns_of_a_weaker_key(tmp_path, corso,
+                                                                     monkeypatch):
+    monkeypatch.delenv(TEST_CHEAP_KDF_ENV)  # a real repository's strength
+    assert corso("repo", "init", "filesystem", "--path", str(tmp_path / "r"), "--passphrase",
+                 "pw").code == 0
+    monkeypatch.setenv(TEST_CHEAP_KDF_ENV, "1")
+    weaker = corso("repo", "update-passphrase", "--passphrase", "pw", "--new-passphrase", "pw2")
+    assert weaker.code == 0 and weaker.err.startswith(
+        "corso: warning: CORSO_TEST_CHEAP_KDF=1 gave the new passphrase the test-only key "
+        "derivation"), weaker
+    again = corso("repo", "update-passphrase", "--passphrase", "pw2", "--new-passphrase", "pw3")
+    assert again.code == 0 and again.err == ""  # test strength already: nothing weakened
 
 
 @pytest.mark.parametrize("next_passphrase", ["pw2", "pw"])

@@ -129,7 +129,12 @@ def update_passphrase_command(repository: Repository, new_passphrase: str | None
     if new_passphrase is None:
         new_passphrase = passphrase.prompt(
             "New passphrase", confirm=True, missing="no new passphrase: give --new-passphrase")
+    weakened = not repository.format.kdf.test_strength
     update_passphrase(repository, new_passphrase)
+    if weakened and repository.format.kdf.test_strength:
+        output.warn("CORSO_TEST_CHEAP_KDF=1 gave the new passphrase the test-only key "
+                    "derivation, far weaker than the one it replaces; run update-passphrase "
+                    "again without it")
     cached_key.remember(repository)
     output.emit({"updated": True, "repository_id": repository.repository_id},
                 f"Passphrase of repository {repository.repository_id} changed; the old one "
