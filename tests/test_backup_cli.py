@@ -1109,29 +1109,3 @@ def test_a_source_left_out_before_its_options_is_named(connected, corso, tmp_pat
                        "--path … (sources: files).")
     one_error_line(corso("restore", "--backup", "x"), 2,
                    "corso restore files --backup …")
-
-
-def test_a_corso_repository_under_a_path_is_recorded_empty_with_a_warning(connected, corso,
-                                                                           tmp_path):
-    """A home-directory backup with the repository in it stored the repository's new packs
-    again each time (and any other repository's blobs, encrypted and deduplicated already)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "notes.txt").write_bytes(b"notes")
-    other = corso("--config-file", str(tmp_path / "other.toml"), "repo", "init", "filesystem",
-                  "--path", str(home / "old-repo"), "--passphrase", "pw")
-    assert other.code == 0, other
-    (home / "docs").mkdir()
-    (home / "docs" / "format").write_bytes(b"a file named like the blob is no repository")
-    result = corso("backup", "create", "files", "--path", str(home), "--json")
-    assert result.code == 0 and result.err == (
-        f"corso: warning: {home}/old-repo: contents left out: a corso repository (its blobs "
-        "are encrypted and deduplicated already: copy it with rclone or rsync instead)\n")
-    backup_id = json.loads(result.out)["id"]
-    listed = {entry["path"] for entry in json.loads(corso(
-        "backup", "details", "files", "--backup", backup_id, "--json").out)}
-    assert listed == {"home", "home/notes.txt", "home/docs", "home/docs/format",
-                      "home/old-repo"}
-
-    itself = corso("backup", "create", "files", "--path", str(connected))  # the one written to
-    assert itself.code == 0 and f"{connected}: contents left out" in itself.err

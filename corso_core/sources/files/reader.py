@@ -23,7 +23,6 @@ import os
 import stat
 from typing import NamedTuple
 
-from corso_core.sources.files.repository_guard import FORMAT_BLOBS, holds_repository
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -205,13 +204,6 @@ class FilesReader:
                 self.report.error(node.handle, REPLACED)
                 return []
             names = sorted(os.fsencode(name) for name in os.listdir(fd))
-            if any(name in FORMAT_BLOBS for name in names) and holds_repository(fd):
-                # Above all the repository this backup writes into, if it is under a --path:
-                # each backup would store its new packs once more.
-                self.report.warning(node.handle, "contents left out: a corso repository (its "
-                                    "blobs are encrypted and deduplicated already: copy it "
-                                    "with rclone or rsync instead)")
-                return []
             identity = _identity(os.fstat(fd))
             found = []
             prefix = node.handle.rstrip(b"/") + b"/"

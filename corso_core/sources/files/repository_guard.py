@@ -1,11 +1,7 @@
-"""Telling a corso repository on the filesystem: a directory holding a `format` or
-`format-copy` blob (either: the other may be the damaged one). The connected repository or any
-other.
-
-A restore never writes into one: `--collisions replace` would overwrite its blobs with a
-backup's files, the format blobs among them, and lose every backup it holds. A backup leaves
-its contents out (reader.py): its blobs are encrypted and deduplicated already, and the
-repository being written to would be stored again by each backup."""
+"""A restore never writes into a corso repository on the filesystem (one holding a `format`
+or `format-copy` blob, either: the other may be the damaged one): `--collisions replace` would
+overwrite its blobs with a backup's files, the format blobs among them, and lose every backup
+it holds. The connected repository or any other."""
 
 from __future__ import annotations
 
@@ -13,13 +9,13 @@ import os
 
 from corso_core.repo.format import MAGIC
 
-FORMAT_BLOBS = (b"format", b"format-copy")
+_FORMAT_BLOBS = (b"format", b"format-copy")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def holds_repository(dir_fd: int) -> bool:
     """Whether the directory open at `dir_fd` holds a corso format blob."""
-    return any(_is_format_blob(dir_fd, name) for name in FORMAT_BLOBS)
+    return any(_is_format_blob(dir_fd, name) for name in _FORMAT_BLOBS)
 
 
 def _is_format_blob(dir_fd: int, name: bytes) -> bool:
