@@ -145,6 +145,21 @@ def test_the_log_file_gets_the_warnings_and_the_error_said_on_stderr(connected, 
     assert f"INFO corso.said: Backup {backup_id} created" in log.read_text().splitlines()[2]
 
 
+def test_a_stopped_command_says_so_in_the_log_file_too(tmp_path, capsys):
+    """`corso: interrupted` went to stderr alone: a stopped scheduled job left no trace."""
+    from corso_core.cli import main as cli_main
+    from corso_core.cli import output
+
+    log = tmp_path / "corso.log"
+    output.setup_logging(output.GlobalFlags(log_file=str(log)))
+    try:
+        assert cli_main._stopped_by(KeyboardInterrupt()) == 130
+    finally:
+        output.setup_logging(output.GlobalFlags())
+    assert capsys.readouterr().err == "corso: interrupted\n"
+    assert log.read_text().splitlines()[-1].endswith("ERROR corso.said: corso: interrupted")
+
+
 def test_a_link_given_with_a_trailing_slash_is_the_directory_it_points_to(connected, corso,
                                                                           tmp_path):
     """A file directly in the directory was left out ("cannot open: Not a directory": it was

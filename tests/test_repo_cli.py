@@ -694,7 +694,8 @@ def test_help_of_a_connected_command_shows_its_storage_flags_as_checks(corso):
     for argv in (["repo", "status"], ["backup", "list", "files"], ["repo", "repair"]):
         text = " ".join(corso(*argv, "--help").out.split())
         assert text.index("--path") < text.index("--passphrase"), argv
-        assert ("--path TEXT Directory that holds the repository (init creates it if missing). "
-                "Optional: only checked against the connection.") in text, argv
+        assert ("--path TEXT Directory that holds the repository: optional here, only checked "
+                "against the connection.") in text, argv
+        assert "init" not in text.split("--path TEXT")[1].split("--")[0], argv
     repair = corso("repo", "repair", "--help").out
     assert repair.index("--read-data") < repair.index("--path")  # its own flags first

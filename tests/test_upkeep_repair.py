@@ -78,7 +78,8 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     pack.unlink()
     broken = corso("repo", "repair")
     one_error_line(broken, 1, "1 backup(s) cannot be restored whole",
-                   "the next backup of files that still hold that data stores it again")
+                   "a file's missing data comes back when a backup of files that still "
+                   "hold it stores it again")
     assert f"backup {backup_id} cannot be restored whole now:" in broken.out
 
 

@@ -122,7 +122,7 @@ def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
     terminal) and return its exit status."""
     code, line = launch.stopped_by(e.signum if isinstance(e, Terminated) else signal.SIGINT)
     try:
-        click.echo(line, err=True)
+        output.tell(line)
     except OSError:
         pass
     return code
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:  # Ctrl-C (click's own handling), or a prompt's EOF
         interrupted = isinstance(e.__cause__, KeyboardInterrupt)
-        click.echo(f"corso: {'interrupted' if interrupted else 'aborted'}", err=True)
+        output.tell(f"corso: {'interrupted' if interrupted else 'aborted'}")
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as e:  # `corso backup`: its help, as click's
         e.show()

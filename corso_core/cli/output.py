@@ -213,5 +213,11 @@ def say(kind: str, message: str) -> None:
     _to_stderr(f"corso: {kind}: {message}")
 
 
+def tell(line: str) -> None:
+    """A line of the CLI's own on stderr (`corso: interrupted`), and in --log-file."""
+    _said.error(line)
+    _to_stderr(line)
+
+
 def warn(message: str) -> None:
     say("warning", message)

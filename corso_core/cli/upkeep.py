@@ -179,9 +179,10 @@ def repair_command(repository: Repository, read_data: bool) -> None:
     unrepaired = []
     if report.incomplete:
         unrepaired.append(f"{len(report.incomplete)} backup(s) cannot be restored whole: data "
-                          "they use is not in the repository; do not delete them: the next "
-                          "backup of files that still hold that data stores it again and "
-                          "makes them whole")
+                          "they use is not in the repository; a file's missing data comes "
+                          "back when a backup of files that still hold it stores it again, "
+                          "which makes them whole; a lost directory listing (a path ending "
+                          "in / or the root tree above) does not")
     if report.damaged_manifests:
         unrepaired.append(f"{len(report.damaged_manifests)} backup(s) have a damaged manifest: "
                           f"delete them with {delete_command(report.damaged_manifests)}")

@@ -390,20 +390,18 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                     restore.create(plan)
                     restore.fetch()
                     restore.link(plan)
-                except OSError as e:
-                    if not no_space(e):
-                        raise
-                    full = e
-                    restore.discard_unfinished()  # before the directories get their mtimes
-                except BaseException:
-                    # Stopped (Ctrl-C, SIGTERM) or failed: the directories made get their
-                    # metadata all the same, as the run that completes this one enters them
-                    # and keeps what it finds (they were left 0700, with the time of the
-                    # stop).
+                except BaseException as e:
+                    # Full, stopped (Ctrl-C, SIGTERM) or failed: the directories made get
+                    # their metadata all the same, as the run that completes this one enters
+                    # them and keeps what it finds (they were left 0700, with the time of the
+                    # stop); unfinished files go first, before the directories get mtimes.
                     restore.discard_unfinished()
                     restore.finish_dirs(plan)
-                    raise
-                restore.finish_dirs(plan)
+                    if not (isinstance(e, OSError) and no_space(e)):
+                        raise
+                    full = e
+                else:
+                    restore.finish_dirs(plan)
             finally:
                 restore.discard_unfinished()
                 writer.close()

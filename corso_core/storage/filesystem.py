@@ -295,7 +295,7 @@ def register_backends(register):
                     ["--path"],
                     required=True,
                     callback=_absolute_path,
-                    help="Directory that holds the repository (init creates it if missing).",
+                    help="Directory that holds the repository (repo init makes it).",
                 )
             ],
             open=lambda values: FilesystemStorage(values["path"]),
