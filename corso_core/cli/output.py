@@ -134,8 +134,8 @@ class _LogFile(logging.FileHandler):
         if not self.failed:
             self.failed = True
             error = sys.exc_info()[1]
-            click.echo(f"corso: warning: cannot write --log-file {self.baseFilename}: "
-                       f"{getattr(error, 'strerror', None) or error}", err=True)
+            _to_stderr(f"corso: warning: cannot write --log-file {self.baseFilename}: "
+                       f"{getattr(error, 'strerror', None) or error}")
 
 
 #: What the command told the user (the lines `say` puts on stderr, at warning or error; its
