@@ -699,3 +699,13 @@ def test_help_of_a_connected_command_shows_its_storage_flags_as_checks(corso):
         assert "init" not in text.split("--path TEXT")[1].split("--")[0], argv
     repair = corso("repo", "repair", "--help").out
     assert repair.index("--read-data") < repair.index("--path")  # its own flags first
+
+
+def test_a_plugin_storage_flag_without_help_still_gets_its_connected_copy():
+    """A plugin may give a flag no help text: every command would fail building its copy."""
+    import click
+
+    from corso_core.cli.connection import _yielding_copy
+
+    copy = _yielding_copy(click.Option(["--zone"]), checked=True)
+    assert copy.help == "zone: optional here, only checked against the connection."

@@ -69,8 +69,8 @@ def _yielding_copy(option: click.Option, checked: bool) -> click.Option:
     clone.required = False
     clone.name = STORAGE_PARAM_PREFIX + option.name
     if checked:  # what init says of it (how it is made, its default) no longer applies
-        clone.help = (f"{option.help.split(' (')[0].rstrip('.')}: optional here, only checked "
-                      "against the connection.")
+        what = (option.help or option.name).split(" (")[0].rstrip(".")
+        clone.help = f"{what}: optional here, only checked against the connection."
     add_to_parser, get_help_record = clone.add_to_parser, clone.get_help_record
 
     def shadowed(ctx: click.Context) -> bool:

@@ -209,13 +209,12 @@ def say(kind: str, message: str) -> None:
     """One `corso: KIND: …` line on stderr: `error` for an item a backup or restore could not
     copy (the run ends incomplete) or the error that ends a command, `warning` for one left
     out on purpose, and the like; --log-file gets it too."""
-    _said.log(logging.ERROR if kind == "error" else logging.WARNING, message)
-    _to_stderr(f"corso: {kind}: {message}")
+    tell(f"corso: {kind}: {message}", logging.ERROR if kind == "error" else logging.WARNING)
 
 
-def tell(line: str) -> None:
+def tell(line: str, level: int = logging.ERROR) -> None:
     """A line of the CLI's own on stderr (`corso: interrupted`), and in --log-file."""
-    _said.error(line)
+    _said.log(level, line)
     _to_stderr(line)
 
 

@@ -41,8 +41,8 @@ class RepairReport:
     index_blobs_written: int = 0
     removed: list[str] = field(default_factory=list)  # damaged index blobs and plans
     unreadable_packs: dict[str, str] = field(default_factory=dict)  # key -> why
-    # backup -> why: data it uses is not in the repository (a later backup of files that
-    # still hold that data stores it again, and the backup is whole again)
+    # backup -> why: data it uses is not in the repository (a file's data comes back when a
+    # later backup of files that still hold it stores it again; a lost tree does not)
     incomplete: dict[str, list[str]] = field(default_factory=dict)
     damaged_manifests: dict[str, str] = field(default_factory=dict)  # backup -> why
     damaged_chunks_dropped: int = 0  # index entries taken out (damaged, cut off)
