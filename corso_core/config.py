@@ -19,6 +19,9 @@ import tomli_w
 from corso_core.errors import ConfigError, NotConnected
 
 CONFIG_DIR_ENV = "CORSO_CONFIG_DIR"
+#: Where a passphrase may be given (never saved: see passphrase.py). Named here, beside the
+#: config, so that reading it early (cli/cached_key.py) loads nothing more.
+PASSPHRASE_ENV = "CORSO_PASSPHRASE"
 CONFIG_NAME = "corso.toml"
 
 

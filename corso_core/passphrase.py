@@ -10,10 +10,10 @@ import sys
 
 import click
 
+from corso_core.config import PASSPHRASE_ENV
 from corso_core.errors import UsageError
 from corso_core.repo.repository import check_passphrase
 
-PASSPHRASE_ENV = "CORSO_PASSPHRASE"
 #: The parameter name of the --passphrase option in a command's keyword arguments.
 PARAM = "passphrase"
 

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
 #: Six threads allocate at once, then glibc's malloc_stats lists the arenas on stderr.
 PROBE = """
 import ctypes, threading
-from corso_core.cli import main as cli_main
+from corso_core.cli import launch, main as cli_main
 
-def six_threads_allocate(argv=None):
+def six_threads_allocate(argv=None, key_begun=False):
     barrier = threading.Barrier(6)
     def work():
         kept = [bytearray(4096) for _ in range(64)]  # past pymalloc: from the thread's arena
@@ -42,7 +42,7 @@ def arenas_after(call: str) -> int:
 
 
 def test_the_console_script_allocates_from_two_arenas():
-    assert arenas_after("cli_main.run()") == 2
+    assert arenas_after("launch.run()") == 2
 
 
 def test_without_the_limit_each_thread_would_have_its_own():

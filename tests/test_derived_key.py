@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -133,6 +135,31 @@ def test_a_backup_command_derives_its_key_while_it_loads(repo, corso, events, de
     assert corso("backup", "list", "files").code == 0
     assert events == [("derive", salt_of((repo / FORMAT_KEY).read_bytes())), ("open", "filesystem")]
     assert deriving_threads == ["early-key"]
+
+
+#: The console script, noting whether the key's derivation has begun when the CLI's main module
+#: starts to load (its imports are what the derivation is to overlap).
+DERIVING_BEFORE_THE_CLI_LOADS = """
+import importlib.abc, os, sys, threading
+class NoteDerivation(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "corso_core.cli.main":
+            begun = any(t.name == "early-key" for t in threading.enumerate())
+            os.write(2, b"deriving: %d\\n" % begun)
+        return None
+sys.meta_path.insert(0, NoteDerivation())
+sys.argv = ["corso", "backup", "list", "files"]
+from corso_core.cli.launch import run
+run()
+"""
+
+
+def test_the_console_script_begins_deriving_before_it_loads_the_cli(repo, monkeypatch):
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    done = subprocess.run([sys.executable, "-c", DERIVING_BEFORE_THE_CLI_LOADS],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == "deriving: 1"
 
 
 @pytest.mark.parametrize("command", [

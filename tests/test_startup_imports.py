@@ -68,7 +68,7 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
         def flush(self):
             events.append(("flush", self.getvalue()))
 
-    def fake_main():
+    def fake_main(key_begun):
         print("unflushed", end="")
         sys.exit(3)
 
@@ -76,10 +76,9 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Stream())
     monkeypatch.setattr(cli_main, "main", fake_main)
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
-    # What run() sets for its whole process stays out of pytest's: the malloc arenas, and
-    # the signals it ignores once main() is done, which every later test's corso would
-    # inherit (and go on when told to stop), and pytest's own Ctrl-C.
-    monkeypatch.setattr(cli_main.arenas, "limit_malloc_arenas", lambda: False)
+    # What run() sets for its whole process stays out of pytest's: the signals it ignores
+    # once main() is done, which every later test's corso would inherit (and go on when told
+    # to stop), and pytest's own Ctrl-C.
     handlers = {signum: signal.getsignal(signum)
                 for signum in (*cli_main.TERMINATING_SIGNALS, signal.SIGINT)}
     try:
@@ -102,7 +101,7 @@ class Done(SystemExit):
         os.kill(os.getpid(), signal.SIGTERM)
         return 0
 
-def finished_main():
+def finished_main(key_begun):
     raise Done()
 
 cli_main.main = finished_main

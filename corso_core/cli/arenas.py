@@ -7,7 +7,7 @@ serve corso's few busy threads as fast. Same-run pairs on the 1 GiB bench set: p
 a first local backup 115.7-118.2 MB instead of 123.1-128.1 MB, of an S3 backup after a 1.8 %
 change 113.9-117.1 instead of 121.5-126.8, wall time unchanged within the noise.
 
-The console script sets it before its first thread starts (main.run); a program that uses
+The console script sets it before its first thread starts (launch.run); a program that uses
 corso as a library keeps its own allocator settings.
 """
 

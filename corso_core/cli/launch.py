@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 #: Ctrl-C, then what `kill`, `timeout`, `systemctl stop` and a closed terminal send.
 _STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -33,11 +34,16 @@ def _stop_while_loading(signum: int, frame) -> None:
 
 def run() -> None:
     """Load the CLI with the early handlers in place (a signal ignored when corso started, as
-    `nohup` ignores SIGHUP, stays ignored), give Ctrl-C back to Python, then main.run()."""
+    `nohup` ignores SIGHUP, stays ignored) and the key's derivation begun (cli/cached_key.py),
+    give Ctrl-C back to Python, then main.run()."""
     before = {signum: signal.getsignal(signum) for signum in _STOPPING_SIGNALS}
     for signum, handler in before.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _stop_while_loading)
+    from corso_core.cli import arenas, cached_key
+
+    arenas.limit_malloc_arenas()  # before the first thread
+    cached_key.start(sys.argv[1:])  # scrypt runs while the CLI's modules load
     from corso_core.cli import main  # SIGTERM and SIGHUP: main.run replaces these handlers
 
     signal.signal(signal.SIGINT, before[signal.SIGINT])  # KeyboardInterrupt, as main expects

@@ -12,7 +12,7 @@ import sys
 import click
 
 from corso_core import __version__
-from corso_core.cli import arenas, cached_key, launch, output
+from corso_core.cli import cached_key, launch, output
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -128,12 +128,16 @@ def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code."""
+def main(argv: list[str] | None = None, *, key_begun: bool = False) -> None:
+    """Run the CLI; a CorsoError or usage error becomes one line on stderr and its exit code.
+
+    `key_begun`: the console script has begun deriving the key for this command line already
+    (cli/launch.py)."""
     argv_given = sys.argv[1:] if argv is None else argv
     output.setup_logging(output.GlobalFlags())  # a log flag, once parsed, sets it up again
     try:
-        cached_key.start(argv_given)
+        if not key_begun:
+            cached_key.start(argv_given)
         cli.main(args=argv, prog_name="corso", standalone_mode=False)
     except CorsoError as e:
         log.debug("error", exc_info=True)
@@ -161,21 +165,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """What the `corso` console script (cli/launch.py) runs once the CLI is loaded: main() in
-    a process of two malloc arenas (cli/arenas.py), with SIGTERM and SIGHUP raising
-    Terminated, then leave without the interpreter's teardown.
+    """What the `corso` console script (cli/launch.py) runs once the CLI is loaded, the key's
+    derivation begun and malloc limited to two arenas (cli/arenas.py): main(), with SIGTERM
+    and SIGHUP raising Terminated, then leave without the interpreter's teardown.
 
     Freeing every object one by one at exit (boto3's service models, the index, the trees)
     took ~65 ms of every command, which the OS does at once when the process ends. Everything a
     command writes is closed (and renamed into place) before main() returns; only the standard
     streams and the log have buffers left, and they are flushed here.
     """
-    arenas.limit_malloc_arenas()
     _handle_terminating_signals()
     code = None
     try:
         try:
-            main()
+            main(key_begun=True)
         except SystemExit as e:  # main() always ends with one, carrying an int
             code = e.code
         finally:  # the command is over: what is left is a flush, which no signal stops
