@@ -975,6 +975,96 @@ def test_a_restore_never_writes_into_a_repository(connected, corso, tmp_path):
     assert snapshot_bytes(connected) == before
 
 
+@pytest.fixture
+def home(tmp_path, corso, small_chunks, monkeypatch) -> Path:
+    """A home directory with the connected repository inside it, at backups/repo."""
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "notes.txt").write_text("notes\n")
+    (home / "random.bin").write_bytes(random.Random(7).randbytes(256 * 1024))
+    assert corso("repo", "init", "filesystem", "--path", str(home / "backups" / "repo"),
+                 "--passphrase", "pw").code == 0
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    return home
+
+
+def _without(tree: dict, below: str) -> dict:
+    """A snapshot (trees.snapshot) but for `below` and what is under it."""
+    below = os.fsencode(below)
+    return {rel: row for rel, row in tree.items()
+            if rel != below and not rel.startswith(below + b"/")}
+
+
+def test_the_repository_written_to_is_left_out_of_a_backup_of_its_directory(home, corso,
+                                                                           tmp_path):
+    """A home-directory backup with the repository in it stored the repository's packs, all
+    earlier backups', in each new one: the repository doubled every time."""
+    repo = home / "backups" / "repo"
+    warning = f"{repo}: left out: the repository this backup is written to"
+    runs = []
+    for _ in range(2):
+        result = corso("backup", "create", "files", "--path", str(home), "--json")
+        assert result.code == 0 and result.err == f"corso: warning: {warning}\n", result
+        runs.append(json.loads(result.out))
+    first, second = runs
+    assert first["warnings"] == [warning] and not first["incomplete"]
+    assert first["stats"]["warnings"] == 1 and first["stats"]["errors"] == 0
+    assert second["stats"]["bytes_added"] == 0, second["stats"]  # the whole repository, else
+    restored = corso("restore", "files", "--backup", second["id"], "--destination",
+                     str(tmp_path / "out"))
+    assert restored.code == 0, restored
+    assert snapshot(tmp_path / "out" / "home") == _without(snapshot(home), "backups/repo")
+
+    # Given as a --path itself, it is left out as well: nothing else to back up, exit 2.
+    itself = corso("backup", "create", "files", "--path", str(repo))
+    assert itself.code == 2 and itself.err == (
+        f"corso: warning: {warning}\ncorso: error: nothing to back up: every path given was "
+        "left out (see above)\n"), itself
+
+
+def test_a_copy_of_the_repository_is_backed_up_as_any_files(home, corso, tmp_path):
+    """Only the repository written to is left out: an earlier change left out every directory
+    holding a repository, and a deliberate backup of a mirror was an empty one, exit 0."""
+    create(corso, "--path", str(home / "docs"))  # packs, an index and a manifest to copy
+    subprocess.run(["cp", "-a", str(home / "backups" / "repo"), str(home / "mirror")],
+                   check=True)
+    result = corso("backup", "create", "files", "--path", str(home), "--json")
+    assert result.code == 0 and result.err == (
+        f"corso: warning: {home}/backups/repo: left out: the repository this backup is "
+        "written to\n"), result
+    restored = corso("restore", "files", "--backup", json.loads(result.out)["id"],
+                     "--destination", str(tmp_path / "out"))
+    assert restored.code == 0, restored
+    assert snapshot_bytes(tmp_path / "out" / "home" / "mirror") == snapshot_bytes(
+        home / "mirror")
+    assert len(snapshot_bytes(home / "mirror")) > 5  # format, keys, packs, index, manifest
+
+
+def test_the_repositorys_cache_is_left_out_of_a_backup_of_its_directory(connected, corso,
+                                                                        tmp_path, monkeypatch):
+    """The backup writes its tree packs and index blobs to the cache as it runs: a home
+    directory holding the cache stored the cache again in each backup. A new cache (made by
+    the command, for the format blob, before the backup starts) is left out at once."""
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "notes.txt").write_text("notes\n")
+    monkeypatch.setenv("CORSO_CACHE_DIR", str(home / ".cache" / "corso"))
+    cache = home / ".cache" / "corso" / config.load(config.config_path()).repository_id
+    warning = f"{cache}: left out: corso's cache of this repository"
+    runs = []
+    for _ in range(2):
+        result = corso("backup", "create", "files", "--path", str(home), "--json")
+        assert result.code == 0 and result.err == f"corso: warning: {warning}\n", result
+        runs.append(json.loads(result.out))
+    assert runs[1]["stats"]["bytes_added"] == 0, runs[1]["stats"]
+    assert any(cache.rglob("*")), "the backup wrote to its cache"
+    restored = corso("restore", "files", "--backup", runs[1]["id"], "--destination",
+                     str(tmp_path / "out"))
+    assert restored.code == 0, restored
+    assert snapshot(tmp_path / "out" / "home") == _without(
+        snapshot(home), os.path.relpath(cache, home))
+
+
 def test_a_result_stdout_cannot_take_is_one_error_line(connected, corso, tmp_path):
     """`> /dev/full` (a full disk behind a redirection) and a stdout closed (`>&-`): both were
     a traceback, a backup's ID lost behind it."""

@@ -13,6 +13,7 @@ import pytest
 from corso_core.errors import AlreadyExists
 from corso_core.storage import filesystem
 from corso_core.storage.filesystem import FilesystemStorage
+from corso_core.storage.kill_switch import KillAfterWrites
 from corso_core.testing import BlobStorageContract
 
 
@@ -30,6 +31,14 @@ def test_directories_are_0700_and_files_0600(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / "repo" / rel).st_mode) == 0o700
     for rel in ("data/ab/blob", "format"):
         assert stat.S_IMODE(os.stat(tmp_path / "repo" / rel).st_mode) == 0o600
+
+
+def test_local_root_is_the_directory_and_the_kill_switch_passes_it_on(tmp_path):
+    """A backup leaves out the directory that local_root names (engine/backup.py); the kill
+    switch wraps the storage of the very commands whose crashes the tests provoke."""
+    storage = FilesystemStorage(str(tmp_path / "repo"))
+    assert storage.local_root == str(tmp_path / "repo")
+    assert KillAfterWrites(storage, 1).local_root == str(tmp_path / "repo")
 
 
 def test_put_new_never_overwrites_even_when_the_race_is_lost(tmp_path):

@@ -38,10 +38,11 @@ from typing import Any
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
 from corso_core.errors import Corrupted, CorsoError, RepositoryError, UsageError
+from corso_core.repo.cache import BlobCache
 from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
-from corso_core.sources.source import DIR, FILE, Content, Node, Source, SourceReader
+from corso_core.sources.source import DIR, FILE, Content, Node, Report, Source, SourceReader
 
 log = logging.getLogger("corso.engine")
 
@@ -213,6 +214,42 @@ def _open_ahead() -> int:
     return max(0, min(OPEN_AHEAD, limit // 4 // (SMALL_READERS + LARGE_READERS) - 1))
 
 
+def _own_directories(repository) -> dict[tuple[int, int], str]:
+    """The directories this backup writes to, by (st_dev, st_ino), each with the warning that
+    leaves it out where the source reaches it: the repository's (when its storage is on this
+    machine) and its local cache's. A repository under a --path (a home directory holding it)
+    would otherwise be stored in itself, growing by all earlier backups each time, its packs
+    read as they are written. Told by identity, not by looks: a copy of a repository, or
+    another repository, is backed up as any files are."""
+    own: dict[tuple[int, int], str] = {}
+    for path, why in ((repository.storage.local_root,
+                       "left out: the repository this backup is written to"),
+                      (BlobCache(repository.repository_id).directory,
+                       "left out: corso's cache of this repository")):
+        if path is not None:
+            try:
+                st = os.stat(path)
+            except OSError:  # a cache not made yet, left out from the next backup on (the
+                continue  # CLI has made it by now: it keeps the format blob there)
+            own.setdefault((st.st_dev, st.st_ino), why)
+    return own
+
+
+def _without_own(nodes: list[Node], own: dict[tuple[int, int], str],
+                 report: Report) -> list[Node]:
+    """`nodes` but for the directories this backup writes to (`_own_directories`), each
+    reported as a warning. A source without inodes reports 0s, which match nothing."""
+    kept = []
+    for node in nodes:
+        why = (own.get((node.meta.dev, node.meta.inode))
+               if node.meta.kind == DIR and node.meta.inode else None)
+        if why is None:
+            kept.append(node)
+        else:
+            report.warning(node.handle or node.name, why)
+    return kept
+
+
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
     """The latest backup of the same source, paths and host (an incomplete one is fine: what
     it holds is sound, and what it lacks is simply read again)."""
@@ -224,13 +261,15 @@ def find_parent(repository, source: Source, paths: list[str], host: str) -> dict
 
 class _Backup:
     def __init__(self, store: ChunkStore, chunker, reader: SourceReader, options: BackupOptions,
-                 problems: Problems, progress: Progress) -> None:
+                 problems: Problems, progress: Progress,
+                 own: dict[tuple[int, int], str]) -> None:
         self.store = store
         self.chunker = chunker
         self.reader = reader
         self.options = options
         self.problems = problems
         self.progress = progress
+        self.own = own  # the directories left out (_own_directories)
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
         self.small_files = _ReadLane(SMALL_READERS, BATCHES_IN_FLIGHT, "corso-read-small")
@@ -466,6 +505,7 @@ class _Backup:
         pending = _PendingDir(old)
         if children is None:
             children = self.reader.roots() if node is None else self.reader.children(node)
+        children = _without_own(children, self.own, self.problems)
         ahead = self._look_ahead(children, old)
         for child in children:
             previous = old.entries.get(child.name)
@@ -556,15 +596,17 @@ def _as_recorded(entry: Entry) -> tuple:
     return entry.chunks, meta.size, meta.mtime_ns, meta.mode, meta.uid, meta.gid
 
 
-def _measure(source: Source, values: dict, progress: Progress) -> None:
+def _measure(source: Source, values: dict, progress: Progress,
+             own: dict[tuple[int, int], str]) -> None:
     """Size what is to be backed up, beside the backup, so that progress can show an ETA."""
     try:
-        reader = source.open_reader(values, Problems())
-        sizes, pending = {}, list(reader.roots())
+        unreported = Problems()
+        reader = source.open_reader(values, unreported)
+        sizes, pending = {}, _without_own(reader.roots(), own, unreported)
         while pending:
             node = pending.pop()
             if node.meta.kind == DIR:
-                pending.extend(reader.children(node))
+                pending.extend(_without_own(reader.children(node), own, unreported))
             elif node.meta.kind == FILE:  # hard links: one inode, read once
                 sizes[(node.meta.dev, node.meta.inode)] = node.meta.size
     except (OSError, CorsoError):
@@ -573,16 +615,17 @@ def _measure(source: Source, values: dict, progress: Progress) -> None:
 
 
 def _stored_pass(repository, source: Source, values: dict, options: BackupOptions,
-                 problems: Problems, progress: Progress, paths: list[str], host: str):
+                 problems: Problems, progress: Progress, paths: list[str], host: str,
+                 own: dict[tuple[int, int], str]):
     """Walk, read and store everything, flushed: (store, backup, parent). No manifest yet."""
     store = ChunkStore(repository)
     try:
         parent = find_parent(repository, source, paths, host)
         backup = _Backup(store, repository.chunker, source.open_reader(values, problems),
-                         options, problems, progress)
+                         options, problems, progress, own)
         progress.start(None)
         if progress.wants_total:
-            threading.Thread(target=_measure, args=(source, values, progress), daemon=True,
+            threading.Thread(target=_measure, args=(source, values, progress, own), daemon=True,
                              name="corso-measure").start()
         try:
             old_root = bytes.fromhex(parent["root"]) if parent else None
@@ -614,19 +657,21 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
     started = time.monotonic()
     paths = source.describe(values)
     host = socket.gethostname()
+    own = _own_directories(repository)
     # Bad input fails here, before anything is written: a path the reader refuses, or paths
-    # that are all left out (a FIFO, a socket), which would make an empty backup.
-    if not source.open_reader(values, problems).roots():
+    # that are all left out (a FIFO, a socket, the repository itself), which would make an
+    # empty backup.
+    if not _without_own(source.open_reader(values, problems).roots(), own, problems):
         raise UsageError("nothing to back up: every path given was left out (see above)")
     store, backup, parent = _stored_pass(repository, source, values, options, problems,
-                                         progress, paths, host)
+                                         progress, paths, host, own)
     try:
         if store.find_missing(backup.deduplicated_ids()):
             log.warning("chunks this backup deduplicated against were removed while it ran "
                         "(maintenance?); backing up again")
             store.close()
             store, backup, parent = _stored_pass(repository, source, values, options, problems,
-                                                 progress, paths, host)
+                                                 progress, paths, host, own)
             if store.find_missing(backup.deduplicated_ids()):
                 raise RepositoryError("chunks this backup relies on were removed while it ran, "
                                       "twice; nothing was recorded: run the backup again")

@@ -40,8 +40,9 @@ class Metadata(NamedTuple):
     """What a backup records about one node besides its content.
 
     Names and symlink targets are bytes: whatever the filesystem allows, UTF-8 or not.
-    `ctime_ns`, `inode`, `dev` and `nlink` serve change detection and hard links; a source
-    without such notions leaves them 0.
+    `ctime_ns`, `inode`, `dev` and `nlink` serve change detection and hard links, and a
+    directory's `dev` and `inode` (this machine's st_dev and st_ino) let a backup leave out the
+    repository it writes to; a source without such notions leaves them 0.
 
     A named tuple, not a dataclass: a backup builds one per item listed and per item of the
     previous backup's trees, and a tuple is built 4x faster (0.26 against 1.2 us).

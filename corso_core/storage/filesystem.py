@@ -114,6 +114,10 @@ class FilesystemStorage(SimpleBlobStorage):
             raise UsageError(f"--path {root} is a file, not a directory")
         self.root = root
 
+    @property
+    def local_root(self) -> str:
+        return self.root
+
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key).split("/"))
 

@@ -75,6 +75,14 @@ class BlobStorage(ABC):
     def __init__(self) -> None:
         self.counts = RequestCounts()
 
+    @property
+    def local_root(self) -> str | None:
+        """The directory on this machine that holds the blobs, if there is one (the filesystem
+        backend's root); None for remote storage (this default). A backup leaves that directory
+        out when its source reaches it: it would store the repository in itself, growing it by
+        every earlier backup each time, and read packs as they are being written."""
+        return None
+
     @abstractmethod
     def location(self) -> str:
         """Where the blobs live, for messages: a path or s3://bucket/prefix."""

@@ -47,6 +47,10 @@ class KillAfterWrites(BlobStorage):
     def location(self) -> str:
         return self.inner.location()
 
+    @property
+    def local_root(self) -> str | None:
+        return self.inner.local_root
+
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.get(key, offset, length)
 
