@@ -214,18 +214,18 @@ def _open_ahead() -> int:
     return max(0, min(OPEN_AHEAD, limit // 4 // (SMALL_READERS + LARGE_READERS) - 1))
 
 
-def _own_directories(repository) -> dict[tuple[int, int], str]:
+def _own_directories(repository) -> dict[tuple[int, int], str | None]:
     """The directories this backup writes to, by (st_dev, st_ino), each with the warning that
     leaves it out where the source reaches it: the repository's (when its storage is on this
     machine) and its local cache's. A repository under a --path (a home directory holding it)
     would otherwise be stored in itself, growing by all earlier backups each time, its packs
     read as they are written. Told by identity, not by looks: a copy of a repository, or
-    another repository, is backed up as any files are."""
-    own: dict[tuple[int, int], str] = {}
+    another repository, is backed up as any files are. The cache (None) is left out without a
+    word: it is under every home directory, and nothing in it is worth keeping."""
+    own: dict[tuple[int, int], str | None] = {}
     for path, why in ((repository.storage.local_root,
                        "left out: the repository this backup is written to"),
-                      (BlobCache(repository.repository_id).directory,
-                       "left out: corso's cache of this repository")):
+                      (BlobCache(repository.repository_id).directory, None)):
         if path is not None:
             try:
                 st = os.stat(path)
@@ -235,18 +235,21 @@ def _own_directories(repository) -> dict[tuple[int, int], str]:
     return own
 
 
-def _without_own(nodes: list[Node], own: dict[tuple[int, int], str],
+def _without_own(nodes: list[Node], own: dict[tuple[int, int], str | None],
                  report: Report) -> list[Node]:
     """`nodes` but for the directories this backup writes to (`_own_directories`), each
-    reported as a warning. A source without inodes reports 0s, which match nothing."""
+    reported as a warning if it has one. A source without inodes reports 0s, which match
+    nothing."""
     kept = []
     for node in nodes:
-        why = (own.get((node.meta.dev, node.meta.inode))
-               if node.meta.kind == DIR and node.meta.inode else None)
-        if why is None:
+        key = (node.meta.dev, node.meta.inode)
+        if node.meta.kind != DIR or not node.meta.inode or key not in own:
             kept.append(node)
-        else:
+        elif (why := own[key]) is not None:
             report.warning(node.handle or node.name, why)
+        else:
+            log.info("left out: corso's cache of this repository: %s",
+                     os.fsdecode(node.handle or node.name))
     return kept
 
 
@@ -262,7 +265,7 @@ def find_parent(repository, source: Source, paths: list[str], host: str) -> dict
 class _Backup:
     def __init__(self, store: ChunkStore, chunker, reader: SourceReader, options: BackupOptions,
                  problems: Problems, progress: Progress,
-                 own: dict[tuple[int, int], str]) -> None:
+                 own: dict[tuple[int, int], str | None]) -> None:
         self.store = store
         self.chunker = chunker
         self.reader = reader
@@ -597,7 +600,7 @@ def _as_recorded(entry: Entry) -> tuple:
 
 
 def _measure(source: Source, values: dict, progress: Progress,
-             own: dict[tuple[int, int], str]) -> None:
+             own: dict[tuple[int, int], str | None]) -> None:
     """Size what is to be backed up, beside the backup, so that progress can show an ETA."""
     try:
         unreported = Problems()
@@ -616,7 +619,7 @@ def _measure(source: Source, values: dict, progress: Progress,
 
 def _stored_pass(repository, source: Source, values: dict, options: BackupOptions,
                  problems: Problems, progress: Progress, paths: list[str], host: str,
-                 own: dict[tuple[int, int], str]):
+                 own: dict[tuple[int, int], str | None]):
     """Walk, read and store everything, flushed: (store, backup, parent). No manifest yet."""
     store = ChunkStore(repository)
     try:
