@@ -1,14 +1,19 @@
-"""Object Lock on SeaweedFS: with retention, every blob written is locked, by every process."""
+"""Object Lock on SeaweedFS: with retention, every blob written is locked, by every process;
+without its record, nothing is written on a bucket with Object Lock."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 
 import pytest
-from s3_servers import LOCKED_BUCKET
+from botocore.awsrequest import AWSResponse
+from cli_fixtures import one_error_line
+from s3_servers import BUCKET, LOCKED_BUCKET
 
 from corso_core.errors import Corrupted
+from corso_s3.client import Connection
 from corso_s3.factory import open_storage
 from corso_s3.storage import LOCK_RECORD
 
@@ -56,7 +61,8 @@ def test_every_blob_is_locked_by_every_process(corso, locked, s3_prefix, tmp_pat
 @pytest.mark.parametrize("record", [b"garbage", b"{}", b'{"mode": "none", "duration_hours": 1}',
                                     b'{"mode": "governance", "duration_hours": 876001}',
                                     b'{"mode": "governance", "duration_hours": 24.0}'],
-                         ids=["not-json", "empty", "mode-none", "over-100-years", "a-float"])
+                         ids=["not-json", "empty", "none-with-a-duration", "over-100-years",
+                              "a-float"])
 def test_a_damaged_lock_record_stops_every_write_in_one_line(corso, locked, s3_prefix, record):
     """It gave a traceback, or the store's own "InvalidRequest" on the next PUT."""
     assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
@@ -69,11 +75,119 @@ def test_a_damaged_lock_record_stops_every_write_in_one_line(corso, locked, s3_p
     assert "Contents" not in listed
 
 
-def test_without_lock_record_nothing_is_locked(locked, s3_prefix):
-    storage = open_storage(locked.values(s3_prefix))
-    storage.put("data/cd/blob", b"y")
-    head = locked.admin().head_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + "data/cd/blob")
-    assert "ObjectLockMode" not in head
+@pytest.fixture
+def lock_asked(monkeypatch) -> list[str]:
+    """The URL of every GetObjectLockConfiguration request sent, whichever code asks."""
+    asked = []
+    make_client = Connection.client
+
+    def client(connection, region):
+        made = make_client(connection, region)
+        made.meta.events.register("before-send.s3.GetObjectLockConfiguration",
+                                  lambda request, **_: asked.append(request.url))
+        return made
+
+    monkeypatch.setattr(Connection, "client", client)
+    return asked
+
+
+def record_of(server, prefix: str) -> dict:
+    body = server.admin().get_object(Bucket=server.bucket, Key=prefix + LOCK_RECORD)["Body"]
+    return json.loads(body.read())
+
+
+def back_up(corso, tmp_path, name: str):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "file").write_text(f"the data of {name}")
+    return corso("backup", "create", "files", "--path", str(tmp_path / name))
+
+
+def versions(server, prefix: str) -> list[tuple[str, str]]:
+    """(key, version) of every object version and delete marker under the prefix."""
+    listed = server.admin().list_object_versions(Bucket=server.bucket, Prefix=prefix)
+    return sorted((v["Key"], v["VersionId"])
+                  for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []))
+
+
+@pytest.mark.parametrize("bucket", [BUCKET, LOCKED_BUCKET])
+def test_init_without_retention_records_none_and_locks_nothing(corso, locked, s3_prefix, bucket,
+                                                               tmp_path, monkeypatch):
+    """A repository without retention has a record too, so one whose record is gone cannot pass
+    for it."""
+    server = dataclasses.replace(locked, bucket=bucket)
+    assert corso("repo", "init", "s3", *server.flags(s3_prefix), "--passphrase", "pw").code == 0
+    assert record_of(server, s3_prefix) == {"mode": "none"}
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert back_up(corso, tmp_path, "tree").code == 0
+    listed = server.admin().list_objects_v2(Bucket=bucket, Prefix=s3_prefix)["Contents"]
+    assert len(listed) > 3  # the format blobs, the record and what the backup wrote
+    for item in listed:
+        assert "ObjectLockMode" not in server.admin().head_object(Bucket=bucket, Key=item["Key"])
+
+
+@pytest.mark.parametrize("retention", [["--retention-mode", "governance",
+                                        "--retention-duration", "1d"], []],
+                         ids=["governance", "none"])
+def test_a_hidden_record_on_a_locked_bucket_stops_the_next_backup(corso, locked, s3_prefix,
+                                                                  retention, tmp_path,
+                                                                  monkeypatch, lock_asked):
+    """Whoever may delete objects could hide the record behind a delete marker, and every
+    later write went unlocked, without a word."""
+    assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                 *retention).code == 0
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    lock_asked.clear()  # init asks, given retention
+    assert back_up(corso, tmp_path, "first").code == 0
+    assert lock_asked == []  # the record says it all
+    marker = locked.admin().delete_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD)
+    before = versions(locked, s3_prefix)
+
+    refused = back_up(corso, tmp_path, "second")
+    one_error_line(refused, 1, f"the Object Lock record s3://{LOCKED_BUCKET}/{s3_prefix}"
+                   f"{LOCK_RECORD} is missing or hidden behind a delete marker",
+                   "delete the delete marker")
+    assert versions(locked, s3_prefix) == before
+    assert len(lock_asked) == 1
+
+    # With the delete marker gone, the record is back, and so is its lock.
+    locked.admin().delete_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD,
+                                 VersionId=marker["VersionId"])
+    assert back_up(corso, tmp_path, "third").code == 0
+    newest = max(locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix + "data/")
+                 ["Contents"], key=lambda item: item["LastModified"])
+    head = locked.admin().head_object(Bucket=LOCKED_BUCKET, Key=newest["Key"])
+    assert head.get("ObjectLockMode") == ("GOVERNANCE" if retention else None)
+
+
+def test_no_record_on_a_bucket_without_object_lock_means_no_retention(corso, seaweedfs,
+                                                                      s3_prefix, tmp_path,
+                                                                      monkeypatch, lock_asked):
+    """As in a repository made by a corso-s3 that wrote no record without retention: its
+    backups go on, for one question per process."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    assert corso("repo", "init", "s3", *seaweedfs.flags(s3_prefix)).code == 0
+    seaweedfs.admin().delete_object(Bucket=BUCKET, Key=s3_prefix + LOCK_RECORD)
+    done = back_up(corso, tmp_path, "tree")
+    assert done.code == 0 and done.err == "", done
+    assert len(lock_asked) == 1
+
+
+@pytest.mark.parametrize("status, code", [(403, "AccessDenied"), (501, "NotImplemented")])
+def test_no_record_where_the_bucket_cannot_tell_means_no_retention(seaweedfs, s3_prefix,
+                                                                   status, code):
+    """Without s3:GetBucketObjectLockConfiguration (needed only with Object Lock), or on a
+    store without the call, a repository made with no record goes on as before."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    xml = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
+    storage.client.meta.events.register(
+        "before-send.s3.GetObjectLockConfiguration",
+        lambda request, **_: AWSResponse(request.url, status, {}, type("Raw", (), {
+            "stream": lambda self, **kw: iter([xml])})()))
+    storage.put("data/ab/blob", b"x")
+    assert storage.get("data/ab/blob") == b"x"
+    assert storage.counts.requests["GET"] == 1 + 2 + 1  # region, record, lock, blob
 
 
 def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked, s3_prefix):
@@ -83,7 +197,9 @@ def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked
     assert again.code == 0 and "already exists" in again.out
     listed = locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix)
     assert {o["Key"] for o in listed["Contents"]} == {s3_prefix + "format",
-                                                      s3_prefix + "format-copy"}
+                                                      s3_prefix + "format-copy",
+                                                      s3_prefix + LOCK_RECORD}
+    assert record_of(locked, s3_prefix) == {"mode": "none"}
 
 
 def test_update_passphrase_says_the_locked_old_format_versions_remain(corso, locked, s3_prefix):

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from corso_core.api import UsageError
+from corso_core.api import Corrupted, UsageError
 from corso_s3 import options
 from corso_s3.client import Connection, S3OnlyLoader
-from corso_s3.lock import from_flags, parse_duration
+from corso_s3.lock import NO_LOCK, from_flags, from_record, parse_duration
+from corso_s3.storage import S3Storage
 
 
 @pytest.mark.parametrize("given, saved", [
@@ -48,6 +49,28 @@ def test_durations():
     lock = from_flags("compliance", "2d", True)
     assert (lock.mode, lock.duration, lock.extend) == ("COMPLIANCE", datetime.timedelta(days=2),
                                                        True)
+
+
+def test_lock_records_read_back_as_written():
+    assert from_record(NO_LOCK) is None
+    assert S3Storage(None, "b", "p/")._lock_recorded(b'{"mode": "none"}') is None
+    lock = from_flags("governance", "30d", False)
+    assert from_record(lock.as_dict()) == lock
+    assert lock.as_dict() == {"mode": "governance", "duration_hours": 720, "extend": False}
+
+
+@pytest.mark.parametrize("record", [
+    b"garbage", b"[]", b"{}", b'{"mode": "None"}', b'{"mode": "none", "duration_hours": 1}',
+    b'{"mode": "governance"}', b'{"mode": "compliance", "duration_hours": 0}',
+])
+def test_a_damaged_lock_record_is_corrupted_in_one_line(record):
+    """A "none" record that carries settings, or a lock record without them, may have meant
+    to lock: neither is taken for no retention."""
+    storage = S3Storage(None, "b", "p/")
+    with pytest.raises(Corrupted, match=r"^the Object Lock record s3://b/p/s3-object-lock\.json "
+                                        r"is damaged \(.*\); put back its earlier version") as e:
+        storage._lock_recorded(record)
+    assert "\n" not in str(e.value)
 
 
 def test_custom_endpoints_use_path_style_and_aws_its_own(aws_env):

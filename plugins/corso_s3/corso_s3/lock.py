@@ -19,6 +19,9 @@ _DURATION = re.compile(r"(\d{1,9})([hdy])")  # more digits: past the limit below
 _UNIT_HOURS = {"h": 1, "d": 24, "y": 24 * 365}
 #: S3's own limit on a retention period: 100 years.
 MAX_HOURS = 100 * 365 * 24
+#: The record of a repository made without retention. Written all the same, so that a record
+#: that is missing (deleted, or hidden behind a delete marker) is never taken for this one.
+NO_LOCK = {"mode": "none"}
 
 
 @dataclass(frozen=True)
@@ -34,25 +37,29 @@ class ObjectLock:
             "ObjectLockRetainUntilDate": datetime.now(UTC) + self.duration,
         }
 
-    @classmethod
-    def from_dict(cls, record: dict) -> ObjectLock:
-        """The lock a record holds; ValueError if it is not one this corso-s3 writes."""
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        mode, hours = record.get("mode"), record.get("duration_hours")
-        if mode not in ("governance", "compliance"):
-            raise ValueError(f"mode {mode!r} is neither governance nor compliance")
-        if type(hours) is not int or not 0 < hours <= MAX_HOURS:
-            raise ValueError(f"duration_hours {hours!r} is not a whole number from 1 to "
-                             f"{MAX_HOURS}")
-        return cls(mode.upper(), timedelta(hours=hours), record.get("extend") is True)
-
     def as_dict(self) -> dict:
         return {
             "mode": self.mode.lower(),
             "duration_hours": int(self.duration.total_seconds() // 3600),
             "extend": self.extend,
         }
+
+
+def from_record(record: object) -> ObjectLock | None:
+    """The lock a record holds, None for NO_LOCK; ValueError if it is not one this corso-s3
+    writes."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record == NO_LOCK:
+        return None
+    mode, hours = record.get("mode"), record.get("duration_hours")
+    if mode not in ("governance", "compliance"):
+        raise ValueError(f"mode {mode!r} is neither governance nor compliance (nor 'none' "
+                         "without other settings)")
+    if type(hours) is not int or not 0 < hours <= MAX_HOURS:
+        raise ValueError(f"duration_hours {hours!r} is not a whole number from 1 to "
+                         f"{MAX_HOURS}")
+    return ObjectLock(mode.upper(), timedelta(hours=hours), record.get("extend") is True)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -34,8 +34,8 @@ from corso_core.api import (
 )
 from corso_s3.body import BufferReader
 from corso_s3.client import DEFAULT_REGION
-from corso_s3.errors import error_code, translate
-from corso_s3.lock import ObjectLock
+from corso_s3.errors import ActionDenied, error_code, translate
+from corso_s3.lock import NO_LOCK, ObjectLock, from_record
 
 log = logging.getLogger("corso.s3")
 
@@ -111,6 +111,9 @@ class S3Storage(BlobStorage):
         #: _check_location_is_free). Every command on an existing repository reads its
         #: format blob before writing anything.
         self._may_be_new = True
+        #: Set once _check_location_is_free found the location free: this storage is `repo
+        #: init` creating the repository, and writes its Object Lock record.
+        self._creating = False
         self._lock_known = False
         self._versioning: str | None = None
         self._versioning_known = False
@@ -158,10 +161,13 @@ class S3Storage(BlobStorage):
         return "eu-west-1" if region == "EU" else region
 
     def bucket_has_object_lock(self) -> bool:
+        """Whether the bucket was created with Object Lock. A store that does not implement
+        the question has no Object Lock to speak of."""
         try:
             answer = self.request("GetObjectLockConfiguration")
         except StorageError as e:
-            if error_code(e.__cause__) == "ObjectLockConfigurationNotFoundError":
+            if error_code(e.__cause__) in ("ObjectLockConfigurationNotFoundError",
+                                           "NotImplemented"):
                 return False
             raise
         return answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
@@ -182,35 +188,63 @@ class S3Storage(BlobStorage):
     def _object_lock(self) -> ObjectLock | None:
         """The lock every write carries: given at init, else recorded beside the repository.
 
-        The record is written before the first blob of a new repository, so every later
-        process (another host, another config dir) keeps locking what it writes.
+        `repo init` writes the record before the first blob, with retention or without (mode
+        "none"), so every later process (another host, another config dir) keeps locking what
+        it writes, and a record gone missing is not taken for a repository that never locked.
         """
         with self._settings_lock:
             if not self._lock_known:
-                if self._lock:
+                if self._creating:
+                    lock = self._lock
                     self.request(
                         "PutObject", LOCK_RECORD, Key=self._object(LOCK_RECORD),
-                        Body=json.dumps(self._lock.as_dict()).encode(),
-                        **self._lock.put_parameters(),
+                        Body=json.dumps(lock.as_dict() if lock else NO_LOCK).encode(),
+                        **(lock.put_parameters() if lock else {}),
                     )
                 else:
                     try:
-                        record = self._get(LOCK_RECORD, None)
+                        self._lock = self._lock_recorded(self._get(LOCK_RECORD, None))
                     except NotFound:
-                        record = None
-                    self._lock = None if record is None else self._lock_recorded(record)
+                        self._refuse_if_bucket_locks()
+                        self._lock = None
                 self._lock_known = True
             return self._lock
 
-    def _lock_recorded(self, record: bytes) -> ObjectLock:
+    def _lock_recorded(self, record: bytes) -> ObjectLock | None:
         """The lock the record holds; a damaged record stops every write, which would
         otherwise go unlocked or be refused by the store for reasons it does not give."""
         try:
-            return ObjectLock.from_dict(json.loads(record))
+            return from_record(json.loads(record))
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise Corrupted(f"the Object Lock record {self._where(LOCK_RECORD)} is damaged "
-                            f"({e}); put back its earlier version, which the versioned "
-                            "bucket keeps") from None
+                            f"({e}); put back its earlier version, which a versioned "
+                            'bucket keeps, or {"mode": "none"} for a repository made without '
+                            "retention") from None
+
+    def _refuse_if_bucket_locks(self) -> None:
+        """The record is missing (a delete marker hiding it looks the same: 404). On a bucket
+        without Object Lock that is a repository made by a corso-s3 that recorded nothing
+        without retention: nothing to lock. On a bucket with Object Lock the record may have
+        been hidden so that later writes go unlocked: Corrupted, and nothing is written.
+
+        Asked only when the record is missing: one request per process, none for a backup
+        of a repository with its record. Without s3:GetBucketObjectLockConfiguration, which
+        only buckets with Object Lock need, the bucket is taken for one without.
+        """
+        try:
+            locked = self.bucket_has_object_lock()
+        except ActionDenied as e:
+            log.debug("no Object Lock record at %s, and the bucket may not be asked whether it "
+                      "locks: %s", self.location(), e)
+            return
+        if locked:
+            raise Corrupted(
+                f"the Object Lock record {self._where(LOCK_RECORD)} is missing or hidden behind "
+                f"a delete marker, and bucket {self.bucket} has Object Lock: nothing is written, "
+                "lest it go unlocked; delete the delete marker (the record's earlier version "
+                "remains), or put the record back with the repository's settings, e.g. "
+                '{"mode": "governance", "duration_hours": 720, "extend": false}, or '
+                '{"mode": "none"} for a repository made without retention')
 
     # --- the one door to boto3 ---------------------------------------------------------------
 
@@ -304,6 +338,7 @@ class S3Storage(BlobStorage):
         if self._may_be_new and "/" not in key:
             self._may_be_new = False
             self._check_location_is_free(key)
+            self._creating = True
         if self.atomic_create:
             try:
                 return self._write(key, memoryview(data), create_only=True)
