@@ -90,6 +90,26 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     assert ("flush", "unflushed") in events[:-1]
 
 
+#: The console script's command, telling the GIL's switch interval it runs with.
+SWITCH_INTERVAL = """
+import sys
+from corso_core.cli import launch, main as cli_main
+
+def telling_main(key_begun):
+    print(sys.getswitchinterval())
+    raise SystemExit(0)
+
+cli_main.main = telling_main
+launch.run()
+"""
+
+
+def test_the_console_script_passes_the_gil_on_every_millisecond():
+    done = subprocess.run([sys.executable, "-c", SWITCH_INTERVAL], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "0.001\n"), done.stderr
+
+
 #: A SIGTERM that arrives just as main() has returned, while run() reads its exit code.
 LATE_SIGNAL = """
 import os, signal
