@@ -8,12 +8,13 @@ connect and update-passphrase.
 
 A backup or restore spends about as long as scrypt importing its modules before click has
 parsed its flags. When its passphrase is in $CORSO_PASSPHRASE and its command line names
-neither --passphrase nor --config-file (nor --help), `start` reads the default corso.toml's
-repository ID and begins a thread that reads that repository's KDF from the cache and derives
-the key meanwhile (scrypt releases the GIL). The console script calls it before it imports the
-CLI (cli/launch.py), so that the derivation overlaps those imports: ~0.12 s off every cold
-backup and restore. `derive` uses that key only for the same repository and passphrase, and
-otherwise derives as it would have.
+neither --passphrase nor --config-file (nor --help), `start` reads the KDF for the default
+corso.toml's repository and derives the key in a thread meanwhile (scrypt releases the GIL).
+The console script calls it before it imports the CLI (cli/launch.py), so that scrypt overlaps
+those imports: ~0.2 s off every cold backup and restore. The KDF is read before the thread
+starts: imports hold the GIL, so a thread importing the modules that read it would only share
+the one core with the CLI's imports. `derive` uses that key only for the same repository and
+passphrase, and otherwise derives as it would have.
 
 The repository modules are imported inside the functions: `start` runs in every command, and
 `corso --help` has no use for them.
@@ -42,20 +43,19 @@ SKIPPING_FLAGS = ("--passphrase", "--config-file", "--help", "-h")
 
 @dataclass
 class _Early:
-    """A derivation begun by `start`; `key` is read only after its thread is joined (None: the
-    cache holds no usable format blob, or deriving failed)."""
+    """A derivation begun by `start`; `key` is read only after its thread is joined (None:
+    deriving failed)."""
 
     repository_id: str
     passphrase: str
+    kdf: Kdf
     key: DerivedKey | None = None
 
     def run(self) -> None:
         from corso_core.repo.format import DerivedKey
 
         try:
-            kdf = cached_kdf(self.repository_id)
-            if kdf is not None:
-                self.key = DerivedKey.of(kdf, self.passphrase)
+            self.key = DerivedKey.of(self.kdf, self.passphrase)
         except Exception:  # `derive` then derives again, and reports the error
             pass
 
@@ -65,7 +65,7 @@ _early: tuple[_Early, threading.Thread] | None = None
 
 def start(argv: list[str]) -> None:
     """Begin deriving the key if `argv` is a backup or restore that will use the default config
-    and the passphrase in the environment (from the format blob the cache holds, if it does)."""
+    and the passphrase in the environment, and the cache holds that repository's format blob."""
     global _early
     _early = None
     if (not argv or argv[0] not in EARLY_COMMANDS
@@ -81,7 +81,10 @@ def start(argv: list[str]) -> None:
         repository_id = config.load(config.config_path()).repository_id
     except CorsoError:
         return  # not connected, or a broken config: the command says so
-    early = _Early(repository_id, passphrase)
+    kdf = cached_kdf(repository_id)
+    if kdf is None:
+        return
+    early = _Early(repository_id, passphrase, kdf)
     thread = threading.Thread(target=early.run, name="early-key", daemon=True)
     thread.start()
     _early = early, thread
