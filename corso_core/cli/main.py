@@ -97,8 +97,10 @@ TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: (Python's default: 0.005). A backup's and a restore's threads return from native work
 #: (reads, hashing, compression, decryption, writes) many times a millisecond and then wait
 #: for the GIL; at 5 ms a thread busy in Python kept them waiting. Same-run medians on the
-#: 1 GiB bench set: full restore 2.28 s at 1 ms against 2.50 s (8 runs each), first backup
-#: 5.14 against 5.30 s (6 each); 0.2 ms was no faster, and cost more CPU.
+#: 1 GiB bench set, 1 ms against 5: first backup 4.57 against 4.67 s (6 runs each); full
+#: restore 1.96 against 1.99 s, and 2.28 against 2.50 s where the filesystem had just deleted
+#: a tree as large (its file creates then cost far more kernel time), 8 runs each. 0.2 ms was
+#: no faster, and cost more CPU.
 SWITCH_INTERVAL_S = 0.001
 
 
