@@ -81,6 +81,10 @@ def start(argv: list[str]) -> None:
         repository_id = config.load(config.config_path()).repository_id
     except CorsoError:
         return  # not connected, or a broken config: the command says so
+    from corso_core.repo.cache import cache_directory
+
+    if not os.path.isdir(cache_directory(repository_id)):
+        return  # no cache, or one the command reports unusable (there is no logging yet)
     kdf = cached_kdf(repository_id)
     if kdf is None:
         return

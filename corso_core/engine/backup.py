@@ -38,7 +38,7 @@ from typing import Any
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
 from corso_core.errors import Corrupted, CorsoError, RepositoryError, UsageError
-from corso_core.repo.cache import BlobCache
+from corso_core.repo.cache import cache_directory
 from corso_core.repo.chunker import chunk_file, new_read_buffer
 from corso_core.repo.manifests import list_manifests, save_manifest
 from corso_core.repo.store import ChunkStore
@@ -225,7 +225,7 @@ def _own_directories(repository) -> dict[tuple[int, int], str | None]:
     own: dict[tuple[int, int], str | None] = {}
     for path, why in ((repository.storage.local_root,
                        "left out: the repository this backup is written to"),
-                      (BlobCache(repository.repository_id).directory, None)):
+                      (cache_directory(repository.repository_id), None)):
         if path is not None:
             try:
                 st = os.stat(path)

@@ -32,6 +32,11 @@ def cache_root(override: str | None = None) -> str:
     return override or os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("corso")
 
 
+def cache_directory(repository_id: str, root: str | None = None) -> str:
+    """Where a repository's cache is, whether it exists or not."""
+    return os.path.join(cache_root(root), repository_id)
+
+
 #: The cache directories whose failure this process has reported.
 _REPORTED_FAILURES: set[str] = set()
 
@@ -47,7 +52,7 @@ class BlobCache:
     def __init__(self, repository_id: str, root: str | None = None) -> None:
         if not _REPOSITORY_ID.fullmatch(repository_id):
             raise ValueError(f"invalid repository ID {repository_id!r}")
-        self.directory = os.path.join(cache_root(root), repository_id)
+        self.directory = cache_directory(repository_id, root)
         self._enabled = True
         try:
             self._blobs = FilesystemStorage(self.directory)
