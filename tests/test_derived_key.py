@@ -239,3 +239,32 @@ def test_with_the_passphrase_in_the_environment_a_damaged_cached_copy_is_replace
     assert events == [("open", "filesystem"), ("derive", salt)]
     assert deriving_threads == ["MainThread"]
     assert salt_of(cached_format().read_bytes()) == salt
+
+
+#: The console script, with a cache whose blobs cannot be deleted (a read-only filesystem).
+UNDELETABLE_CACHE = """
+import sys
+from corso_core.errors import StorageError
+from corso_core.storage.filesystem import FilesystemStorage
+
+def refused(self, key):
+    raise StorageError(f"deleting {self._path(key)}: read-only file system")
+
+FilesystemStorage._delete = refused
+sys.argv = ["corso", "backup", "list", "files"]
+from corso_core.cli.launch import run
+run()
+"""
+
+
+def test_a_damaged_cached_copy_that_cannot_be_discarded_is_one_corso_warning(repo, monkeypatch):
+    """The console script begins the key before logging is set up: discarding the damaged copy
+    there printed the cache's warning bare, and, reported once per process, never as
+    `corso: warning:`."""
+    cached_format().write_bytes(b"corso repository format\nsha256:00\n{}")
+    monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
+    done = subprocess.run([sys.executable, "-c", UNDELETABLE_CACHE], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith("corso: warning: local cache ") and "read-only" in warning

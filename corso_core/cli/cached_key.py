@@ -85,7 +85,7 @@ def start(argv: list[str]) -> None:
 
     if not os.path.isdir(cache_directory(repository_id)):
         return  # no cache, or one the command reports unusable (there is no logging yet)
-    kdf = cached_kdf(repository_id)
+    kdf = cached_kdf(repository_id, discard=False)  # a failed discard logs: `derive` does it
     if kdf is None:
         return
     early = _Early(repository_id, passphrase, kdf)
@@ -113,8 +113,10 @@ def derive(repository_id: str, passphrase: str) -> DerivedKey | None:
     return DerivedKey.of(kdf, passphrase)
 
 
-def cached_kdf(repository_id: str) -> Kdf | None:
-    """The KDF of the cached format blob; None without one (a damaged copy is discarded)."""
+def cached_kdf(repository_id: str, *, discard: bool = True) -> Kdf | None:
+    """The KDF of the cached format blob; None without one (a damaged copy is discarded, with
+    `discard`: a cache that refuses logs a warning, which `start` must not, as logging is not
+    set up yet when the console script calls it)."""
     from corso_core.errors import Corrupted, UnsupportedFormat
     from corso_core.repo.format import FORMAT_KEY, FormatBlob
 
@@ -125,7 +127,8 @@ def cached_kdf(repository_id: str) -> Kdf | None:
     try:
         return FormatBlob.decode(cached, "cached copy").kdf
     except (Corrupted, UnsupportedFormat):
-        cache.discard(FORMAT_KEY)
+        if discard:
+            cache.discard(FORMAT_KEY)
         return None
 
 
