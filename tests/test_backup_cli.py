@@ -1065,6 +1065,18 @@ def test_the_repositorys_cache_is_left_out_of_a_backup_of_its_directory(connecte
         snapshot(home), os.path.relpath(cache, home))
 
 
+def test_the_repositorys_cache_given_as_a_path_is_left_out_with_a_warning(connected, corso,
+                                                                          tmp_path, monkeypatch):
+    """Named on purpose, it is said: the usage error's "see above" had nothing above it."""
+    monkeypatch.setenv("CORSO_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / config.load(config.config_path()).repository_id
+    assert corso("backup", "list", "files").code == 0  # the command makes the cache
+    result = corso("backup", "create", "files", "--path", str(cache))
+    assert result.code == 2 and result.err.splitlines() == [
+        f"corso: warning: {cache}: left out: corso's cache of this repository",
+        "corso: error: nothing to back up: every path given was left out (see above)"], result
+
+
 def test_a_result_stdout_cannot_take_is_one_error_line(connected, corso, tmp_path):
     """`> /dev/full` (a full disk behind a redirection) and a stdout closed (`>&-`): both were
     a traceback, a backup's ID lost behind it."""

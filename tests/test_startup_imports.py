@@ -78,7 +78,8 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
     # What run() sets for its whole process stays out of pytest's: the signals it ignores
     # once main() is done, which every later test's corso would inherit (and go on when told
-    # to stop), and pytest's own Ctrl-C.
+    # to stop), and pytest's own Ctrl-C; and the GIL's switch interval.
+    monkeypatch.setattr(cli_main.sys, "setswitchinterval", lambda interval: None)
     handlers = {signum: signal.getsignal(signum)
                 for signum in (*cli_main.TERMINATING_SIGNALS, signal.SIGINT)}
     try:

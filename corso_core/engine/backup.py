@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from corso_core.engine.progress import Problems, Progress
 from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
@@ -214,42 +214,50 @@ def _open_ahead() -> int:
     return max(0, min(OPEN_AHEAD, limit // 4 // (SMALL_READERS + LARGE_READERS) - 1))
 
 
-def _own_directories(repository) -> dict[tuple[int, int], str | None]:
-    """The directories this backup writes to, by (st_dev, st_ino), each with the warning that
-    leaves it out where the source reaches it: the repository's (when its storage is on this
-    machine) and its local cache's. A repository under a --path (a home directory holding it)
-    would otherwise be stored in itself, growing by all earlier backups each time, its packs
-    read as they are written. Told by identity, not by looks: a copy of a repository, or
-    another repository, is backed up as any files are. The cache (None) is left out without a
-    word: it is under every home directory, and nothing in it is worth keeping."""
-    own: dict[tuple[int, int], str | None] = {}
-    for path, why in ((repository.storage.local_root,
-                       "left out: the repository this backup is written to"),
-                      (cache_directory(repository.repository_id), None)):
+class _Own(NamedTuple):
+    """A directory this backup writes to: why it is left out, and whether to say so where
+    the walk meets it (a path the user gave is always said)."""
+
+    why: str
+    said: bool
+
+
+def _own_directories(repository) -> dict[tuple[int, int], _Own]:
+    """The directories this backup writes to, by (st_dev, st_ino): the repository's (when its
+    storage is on this machine) and its local cache's. A repository under a --path (a home
+    directory holding it) would otherwise be stored in itself, growing by all earlier backups
+    each time, its packs read as they are written. Told by identity, not by looks: a copy of a
+    repository, or another repository, is backed up as any files are. The cache is left out
+    without a word where the walk meets it: it is under every home directory, and nothing in
+    it is worth keeping."""
+    own: dict[tuple[int, int], _Own] = {}
+    for path, reason in ((repository.storage.local_root,
+                          _Own("left out: the repository this backup is written to", True)),
+                         (cache_directory(repository.repository_id),
+                          _Own("left out: corso's cache of this repository", False))):
         if path is not None:
             try:
                 st = os.stat(path)
             except OSError:  # a cache not made yet, left out from the next backup on (the
                 continue  # CLI has made it by now: it keeps the format blob there)
-            own.setdefault((st.st_dev, st.st_ino), why)
+            own.setdefault((st.st_dev, st.st_ino), reason)
     return own
 
 
-def _without_own(nodes: list[Node], own: dict[tuple[int, int], str | None],
-                 report: Report) -> list[Node]:
+def _without_own(nodes: list[Node], own: dict[tuple[int, int], _Own], report: Report, *,
+                 given: bool = False) -> list[Node]:
     """`nodes` but for the directories this backup writes to (`_own_directories`), each
-    reported as a warning if it has one. A source without inodes reports 0s, which match
-    nothing."""
+    reported as a warning where it is to be said, or is a path the user gave (`given`: the
+    roots). A source without inodes reports 0s, which match nothing."""
     kept = []
     for node in nodes:
         key = (node.meta.dev, node.meta.inode)
         if node.meta.kind != DIR or not node.meta.inode or key not in own:
             kept.append(node)
-        elif (why := own[key]) is not None:
-            report.warning(node.handle or node.name, why)
+        elif own[key].said or given:
+            report.warning(node.handle or node.name, own[key].why)
         else:
-            log.info("left out: corso's cache of this repository: %s",
-                     os.fsdecode(node.handle or node.name))
+            log.info("%s: %s", os.fsdecode(node.handle or node.name), own[key].why)
     return kept
 
 
@@ -265,7 +273,7 @@ def find_parent(repository, source: Source, paths: list[str], host: str) -> dict
 class _Backup:
     def __init__(self, store: ChunkStore, chunker, reader: SourceReader, options: BackupOptions,
                  problems: Problems, progress: Progress,
-                 own: dict[tuple[int, int], str | None]) -> None:
+                 own: dict[tuple[int, int], _Own]) -> None:
         self.store = store
         self.chunker = chunker
         self.reader = reader
@@ -508,7 +516,7 @@ class _Backup:
         pending = _PendingDir(old)
         if children is None:
             children = self.reader.roots() if node is None else self.reader.children(node)
-        children = _without_own(children, self.own, self.problems)
+        children = _without_own(children, self.own, self.problems, given=node is None)
         ahead = self._look_ahead(children, old)
         for child in children:
             previous = old.entries.get(child.name)
@@ -600,7 +608,7 @@ def _as_recorded(entry: Entry) -> tuple:
 
 
 def _measure(source: Source, values: dict, progress: Progress,
-             own: dict[tuple[int, int], str | None]) -> None:
+             own: dict[tuple[int, int], _Own]) -> None:
     """Size what is to be backed up, beside the backup, so that progress can show an ETA."""
     try:
         unreported = Problems()
@@ -619,7 +627,7 @@ def _measure(source: Source, values: dict, progress: Progress,
 
 def _stored_pass(repository, source: Source, values: dict, options: BackupOptions,
                  problems: Problems, progress: Progress, paths: list[str], host: str,
-                 own: dict[tuple[int, int], str | None]):
+                 own: dict[tuple[int, int], _Own]):
     """Walk, read and store everything, flushed: (store, backup, parent). No manifest yet."""
     store = ChunkStore(repository)
     try:
@@ -664,7 +672,8 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
     # Bad input fails here, before anything is written: a path the reader refuses, or paths
     # that are all left out (a FIFO, a socket, the repository itself), which would make an
     # empty backup.
-    if not _without_own(source.open_reader(values, problems).roots(), own, problems):
+    if not _without_own(source.open_reader(values, problems).roots(), own, problems,
+                        given=True):
         raise UsageError("nothing to back up: every path given was left out (see above)")
     store, backup, parent = _stored_pass(repository, source, values, options, problems,
                                          progress, paths, host, own)
