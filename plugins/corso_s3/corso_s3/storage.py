@@ -161,7 +161,7 @@ class S3Storage(BlobStorage):
         return "eu-west-1" if region == "EU" else region
 
     def bucket_has_object_lock(self) -> bool:
-        """Whether the bucket was created with Object Lock. A store that does not implement
+        """Whether the bucket has Object Lock enabled. A store that does not implement
         the question has no Object Lock to speak of."""
         try:
             answer = self.request("GetObjectLockConfiguration")
