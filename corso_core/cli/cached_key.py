@@ -14,8 +14,8 @@ The console script calls it before it imports the CLI (cli/launch.py), so that s
 those imports (~0.12 s off every cold backup and restore; beginning it there rather than in
 main(), after click's import, measured 0.02 s more in cold `backup list` runs, within the
 noise). The KDF is read before the thread starts: imports hold the GIL, so a thread importing
-the modules that read it would only share the one core with the CLI's imports. `derive` uses that key only for the same repository and
-passphrase, and otherwise derives as it would have.
+the modules that read it would only share the one core with the CLI's imports. `derive` uses
+that key only for the same repository and passphrase, and otherwise derives as it would have.
 
 The repository modules are imported inside the functions: `start` runs in every command, and
 `corso --help` has no use for them.
