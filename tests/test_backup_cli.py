@@ -871,6 +871,39 @@ def test_a_restore_under_nohup_outlives_its_terminal(connected, corso, tmp_path)
     assert (out / "t" / "big").read_bytes() == (tmp_path / "t" / "big").read_bytes()
 
 
+@pytest.mark.parametrize("collisions", ["skip", "replace", "copy"])
+def test_a_second_restore_into_a_destination_being_restored_is_refused(
+        connected, corso, tmp_path, collisions):
+    """Run together, the second restore filled the empty directory the first had made to hold
+    `t`'s name, so the first could not move the `t` it built onto it: it exited 3, leaving a
+    whole copy in a staging directory, and `t` kept the 0700 it was made with."""
+    rng = random.Random(8)
+    (tmp_path / "t" / "d").mkdir(parents=True)
+    (tmp_path / "t" / "big").write_bytes(rng.randbytes(16 * 1024 * 1024))
+    for i in range(200):
+        (tmp_path / "t" / "d" / f"f{i}").write_bytes(rng.randbytes(100))
+    backup_id = create(corso, "--path", str(tmp_path / "t"))
+    out = tmp_path / "out"
+
+    def start(argv):
+        return subprocess.Popen([*argv, "--collisions", collisions],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    first = _restore_caught_half_way(backup_id, out, start)
+    try:
+        second = corso("restore", "files", "--backup", backup_id, "--destination", str(out),
+                       "--collisions", collisions)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stderr = first.communicate(timeout=60)[1]
+    one_error_line(second, 1, f"another restore into {out} is running")
+    assert first.returncode == 0 and stderr == "", stderr
+    assert snapshot(out / "t") == snapshot(tmp_path / "t")
+    assert os.stat(out / "t").st_mode == os.stat(tmp_path / "t").st_mode
+    assert os.listdir(out) == ["t"]  # no temporary file, nor the lock
+    assert _temporary_items(out) == []
+
+
 def test_a_terminated_backup_indexes_what_it_stored(connected, corso, tmp_path):
     """The packs a backup stored before SIGTERM are indexed as it stops: the next backup
     stores none of their data again."""

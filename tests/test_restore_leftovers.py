@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from corso_core.engine.progress import Problems
-from corso_core.sources.files import FILES
+from corso_core.errors import CorsoError
+from corso_core.sources.files import FILES, destination_lock
 from corso_core.sources.files import leftovers as leftovers_module
 from corso_core.sources.source import DIR, FILE, Metadata
 
@@ -149,15 +150,17 @@ def test_a_staging_directory_made_as_a_signal_arrives_is_removed_by_the_restore(
     assert problems.warnings == []
 
 
-def test_what_a_running_restore_holds_is_left_alone(destination):
+def test_a_restore_into_a_destination_another_is_restoring_is_refused(destination):
+    """What the running restore holds is left alone: the second one does nothing at all
+    (destination_lock.py)."""
     go_on_r, go_on_w = os.pipe()
     pid = restore_half_a_file(destination, go_on_reading=go_on_r)
     try:
         held = leftovers(destination), leftovers(destination / "shared")
-        writer, problems = open_writer(destination)
-        writer.close()
+        with pytest.raises(CorsoError, match=f"^another restore into {destination} is "
+                                             "running"):
+            open_writer(destination)
         assert (leftovers(destination), leftovers(destination / "shared")) == held
-        assert problems.warnings == []
     finally:
         os.write(go_on_w, b"!")
         os.waitpid(pid, 0)
@@ -165,6 +168,25 @@ def test_what_a_running_restore_holds_is_left_alone(destination):
     writer.close()
     assert leftovers(destination) == [] and leftovers(destination / "shared") == []
     assert len(problems.warnings) == 1
+    assert os.listdir(destination) == ["shared"]  # the lock it left is removed too
+
+
+def test_a_restore_that_ended_lets_the_next_one_in(destination):
+    writer, _ = open_writer(destination)
+    with pytest.raises(CorsoError):
+        open_writer(destination)  # in the same process too
+    writer.close()
+    assert os.listdir(destination) == ["shared"]
+    writer, problems = open_writer(destination)
+    writer.close()
+    assert problems.warnings == [] and os.listdir(destination) == ["shared"]
+
+
+def test_a_lock_that_is_no_file_is_named(destination):
+    (destination / destination_lock.NAME.decode()).mkdir()
+    with pytest.raises(CorsoError, match="^cannot lock the destination with "
+                                         f"{destination}/.corso-restore.lock: "):
+        open_writer(destination)
 
 
 TOKEN = ".corso-restore-0123456789abcdef-"
@@ -253,8 +275,8 @@ def test_a_fifo_named_as_a_list_neither_blocks_nor_is_touched(destination):
 
 
 def test_without_working_locks_a_restore_goes_on_unlisted(destination, monkeypatch):
-    """A filesystem whose flock fails (some FUSE ones): the restore works as before lists,
-    and leaves no list behind."""
+    """A filesystem whose flock fails (some FUSE ones): the restore works as before lists
+    and its lock, and leaves neither behind."""
     def failing(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
@@ -266,4 +288,4 @@ def test_without_working_locks_a_restore_goes_on_unlisted(destination, monkeypat
     assert writer.finish_file(handle) is True
     writer.close()
     assert (destination / "shared" / "f").read_bytes() == b"fresh"
-    assert leftovers(destination) == [] and problems.errors == []
+    assert os.listdir(destination) == ["shared"] and problems.errors == []  # nor a lock

@@ -13,6 +13,8 @@ never made visible:
   of a 2.5 s restore). After a SIGKILL, what it held stays in the staging directory until the
   next restore into the same destination removes it (leftovers.py);
 - in an existing directory, an item is made under a temp name and linked into place.
+Another restore into the same destination meanwhile would enter the empty directory holding a
+name and fill it: it is refused (destination_lock.py).
 
 Collision policies, for a name already present in the destination:
 - skip: leave what is there (an existing directory is entered; its metadata is kept, its
@@ -60,6 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from corso_core.sources.files.destination_lock import DestinationLock
 from corso_core.sources.files.leftovers import StagingList, remove_leftovers
 from corso_core.sources.files.repository_guard import holds_repository
 from corso_core.sources.source import DIR, ITEM_ERRORS, Metadata, Report, no_space, reason
@@ -176,6 +179,11 @@ class PendingFile:
 class FilesWriter:
     def __init__(self, destination: bytes, collisions: str, report: Report) -> None:
         self.root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._lock = DestinationLock(self.root_fd, destination)  # before anything is done
+        except BaseException:
+            os.close(self.root_fd)
+            raise
         self.destination = destination
         self.collisions = collisions
         self.report = report
@@ -864,14 +872,17 @@ class FilesWriter:
         return self._create_and_place(path, "hard link", create, finish)
 
     def close(self) -> None:
-        for path in list(self._apart):  # a stopped restore: its finished items, in place
-            self._put_in_place(path)
-        self._remove_staging()
-        self._staging_list.close()
-        for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
-            self._close_up(path)
-        for cache in self._caches:
-            for fd in cache.values():
-                os.close(fd)
-            cache.clear()
-        os.close(self.root_fd)
+        try:
+            for path in list(self._apart):  # a stopped restore: its finished items, in place
+                self._put_in_place(path)
+            self._remove_staging()
+            self._staging_list.close()
+            for path in sorted(self._opened_up, key=len, reverse=True):  # a stopped restore's
+                self._close_up(path)
+            for cache in self._caches:
+                for fd in cache.values():
+                    os.close(fd)
+                cache.clear()
+        finally:  # a process that goes on (tests, the API) may restore here again
+            self._lock.release()
+            os.close(self.root_fd)
