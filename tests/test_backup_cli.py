@@ -544,6 +544,47 @@ def test_an_unreadable_file_makes_the_backup_incomplete_not_failed(corso, small_
     assert sorted(os.listdir(work / "out" / "tree")) == ["readable"]
 
 
+@pytest.mark.parametrize("given", [["locked"], ["locked-file"], ["locked", "locked-file"]])
+def test_paths_that_are_all_unreadable_make_no_empty_backup(corso, small_chunks, nobodys_work,
+                                                            given):
+    """As for paths all left out (a FIFO): an empty backup marked incomplete was recorded,
+    which a later backup would then take as its parent."""
+    work = nobodys_work
+    (work / "locked" / "sub").mkdir(parents=True)
+    (work / "locked" / "sub" / "f").write_bytes(b"x")
+    (work / "locked-file").write_bytes(b"x")
+    os.chmod(work / "locked", 0o000)
+    os.chmod(work / "locked-file", 0o000)
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+        before = files_and_mtimes(work / "repo")
+        result = corso("backup", "create", "files",
+                       *[a for name in given for a in ("--path", str(work / name))])
+        assert files_and_mtimes(work / "repo") == before
+        listed = corso("backup", "list", "files", "--json")
+    assert result.code == 2 and result.out == "", result
+    *named, error = result.err.splitlines()
+    assert error == "corso: error: nothing to back up: no path given could be read (see above)"
+    assert len(named) == len(given) and all("Permission denied" in line for line in named)
+    assert json.loads(listed.out) == []
+
+
+def test_an_unreadable_path_beside_a_readable_one_makes_an_incomplete_backup(
+        corso, small_chunks, nobodys_work):
+    work = nobodys_work
+    (work / "locked").mkdir()
+    (work / "empty").mkdir()  # read, though there is nothing in it
+    os.chmod(work / "locked", 0o000)
+    with unprivileged():
+        assert corso("repo", "init", "filesystem", "--path", str(work / "repo")).code == 0
+        result = corso("backup", "create", "files", "--path", str(work / "locked"),
+                       "--path", str(work / "empty"))
+    assert result.code == Incomplete.exit_code, result
+    assert result.err.splitlines()[0] == (f"corso: error: {work}/locked: cannot list "
+                                          "directory: Permission denied")
+    assert result.err.count("cannot list") == 1  # checked before the walk, said once
+
+
 def test_a_restore_into_a_read_only_directory_counts_each_item_failed(corso, small_chunks,
                                                                       nobodys_work):
     """The directory, the symlink and the file cannot be made: none is counted restored, nor

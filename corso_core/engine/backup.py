@@ -261,6 +261,22 @@ def _without_own(nodes: list[Node], own: dict[tuple[int, int], _Own], report: Re
     return kept
 
 
+def _readable(reader: SourceReader, node: Node, problems: Problems) -> bool:
+    """Whether the backup would hold anything of `node`, a path given: a file that opens, a
+    directory that lists (empty without an error), anything else. What it reports is reported
+    once: the walk meets the same problems again, and they are not repeated."""
+    if node.meta.kind == FILE:
+        content = reader.open(node)
+        if content is None:
+            return False
+        content.close()
+        return True
+    if node.meta.kind == DIR:
+        errors = len(problems.errors)
+        return bool(reader.children(node)) or len(problems.errors) == errors
+    return True
+
+
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
     """The latest backup of the same source, paths and host (an incomplete one is fine: what
     it holds is sound, and what it lacks is simply read again)."""
@@ -670,11 +686,14 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
     host = socket.gethostname()
     own = _own_directories(repository)
     # Bad input fails here, before anything is written: a path the reader refuses, or paths
-    # that are all left out (a FIFO, a socket, the repository itself), which would make an
-    # empty backup.
-    if not _without_own(source.open_reader(values, problems).roots(), own, problems,
-                        given=True):
+    # that are all left out (a FIFO, a socket, the repository itself) or all unreadable,
+    # which would make an empty backup.
+    reader = source.open_reader(values, problems)
+    roots = _without_own(reader.roots(), own, problems, given=True)
+    if not roots:
         raise UsageError("nothing to back up: every path given was left out (see above)")
+    if not any(_readable(reader, root, problems) for root in roots):
+        raise UsageError("nothing to back up: no path given could be read (see above)")
     store, backup, parent = _stored_pass(repository, source, values, options, problems,
                                          progress, paths, host, own)
     try:
