@@ -213,6 +213,21 @@ def test_an_empty_restore_destination_is_refused(connected, corso, tmp_path, mon
     assert os.listdir(tmp_path / "t") == ["f"]
 
 
+@pytest.mark.parametrize(("command", "flag"), [
+    (["restore", "files", "--destination", "DEST", "--backup", ""], "--backup"),
+    (["restore", "files", "--destination", "DEST", "--backup", " "], "--backup"),
+    (["backup", "details", "files", "--backup", ""], "--backup"),
+    (["backup", "delete", "files", "--backups", ""], "--backups"),
+    (["backup", "delete", "files", "--backups", " , "], "--backups"),
+])
+def test_an_empty_backup_id_is_bad_usage(connected, corso, tmp_path, command, flag):
+    """It was looked for as any other ID, and reported missing (exit 1)."""
+    dest = str(tmp_path / "dest")
+    result = corso(*[dest if a == "DEST" else a for a in command])
+    one_error_line(result, 2, flag)
+    assert not os.path.exists(dest)
+
+
 @pytest.mark.parametrize("command", [
     ["restore", "files", "--destination", "DEST", "--backup", "0123456789abcdef"],
     ["backup", "details", "files", "--backup", "0123456789abcdef"],

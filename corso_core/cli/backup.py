@@ -10,7 +10,7 @@ import click
 
 from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
-from corso_core.cli.sources import SourceGroup
+from corso_core.cli.sources import SourceGroup, backup_option
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import Globs, TreeLoader, path_text, walk_entries
 from corso_core.engine.progress import Problems
@@ -171,7 +171,7 @@ def _details(source: Source):
             f"{r['mode']} {r['size']:>12} {_utc(r['mtime'])} {path_text_line(r)}" for r in rows))
 
     return [
-        click.Option(["--backup"], required=True, metavar="ID", help="The backup to show."),
+        backup_option("The backup to show."),
         click.Option(["--path"], multiple=True, metavar="GLOB",
                      help="Only entries whose path in the backup matches (repeatable)."),
     ], details

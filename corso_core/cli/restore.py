@@ -6,7 +6,7 @@ import click
 
 from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
-from corso_core.cli.sources import SourceGroup
+from corso_core.cli.sources import SourceGroup, backup_option
 from corso_core.engine.progress import Problems
 from corso_core.engine.restore import run_restore
 from corso_core.errors import Incomplete
@@ -32,7 +32,7 @@ def _restore(source: Source):
                              f"{len(problems.errors)} item(s) not restored (listed above)")
 
     return [
-        click.Option(["--backup"], required=True, metavar="ID", help="The backup to restore."),
+        backup_option("The backup to restore."),
         *source.restore_options,
         click.Option(["--path"], multiple=True, metavar="GLOB",
                      help="Restore only entries whose path in the backup matches (repeatable)."),

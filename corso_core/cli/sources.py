@@ -21,6 +21,20 @@ from corso_core.sources.source import Source
 Builder = Callable[[Source], tuple[Sequence[click.Option], Callable]]
 
 
+def _backup_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(f"must not be empty (corso backup list {ctx.command.name} "
+                                 "shows the IDs)")
+    return value
+
+
+def backup_option(help_text: str) -> click.Option:
+    """`--backup ID`. An empty ID is bad usage (exit 2), not a backup the repository lacks: it
+    is refused before the repository is opened, naming the flag."""
+    return click.Option(["--backup"], required=True, metavar="ID", callback=_backup_id,
+                        help=help_text)
+
+
 def source_named(name: str) -> Source:
     installed = plugins.sources()
     if name not in installed:
