@@ -75,6 +75,16 @@ def test_create_list_details_restore_delete(connected, corso, tricky_tree, tmp_p
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
 
 
+def test_the_summary_counts_one_of_a_kind_in_the_singular(connected, corso, tmp_path):
+    (tmp_path / "t").mkdir()
+    os.symlink("nowhere", tmp_path / "t" / "l")
+    created = corso("backup", "create", "files", "--path", str(tmp_path / "t"))
+    assert "files:    0 new, 0 changed, 0 unchanged (1 dir, 1 symlink)\n" in created.out
+    backup_id = created.out.split()[1]
+    assert corso("backup", "delete", "files", "--backups", backup_id).out.startswith(
+        f"Deleted 1 backup: {backup_id}. ")
+
+
 def test_second_backup_summary_counts_unchanged_files(connected, corso, tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a").write_bytes(b"a" * 1000)
@@ -256,7 +266,7 @@ def test_delete_adds_up_repeated_flags_and_deletes_each_id_once(connected, corso
     (tmp_path / "t").mkdir()
     first, second, third = (create(corso, "--path", str(tmp_path / "t")) for _ in range(3))
     twice = corso("backup", "delete", "files", "--backups", f"{first},{first}")
-    assert twice.code == 0 and twice.out.startswith(f"Deleted 1 backup(s): {first}. "), twice
+    assert twice.code == 0 and twice.out.startswith(f"Deleted 1 backup: {first}. "), twice
     repeated = corso("backup", "delete", "files", "--backups", f"{second},{third}",
                      "--backups", second, "--json")
     assert repeated.code == 0 and json.loads(repeated.out)["deleted"] == [second, third]
@@ -305,7 +315,8 @@ def test_a_damaged_manifest_is_named_on_stderr_and_the_list_exits_incomplete(
         assert warning.startswith(f"corso: warning: backup {damaged} ")
         assert "manifest is damaged" in warning
         assert warning.endswith(f"delete it with corso backup delete files --backups {damaged}")
-        assert error.startswith("corso: error: the list is incomplete: 1 backup(s)")
+        assert error.startswith("corso: error: the list is incomplete: it leaves out 1 backup "
+                                "with a damaged manifest")
         assert "Traceback" not in result.err
     assert [r["id"] for r in json.loads(result.out)] == [kept]  # still a list of what reads
     assert kept in corso("backup", "list", "files").out
@@ -343,7 +354,7 @@ def test_a_damaged_manifest_is_deleted_when_named_but_not_beside_an_unknown_id(
     assert manifest.exists()
     result = corso("backup", "delete", "files", "--backups", damaged)
     assert result.code == 0 and result.err == "", result
-    assert f"Deleted 1 backup(s): {damaged} (with a damaged manifest: {damaged})" in result.out
+    assert f"Deleted 1 backup: {damaged} (with a damaged manifest: {damaged})" in result.out
     assert not manifest.exists()
     listed = corso("backup", "list", "files", "--json")
     assert listed.code == 0 and listed.err == "" and json.loads(listed.out) == []
@@ -376,10 +387,13 @@ def test_restore_into_a_non_empty_destination_loses_nothing_unasked(connected, c
     assert (out / "f").read_bytes() == (b"backed up" if collisions == "replace" else b"mine")
 
 
-@pytest.mark.parametrize("collisions, counts", [
-    ("skip", (1, 1, 0, 3, 0)), ("copy", (3, 2, 1, 0, 0)), ("replace", (2, 2, 0, 0, 2))])
+@pytest.mark.parametrize("collisions, summary", [
+    ("skip", "1 file, 1 dir, 0 symlinks, 0 hard links; 3 skipped (--collisions skip), 0 failed"),
+    ("copy", "3 files, 2 dirs, 1 symlink, 0 hard links; 0 skipped (--collisions copy), 0 failed"),
+    ("replace", "2 files, 2 dirs, 0 symlinks, 0 hard links; 0 skipped (--collisions replace), "
+                "2 failed")])
 def test_the_restore_summary_counts_what_was_restored_skipped_and_failed(
-        connected, corso, tmp_path, collisions, counts):
+        connected, corso, tmp_path, collisions, summary):
     """In the way: a file where a directory goes (skip leaves it and all the directory holds),
     directories where a file and a symlink go (replace never deletes one: those two fail)."""
     tree = tmp_path / "t"
@@ -394,11 +408,8 @@ def test_the_restore_summary_counts_what_was_restored_skipped_and_failed(
     (out / "d").write_bytes(b"mine")
     result = corso("restore", "files", "--backup", backup_id, "--destination",
                    str(tmp_path / "out"), "--collisions", collisions)
-    files, dirs, symlinks, skipped, failed = counts
-    assert result.code == (Incomplete.exit_code if failed else 0), result
-    assert result.out.startswith(
-        f"Restored backup {backup_id}: {files} files, {dirs} dirs, {symlinks} symlinks, "
-        f"0 hard links; {skipped} skipped (--collisions {collisions}), {failed} failed.\n"), result
+    assert result.code == (0 if summary.endswith(" 0 failed") else Incomplete.exit_code), result
+    assert result.out.startswith(f"Restored backup {backup_id}: {summary}.\n"), result
 
 
 @pytest.mark.parametrize("globs", [["nothing/*"], ["t/sub", "t/typo"]],
@@ -622,7 +633,7 @@ def test_a_restore_into_a_read_only_directory_counts_each_item_failed(corso, sma
         result = corso("restore", "files", "--backup", backup_id, "--destination",
                        str(work / "out"))
     assert result.code == Incomplete.exit_code, result
-    assert result.out.startswith(f"Restored backup {backup_id}: 0 files, 1 dirs, 0 symlinks, "
+    assert result.out.startswith(f"Restored backup {backup_id}: 0 files, 1 dir, 0 symlinks, "
                                  "0 hard links; 0 skipped (--collisions skip), 3 failed.\n")
     assert len(result.err.splitlines()) == 4  # three items named, then the error
     assert os.listdir(work / "out" / "t") == []
@@ -669,7 +680,7 @@ def test_a_split_tree_with_a_damaged_piece_is_backed_up_afresh_after_repair(
     damaged[100] ^= 1  # in the first chunk stored: a piece of the largest tree
     pack.write_bytes(bytes(damaged))
     repaired = corso("repo", "repair", "--read-data")  # the first backup stays damaged
-    assert "1 damaged chunk(s) taken" in repaired.out, repaired
+    assert "1 damaged chunk taken" in repaired.out, repaired
     again = create(corso, "--path", str(tmp_path / "t"))
     assert corso("restore", "files", "--backup", again, "--destination",
                  str(tmp_path / "out")).code == 0
@@ -1275,9 +1286,12 @@ def test_progress_shows_sizes_in_the_summarys_units():
     bar = RichBar(*columns("backing up"))
     task_id = bar.add_task("backing up", total=3 * 1024 * 1024, files=3)
     bar.update(task_id, completed=1536 * 1024)
-    done, rate = columns("backing up")[2:4]
+    files, _, done, rate = columns("backing up")[:4]
     assert done.render(bar.tasks[0]).plain == "1.5/3.0 MiB"
     assert rate.render(SimpleNamespace(speed=2.5 * 1024 * 1024)).plain == "2.5 MiB/s"
+    assert files.render(bar.tasks[0]).plain == "backing up 3 files"
+    bar.update(task_id, files=1)
+    assert files.render(bar.tasks[0]).plain == "backing up 1 file"
 
 
 def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys):

@@ -142,7 +142,7 @@ def test_a_second_restore_as_a_user_enters_the_directories_it_locked_and_locks_t
         again = corso("restore", "files", "--backup", backup_id, "--destination", destination)
     assert first.code == 0 and first.err == "", first
     assert again.code == 0 and again.err == "", again
-    assert again.out.startswith(f"Restored backup {backup_id}: 1 files, 5 dirs, 0 symlinks, "
+    assert again.out.startswith(f"Restored backup {backup_id}: 1 file, 5 dirs, 0 symlinks, "
                                 "0 hard links; 1 skipped (--collisions skip), 0 failed.\n")
     modes = {name: stat.S_IMODE(os.stat(work / "out" / "t" / name).st_mode)
              for name in ("d000", "d0100")}
@@ -153,7 +153,7 @@ def test_a_second_restore_as_a_user_enters_the_directories_it_locked_and_locks_t
 def test_a_destination_the_user_cannot_write_is_one_error(
         corso, small_chunks, nobodys_work):
     """It was "cannot create directory: Permission denied" for each top-level item, then
-    "1 item(s) not restored", exit 3, for someone else's and for one of the user's own that
+    "1 item not restored", exit 3, for someone else's and for one of the user's own that
     is read-only (the user's choice: only directories below it are opened up)."""
     work = nobodys_work
     (work / "t").mkdir()

@@ -68,7 +68,7 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     backup_id = create(corso, "--path", str(make_tree(tmp_path / "tree", 9)))
     [index] = [p for p in (connected / "index").iterdir()]
     index.unlink()
-    one_error_line(corso("repo", "verify"), 1, "1 backup(s)",
+    one_error_line(corso("repo", "verify"), 1, "affecting 1 backup;",
                    "run corso repo repair to rebuild the index from the packs")
     result = corso("repo", "repair", "--json")
     assert result.code == 0, result
@@ -77,7 +77,7 @@ def test_cli_repair(connected, corso, tmp_path):  # noqa: F811
     [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
     pack.unlink()
     broken = corso("repo", "repair")
-    one_error_line(broken, 1, "1 backup(s) cannot be restored whole",
+    one_error_line(broken, 1, "1 backup cannot be restored whole",
                    "a file's missing data comes back when a backup of files that still "
                    "hold it stores it again")
     assert f"backup {backup_id} cannot be restored whole now:" in broken.out
@@ -97,8 +97,8 @@ def test_cli_repair_points_a_damaged_manifest_to_backup_delete(connected, corso,
     damaged = create(corso, "--path", str(make_tree(tmp_path / "tree", 9)))
     damage_manifest(connected, damaged)
     result = corso("repo", "repair")
-    one_error_line(result, 1, "1 backup(s) have a damaged manifest",
-                   f"delete them with corso backup delete files --backups {damaged}")
+    one_error_line(result, 1, "1 backup with a damaged manifest",
+                   f"delete with corso backup delete files --backups {damaged}")
     assert "not in the repository any more" not in result.err
     assert f"backup {damaged} has a damaged manifest, which cannot be rebuilt" in result.out
     assert "its data may still be in the repository" in result.out

@@ -212,7 +212,7 @@ def test_cli_verify_clean_damaged_json_and_bad_subset(connected, corso, tmp_path
     [pack] = [p for p in (connected / "data").rglob("*") if p.is_file()]
     flip(pack)
     damaged = corso("repo", "verify", "--read-data", "--json")
-    one_error_line(damaged, 1, "verify found", "1 backup(s)",
+    one_error_line(damaged, 1, "verify found", "affecting 1 backup;",
                    "damaged data cannot be restored from this repository",
                    "corso repo repair --read-data lets the next backup store it again")
     assert "rebuild the index" not in damaged.err  # no index to rebuild
@@ -247,7 +247,7 @@ def test_cli_verify_advice_is_what_clears_the_damage(connected, corso, tmp_path)
     tree_pack.write_bytes(bytes(data))
     shutil.rmtree(os.environ["CORSO_CACHE_DIR"])  # its cached copy is sound
     damaged = corso("repo", "verify")
-    one_error_line(damaged, 1, "0 damaged blob(s) affecting 1 backup(s)",
+    one_error_line(damaged, 1, "0 damaged blobs affecting 1 backup;",
                    "run corso repo repair --read-data, which takes damaged chunks out of the "
                    "index, then back up again", f"corso backup delete files --backups {backup_id}")
 

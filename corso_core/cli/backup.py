@@ -13,7 +13,7 @@ from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.cli.sources import SourceGroup, backup_option
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import Globs, TreeLoader, path_text, walk_entries
-from corso_core.engine.progress import Problems
+from corso_core.engine.progress import Problems, counted
 from corso_core.errors import Corrupted, CorsoError, Incomplete, NotFound, UsageError
 from corso_core.repo.manifests import (
     delete_command,
@@ -71,7 +71,8 @@ def _create(source: Source):
             f"Backup {result.backup_id} created"
             f"{' (INCOMPLETE)' if s.errors else ''}.\n"
             f"files:    {s.files_new} new, {s.files_changed} changed, "
-            f"{s.files_unchanged} unchanged ({s.dirs} dirs, {s.symlinks} symlinks)\n"
+            f"{s.files_unchanged} unchanged ({counted(s.dirs, 'dir')}, "
+            f"{counted(s.symlinks, 'symlink')})\n"
             f"size:     {human_bytes(s.bytes_total)}, read {human_bytes(s.bytes_read)}, "
             f"added {human_bytes(s.bytes_added)} after dedup and compression\n"
             f"time:     {s.duration_s:.2f} s ({human_bytes(rate)}/s)\n"
@@ -79,8 +80,8 @@ def _create(source: Source):
                              or "none"),
         )
         if s.errors:
-            raise Incomplete(f"backup {result.backup_id} is incomplete: {s.errors} item(s) "
-                             "could not be read (listed above)")
+            raise Incomplete(f"backup {result.backup_id} is incomplete: "
+                             f"{counted(s.errors, 'item')} could not be read (listed above)")
 
     options = [
         *source.backup_options,
@@ -134,8 +135,9 @@ def _list(source: Source):
             output.warn(f"backup {backup_id} is left out of this list: its manifest is "
                         f"damaged ({why}); delete it with {delete_command([backup_id])}")
         if damaged:
-            raise Incomplete(f"the list is incomplete: {len(damaged)} backup(s) have a damaged "
-                             "manifest (named above)")
+            raise Incomplete(f"the list is incomplete: it leaves out "
+                             f"{counted(len(damaged), 'backup')} with a damaged manifest "
+                             "(named above)")
 
     return [], list_backups
 
@@ -213,7 +215,7 @@ def _delete(source: Source):
                               if others else f" (corso backup list {source.name} shows them)"))
         delete_manifests(repository, ids)
         output.emit({"deleted": ids, "damaged": damaged},
-                    f"Deleted {len(ids)} backup(s): {', '.join(ids)}"
+                    f"Deleted {counted(len(ids), 'backup')}: {', '.join(ids)}"
                     + (f" (with a damaged manifest: {', '.join(damaged)})" if damaged else "")
                     + ". Their data stays until maintenance removes what no backup uses: "
                     "over two runs an hour apart, once it is an hour old.")

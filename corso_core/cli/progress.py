@@ -7,7 +7,7 @@ imported only then (it costs every other command start-up time for nothing).
 from __future__ import annotations
 
 from corso_core.cli import output
-from corso_core.engine.progress import Progress
+from corso_core.engine.progress import Progress, counted
 
 
 class TerminalProgress(Progress):
@@ -52,18 +52,21 @@ def columns(verb: str) -> list:
         BarColumn,
         DownloadColumn,
         ProgressColumn,
-        TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
     from rich.text import Text
+
+    class Files(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{verb} {counted(task.fields['files'], 'file')}")
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
             shown = f"{human_bytes(task.speed)}/s" if task.speed is not None else "?"
             return Text(shown, style="progress.data.speed")
 
-    return [TextColumn(f"{verb} {{task.fields[files]}} files"), BarColumn(),
+    return [Files(), BarColumn(),
             DownloadColumn(binary_units=True), Rate(), TimeElapsedColumn(),
             TimeRemainingColumn()]
 

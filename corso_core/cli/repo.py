@@ -10,6 +10,7 @@ from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.upkeep import COMMANDS as UPKEEP_COMMANDS
+from corso_core.engine.progress import counted
 from corso_core.errors import ConfigError, CorsoError
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
 from corso_core.repo.repository import (
@@ -168,6 +169,6 @@ def status(repository: Repository) -> None:
         f"repository ID:  {repository.repository_id}",
         f"format version: {repository.format_version}",
         f"key derivation: {kdf.name} n={kdf.n} r={kdf.r} p={kdf.p}{weak}",
-        f"blobs:          {len(blobs)} ({total} bytes)",
+        f"blobs:          {len(blobs)} ({counted(total, 'byte')})",
         *status_lines(upkeep),
     ]))

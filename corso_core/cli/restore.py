@@ -7,7 +7,7 @@ import click
 from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
 from corso_core.cli.sources import SourceGroup, backup_option
-from corso_core.engine.progress import Problems
+from corso_core.engine.progress import Problems, counted
 from corso_core.engine.restore import run_restore
 from corso_core.errors import Incomplete
 from corso_core.sources.source import Source
@@ -22,14 +22,15 @@ def _restore(source: Source):
         output.emit(
             {"backup": backup, **vars(s), "errors": problems.errors,
              "warnings": problems.warnings, "storage": repository.storage.counts.as_dict()},
-            f"Restored backup {backup}: {s.files} files, {s.dirs} dirs, {s.symlinks} symlinks, "
-            f"{s.hard_links} hard links; {s.skipped} skipped (--collisions {collisions}), "
+            f"Restored backup {backup}: {counted(s.files, 'file')}, {counted(s.dirs, 'dir')}, "
+            f"{counted(s.symlinks, 'symlink')}, {counted(s.hard_links, 'hard link')}; "
+            f"{s.skipped} skipped (--collisions {collisions}), "
             f"{s.errors} failed.\n"
             f"{human_bytes(s.bytes_written)} in {s.duration_s:.2f} s ({human_bytes(rate)}/s)",
         )
         if problems.errors:
             raise Incomplete(f"restore of backup {backup} is incomplete: "
-                             f"{len(problems.errors)} item(s) not restored (listed above)")
+                             f"{counted(len(problems.errors), 'item')} not restored (listed above)")
 
     return [
         backup_option("The backup to restore."),

@@ -7,6 +7,7 @@ import click
 from corso_core.cli import output
 from corso_core.cli.connection import uses_repository
 from corso_core.cli.progress import human_bytes, progress_for
+from corso_core.engine.progress import counted
 from corso_core.errors import Corrupted, UsageError
 from corso_core.repo import names
 from corso_core.repo.manifests import delete_command
@@ -33,12 +34,12 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
         raise UsageError("give --read-data (every pack) or --read-data-subset, not both")
     report = verify(repository, ALL if read_data else read_data_subset,
                     progress_for("verifying"))
-    lines = [f"{report.backups} backups, {report.packs} packs checked; "
-             f"{report.packs_read} packs read ({human_bytes(report.bytes_read)})."]
+    lines = [f"{counted(report.backups, 'backup')}, {counted(report.packs, 'pack')} checked; "
+             f"{counted(report.packs_read, 'pack')} read ({human_bytes(report.bytes_read)})."]
     if report.unindexed_packs:
-        lines.append(f"{report.unindexed_packs} packs are not indexed (left by interrupted "
-                     "backups, or listed in a lost index blob: repo repair indexes them again; "
-                     "maintenance removes those no backup uses).")
+        lines.append(f"Not indexed: {counted(report.unindexed_packs, 'pack')} (left by "
+                     "interrupted backups, or listed in a lost index blob: repo repair indexes "
+                     "such packs again; maintenance removes those no backup uses).")
     lines += [f"damaged: {p['blob']}: {p['problem']}" for p in report.problems]
     for backup_id, lost in sorted(report.damaged_backups.items()):
         lines.append(f"backup {backup_id} cannot be fully restored:")
@@ -46,8 +47,8 @@ def verify_command(repository: Repository, read_data: bool, read_data_subset) ->
     lines.append("No problems found." if report.clean else "")
     output.emit(report.as_dict(), "\n".join(lines).rstrip())
     if not report.clean:
-        raise Corrupted(f"verify found {len(report.problems)} damaged blob(s) affecting "
-                        f"{len(report.damaged_backups)} backup(s); see above; "
+        raise Corrupted(f"verify found {counted(len(report.problems), 'damaged blob')} "
+                        f"affecting {counted(len(report.damaged_backups), 'backup')}; see above; "
                         + "; ".join(_what_to_do(report)))
 
 
@@ -144,7 +145,8 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
         f"{report.packs_kept} kept (planned, then used again), {report.packs_too_young} "
         "unused but younger than the safety window (a later run takes them), "
         f"{report.packs_locked} left until their "
-        f"Object Lock retention ends; retention extended on {report.retention_extended} blobs",
+        "Object Lock retention ends; retention extended on "
+        f"{counted(report.retention_extended, 'blob')}",
         *_space_lines(report.before, report.after),
     ]))
 
@@ -157,16 +159,18 @@ def maintenance_command(repository: Repository, mode: str, max_unused: float, sa
 def repair_command(repository: Repository, read_data: bool) -> None:
     """Rebuild lost or damaged index blobs from the packs; name incomplete backups."""
     report = run_repair(repository, progress_for("repairing"), read_data=read_data)
-    lines = [f"{report.packs_indexed} packs indexed again in {report.index_blobs_written} new "
-             f"index blob(s); {len(report.removed)} damaged blob(s) removed."]
+    lines = [f"{counted(report.packs_indexed, 'pack')} indexed again in "
+             f"{counted(report.index_blobs_written, 'new index blob')}; "
+             f"{counted(len(report.removed), 'damaged blob')} removed."]
     if report.lost_packs_forgotten:
-        lines.append(f"{len(report.lost_packs_forgotten)} lost pack(s) taken out of the index: "
-                     "the next backup stores their chunks again from the files that still "
-                     "have them.")
+        lines.append(f"{counted(len(report.lost_packs_forgotten), 'lost pack')} taken out of "
+                     "the index: the next backup stores the lost chunks again from the "
+                     "files that still have them.")
         lines += [f"lost: {key}" for key in report.lost_packs_forgotten]
     if report.damaged_chunks_dropped:
-        lines.append(f"{report.damaged_chunks_dropped} damaged chunk(s) taken out of the index: "
-                     "the next backup stores them again from the files that still have them.")
+        lines.append(f"{counted(report.damaged_chunks_dropped, 'damaged chunk')} taken out of "
+                     "the index: the next backup stores such chunks again from the files that "
+                     "still have them.")
     lines += [f"removed: {key}" for key in report.removed]
     lines += [f"unreadable: {key}: {why}" for key, why in report.unreadable_packs.items()]
     for backup_id, lost in sorted(report.incomplete.items()):
@@ -178,14 +182,14 @@ def repair_command(repository: Repository, read_data: bool) -> None:
     output.emit(report.as_dict(), "\n".join(lines))
     unrepaired = []
     if report.incomplete:
-        unrepaired.append(f"{len(report.incomplete)} backup(s) cannot be restored whole: data "
-                          "they use is not in the repository; a file's missing data comes "
-                          "back when a backup of files that still hold it stores it again, "
-                          "which makes them whole; a lost directory listing (a path ending "
-                          "in / or the root tree above) does not")
+        unrepaired.append(f"{counted(len(report.incomplete), 'backup')} cannot be restored "
+                          "whole: data in use is not in the repository; a file's missing data "
+                          "comes back when a backup of files that still hold it stores it "
+                          "again, which makes such a backup whole; a lost directory listing (a "
+                          "path ending in / or the root tree above) does not")
     if report.damaged_manifests:
-        unrepaired.append(f"{len(report.damaged_manifests)} backup(s) have a damaged manifest: "
-                          f"delete them with {delete_command(report.damaged_manifests)}")
+        unrepaired.append(f"{counted(len(report.damaged_manifests), 'backup')} with a damaged "
+                          f"manifest: delete with {delete_command(report.damaged_manifests)}")
     if unrepaired:
         raise Corrupted("; ".join(unrepaired) + " (see above)")
 

@@ -30,6 +30,11 @@ class Progress:
         """Work is over (successfully or not)."""
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun, in the singular for one: "1 file", "2 files", "0 files"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def shown(path: bytes) -> str:
     """A path for a one-line message: undecodable bytes and control characters escaped."""
     text = os.fsdecode(path)

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from corso_core.engine.progress import Progress
+from corso_core.engine.progress import Progress, counted
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
@@ -131,9 +131,9 @@ class _Run:
         self.index, self.index_blobs, damaged = load_index(
             self.repository, self.listing[names.INDEX], cached=True)
         if damaged:
-            raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} index "
-                            f"blob(s) are damaged ({next(iter(damaged.values()))}); run "
-                            "corso repo repair")
+            raise Corrupted("maintenance stopped, nothing deleted: "
+                            f"{counted(len(damaged), 'damaged index blob')} "
+                            f"({next(iter(damaged.values()))}); run corso repo repair")
         self.plans, damaged = load_plans(self.repository, list(self.listing[names.PLAN]))
         if damaged:
             raise Corrupted(f"maintenance stopped, nothing deleted: "
@@ -171,9 +171,10 @@ class _Run:
             if not attempt:
                 self.load()
         if damaged:  # no repair rebuilds a manifest: the backup can only be deleted
-            raise Corrupted(f"maintenance stopped, nothing deleted: {len(damaged)} backup(s) "
-                            f"have a damaged manifest, so what they use cannot be told "
-                            f"({next(iter(damaged.values()))}); delete them with "
+            raise Corrupted("maintenance stopped, nothing deleted: "
+                            f"{counted(len(damaged), 'backup')} with a damaged manifest, "
+                            "which hides what data is in use "
+                            f"({next(iter(damaged.values()))}); delete with "
                             f"{delete_command(damaged)}")
         raise Corrupted(f"maintenance stopped, nothing deleted: {problems[0]}; run corso "
                         "repo verify (and repo repair)")
@@ -372,10 +373,10 @@ class _Run:
                 return used, stored, used_bytes
             if not attempt:
                 self.load()
-        raise Corrupted(f"maintenance stopped, nothing deleted: {len(lost)} chunk(s) that "
-                        f"backups use are in no stored pack the index lists (chunk "
-                        f"{lost[0].hex()}): an index blob or a pack is lost; run corso repo "
-                        "verify, then corso repo repair")
+        raise Corrupted("maintenance stopped, nothing deleted: "
+                        f"{counted(len(lost), 'chunk')} that backups use, found in no stored "
+                        f"pack the index lists (chunk {lost[0].hex()}): an index blob or a "
+                        "pack is lost; run corso repo verify, then corso repo repair")
 
     def counted_copy(self, chunk_id: bytes, stored) -> Location | None:
         """The copy of a used chunk that counts as used (and is kept): the first indexed in a

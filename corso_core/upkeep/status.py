@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from corso_core.engine.progress import counted
 from corso_core.errors import Corrupted
 from corso_core.repo import names
 from corso_core.upkeep.maintenance import space
@@ -54,13 +55,13 @@ def status_lines(status: dict) -> list[str]:
         return "; requests: " + (", ".join(f"{n} {kind}" for kind, n in made.items()) or "none")
 
     lines = [f"backups:        {status['backups']}"]
-    lines += [f"  {kind + ':':14}{v['objects']} ({v['bytes']} bytes)"
+    lines += [f"  {kind + ':':14}{v['objects']} ({counted(v['bytes'], 'byte')})"
               for kind, v in status["blobs_by_kind"].items()]
     lines.append("last maintenance: " + last(
         status["last_maintenance"], lambda m: f"{m.get('mode')}, by {m.get('user')}@"
                                               f"{m.get('host')}{requests(m)}"))
     lines.append("last verify:      " + last(
         status["last_verify"], lambda v: ("clean" if v.get("clean") else
-                                          f"{v.get('problems')} problem(s)")
-        + f", {v.get('packs_read')} of {v.get('packs')} packs read{requests(v)}"))
+                                          counted(v.get('problems'), "problem"))
+        + f", {v.get('packs_read')} of {counted(v.get('packs'), 'pack')} read{requests(v)}"))
     return lines
