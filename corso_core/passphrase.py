@@ -37,8 +37,18 @@ def resolve(flag_value: str | None, *, confirm: bool = False) -> str:
 
 
 def prompt(text: str, *, confirm: bool, missing: str) -> str:
-    """Ask on the terminal without echo; `missing` is the error when there is no terminal."""
+    """Ask on the terminal without echo; `missing` is the error when there is no terminal.
+
+    With `confirm`, a second answer that differs stops the command with one error line, as
+    any bad input does (restic stops so too): click's own confirmation printed "Error: The two
+    entered values do not match." in its style, not corso's, and asked again."""
     if sys.stdin is None or not sys.stdin.isatty():  # None: closed when corso started (<&-)
         raise UsageError(missing)
-    return check_passphrase(click.prompt(text, hide_input=True, confirmation_prompt=confirm,
-                                         default="", show_default=False))
+    secret = check_passphrase(_ask(text))
+    if confirm and _ask("Repeat for confirmation") != secret:
+        raise UsageError("the passphrase typed again does not match the first; nothing changed")
+    return secret
+
+
+def _ask(text: str) -> str:
+    return click.prompt(text, hide_input=True, default="", show_default=False)

@@ -340,35 +340,63 @@ def test_no_passphrase_and_stdin_closed_is_the_same_clear_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_init_prompts_on_a_terminal_hidden_and_confirmed(tmp_path):
+def _on_a_terminal(argv: list[str], answers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """Run corso on a new terminal, typing each answer once its prompt shows: (exit status,
+    all the terminal showed). One still waiting for input 30 s after the last answer (it asked
+    again) is killed."""
     import pty
+    import select
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: corso on a terminal
-        os.execv(CORSO, [CORSO, "repo", "init", "filesystem", "--path", str(tmp_path / "r")])
+        os.execv(CORSO, [CORSO, *argv])
     transcript = b""
-
-    def read_until(marker: bytes) -> None:
-        nonlocal transcript
-        while marker not in transcript:
+    for prompt, answer in answers:
+        while prompt not in transcript:
             transcript += os.read(fd, 1024)
-
-    read_until(b"passphrase: ")
-    os.write(fd, b"typed secret\n")
-    read_until(b"Repeat for confirmation: ")
-    os.write(fd, b"typed secret\n")
-    try:
-        while chunk := os.read(fd, 1024):
-            transcript += chunk
-    except OSError:  # EIO: the child closed the terminal
-        pass
+        transcript = transcript.replace(prompt, b"(asked) ", 1)  # the same prompt may come again
+        os.write(fd, answer + b"\n")
+    deadline = time.monotonic() + 30
+    while True:
+        if not select.select([fd], [], [], max(0, deadline - time.monotonic()))[0]:
+            os.kill(pid, signal.SIGKILL)
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        transcript += chunk
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), transcript
+
+
+def test_init_prompts_on_a_terminal_hidden_and_confirmed(tmp_path):
+    code, transcript = _on_a_terminal(
+        ["repo", "init", "filesystem", "--path", str(tmp_path / "r")],
+        [(b"passphrase: ", b"typed secret"), (b"Repeat for confirmation: ", b"typed secret")])
+    assert code == 0, transcript
     assert b"created" in transcript and b"typed secret" not in transcript  # never echoed
     storage = FilesystemStorage(str(tmp_path / "r"))
     from corso_core.repo.repository import open_repository
 
     assert open_repository(storage, "typed secret").repository_id
+
+
+def test_init_stops_when_the_confirmation_differs(tmp_path, config_file):
+    """click's own "Error: The two entered values do not match." was printed, not corso's
+    one error line, and the prompt asked again."""
+    code, transcript = _on_a_terminal(
+        ["repo", "init", "filesystem", "--path", str(tmp_path / "r")],
+        [(b"passphrase: ", b"typed secret"), (b"Repeat for confirmation: ", b"typo secret")])
+    assert code == 2, transcript
+    *_, last = transcript.decode().splitlines()
+    assert last == ("corso: error: the passphrase typed again does not match the first; "
+                    "nothing changed"), transcript
+    assert b"Error: The two" not in transcript and b"secret" not in transcript
+    assert not (tmp_path / "r").exists() and not config_file.exists()
 
 
 # --- secrets never reach logs -----------------------------------------------------------------
