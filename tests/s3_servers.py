@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from corso_s3.client import Connection
 from corso_s3.storage import MIN_PART_SIZE
 
 BUCKET = "corso-test"
@@ -72,6 +73,22 @@ class S3Server:
         flags += ["--prefix", prefix] if prefix else []
         flags += ["--disable-tls-verification"] if self.tls else ["--disable-tls"]
         return flags
+
+
+def requests_sent(monkeypatch, operation: str) -> list[str]:
+    """The URL of every `operation` request (an S3 API name) corso-s3's clients send, as
+    botocore sends it (retries included), whichever code asks."""
+    sent = []
+    make_client = Connection.client
+
+    def client(connection, region):
+        made = make_client(connection, region)
+        made.meta.events.register(f"before-send.s3.{operation}",
+                                  lambda request, **_: sent.append(request.url))
+        return made
+
+    monkeypatch.setattr(Connection, "client", client)
+    return sent
 
 
 def with_small_parts(storage):

@@ -10,10 +10,9 @@ import json
 import pytest
 from botocore.awsrequest import AWSResponse
 from cli_fixtures import one_error_line
-from s3_servers import BUCKET, LOCKED_BUCKET
+from s3_servers import BUCKET, LOCKED_BUCKET, requests_sent
 
 from corso_core.errors import Corrupted
-from corso_s3.client import Connection
 from corso_s3.factory import open_storage
 from corso_s3.storage import LOCK_RECORD
 
@@ -78,17 +77,7 @@ def test_a_damaged_lock_record_stops_every_write_in_one_line(corso, locked, s3_p
 @pytest.fixture
 def lock_asked(monkeypatch) -> list[str]:
     """The URL of every GetObjectLockConfiguration request sent, whichever code asks."""
-    asked = []
-    make_client = Connection.client
-
-    def client(connection, region):
-        made = make_client(connection, region)
-        made.meta.events.register("before-send.s3.GetObjectLockConfiguration",
-                                  lambda request, **_: asked.append(request.url))
-        return made
-
-    monkeypatch.setattr(Connection, "client", client)
-    return asked
+    return requests_sent(monkeypatch, "GetObjectLockConfiguration")
 
 
 def record_of(server, prefix: str) -> dict:

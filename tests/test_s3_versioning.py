@@ -18,9 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cli_fixtures import Result
-from s3_servers import moto_without_iam
+from s3_servers import moto_without_iam, requests_sent
 
-from corso_s3.client import Connection
 from corso_s3.factory import open_storage
 from corso_s3.permissions import REQUIRED, VERSIONED
 from corso_s3.storage import S3Storage
@@ -69,19 +68,8 @@ def set_versioning(server, *statuses: str) -> None:
 
 @pytest.fixture
 def versioning_asked(monkeypatch) -> list[str]:
-    """The URL of every GetBucketVersioning request sent, as botocore sends it (retries
-    included), whichever code asks."""
-    asked = []
-    make_client = Connection.client
-
-    def client(connection, region):
-        made = make_client(connection, region)
-        made.meta.events.register("before-send.s3.GetBucketVersioning",
-                                  lambda request, **_: asked.append(request.url))
-        return made
-
-    monkeypatch.setattr(Connection, "client", client)
-    return asked
+    """The URL of every GetBucketVersioning request sent, whichever code asks."""
+    return requests_sent(monkeypatch, "GetBucketVersioning")
 
 
 def back_up(corso, tmp_path, name: str) -> str:
