@@ -481,7 +481,10 @@ def test_a_backup_whose_tree_contains_itself_fails_in_one_line(connected, corso,
     (["k\t=v"], "holds a space or a control character"),
     (["k=line\nbreak"], "the value holds a control character"),
     (["k=1", "k=2"], "tag k is given twice"),
-], ids=["no-equals", "no-key", "space-in-key", "tab-in-key", "newline-in-value", "twice"])
+    (["k=\udcff"], "b'k=\\xff' is not UTF-8 text"),  # the byte 0xff, as Python decodes argv
+    (["\udcff=v"], "b'\\xff=v' is not UTF-8 text"),
+], ids=["no-equals", "no-key", "space-in-key", "tab-in-key", "newline-in-value", "twice",
+        "not-utf8-value", "not-utf8-key"])
 def test_a_malformed_tag(connected, corso, tmp_path, tags, message):
     before = files_and_mtimes(connected)
     one_error_line(corso("backup", "create", "files", "--path", str(tmp_path),

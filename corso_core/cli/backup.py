@@ -31,13 +31,15 @@ def backup() -> None:
 
 
 def _tags(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
-    """KEY=VALUE labels: a key of printable characters without spaces, a printable value, each
-    key once (a second value would silently replace the first)."""
+    """KEY=VALUE labels: UTF-8, a key of printable characters without spaces, a printable
+    value, each key once (a second value would silently replace the first)."""
     tags: dict[str, str] = {}
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        if not _is_utf8(value):  # bytes the command line could not decode (as \udcXX)
+            raise click.BadParameter(f"{os.fsencode(value)!r} is not UTF-8 text")
         if not key.isprintable() or any(c.isspace() for c in key):
             raise click.BadParameter(f"tag key {key!r} holds a space or a control character")
         if not val.isprintable():
@@ -46,6 +48,14 @@ def _tags(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"tag {key} is given twice")
         tags[key] = val
     return tags
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _source_manifest(repository, source: Source, backup_id: str) -> dict:
