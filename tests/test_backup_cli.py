@@ -1021,7 +1021,8 @@ def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, cors
                    str(tmp_path / "out"))
     assert result.code == Incomplete.exit_code, result
     failed, error = result.err.splitlines()  # the item fails: an error, not a warning
-    assert failed.startswith("corso: error: t/f: not restored: ") and "corrupted" in failed
+    assert failed.startswith(f"corso: error: {tmp_path}/out/t/f: not restored: ")
+    assert "corrupted" in failed
     assert error.startswith(f"corso: error: restore of backup {backup_id} is incomplete")
     assert os.listdir(tmp_path / "out" / "t") == []
 

@@ -332,8 +332,9 @@ def test_a_corrupted_chunk_is_reported_with_its_file_and_nothing_is_written_from
     tree, backup_id = _three_files_the_first_damaged(repository, tmp_path)
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     [error] = problems.errors
-    bad = error.split(": ", 1)[0]  # the file's path in the backup
-    assert bad in ("t/a", "t/b", "t/c") and "not restored" in error and "corrupted" in error
+    bad = error.split(": ", 1)[0]  # where the file would be, as the writer's messages say
+    assert bad in [f"{tmp_path}/out/t/{name}" for name in "abc"]
+    assert "not restored" in error and "corrupted" in error
     restored = sorted(os.listdir(tmp_path / "out" / "t"))  # no temp file left either
     assert len(restored) == 2 and os.path.basename(bad) not in restored
     for name in restored:
@@ -361,7 +362,7 @@ def test_a_file_written_in_part_when_its_last_chunk_fails_leaves_nothing_behind(
     (tmp_path / "out" / "t").mkdir(parents=True)
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     [error] = problems.errors
-    assert error.startswith("t/big: not restored: ") and "corrupted" in error
+    assert error.startswith(f"{tmp_path}/out/t/big: not restored: ") and "corrupted" in error
     assert os.listdir(tmp_path / "out" / "t") == ["small"] and stats.files == 1
 
 
@@ -380,8 +381,8 @@ def test_a_write_that_fails_while_files_are_retried_one_by_one_names_its_file(
     monkeypatch.setattr(FilesWriter, "write", io_error_for_c)
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     bad_a, bad_c = sorted(problems.errors)
-    assert bad_a.startswith("t/a: not restored: ") and "corrupted" in bad_a
-    assert bad_c == "t/c: not restored: Input/output error"
+    assert bad_a.startswith(f"{tmp_path}/out/t/a: not restored: ") and "corrupted" in bad_a
+    assert bad_c == f"{tmp_path}/out/t/c: not restored: Input/output error"
     assert os.listdir(tmp_path / "out" / "t") == ["b"] and stats.files == 1
 
 
@@ -453,8 +454,8 @@ def test_a_name_a_damaged_tree_lists_twice_is_restored_once(repository, tmp_path
     assert sorted(os.listdir(out / "t")) == ["x", "y"]
     assert (out / "t" / "x").read_bytes() == b"first"
     assert os.readlink(out / "t" / "y") == "good"
-    assert problems.errors == [f"t/{name}: not restored: its directory lists the name twice "
-                               "(a damaged tree)" for name in "xy"]
+    assert problems.errors == [f"{out}/t/{name}: not restored: its directory lists the name "
+                               "twice (a damaged tree)" for name in "xy"]
     assert (stats.files, stats.symlinks) == (1, 1)
 
 
@@ -474,12 +475,9 @@ def test_a_name_listed_twice_outside_the_selection_is_not_reported(repository, t
     assert problems.errors == [] and stats.files == 1
 
 
-@pytest.mark.parametrize("base", [object, SourceWriter], ids=["plain", "subclass"])
-def test_a_writer_without_write_file_still_restores_every_file(repository, tmp_path, base):
-    """SourceWriter.write_file came later: a plugin's writer from before it gets a file of
-    one chunk through write and finish_file, as any other."""
-    tree = write_tree(tmp_path / "t", {"small": b"one chunk", "big": os.urandom(5 * TEST_CHUNK)})
-    backup_id = backup(repository, tree).backup_id
+def _files_with_an_early_writer(base: type):
+    """The files source with a writer as a plugin wrote it before SourceWriter gained its
+    optional methods (write_file, shown): FilesWriter's required methods alone."""
 
     class Writer(base):
         def __init__(self, values, collisions, report):
@@ -488,13 +486,33 @@ def test_a_writer_without_write_file_still_restores_every_file(repository, tmp_p
     for name in ("make_dir", "make_symlink", "start_file", "write", "finish_file",
                  "discard_file", "link", "finish_dir", "close"):
         setattr(Writer, name, lambda self, *args, _name=name: getattr(self.inner, _name)(*args))
-    source = dataclasses.replace(FILES, open_writer=Writer)
+    return dataclasses.replace(FILES, open_writer=Writer)
+
+
+@pytest.mark.parametrize("base", [object, SourceWriter], ids=["plain", "subclass"])
+def test_a_writer_without_write_file_still_restores_every_file(repository, tmp_path, base):
+    """SourceWriter.write_file came later: a plugin's writer from before it gets a file of
+    one chunk through write and finish_file, as any other."""
+    tree = write_tree(tmp_path / "t", {"small": b"one chunk", "big": os.urandom(5 * TEST_CHUNK)})
+    backup_id = backup(repository, tree).backup_id
     (tmp_path / "out").mkdir()
     problems = Problems()
-    stats = run_restore(repository, source, {"destination": str(tmp_path / "out")},
-                        backup_id, [], "skip", problems)
+    stats = run_restore(repository, _files_with_an_early_writer(base),
+                        {"destination": str(tmp_path / "out")}, backup_id, [], "skip", problems)
     assert problems.errors == [] and stats.files == 2
     assert snapshot(tmp_path / "out" / "t") == snapshot(tree)
+
+
+@pytest.mark.parametrize("base", [object, SourceWriter], ids=["plain", "subclass"])
+def test_a_writer_without_shown_has_its_items_named_by_their_path_in_the_backup(
+        repository, tmp_path, base):
+    _, backup_id = _three_files_the_first_damaged(repository, tmp_path)
+    (tmp_path / "out").mkdir()
+    problems = Problems()
+    run_restore(repository, _files_with_an_early_writer(base),
+                {"destination": str(tmp_path / "out")}, backup_id, [], "skip", problems)
+    [error] = problems.errors
+    assert error.split(": ", 1)[0] in ("t/a", "t/b", "t/c") and "corrupted" in error
 
 
 def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository, tmp_path):
@@ -511,9 +529,10 @@ def test_a_file_whose_tree_misstates_its_chunk_sizes_is_not_restored(repository,
     ])
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     assert sorted(problems.errors) == [
-        f"t/chunk-too-long: not restored: chunk {ids[b'A'].hex()} has 100 bytes, the tree "
-        "says 5",
-        "t/size-disagrees: not restored: its chunks do not add up to its size (a damaged tree)"]
+        f"{tmp_path}/out/t/chunk-too-long: not restored: chunk {ids[b'A'].hex()} has 100 "
+        "bytes, the tree says 5",
+        f"{tmp_path}/out/t/size-disagrees: not restored: its chunks do not add up to its size "
+        "(a damaged tree)"]
     assert os.listdir(tmp_path / "out" / "t") == ["sound"] and stats.files == 1
 
 

@@ -154,6 +154,8 @@ class _Restore:
         self.lock = threading.Lock()  # files' counts, stats and links, across reader threads
         # Writers made before SourceWriter.write_file get a file of one chunk as any other.
         self.write_file = getattr(writer, "write_file", None)
+        # Optional too: how the writer's messages name an item (SourceWriter.shown).
+        self.shown = getattr(writer, "shown", None) or (lambda path: os.path.join(*path))
 
     def _below_left_out(self, path: Path) -> bool:
         return bool(self.left_out) and any(path[:i] in self.left_out for i in range(1, len(path)))
@@ -193,8 +195,8 @@ class _Restore:
                 self._skipped(entry.meta)
             return
         if sum(size for _, size in entry.chunks) != entry.meta.size:
-            self.problems.error(os.path.join(*path), "not restored: its chunks do not add up "
-                                                     "to its size (a damaged tree)")
+            self.problems.error(self.shown(path), "not restored: its chunks do not add up "
+                                                  "to its size (a damaged tree)")
             self.writer.discard_file(handle)
             return
         file = _File(path, entry, handle, missing=len(entry.chunks))
@@ -264,7 +266,7 @@ class _Restore:
             if file.done:
                 return  # the other thread failed on it too, and said so
             file.done = True
-        self.problems.error(os.path.join(*file.path), f"not restored: {why}")
+        self.problems.error(self.shown(file.path), f"not restored: {why}")
         self.writer.discard_file(file.handle)
 
     def _deliver(self, chunk_id: bytes, data: bytes) -> None:
@@ -317,7 +319,7 @@ class _Restore:
                 self.stats.skipped += 1
                 continue
             if existing is None:
-                self.problems.error(os.path.join(*path),
+                self.problems.error(self.shown(path),
                                     "not restored: the file it is a hard link of was not")
                 continue
             made = self.writer.link(path, existing)
@@ -378,11 +380,11 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             if plan.unmatched:  # before anything is written
                 raise UsageError(f"nothing in backup {backup_id} matches "
                                  f"{', '.join(plan.unmatched)}")
-            for path in plan.named_again:
-                problems.error(os.path.join(*path), "not restored: its directory lists the "
-                                                    "name twice (a damaged tree)")
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
+            for path in plan.named_again:
+                problems.error(restore.shown(path), "not restored: its directory lists the "
+                                                    "name twice (a damaged tree)")
             progress.start(plan.total_bytes)
             full = None
             try:

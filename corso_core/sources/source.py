@@ -148,6 +148,13 @@ class SourceWriter(Protocol):
     def finish_dir(self, path: tuple[bytes, ...], meta: Metadata) -> None:
         """Apply a directory's metadata, once everything inside it is written."""
 
+    def shown(self, path: tuple[bytes, ...]) -> bytes:
+        """How messages name an item: where it is restored, as the writer's own messages
+        name it (the files source: its path in the destination), so that the engine's (a
+        corrupted chunk) agree with them. Optional: without it, the path below the
+        destination."""
+        return b"/".join(path)
+
     def close(self) -> None: ...
 
 

@@ -436,12 +436,10 @@ class FilesWriter:
         """A full destination fails every item after this one the same way: raise it (naming
         the item) to stop the restore, rather than report it."""
         if no_space(error):
-            raise OSError(error.errno, error.strerror,
-                          os.path.join(self.destination, *path)) from None
+            raise OSError(error.errno, error.strerror, self.shown(path)) from None
 
     def _say(self, path: Path, message: str, error: bool = True) -> None:
-        shown = os.path.join(self.destination, *path)
-        (self.report.error if error else self.report.warning)(shown, message)
+        (self.report.error if error else self.report.warning)(self.shown(path), message)
 
     def _checked_parent(self, path: Path) -> int | None:
         """The parent's descriptor, or None (reported) for a refused name or unusable parent."""
@@ -590,6 +588,9 @@ class FilesWriter:
             self._say(path, f"not put in place: {reason(e)}; restored as {os.fsdecode(where)}")
 
     # --- the SourceWriter interface -----------------------------------------------------
+
+    def shown(self, path: Path) -> bytes:
+        return os.path.join(self.destination, *path)
 
     def make_dir(self, path: Path, meta: Metadata) -> bool | None:
         fd = self._checked_parent(path)
