@@ -75,20 +75,40 @@ class S3Server:
         return flags
 
 
-def requests_sent(monkeypatch, operation: str) -> list[str]:
-    """The URL of every `operation` request (an S3 API name) corso-s3's clients send, as
-    botocore sends it (retries included), whichever code asks."""
-    sent = []
+def on_every_client(monkeypatch, event: str, handler) -> None:
+    """Register `handler` for a botocore `event` on every client corso-s3 makes in this
+    process, whichever code makes it."""
     make_client = Connection.client
 
     def client(connection, region):
         made = make_client(connection, region)
-        made.meta.events.register(f"before-send.s3.{operation}",
-                                  lambda request, **_: sent.append(request.url))
+        made.meta.events.register(event, handler)
         return made
 
     monkeypatch.setattr(Connection, "client", client)
+
+
+def requests_sent(monkeypatch, operation: str) -> list[str]:
+    """The URL of every `operation` request (an S3 API name) corso-s3's clients send, as
+    botocore sends it (retries included), whichever code asks."""
+    sent = []
+    on_every_client(monkeypatch, f"before-send.s3.{operation}",
+                    lambda request, **_: sent.append(request.url))
     return sent
+
+
+def before_put(monkeypatch, key: str, step) -> None:
+    """Run `step` once, just before corso-s3 in this process first puts the object `key`
+    (bucket-relative): whatever another process does at that point of a race, made
+    deterministic. The PutObject goes out afterwards as it would have; `step` may raise to
+    stop it there, as a crash would."""
+    pending = [step]
+
+    def handler(params, **_):
+        if pending and params.get("Key") == key:
+            pending.pop()()
+
+    on_every_client(monkeypatch, "before-parameter-build.s3.PutObject", handler)
 
 
 def with_small_parts(storage):

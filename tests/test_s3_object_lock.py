@@ -1,5 +1,6 @@
 """Object Lock on SeaweedFS: with retention, every blob written is locked, by every process;
-without its record, nothing is written on a bucket with Object Lock."""
+without its record, nothing is written on a bucket with Object Lock; of two inits at once, the
+record left is the winner's."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import json
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from cli_fixtures import one_error_line
-from s3_servers import BUCKET, LOCKED_BUCKET, requests_sent
+from cli_fixtures import one_error_line, run_subprocess
+from s3_servers import BUCKET, LOCKED_BUCKET, before_put, requests_sent
 
 from corso_core.errors import Corrupted
 from corso_s3.factory import open_storage
@@ -188,6 +189,113 @@ def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked
     assert {o["Key"] for o in listed["Contents"]} == {s3_prefix + "format",
                                                       s3_prefix + "format-copy",
                                                       s3_prefix + LOCK_RECORD}
+    assert record_of(locked, s3_prefix) == {"mode": "none"}
+
+
+GOVERNANCE = ["--retention-mode", "governance", "--retention-duration", "1d"]
+GOVERNANCE_RECORD = {"mode": "governance", "duration_hours": 24, "extend": False}
+
+
+def init_elsewhere_before(monkeypatch, server, prefix: str, tmp_path, key: str,
+                          *args: str) -> dict:
+    """`corso repo init s3 … ARGS` on another host (its own process and config dir), run whole
+    just before this process first puts `key` under the prefix: its "result", and the object
+    versions "before" and "after" it."""
+    other = {}
+
+    def init() -> None:
+        other["before"] = versions(server, prefix)
+        other["result"] = run_subprocess("repo", "init", "s3", *server.flags(prefix), *args,
+                                         env={"CORSO_CONFIG_DIR": str(tmp_path / "elsewhere")})
+        other["after"] = versions(server, prefix)
+
+    before_put(monkeypatch, prefix + key, init)
+    return other
+
+
+def test_an_init_that_lost_the_race_leaves_the_winners_record(corso, locked, s3_prefix,
+                                                              tmp_path, monkeypatch):
+    """Another init (no retention) creates the repository while this one (retention) is past
+    its check that the location is free. This one's record went over the winner's: the
+    winner's repository locked every later write as the loser had asked."""
+    other = init_elsewhere_before(monkeypatch, locked, s3_prefix, tmp_path, LOCK_RECORD,
+                                  "--passphrase", "theirs")
+    mine = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "mine",
+                 *GOVERNANCE)
+    assert other["result"].code == 0 and " created at " in other["result"].out, other
+    one_error_line(mine, 1, f"a repository already exists at s3://{LOCKED_BUCKET}/{s3_prefix}",
+                   "nothing was changed")
+    assert versions(locked, s3_prefix) == other["after"]
+    assert record_of(locked, s3_prefix) == {"mode": "none"}
+
+
+def test_an_init_with_other_settings_stops_at_the_record_of_one_under_way(
+        corso, locked, s3_prefix, tmp_path, monkeypatch):
+    """Another init (no retention) starts while this one (retention) is between its record and
+    its format blob. It replaced the record and won the format blob: this one's repository
+    to be became the other's."""
+    other = init_elsewhere_before(monkeypatch, locked, s3_prefix, tmp_path, "format",
+                                  "--passphrase", "theirs")
+    mine = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "mine",
+                 *GOVERNANCE)
+    assert mine.code == 0 and " created at " in mine.out, mine
+    one_error_line(other["result"], 1, "another repo init is creating a repository at "
+                   f"s3://{LOCKED_BUCKET}/{s3_prefix} with other Object Lock settings",
+                   f"{LOCK_RECORD} is there", "nothing was written")
+    assert other["after"] == other["before"]
+    assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
+
+
+def test_an_init_with_the_same_settings_finds_its_record_and_the_format_blob_decides(
+        corso, locked, s3_prefix, tmp_path, monkeypatch):
+    other = init_elsewhere_before(monkeypatch, locked, s3_prefix, tmp_path, "format",
+                                  "--passphrase", "theirs", *GOVERNANCE)
+    mine = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "mine",
+                 *GOVERNANCE)
+    assert other["result"].code == 0 and " created at " in other["result"].out, other
+    one_error_line(mine, 1, "a repository already exists", "nothing was changed")
+    assert versions(locked, s3_prefix) == other["after"]
+    assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
+    assert [v for v in other["after"] if v[0].endswith(LOCK_RECORD)] == [
+        v for v in other["before"] if v[0].endswith(LOCK_RECORD)]
+
+
+def test_an_init_interrupted_after_its_record_leaves_no_repository(corso, locked, s3_prefix,
+                                                                   monkeypatch):
+    """Only the record is there: no repository to connect to; the same init goes on from it,
+    and one with other settings cannot take that record for its own."""
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    before_put(monkeypatch, s3_prefix + "format", interrupt)
+    init = ("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw")
+    assert corso(*init, *GOVERNANCE).code == 130
+    assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
+    one_error_line(corso("repo", "connect", "s3", *locked.flags(s3_prefix), "--passphrase",
+                         "pw"), 1, f"no corso repository at s3://{LOCKED_BUCKET}/{s3_prefix}")
+
+    before = versions(locked, s3_prefix)
+    one_error_line(corso(*init), 1, f"{LOCK_RECORD} is there", "delete that record")
+    assert versions(locked, s3_prefix) == before
+
+    again = corso(*init, *GOVERNANCE)
+    assert again.code == 0 and " created at " in again.out, again
+    assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
+    assert lock_of(locked, s3_prefix + "format")[0] == "GOVERNANCE"
+
+
+def test_an_init_with_other_settings_goes_on_once_the_leftover_record_is_deleted(
+        corso, locked, s3_prefix):
+    """On a locked bucket a delete only hides the leftover behind a delete marker: the new
+    record is created all the same."""
+    locked.admin().put_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD,
+                              Body=json.dumps(GOVERNANCE_RECORD).encode())
+    init = ("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw")
+    assert corso(*init).code == 1
+    locked.admin().delete_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD)
+    done = corso(*init)
+    assert done.code == 0 and " created at " in done.out, done
     assert record_of(locked, s3_prefix) == {"mode": "none"}
 
 

@@ -27,6 +27,7 @@ from corso_core.api import (
     Corrupted,
     NotFound,
     PermissionDenied,
+    RepositoryError,
     StorageError,
     UsageError,
     check_key,
@@ -107,13 +108,9 @@ class S3Storage(BlobStorage):
         self.part_size = part_size
         self._lock = lock
         #: Until this storage has read a blob, its first create-only put at the prefix's root
-        #: is taken as `repo init` claiming the location, and checked first (see
-        #: _check_location_is_free). Every command on an existing repository reads its
-        #: format blob before writing anything.
+        #: is taken as `repo init` claiming the location (see _claim). Every command on an
+        #: existing repository reads its format blob before writing anything.
         self._may_be_new = True
-        #: Set once _check_location_is_free found the location free: this storage is `repo
-        #: init` creating the repository, and writes its Object Lock record.
-        self._creating = False
         self._lock_known = False
         self._versioning: str | None = None
         self._versioning_known = False
@@ -188,25 +185,18 @@ class S3Storage(BlobStorage):
     def _object_lock(self) -> ObjectLock | None:
         """The lock every write carries: given at init, else recorded beside the repository.
 
-        `repo init` writes the record before the first blob, with retention or without (mode
-        "none"), so every later process (another host, another config dir) keeps locking what
-        it writes, and a record gone missing is not taken for a repository that never locked.
+        `repo init` records it before the first blob, with retention or without (mode "none"),
+        see _claim, so every later process (another host, another config dir) keeps locking
+        what it writes, and a record gone missing is not taken for a repository that never
+        locked.
         """
         with self._settings_lock:
             if not self._lock_known:
-                if self._creating:
-                    lock = self._lock
-                    self.request(
-                        "PutObject", LOCK_RECORD, Key=self._object(LOCK_RECORD),
-                        Body=json.dumps(lock.as_dict() if lock else NO_LOCK).encode(),
-                        **(lock.put_parameters() if lock else {}),
-                    )
-                else:
-                    try:
-                        self._lock = self._lock_recorded(self._get(LOCK_RECORD, None))
-                    except NotFound:
-                        self._refuse_if_bucket_locks()
-                        self._lock = None
+                try:
+                    self._lock = self._lock_recorded(self._get(LOCK_RECORD, None))
+                except NotFound:
+                    self._refuse_if_bucket_locks()
+                    self._lock = None
                 self._lock_known = True
             return self._lock
 
@@ -295,7 +285,7 @@ class S3Storage(BlobStorage):
     # --- writes ------------------------------------------------------------------------------
 
     def put(self, key: str, data: Bytes) -> None:
-        self._write(key, memoryview(data), create_only=False)
+        self._write(key, memoryview(data), self._object_lock(), create_only=False)
         self._put_here.add(key)
         if key in KEY_BLOBS and self.bucket_versioning():
             self._delete_old_key_versions()
@@ -337,11 +327,13 @@ class S3Storage(BlobStorage):
     def _create(self, key: str, data: Bytes) -> None:
         if self._may_be_new and "/" not in key:
             self._may_be_new = False
-            self._check_location_is_free(key)
-            self._creating = True
+            self._claim(key)
+        self._create_only(key, memoryview(data), self._object_lock())
+
+    def _create_only(self, key: str, data: memoryview, lock: ObjectLock | None) -> None:
         if self.atomic_create:
             try:
-                return self._write(key, memoryview(data), create_only=True)
+                return self._write(key, data, lock, create_only=True)
             except StorageError as e:
                 if error_code(e.__cause__) != "NotImplemented":
                     raise
@@ -352,12 +344,12 @@ class S3Storage(BlobStorage):
         try:
             self.stat(key)
         except NotFound:
-            return self._write(key, memoryview(data), create_only=False)
+            return self._write(key, data, lock, create_only=False)
         raise AlreadyExists(f"{self._where(key)}: already exists")
 
-    def _write(self, key: str, data: memoryview, create_only: bool) -> None:
+    def _write(self, key: str, data: memoryview, lock: ObjectLock | None,
+               create_only: bool) -> None:
         extra = {"IfNoneMatch": "*"} if create_only else {}
-        lock = self._object_lock()
         if lock:
             extra.update(lock.put_parameters())
         if len(data) <= self.multipart_threshold:
@@ -400,6 +392,43 @@ class S3Storage(BlobStorage):
             self.request("AbortMultipartUpload", key, Key=self._object(key), UploadId=upload)
         except StorageError as e:
             log.warning("could not abort the upload of %s (cleanup will): %s", key, e)
+
+    def _claim(self, key: str) -> None:
+        """`repo init` is about to create its format blob `key`, which claims the location:
+        check that the location is free, then create the Object Lock record, before any blob.
+
+        The record is only ever created where none is (If-None-Match), so an init never
+        replaces the record of another: of two inits at once with other settings, the later
+        one stops here, having written nothing. With the same settings it finds its own
+        record and goes on, and the format blob decides which of the two created the
+        repository. An init interrupted between the two writes leaves the record and no
+        repository: the same init goes on from it, one with other settings is told to
+        delete it.
+        """
+        self._check_location_is_free(key)
+        record = json.dumps(self._lock.as_dict() if self._lock else NO_LOCK).encode()
+        try:
+            self._create_only(LOCK_RECORD, memoryview(record), self._lock)
+        except AlreadyExists:
+            if self._get(LOCK_RECORD, None) != record:
+                self._refuse_other_record(key)
+        with self._settings_lock:
+            self._lock_known = True
+
+    def _refuse_other_record(self, key: str) -> None:
+        """Another init's Object Lock record is in place. With its format blob `key`, the
+        repository exists (AlreadyExists, as for any init that comes too late); without it,
+        another init is creating it, or one was interrupted before its format blob."""
+        try:
+            self.stat(key)
+        except NotFound:
+            raise RepositoryError(
+                f"another repo init is creating a repository at {self.location()} with other "
+                "Object Lock settings, or was interrupted doing so: its record "
+                f"{self._where(LOCK_RECORD)} is there, its format blob is not; nothing was "
+                "written. If no other init is running, delete that record and run init again"
+            ) from None
+        raise AlreadyExists(f"{self._where(key)}: already exists")
 
     def _check_location_is_free(self, key: str) -> None:
         """Before init's first create-only put (its format blob, which claims the location):
