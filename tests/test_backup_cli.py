@@ -238,6 +238,21 @@ def test_an_empty_backup_id_is_bad_usage(connected, corso, tmp_path, command, fl
     assert not os.path.exists(dest)
 
 
+@pytest.mark.parametrize("backups", [["{0},"], ["{0},,{1}"], [",{0}"], ["{0}, ,{1}"],
+                                     ["{0}", ""], ["{0}", "{1},"]])
+def test_an_empty_id_among_backups_to_delete_is_bad_usage(connected, corso, tmp_path, backups):
+    """`--backups ID,` (a comma too many, or an ID left out) deleted ID, the empty one
+    ignored."""
+    (tmp_path / "t").mkdir()
+    ids = [create(corso, "--path", str(tmp_path / "t")) for _ in range(2)]
+    argv = [a for value in backups for a in ("--backups", value.format(*ids))]
+    result = corso("backup", "delete", "files", *argv)
+    one_error_line(result, 2, "Invalid value for '--backups': ",
+                   "corso backup list files shows the IDs")
+    listed = [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)]
+    assert sorted(listed) == sorted(ids)
+
+
 @pytest.mark.parametrize("command", [
     ["restore", "files", "--destination", "DEST", "--backup", "0123456789abcdef"],
     ["backup", "details", "files", "--backup", "0123456789abcdef"],
