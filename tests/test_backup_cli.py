@@ -238,6 +238,21 @@ def test_an_empty_backup_id_is_bad_usage(connected, corso, tmp_path, command, fl
     assert not os.path.exists(dest)
 
 
+@pytest.mark.parametrize("backups", [["{0},"], ["{0},,{1}"], [",{0}"], ["{0}, ,{1}"],
+                                     ["{0}", ""], ["{0}", "{1},"]])
+def test_an_empty_id_among_backups_to_delete_is_bad_usage(connected, corso, tmp_path, backups):
+    """`--backups ID,` (a comma too many, or an ID left out) deleted ID, the empty one
+    ignored."""
+    (tmp_path / "t").mkdir()
+    ids = [create(corso, "--path", str(tmp_path / "t")) for _ in range(2)]
+    argv = [a for value in backups for a in ("--backups", value.format(*ids))]
+    result = corso("backup", "delete", "files", *argv)
+    one_error_line(result, 2, "Invalid value for '--backups': ",
+                   "corso backup list files shows the IDs")
+    listed = [r["id"] for r in json.loads(corso("backup", "list", "files", "--json").out)]
+    assert sorted(listed) == sorted(ids)
+
+
 @pytest.mark.parametrize("command", [
     ["restore", "files", "--destination", "DEST", "--backup", "0123456789abcdef"],
     ["backup", "details", "files", "--backup", "0123456789abcdef"],
@@ -941,12 +956,16 @@ def test_a_restore_under_nohup_outlives_its_terminal(connected, corso, tmp_path)
     assert (out / "t" / "big").read_bytes() == (tmp_path / "t" / "big").read_bytes()
 
 
-@pytest.mark.parametrize("collisions", ["skip", "replace", "copy"])
+@pytest.mark.parametrize(("collisions", "first", "second"), [
+    ("skip", "", ""), ("replace", "", ""), ("copy", "", ""),
+    ("skip", "", "t"), ("skip", "", "new/sub"), ("skip", "inner", "")])
 def test_a_second_restore_into_a_destination_being_restored_is_refused(
-        connected, corso, tmp_path, collisions):
+        connected, corso, tmp_path, collisions, first, second):
     """Run together, the second restore filled the empty directory the first had made to hold
     `t`'s name, so the first could not move the `t` it built onto it: it exited 3, leaving a
-    whole copy in a staging directory, and `t` kept the 0700 it was made with."""
+    whole copy in a staging directory, and `t` kept the 0700 it was made with. Into nested
+    destinations (out and out/t, out/inner and out), the two collide as much: the second is
+    refused too, and one into a missing directory does not make it."""
     rng = random.Random(8)
     (tmp_path / "t" / "d").mkdir(parents=True)
     (tmp_path / "t" / "big").write_bytes(rng.randbytes(16 * 1024 * 1024))
@@ -959,18 +978,18 @@ def test_a_second_restore_into_a_destination_being_restored_is_refused(
         return subprocess.Popen([*argv, "--collisions", collisions],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    first = _restore_caught_half_way(backup_id, out, start)
+    running = _restore_caught_half_way(backup_id, out / first, start)
     try:
-        second = corso("restore", "files", "--backup", backup_id, "--destination", str(out),
-                       "--collisions", collisions)
+        refused = corso("restore", "files", "--backup", backup_id, "--destination",
+                        str(out / second), "--collisions", collisions)
     finally:
-        first.send_signal(signal.SIGCONT)
-        stderr = first.communicate(timeout=60)[1]
-    one_error_line(second, 1, f"another restore into {out} is running")
-    assert first.returncode == 0 and stderr == "", stderr
-    assert snapshot(out / "t") == snapshot(tmp_path / "t")
-    assert os.stat(out / "t").st_mode == os.stat(tmp_path / "t").st_mode
-    assert os.listdir(out) == ["t"]  # no temporary file, nor the lock
+        running.send_signal(signal.SIGCONT)
+        stderr = running.communicate(timeout=60)[1]
+    one_error_line(refused, 1, f"another restore into {out} is running")
+    assert running.returncode == 0 and stderr == "", stderr
+    assert snapshot(out / first / "t") == snapshot(tmp_path / "t")
+    assert os.stat(out / first / "t").st_mode == os.stat(tmp_path / "t").st_mode
+    assert os.listdir(out / first) == ["t"]  # no temporary file, nor a lock file
     assert _temporary_items(out) == []
 
 

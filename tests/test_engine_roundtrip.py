@@ -755,8 +755,27 @@ def test_the_walk_lists_only_a_few_subdirectories_ahead(repository, tmp_path, mo
     monkeypatch.setattr(engine._Backup, "_file", walked)
     result = backup(repository, tree)
     assert result.stats.files_new == 30
-    # The next LOOK_AHEAD, and t itself twice (first to check that it can be read at all)
-    assert len(lead) == 30 and max(lead) <= 3 + 2
+    # The next LOOK_AHEAD, and t itself (listed by the check that it can be read at all)
+    assert len(lead) == 30 and max(lead) <= 3 + 1
+
+
+def test_a_path_given_is_listed_once(repository, tmp_path, monkeypatch):
+    """The check that the paths given can be read at all listed the first directory, and the
+    walk listed it again: as long again for a large one."""
+    tree = write_tree(tmp_path / "t", {"f": b"x"})
+    write_tree(tree / "sub", {"g": b"y"})
+    other = write_tree(tmp_path / "u", {"h": b"z"})  # not listed by the check: t can be read
+    listed: list[bytes] = []
+    children = FilesReader.children
+
+    def listing(self, node):
+        listed.append(node.handle)
+        return children(self, node)
+
+    monkeypatch.setattr(FilesReader, "children", listing)
+    result = backup(repository, tree, other)
+    assert result.stats.files_new == 3
+    assert sorted(listed) == [os.fsencode(p) for p in (tree, tree / "sub", other)]
 
 
 def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository, tmp_path,

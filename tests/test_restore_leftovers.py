@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from corso_core.engine.progress import Problems
 from corso_core.errors import CorsoError
-from corso_core.sources.files import FILES, destination_lock
+from corso_core.sources.files import FILES
 from corso_core.sources.files import leftovers as leftovers_module
 from corso_core.sources.source import DIR, FILE, Metadata
 
@@ -150,25 +152,77 @@ def test_a_staging_directory_made_as_a_signal_arrives_is_removed_by_the_restore(
     assert problems.warnings == []
 
 
+@contextmanager
+def restoring(destination: Path):
+    """Meanwhile, a restore into `destination` runs in a child process (restore_half_a_file),
+    holding its locks."""
+    go_on_r, go_on_w = os.pipe()
+    try:
+        pid = restore_half_a_file(destination, go_on_reading=go_on_r)
+        try:
+            yield
+        finally:
+            os.write(go_on_w, b"!")
+            os.waitpid(pid, 0)
+    finally:
+        os.close(go_on_r)
+        os.close(go_on_w)
+
+
 def test_a_restore_into_a_destination_another_is_restoring_is_refused(destination):
     """What the running restore holds is left alone: the second one does nothing at all
     (destination_lock.py)."""
-    go_on_r, go_on_w = os.pipe()
-    pid = restore_half_a_file(destination, go_on_reading=go_on_r)
-    try:
+    with restoring(destination):
         held = leftovers(destination), leftovers(destination / "shared")
         with pytest.raises(CorsoError, match=f"^another restore into {destination} is "
                                              "running"):
             open_writer(destination)
         assert (leftovers(destination), leftovers(destination / "shared")) == held
-    finally:
-        os.write(go_on_w, b"!")
-        os.waitpid(pid, 0)
     writer, problems = open_writer(destination)  # that restore is gone now
     writer.close()
     assert leftovers(destination) == [] and leftovers(destination / "shared") == []
     assert len(problems.warnings) == 1
-    assert os.listdir(destination) == ["shared"]  # the lock it left is removed too
+    assert os.listdir(destination) == ["shared"]  # no lock file, nor anything else
+
+
+def test_a_restore_into_a_directory_below_one_being_restored_is_refused(destination, tmp_path):
+    """Run together, the one into D/shared filled the directories the one into D builds there.
+    Nor does one whose destination is missing make it first, and a symlink to a directory in D
+    is no way round (the directories above are reached by "..")."""
+    (tmp_path / "link").symlink_to(destination / "shared")
+    with restoring(destination):
+        held = leftovers(destination), leftovers(destination / "shared")
+        for inner in (destination / "shared", tmp_path / "link", destination / "new" / "sub"):
+            with pytest.raises(CorsoError, match=re.escape(
+                    f"another restore into {destination} is running, and {inner} is in it: "
+                    "wait for it to end")):
+                open_writer(inner)
+        assert (leftovers(destination), leftovers(destination / "shared")) == held
+        assert not (destination / "new").exists()
+    writer, _ = open_writer(destination / "new" / "sub")
+    writer.close()
+
+
+def test_a_restore_into_a_directory_above_one_being_restored_is_refused(destination, tmp_path):
+    with restoring(destination / "shared"):
+        held = leftovers(destination / "shared")
+        for outer in (destination, tmp_path):
+            with pytest.raises(CorsoError, match=re.escape(
+                    f"another restore into {outer} is running, or one into a directory in it: "
+                    "wait for it to end")):
+                open_writer(outer)
+        assert leftovers(destination / "shared") == held and leftovers(destination) == []
+    writer, _ = open_writer(destination)
+    writer.close()
+
+
+def test_restores_side_by_side_run_together(destination):
+    """Into D/other and D/shared: they share the lock on D."""
+    (destination / "other").mkdir()
+    with restoring(destination / "other"):
+        writer, problems = open_writer(destination / "shared")
+        writer.close()
+    assert problems.warnings == problems.errors == []
 
 
 def test_a_restore_that_ended_lets_the_next_one_in(destination):
@@ -180,13 +234,6 @@ def test_a_restore_that_ended_lets_the_next_one_in(destination):
     writer, problems = open_writer(destination)
     writer.close()
     assert problems.warnings == [] and os.listdir(destination) == ["shared"]
-
-
-def test_a_lock_that_is_no_file_is_named(destination):
-    (destination / destination_lock.NAME.decode()).mkdir()
-    with pytest.raises(CorsoError, match="^cannot lock the destination with "
-                                         f"{destination}/.corso-restore.lock: "):
-        open_writer(destination)
 
 
 TOKEN = ".corso-restore-0123456789abcdef-"

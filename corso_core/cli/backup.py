@@ -10,7 +10,7 @@ import click
 
 from corso_core.cli import output
 from corso_core.cli.progress import human_bytes, progress_for
-from corso_core.cli.sources import SourceGroup, backup_option
+from corso_core.cli.sources import SourceGroup, backup_option, backups_option
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import Globs, TreeLoader, path_text, walk_entries
 from corso_core.engine.progress import Problems, counted
@@ -201,14 +201,9 @@ def _one_line(text: str) -> str:
 
 
 def _delete(source: Source):
-    def delete(repository, backups) -> None:
-        # Repeated and comma-separated alike; each ID once, in the order first named.
-        ids = list(dict.fromkeys(i.strip() for value in backups for i in value.split(",")
-                                 if i.strip()))
-        if not ids:
-            raise UsageError("--backups needs at least one backup ID")
+    def delete(repository, backups: list[str]) -> None:
         damaged, missing = [], []
-        for backup_id in ids:  # every ID checked before anything is deleted
+        for backup_id in backups:  # every ID checked before anything is deleted
             try:
                 _source_manifest(repository, source, backup_id)
             except Corrupted:
@@ -218,20 +213,19 @@ def _delete(source: Source):
             except CorsoError as e:
                 raise type(e)(f"{e}; nothing deleted") from None
         if missing:  # a typo, or a delete of several that stopped half-way: say which remain
-            others = [backup_id for backup_id in ids if backup_id not in missing]
+            others = [backup_id for backup_id in backups if backup_id not in missing]
             raise NotFound(f"no backup {', '.join(missing)} in the repository at "
                            f"{repository.storage.location()}; nothing deleted"
                            + (f" (the others exist: --backups {','.join(others)})"
                               if others else f" (corso backup list {source.name} shows them)"))
-        delete_manifests(repository, ids)
-        output.emit({"deleted": ids, "damaged": damaged},
-                    f"Deleted {counted(len(ids), 'backup')}: {', '.join(ids)}"
+        delete_manifests(repository, backups)
+        output.emit({"deleted": backups, "damaged": damaged},
+                    f"Deleted {counted(len(backups), 'backup')}: {', '.join(backups)}"
                     + (f" (with a damaged manifest: {', '.join(damaged)})" if damaged else "")
                     + ". Their data stays until maintenance removes what no backup uses: "
                     "over two runs an hour apart, once it is an hour old.")
 
-    return [click.Option(["--backups"], required=True, multiple=True, metavar="ID[,ID…]",
-                         help="Backups to delete, comma-separated (repeatable).")], delete
+    return [backups_option("Backups to delete, comma-separated (repeatable).")], delete
 
 
 def _utc(iso_time: str) -> str:

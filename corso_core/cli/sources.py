@@ -21,10 +21,13 @@ from corso_core.sources.source import Source
 Builder = Callable[[Source], tuple[Sequence[click.Option], Callable]]
 
 
+def _empty_id(ctx: click.Context, problem: str) -> click.BadParameter:
+    return click.BadParameter(f"{problem} (corso backup list {ctx.command.name} shows the IDs)")
+
+
 def _backup_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip():
-        raise click.BadParameter(f"must not be empty (corso backup list {ctx.command.name} "
-                                 "shows the IDs)")
+        raise _empty_id(ctx, "must not be empty")
     return value
 
 
@@ -33,6 +36,25 @@ def backup_option(help_text: str) -> click.Option:
     is refused before the repository is opened, naming the flag."""
     return click.Option(["--backup"], required=True, metavar="ID", callback=_backup_id,
                         help=help_text)
+
+
+def _backup_ids(ctx: click.Context, param: click.Parameter,
+                values: tuple[str, ...]) -> list[str]:
+    """Repeated and comma-separated alike; each ID once, in the order first named."""
+    ids = []
+    for value in values:
+        _backup_id(ctx, param, value)
+        for backup_id in value.split(","):
+            if not backup_id.strip():  # "ID," or "ID,,ID2": a slip, maybe an ID left out
+                raise _empty_id(ctx, f"{value!r} holds an empty ID")
+            ids.append(backup_id.strip())
+    return list(dict.fromkeys(ids))
+
+
+def backups_option(help_text: str) -> click.Option:
+    """`--backups ID[,ID…]` (repeatable): each ID as `--backup`'s, refused if empty."""
+    return click.Option(["--backups"], required=True, multiple=True, metavar="ID[,ID…]",
+                        callback=_backup_ids, help=help_text)
 
 
 def source_named(name: str) -> Source:

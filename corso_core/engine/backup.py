@@ -261,20 +261,45 @@ def _without_own(nodes: list[Node], own: dict[tuple[int, int], _Own], report: Re
     return kept
 
 
-def _readable(reader: SourceReader, node: Node, problems: Problems) -> bool:
+@dataclass
+class _Roots:
+    """Where a pass of the backup starts: its reader, the paths given (`nodes`), and the
+    listings of those already listed, by name, which the walk takes rather than list them
+    again."""
+
+    reader: SourceReader
+    nodes: list[Node]
+    listed: dict[bytes, list[Node]] = field(default_factory=dict)
+
+
+def _roots(source: Source, values: dict, problems: Problems,
+           own: dict[tuple[int, int], _Own]) -> _Roots:
+    reader = source.open_reader(values, problems)
+    return _Roots(reader, _without_own(reader.roots(), own, problems, given=True))
+
+
+def _readable(roots: _Roots, node: Node, problems: Problems) -> bool:
     """Whether the backup would hold anything of `node`, a path given: a file that opens, a
-    directory that lists (empty without an error), anything else. What it reports is reported
-    once: the walk meets the same problems again, and they are not repeated."""
+    directory that lists (empty without an error), anything else. A directory's listing is
+    kept for the walk (a large one took as long again to list twice); a file is opened again
+    by the walk, which meets the same problems again: they are not repeated."""
     if node.meta.kind == FILE:
-        content = reader.open(node)
+        content = roots.reader.open(node)
         if content is None:
             return False
         content.close()
         return True
     if node.meta.kind == DIR:
         errors = len(problems.errors)
-        return bool(reader.children(node)) or len(problems.errors) == errors
+        children = roots.listed[node.name] = roots.reader.children(node)
+        return bool(children) or len(problems.errors) == errors
     return True
+
+
+def _listed(children: list[Node]) -> Future:
+    done: Future = Future()
+    done.set_result(children)
+    return done
 
 
 def find_parent(repository, source: Source, paths: list[str], host: str) -> dict | None:
@@ -511,29 +536,32 @@ class _Backup:
             raise _NotIndexed
         return self.store.get(chunk_id)
 
-    def _look_ahead(self, children: list[Node], old: _Previous) -> Iterator[tuple[Future, Future]]:
+    def _look_ahead(self, children: list[Node], old: _Previous,
+                    listed: dict[bytes, list[Node]]) -> Iterator[tuple[Future, Future]]:
         """(listing, previous record) of each subdirectory in turn, each started LOOK_AHEAD
         subdirectories before it is needed, on the lister pool: on a cold cache the walk waits
         for several disk reads at once, not one by one, and holds no more than LOOK_AHEAD
-        listings however many subdirectories a directory has."""
+        listings however many subdirectories a directory has. One in `listed` (by name) is
+        not listed again."""
         started: deque[tuple[Future, Future]] = deque()
         for child in (c for c in children if c.meta.kind == DIR):
             previous = old.entries.get(child.name)
             old_tree = previous.subtree if previous and previous.meta.kind == DIR else None
-            started.append((self.listers.submit(self.reader.children, child),
+            started.append((_listed(listed.pop(child.name)) if child.name in listed
+                            else self.listers.submit(self.reader.children, child),
                             self.listers.submit(self.previous, old_tree)))
             if len(started) > LOOK_AHEAD:
                 yield started.popleft()
         yield from started
 
-    def walk(self, node: Node | None, old: _Previous,
-             children: list[Node] | None = None) -> _PendingDir:
-        """Walk a directory (None: the backup's root) and queue it for finishing."""
+    def walk(self, node: Node | None, old: _Previous, children: list[Node],
+             listed: dict[bytes, list[Node]] | None = None) -> _PendingDir:
+        """Walk a directory (None: the backup's root, whose `children` are the paths given,
+        those in `listed` listed already) and queue it for finishing."""
         pending = _PendingDir(old)
-        if children is None:
-            children = self.reader.roots() if node is None else self.reader.children(node)
-        children = _without_own(children, self.own, self.problems, given=node is None)
-        ahead = self._look_ahead(children, old)
+        if node is not None:  # the paths given are without this backup's own already
+            children = _without_own(children, self.own, self.problems)
+        ahead = self._look_ahead(children, old, listed or {})
         for child in children:
             previous = old.entries.get(child.name)
             if child.meta.kind == DIR:
@@ -643,20 +671,21 @@ def _measure(source: Source, values: dict, progress: Progress,
 
 def _stored_pass(repository, source: Source, values: dict, options: BackupOptions,
                  problems: Problems, progress: Progress, paths: list[str], host: str,
-                 own: dict[tuple[int, int], _Own]):
-    """Walk, read and store everything, flushed: (store, backup, parent). No manifest yet."""
+                 own: dict[tuple[int, int], _Own], roots: _Roots):
+    """Walk from `roots`, read and store everything, flushed: (store, backup, parent). No
+    manifest yet."""
     store = ChunkStore(repository)
     try:
         parent = find_parent(repository, source, paths, host)
-        backup = _Backup(store, repository.chunker, source.open_reader(values, problems),
-                         options, problems, progress, own)
+        backup = _Backup(store, repository.chunker, roots.reader, options, problems, progress,
+                         own)
         progress.start(None)
         if progress.wants_total:
             threading.Thread(target=_measure, args=(source, values, progress, own), daemon=True,
                              name="corso-measure").start()
         try:
             old_root = bytes.fromhex(parent["root"]) if parent else None
-            root = backup.walk(None, backup.previous(old_root))
+            root = backup.walk(None, backup.previous(old_root), roots.nodes, roots.listed)
             backup.finish_ready(block=True)
             backup.root = root.tree_id
         finally:
@@ -688,21 +717,21 @@ def run_backup(repository, source: Source, values: dict, options: BackupOptions,
     # Bad input fails here, before anything is written: a path the reader refuses, or paths
     # that are all left out (a FIFO, a socket, the repository itself) or all unreadable,
     # which would make an empty backup.
-    reader = source.open_reader(values, problems)
-    roots = _without_own(reader.roots(), own, problems, given=True)
-    if not roots:
+    roots = _roots(source, values, problems, own)
+    if not roots.nodes:
         raise UsageError("nothing to back up: every path given was left out (see above)")
-    if not any(_readable(reader, root, problems) for root in roots):
+    if not any(_readable(roots, node, problems) for node in roots.nodes):
         raise UsageError("nothing to back up: no path given could be read (see above)")
     store, backup, parent = _stored_pass(repository, source, values, options, problems,
-                                         progress, paths, host, own)
+                                         progress, paths, host, own, roots)
     try:
         if store.find_missing(backup.deduplicated_ids()):
             log.warning("chunks this backup deduplicated against were removed while it ran "
                         "(maintenance?); backing up again")
             store.close()
             store, backup, parent = _stored_pass(repository, source, values, options, problems,
-                                                 progress, paths, host, own)
+                                                 progress, paths, host, own,
+                                                 _roots(source, values, problems, own))
             if store.find_missing(backup.deduplicated_ids()):
                 raise RepositoryError("chunks this backup relies on were removed while it ran, "
                                       "twice; nothing was recorded: run the backup again")

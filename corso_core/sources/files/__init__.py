@@ -6,6 +6,7 @@ exactly as a third-party source plugin would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -13,6 +14,7 @@ import click
 
 from corso_core.errors import UsageError
 from corso_core.hookspecs import hookimpl
+from corso_core.sources.files.destination_lock import held_above
 from corso_core.sources.files.inodes import warm_up
 from corso_core.sources.files.reader import FilesReader
 from corso_core.sources.files.repository_guard import repository_around
@@ -87,16 +89,21 @@ def _writer(values, collisions, report) -> FilesWriter:
     if repository := repository_around(destination):
         raise UsageError(f"destination {destination} is inside the corso repository at "
                          f"{repository}: restore elsewhere")
-    try:
-        os.makedirs(destination, mode=0o700, exist_ok=True)
-        st = os.stat(destination)
-    except OSError as e:
-        raise UsageError(f"cannot create destination {destination}: {e.strerror}") from None
-    if not os.access(destination, os.W_OK | os.X_OK, effective_ids=True):
-        why = ("on a read-only filesystem" if os.statvfs(destination).f_flag & os.ST_RDONLY
-               else f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}")
-        raise UsageError(f"destination {destination} is not writable by you ({why})")
-    return FilesWriter(os.fsencode(destination), collisions, report)
+    # A missing one is made only while no restore runs into a directory above it, and that
+    # stays so until the writer holds its own locks (destination_lock.py)
+    making = (contextlib.nullcontext() if os.path.lexists(destination)
+              else held_above(os.fsencode(destination)))
+    with making:
+        try:
+            os.makedirs(destination, mode=0o700, exist_ok=True)
+            st = os.stat(destination)
+        except OSError as e:
+            raise UsageError(f"cannot create destination {destination}: {e.strerror}") from None
+        if not os.access(destination, os.W_OK | os.X_OK, effective_ids=True):
+            why = ("on a read-only filesystem" if os.statvfs(destination).f_flag & os.ST_RDONLY
+                   else f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}")
+            raise UsageError(f"destination {destination} is not writable by you ({why})")
+        return FilesWriter(os.fsencode(destination), collisions, report)
 
 
 FILES = Source(

@@ -1,91 +1,123 @@
-"""One restore at a time into a destination.
+"""One restore at a time into a directory and all that is below it.
 
 Two restores into one destination at once undo each other's work: the second enters as an
 existing directory the empty one the first made to hold a name while it builds that directory
 apart (writer.py), and fills it, so the first cannot move what it built onto the name and
 leaves a whole copy in its staging directory, the directory keeping the 0700 it was made with.
-So a restore holds a lock (flock) on ".corso-restore.lock" at the top of its destination for as
-long as it runs, and a second one is refused before it writes anything. The lock goes with the
-process, however it ends: the file a killed restore leaves is taken by the next restore, which
-removes it at its end.
+Two into nested destinations (D and D/sub) do the same below D/sub. So a restore holds, for as
+long as it runs, an exclusive lock (flock) on its destination directory and a shared one on
+each directory above it, up to "/": a second restore into the same directory, or into one
+below or above it, is refused before it writes anything, while restores side by side (into
+D/a and D/b) share D's lock. The locks are on the directories themselves: nothing is left in
+them, and they go with the process however it ends. The directories above are reached by
+"..", never through a symlink: they are those the restore writes below, whatever path named
+the destination.
 
-A filesystem whose flock fails (some FUSE ones) keeps no lock: the restore goes on as it did
-before there was one.
+A missing destination is made under a shared lock on the nearest directory above it and on
+each one above that (held_above), kept until the restore holds its own: a restore refused for
+one running into a directory above has made nothing in that one's tree.
+
+A directory whose flock fails (some FUSE filesystems) is not locked, and one above that cannot
+be opened (not readable by this user, so a restore into it is someone else's) ends the climb;
+the restore goes on as it did before there were locks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import logging
 import os
-import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from corso_core.errors import CorsoError
 
 log = logging.getLogger(__name__)
 
-NAME = b".corso-restore.lock"
-_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: What flock answers where the filesystem keeps no locks.
-_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class DestinationLock:
-    """The lock on the destination open as `root_fd` (shown as `destination`), taken at once:
-    CorsoError if another restore holds it."""
+    """Locks for a restore into `destination` (as shown), each taken at once: CorsoError if
+    a restore holds it."""
 
-    def __init__(self, root_fd: int, destination: bytes) -> None:
-        self._root_fd = root_fd
-        self._fd: int | None = None
-        shown = os.path.join(os.fsdecode(destination), os.fsdecode(NAME))
-        try:
-            self._fd = self._take()
-        except BlockingIOError:
-            raise CorsoError(f"another restore into {os.fsdecode(destination)} is running (it "
-                             f"holds {shown}): wait for it to end") from None
-        except OSError as e:
-            raise CorsoError(f"cannot lock the destination with {shown}: "
-                             f"{e.strerror or e}") from None
+    def __init__(self, destination: bytes) -> None:
+        self._destination = os.fsdecode(destination)
+        self._fds: list[int] = []
 
-    def _take(self) -> int | None:
-        """The lock file, opened (made if missing) and locked; None, the file removed, where
-        the filesystem keeps no locks. One its restore removed between this one's open and its
-        lock is no lock: it is opened again."""
-        while True:
-            fd = os.open(NAME, _FLAGS, 0o600, dir_fd=self._root_fd)
+    def take(self, root_fd: int) -> None:
+        """The restore's own: on the destination, open as `root_fd`, and each one above."""
+        self._climb(os.open(".", _DIR_FLAGS, dir_fd=root_fd), fcntl.LOCK_EX)
+
+    def take_above(self) -> None:
+        """Shared, on the nearest existing directory above the destination and each one above
+        that."""
+        nearest = os.fsencode(self._destination)
+        while nearest != b"/":
+            nearest = os.path.dirname(nearest)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError(errno.EEXIST, "not a regular file")
+                fd = os.open(nearest, _DIR_FLAGS)
+            except OSError:
+                continue
+            self._climb(fd, fcntl.LOCK_SH)
+            return
+
+    def _climb(self, fd: int, mode: int) -> None:
+        """Lock the directory open as `fd` (taken over) with `mode`, then each one above it,
+        shared."""
+        self._fds.append(fd)
+        try:
+            self._lock(fd, mode)
+            while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    above = os.open("..", _DIR_FLAGS, dir_fd=fd)
                 except OSError as e:
-                    if e.errno not in _NO_LOCKS:
-                        raise
-                    log.debug("restore not locked with %r: %s", NAME, e)
-                    with contextlib.suppress(OSError):
-                        os.unlink(NAME, dir_fd=self._root_fd)
-                    os.close(fd)
-                    return None
-                if os.fstat(fd).st_nlink:
-                    return fd
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
+                    log.debug("the restore into %s locks no directory further up: %s",
+                              self._destination, e)
+                    return
+                if os.path.samestat(os.fstat(above), os.fstat(fd)):  # "/": its own ".."
+                    os.close(above)
+                    return
+                self._fds.append(above)
+                fd = above
+                self._lock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self, fd: int, mode: int) -> None:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CorsoError(self._refusal(fd, mode)) from None
+        except OSError as e:
+            log.debug("a directory of the restore into %s is not locked: %s",
+                      self._destination, e)
+
+    def _refusal(self, fd: int, mode: int) -> str:
+        if mode == fcntl.LOCK_EX:
+            return (f"another restore into {self._destination} is running, or one into a "
+                    "directory in it: wait for it to end")
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc
+            where = "a directory above it"
+        return (f"another restore into {where} is running, and {self._destination} is in "
+                "it: wait for it to end")
 
     def release(self) -> None:
-        """Remove the lock file (if it is still the one locked), then let the lock go: in that
-        order, so a restore that opened it meanwhile finds it removed once it gets it."""
-        if self._fd is None:
-            return
-        try:
-            named = os.stat(NAME, dir_fd=self._root_fd, follow_symlinks=False)
-            held = os.fstat(self._fd)
-            if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
-                os.unlink(NAME, dir_fd=self._root_fd)
-        except OSError as e:  # left behind, it is taken and removed by the next restore
-            log.debug("%r not removed: %s", NAME, e)
-        os.close(self._fd)
-        self._fd = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+
+@contextmanager
+def held_above(destination: bytes) -> Iterator[None]:
+    """Meanwhile, no restore runs into a directory above `destination` (CorsoError at once if
+    one does): for making it."""
+    lock = DestinationLock(destination)
+    lock.take_above()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -13,8 +13,8 @@ never made visible:
   of a 2.5 s restore). After a SIGKILL, what it held stays in the staging directory until the
   next restore into the same destination removes it (leftovers.py);
 - in an existing directory, an item is made under a temp name and linked into place.
-Another restore into the same destination meanwhile would enter the empty directory holding a
-name and fill it: it is refused (destination_lock.py).
+Another restore meanwhile into the same destination, or into one below or above it, would
+enter the empty directory holding a name and fill it: it is refused (destination_lock.py).
 
 Collision policies, for a name already present in the destination:
 - skip: leave what is there (an existing directory is entered; its metadata is kept, its
@@ -179,8 +179,9 @@ class PendingFile:
 class FilesWriter:
     def __init__(self, destination: bytes, collisions: str, report: Report) -> None:
         self.root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._lock = DestinationLock(destination)
         try:
-            self._lock = DestinationLock(self.root_fd, destination)  # before anything is done
+            self._lock.take(self.root_fd)  # before anything is done
         except BaseException:
             os.close(self.root_fd)
             raise
