@@ -31,7 +31,9 @@ from corso_core.repo.crypto import AEAD_NAME, KEY_SIZE, seal, unseal
 
 FORMAT_KEY = "format"
 FORMAT_COPY_KEY = "format-copy"
-FORMAT_VERSION = 1
+#: 2: the chunker may be keyed (chunker.seed), which a corso reading only version 1 would take
+#: for damage; it refuses version 2 as newer instead. Version 1 blobs (no seed) are read as ever.
+FORMAT_VERSION = 2
 MAGIC = b"corso repository format\n"
 CHECKSUM_PREFIX = b"sha256:"
 
