@@ -83,8 +83,9 @@ def _corso_chain() -> tuple[str, Callable[[bytes], None]]:
     """corso's own serial chain, as its store runs it: its chunker settings, keyed chunk IDs,
     compression and sealing straight into a pack buffer (re-used once the pack is full)."""
     params = ChunkerParams.for_new_repository()
-    chunker = FastCDC(avg_size=params.avg_size, min_size=params.min_size, max_size=params.max_size)
     keys = Keys.derive(bytes(32))
+    chunker = FastCDC(avg_size=params.avg_size, min_size=params.min_size, max_size=params.max_size,
+                      seed=params.chunker(keys.chunker_seed).seed)
     buffer = bytearray(PACK_BUFFER_SIZE)
 
     def chain(data: bytes) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.chunker import Chunker, ChunkerParams
 from corso_core.repo.crypto import Keys
 from corso_core.repo.repository import Repository
 from corso_core.storage.filesystem import FilesystemStorage
 
 #: A small chunk size (as CORSO_TEST_CHUNK_SIZE would record it), so tests move little data.
-SMALL_CHUNKER = ChunkerParams("fastcdc-2020", min_size=1024, avg_size=4096, max_size=16384)
+SMALL_CHUNKER = Chunker(ChunkerParams("fastcdc-2020", min_size=1024, avg_size=4096,
+                                      max_size=16384))
 
 
 def make_repository(path, storage=None) -> Repository:

@@ -1,13 +1,17 @@
 import io
+import itertools
 import os
 import random
 import sys
 import tracemalloc
+from dataclasses import replace
 
 import pytest
 from datalayer import SMALL_CHUNKER
 
 from corso_core.repo.chunker import (
+    KEYED_SEED,
+    Chunker,
     ChunkerMissing,
     ChunkerParams,
     _fastcdc,
@@ -15,26 +19,38 @@ from corso_core.repo.chunker import (
     new_read_buffer,
     read_buffer_size,
 )
+from corso_core.repo.crypto import Keys
 
-DEFAULT = ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
-                        max_size=4 * 1024 * 1024)
+DEFAULT_PARAMS = ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
+                               max_size=4 * 1024 * 1024, seed=KEYED_SEED)
+#: The default sizes as repositories made before keyed chunking record them: seed 0.
+UNKEYED = Chunker(ChunkerParams("fastcdc-2020", min_size=256 * 1024, avg_size=1024 * 1024,
+                                max_size=4 * 1024 * 1024))
+#: A fixed master key, and what it must give: its seed (HKDF-SHA256 output d333dc40b44d852c,
+#: read little-endian, modulo 2**63) and the cut points of the fixed input with that seed.
+FIXED_KEY = bytes(range(32))
+SEED_OF_FIXED_KEY = 0x2C854DB440DC33D3
+KEYED_DEFAULT_CUTS = [1522603, 4128454, 640399]
+KEYED_SMALL_CUTS = [3994, 9523, 7422, 4400, 2809, 4149, 1654, 7947, 4637, 6834, 4086, 3898, 1747,
+                    1975, 461]
 
 
 def fixed_input(size: int) -> bytes:
     return random.Random(20261125).randbytes(size)
 
 
-def sizes(params, f) -> list[int]:
-    return [len(chunk) for chunk in chunk_file(params, f)]
+def sizes(chunker, f) -> list[int]:
+    return [len(chunk) for chunk in chunk_file(chunker, f)]
 
 
 def test_default_parameters_are_the_recorded_ones():
-    assert ChunkerParams.for_new_repository() == DEFAULT
+    assert ChunkerParams.for_new_repository() == DEFAULT_PARAMS
 
 
 def test_cut_points_are_fixed_at_the_default_size():
-    # Cut points are part of the repository format: these must never change.
-    assert sizes(DEFAULT, io.BytesIO(fixed_input(6 * 1024 * 1024))) == [
+    # Cut points are part of the repository format: these must never change. Seed 0 is what
+    # repositories made before keyed chunking cut with, and go on cutting with.
+    assert sizes(UNKEYED, io.BytesIO(fixed_input(6 * 1024 * 1024))) == [
         1468324, 1461601, 2101895, 1259636]
 
 
@@ -42,6 +58,50 @@ def test_cut_points_are_fixed_at_the_small_test_size():
     assert sizes(SMALL_CHUNKER, io.BytesIO(fixed_input(64 * 1024))) == [
         6092, 2331, 4662, 1070, 8043, 1168, 4802, 1629, 5892, 4662, 4835, 6859, 6880, 1867,
         4621, 123]
+
+
+def test_the_keyed_seed_and_cut_points_are_fixed_for_a_fixed_key():
+    # The seed's derivation from the master key and its use are format too (docs/format.md).
+    seed = Keys.derive(FIXED_KEY).chunker_seed
+    assert seed == SEED_OF_FIXED_KEY
+    keyed = DEFAULT_PARAMS.chunker(seed)
+    assert sizes(keyed, io.BytesIO(fixed_input(6 * 1024 * 1024))) == KEYED_DEFAULT_CUTS
+    small = replace(SMALL_CHUNKER.params, seed=KEYED_SEED).chunker(seed)
+    assert sizes(small, io.BytesIO(fixed_input(64 * 1024))) == KEYED_SMALL_CUTS
+
+
+def cut_offsets(chunker, data: bytes) -> set[int]:
+    return set(itertools.accumulate(sizes(chunker, io.BytesIO(data))))
+
+
+def test_two_keys_cut_the_same_data_differently():
+    data = fixed_input(256 * 1024)
+    params = replace(SMALL_CHUNKER.params, seed=KEYED_SEED)
+    one, two = (cut_offsets(params.chunker(Keys.derive(key).chunker_seed), data)
+                for key in (FIXED_KEY, bytes(32)))
+    unkeyed = cut_offsets(SMALL_CHUNKER, data)
+    assert len(one) > 40 and one & two == one & unkeyed == {len(data)}  # only the end
+
+
+def test_only_params_that_say_keyed_take_the_keys_seed():
+    keyed = replace(SMALL_CHUNKER.params, seed=KEYED_SEED).chunker(12345)
+    assert keyed.seed == 12345 and "12345" not in repr(keyed)  # a secret: kept out of logs
+    assert SMALL_CHUNKER.params.chunker(12345).seed == 0
+
+
+def test_the_pure_python_chunker_cuts_as_the_compiled_one_with_a_keyed_seed():
+    """A reader may use either pyfastcdc implementation: both XOR the seed into the gear
+    table alike (the compiled one takes seeds below 2**63, which the derivation keeps to)."""
+    from pyfastcdc.cy import FastCDC as Compiled
+    from pyfastcdc.py import FastCDC as PurePython
+
+    data = fixed_input(128 * 1024)
+    for key in (FIXED_KEY, bytes(32), b"\xff" * 32):
+        seed = Keys.derive(key).chunker_seed
+        cuts = [[c.length for c in FastCDC(4096, min_size=1024, max_size=16384,
+                                           seed=seed).cut_buf(data)]
+                for FastCDC in (Compiled, PurePython)]
+        assert cuts[0] == cuts[1]
 
 
 class TrickleReader(io.RawIOBase):
@@ -68,7 +128,8 @@ def test_chunks_cover_the_input_and_do_not_depend_on_read_sizes(size, tmp_path):
     with open(path, "rb") as f:
         chunks = list(chunk_file(SMALL_CHUNKER, f))  # all kept: each must stay valid
     assert b"".join(chunks) == data
-    assert all(SMALL_CHUNKER.min_size <= len(c) <= SMALL_CHUNKER.max_size for c in chunks[:-1])
+    params = SMALL_CHUNKER.params
+    assert all(params.min_size <= len(c) <= params.max_size for c in chunks[:-1])
     assert sizes(SMALL_CHUNKER, TrickleReader(data)) == [len(c) for c in chunks]
     assert sizes(SMALL_CHUNKER, io.BytesIO(data)) == [len(c) for c in chunks]
 
@@ -81,14 +142,14 @@ def test_an_insert_in_the_middle_changes_only_nearby_chunks():
     changed = [c for c in after if c not in before]
     assert len(after) > 300
     assert 1 <= len(changed) <= 3
-    assert sum(map(len, changed)) <= 3 * SMALL_CHUNKER.max_size
+    assert sum(map(len, changed)) <= 3 * SMALL_CHUNKER.params.max_size
 
 
 def test_a_small_file_gets_a_small_buffer(tmp_path):
     path = tmp_path / "small"
     path.write_bytes(b"x" * 100)
     with open(path, "rb") as f:
-        (chunk,) = chunk_file(DEFAULT, f)
+        (chunk,) = chunk_file(UNKEYED, f)
     assert bytes(chunk) == b"x" * 100
     assert len(chunk.obj) <= 101  # not a 16 MiB buffer per small file
 
@@ -156,11 +217,11 @@ def test_cuts_equal_the_chunkers_own_whatever_the_size_hint(size, hint):
     from pyfastcdc.cy import FastCDC
 
     data = fixed_input(size)
-    p = SMALL_CHUNKER
+    p = SMALL_CHUNKER.params
     expected = [c.length for c in FastCDC(p.avg_size, min_size=p.min_size,
                                           max_size=p.max_size).cut_buf(data)]
     given = {"exact": size, "too small": size // 3, "too large": size * 2, None: None}[hint]
-    chunks = [bytes(c) for c in chunk_file(p, io.BytesIO(data), size=given)]
+    chunks = [bytes(c) for c in chunk_file(SMALL_CHUNKER, io.BytesIO(data), size=given)]
     assert [len(c) for c in chunks] == expected
     assert b"".join(chunks) == data
 
@@ -174,9 +235,9 @@ def test_a_re_used_read_buffer_takes_memory_only_where_read(tmp_path):
     small = tmp_path / "small"
     small.write_bytes(fixed_input(10_000))
     before = resident_bytes()
-    buffer = new_read_buffer(DEFAULT)  # 8 MiB of address space
+    buffer = new_read_buffer(UNKEYED)  # 8 MiB of address space
     with open(small, "rb") as f:
-        (chunk,) = chunk_file(DEFAULT, f, buffer)
+        (chunk,) = chunk_file(UNKEYED, f, buffer)
         assert bytes(chunk) == small.read_bytes()
-    assert len(buffer) == read_buffer_size(DEFAULT) == 8 * 1024 * 1024
+    assert len(buffer) == read_buffer_size(UNKEYED) == 8 * 1024 * 1024
     assert resident_bytes() - before < 1024 * 1024

@@ -857,7 +857,7 @@ def test_small_files_after_many_large_ones_are_read_while_those_wait(repository,
     read_file = engine._Backup._read_file
 
     def reading(self, node, content, *rest):
-        if content.meta.size < self.chunker.min_size:
+        if content.meta.size < self.chunker.params.min_size:
             small_read.set()
         else:
             waited.append(small_read.wait(10))

@@ -7,10 +7,11 @@ import pytest
 
 from corso_core.engine.tree import Entry, encode_tree, read_tree, tree_chunks
 from corso_core.errors import Corrupted
-from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.chunker import Chunker, ChunkerParams
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
-SMALL_CHUNKS = ChunkerParams("fastcdc-2020", min_size=1024, avg_size=4096, max_size=16384)
+SMALL_CHUNKS = Chunker(ChunkerParams("fastcdc-2020", min_size=1024, avg_size=4096,
+                                     max_size=16384))
 
 ENTRIES = [
     Entry(b"\xff\xfe not utf-8\n", Metadata(FILE, mode=0o4755, uid=1000, gid=1001, size=3,
@@ -70,8 +71,8 @@ def test_a_larger_tree_is_split_by_the_chunker_and_read_whole():
     entries = many_files(2000)
     document = encode_tree(entries)
     chunks = tree_chunks(document, SMALL_CHUNKS, chunk_id)
-    assert len(document) > 10 * SMALL_CHUNKS.max_size
-    assert all(len(data) <= SMALL_CHUNKS.max_size for _, data in chunks)
+    assert len(document) > 10 * SMALL_CHUNKS.params.max_size
+    assert all(len(data) <= SMALL_CHUNKS.params.max_size for _, data in chunks)
     assert all(chunk == chunk_id(data) for chunk, data in chunks)
     *pieces, (tree_id, _) = chunks
     assert b"".join(data for _, data in pieces) == document

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from unkeyed_repository import PASSPHRASE, put_unkeyed_repository
 
 from corso_core.errors import (
     AlreadyExists,
@@ -17,6 +18,7 @@ from corso_core.errors import (
     UnsupportedFormat,
 )
 from corso_core.repo import format as format_module
+from corso_core.repo.chunker import KEYED_SEED
 from corso_core.repo.crypto import Keys
 from corso_core.repo.format import (
     FORMAT_COPY_KEY,
@@ -70,8 +72,33 @@ def test_format_blob_is_plaintext_with_the_documented_fields(storage):
     fields = json.loads(raw.split(b"\n", 2)[2])
     assert fields["aead"] == "AES-256-GCM" and fields["kdf"]["name"] == "scrypt"
     assert fields["repository_id"] == created.repository_id
-    assert fields["chunker"] == created.chunker.as_dict()
+    assert fields["chunker"] == created.chunker.params.as_dict()
     assert b"correct horse" not in raw and created.master_key not in raw
+
+
+def test_a_new_repository_records_a_keyed_chunker_and_never_its_seed(storage):
+    created = init_repository(storage, "pw")
+    raw = storage.get(FORMAT_KEY)
+    fields = json.loads(raw.split(b"\n", 2)[2])
+    # version 2: a corso that reads only version 1 refuses it as newer, not as damaged
+    assert fields["chunker"]["seed"] == KEYED_SEED and fields["format_version"] == 2
+    seed = Keys.derive(created.master_key).chunker_seed
+    assert created.chunker.seed == seed != 0
+    assert open_repository(storage, "pw").chunker == created.chunker
+    assert str(seed).encode() not in raw and f"{seed:x}".encode() not in raw.lower()
+
+
+def test_a_repository_made_before_keyed_chunking_keeps_seed_0(storage):
+    """Its format blob (as that corso wrote it) has no chunker seed: it opens, cuts with seed 0
+    (see test_engine_keyed_chunks), and a new passphrase does not make it keyed."""
+    put_unkeyed_repository(storage)
+    opened = open_repository(storage, PASSPHRASE)
+    assert opened.chunker.seed == 0 and opened.chunker.params.seed is None
+    assert opened.format_version == 1
+    update_passphrase(opened, "new")
+    fields = json.loads(storage.get(FORMAT_KEY).split(b"\n", 2)[2])
+    assert "seed" not in fields["chunker"] and fields["format_version"] == 1
+    assert open_repository(storage, "new").chunker == opened.chunker
 
 
 def test_without_the_test_setting_the_kdf_has_full_strength(storage, monkeypatch):
@@ -169,6 +196,14 @@ def test_a_forged_header_with_a_fixed_checksum_does_not_unwrap(storage):
     init_repository(storage, "pw")
     rewrite_body(storage, lambda body: body["chunker"].update(avg_size=4096))
     with pytest.raises(InvalidPassphrase):
+        open_repository(storage, "pw")
+
+
+def test_a_chunker_seed_this_corso_does_not_know_is_refused(storage):
+    init_repository(storage, "pw")
+    rewrite_body(storage, lambda body: body["chunker"].update(seed="keyed-v9"))
+    with pytest.raises(UnsupportedFormat, match="chunker seed 'keyed-v9'; this corso knows "
+                                                f"'{KEYED_SEED}'"):
         open_repository(storage, "pw")
 
 
@@ -398,10 +433,13 @@ def test_keys_come_from_the_master_key(storage):
 
 
 def test_a_reader_written_from_docs_format_md_unwraps_the_master_key(storage):
-    """The recipe in docs/format.md, with `cryptography` alone and no corso code."""
+    """The recipe in docs/format.md, with `cryptography` alone and no corso code: the master
+    key, and the chunker's seed derived from it."""
     import base64
 
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
     created = init_repository(storage, "pass phrase")
@@ -416,3 +454,7 @@ def test_a_reader_written_from_docs_format_md_unwraps_the_master_key(storage):
     associated = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     master = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], associated)
     assert master == created.master_key
+    assert fields["chunker"]["seed"] == "keyed-v1"
+    seed_bytes = HKDF(algorithm=hashes.SHA256(), length=8, salt=None,
+                      info=b"corso v1 chunker-seed").derive(master)
+    assert created.chunker.seed == int.from_bytes(seed_bytes, "little") % 2**63

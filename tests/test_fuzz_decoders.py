@@ -22,7 +22,7 @@ from corso_core import config
 from corso_core.engine.tree import read_tree
 from corso_core.errors import Corrupted, CorsoError
 from corso_core.repo import compression, names
-from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.chunker import KEYED_SEED, Chunker, ChunkerParams
 from corso_core.repo.crypto import Keys, metadata_associated_data, seal
 from corso_core.repo.format import CHECKSUM_PREFIX, MAGIC, FormatBlob
 from corso_core.repo.index import decode_index
@@ -86,13 +86,13 @@ def store_sealed(repository, kind: str, name: str, plain: bytes) -> None:
 def repository(tmp_path_factory):
     storage = FilesystemStorage(str(tmp_path_factory.mktemp("fuzz") / "repo"))
     return Repository(storage, KEYS, "fuzz-repository", 1,
-                      ChunkerParams("fastcdc-2020", 1024, 4096, 16384))
+                      Chunker(ChunkerParams("fastcdc-2020", 1024, 4096, 16384)))
 
 
 # --- the format blob (plaintext, checksummed) ---------------------------------------------
 
 VALID_FORMAT = json.loads(FormatBlob.create(os.urandom(32), "pw", ChunkerParams(
-    "fastcdc-2020", 1024, 4096, 16384)).encode().split(b"\n", 2)[2])
+    "fastcdc-2020", 1024, 4096, 16384, seed=KEYED_SEED)).encode().split(b"\n", 2)[2])
 
 
 def with_checksum(body: bytes) -> bytes:

@@ -122,6 +122,9 @@ def test_status_shows_backend_location_id_version_blobs_and_requests(repo, corso
     assert data["storage_requests"]["requests"]["GET"] >= 1
     assert data["storage_requests"]["requests"]["LIST"] == 1
     assert data["kdf"] == {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+    # the scheme of the chunker's seed, never the seed (secret: derived from the master key)
+    assert data["chunker"]["seed"] == "keyed-v1"
+    assert set(data["chunker"]) == {"algorithm", "min_size", "avg_size", "max_size", "seed"}
 
 
 def test_global_flags_work_before_the_command_name(repo, corso):

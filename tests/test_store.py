@@ -11,7 +11,7 @@ from datalayer import make_repository
 
 from corso_core.errors import Corrupted, StorageError
 from corso_core.repo import names
-from corso_core.repo.chunker import ChunkerParams, chunk_file
+from corso_core.repo.chunker import Chunker, ChunkerParams, chunk_file
 from corso_core.repo.index import decode_index
 from corso_core.repo.manifests import list_manifests, load_manifest, save_manifest
 from corso_core.repo.packs import read_header
@@ -20,7 +20,8 @@ from corso_core.repo.sessions import SessionRecord, list_sessions
 from corso_core.repo.store import ChunkStore
 from corso_core.storage.filesystem import FilesystemStorage
 
-DEFAULT_CHUNKER = ChunkerParams("fastcdc-2020", 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
+DEFAULT_CHUNKER = Chunker(ChunkerParams("fastcdc-2020", 256 * 1024, 1024 * 1024,
+                                        4 * 1024 * 1024))
 
 
 @pytest.fixture
@@ -812,6 +813,6 @@ def test_object_storage_reads_a_whole_default_pack_in_one_request():
     from corso_core.repo.packs import TARGET_PACK_SIZE
     from corso_core.storage.interface import BlobStorage
 
-    largest_pack = TARGET_PACK_SIZE + DEFAULT_CHUNKER.max_size + 64 * 1024  # + its header
+    largest_pack = TARGET_PACK_SIZE + DEFAULT_CHUNKER.params.max_size + 64 * 1024  # + its header
     assert BlobStorage.largest_read >= largest_pack  # S3 keeps the default
     assert FilesystemStorage.largest_read < TARGET_PACK_SIZE  # local reads trade requests for RSS

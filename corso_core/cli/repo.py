@@ -157,7 +157,7 @@ def status(repository: Repository) -> None:
     data = {
         **_describe(connection.backend, repository),
         "kdf": {k: v for k, v in kdf.as_dict().items() if k != "salt"},
-        "chunker": repository.chunker.as_dict(),
+        "chunker": repository.chunker.params.as_dict(),
         "blobs": len(blobs),
         "bytes": total,
         **upkeep,

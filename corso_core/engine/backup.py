@@ -383,7 +383,7 @@ class _Backup:
         buffer = getattr(self._reader_state, "buffer", None)
         if buffer is None:
             buffer = self._reader_state.buffer = new_read_buffer(self.chunker)
-        small = content.meta.size < self.chunker.min_size
+        small = content.meta.size < self.chunker.params.min_size
         read = 0
         for piece in chunk_file(self.chunker, content.file, buffer, content.meta.size):
             if small:  # a copy: the reader's buffer is overwritten by the next read
@@ -473,7 +473,7 @@ class _Backup:
     def _queue_read(self, node: Node) -> _FileJob:
         """Queue a file for a reader: a large one at once, small ones in batches."""
         job = _FileJob(node)
-        if node.meta.size >= self.chunker.min_size:
+        if node.meta.size >= self.chunker.params.min_size:
             self._send(self.large_files, [job])
             return job
         self.batch.append(job)

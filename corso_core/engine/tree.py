@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corso_core.errors import Corrupted
-from corso_core.repo.chunker import ChunkerParams, chunk_file
+from corso_core.repo.chunker import Chunker, chunk_file
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
 FORMAT_VERSION = 1
@@ -111,11 +111,11 @@ def encode_tree(entries: list[Entry]) -> bytes:
     return _CANONICAL.encode(document).encode()
 
 
-def tree_chunks(document: bytes, chunker: ChunkerParams,
+def tree_chunks(document: bytes, chunker: Chunker,
                 chunk_id: Callable[[bytes], bytes]) -> list[tuple[bytes, bytes]]:
     """The (ID, plaintext) chunks that store a tree document (encode_tree's), the tree's own
     last: the document itself, or, above the chunker's maximum, its pieces and their list."""
-    if len(document) <= chunker.max_size:
+    if len(document) <= chunker.params.max_size:
         return [(chunk_id(document), document)]
     pieces = [bytes(piece) for piece in chunk_file(chunker, io.BytesIO(document))]
     chunks = [(chunk_id(piece), piece) for piece in pieces]

@@ -6,7 +6,7 @@ import functools
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
 from corso_core.errors import CorsoError, UnsupportedFormat
@@ -15,21 +15,48 @@ from corso_core.errors import CorsoError, UnsupportedFormat
 #: blob like any other setting. Never set it for real backups.
 TEST_CHUNK_SIZE_ENV = "CORSO_TEST_CHUNK_SIZE"
 
+#: The recorded `seed` of a keyed chunker: its gear seed is Keys.chunker_seed, derived from the
+#: master key, so cut points (which blob sizes reflect) follow from the content only for
+#: whoever holds the key.
+KEYED_SEED = "keyed-v1"
+
 
 @dataclass(frozen=True)
 class ChunkerParams:
+    """The chunker settings the format blob records (in plaintext: no secret among them)."""
+
     algorithm: str
     min_size: int
     avg_size: int
     max_size: int
+    #: How the gear seed is chosen: KEYED_SEED, or None (repositories made before keyed
+    #: chunking, whose blob has no such field): seed 0, pyfastcdc's reference gear table.
+    seed: str | None = None
 
     @classmethod
     def for_new_repository(cls) -> ChunkerParams:
         avg = int(os.environ.get(TEST_CHUNK_SIZE_ENV) or 1024 * 1024)
-        return cls(algorithm="fastcdc-2020", min_size=avg // 4, avg_size=avg, max_size=avg * 4)
+        return cls(algorithm="fastcdc-2020", min_size=avg // 4, avg_size=avg, max_size=avg * 4,
+                   seed=KEYED_SEED)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """As recorded: without `seed` when there is none, as the blob was written then."""
+        return {k: v for k, v in asdict(self).items() if k != "seed" or v is not None}
+
+    def chunker(self, keyed_seed: int) -> Chunker:
+        """What cuts in a repository whose master key gives `keyed_seed` (Keys.chunker_seed)."""
+        return Chunker(self, keyed_seed if self.seed == KEYED_SEED else 0)
+
+
+@dataclass(frozen=True)
+class Chunker:
+    """Recorded parameters and the gear seed they call for: what cut points depend on.
+
+    The seed is secret in a keyed repository: it is never recorded, logged or shown.
+    """
+
+    params: ChunkerParams
+    seed: int = field(default=0, repr=False)
 
 
 #: Bytes read from a file per buffer, as a multiple of the maximum chunk size. Each buffer is a
@@ -43,11 +70,14 @@ class ChunkerMissing(CorsoError):
 
 
 @functools.lru_cache(maxsize=4)
-def _fastcdc(params: ChunkerParams):
+def _fastcdc(chunker: Chunker):
     """A FastCDC instance from the compiled extension, never the pure-Python fallback.
 
-    Made once per parameters (it computes its gear tables) and shared: cutting only reads it.
+    Made once per chunker (it computes its gear tables) and shared: cutting only reads it.
+    The seed is XORed into every entry of the gear table (pyfastcdc 0.3.1, both
+    implementations alike; the compiled one takes 0 <= seed < 2**63).
     """
+    params = chunker.params
     if params.algorithm != "fastcdc-2020":
         raise UnsupportedFormat(f"unknown chunker algorithm {params.algorithm!r}")
     try:
@@ -57,7 +87,8 @@ def _fastcdc(params: ChunkerParams):
             "pyfastcdc's compiled extension (pyfastcdc.cy) is missing; reinstall pyfastcdc==0.3.1"
             " from a wheel for this platform"
         ) from None
-    return FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
+    return FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size,
+                   seed=chunker.seed)
 
 
 def _read_into(f: BinaryIO, view: memoryview) -> int:
@@ -79,22 +110,22 @@ def _size_hint(f: BinaryIO) -> int | None:
         return None
 
 
-def read_buffer_size(params: ChunkerParams) -> int:
+def read_buffer_size(chunker: Chunker) -> int:
     """The size of the buffer chunk_file reads into."""
-    return max(_BUFFER_CHUNKS * params.max_size, 1024 * 1024)
+    return max(_BUFFER_CHUNKS * chunker.params.max_size, 1024 * 1024)
 
 
-def new_read_buffer(params: ChunkerParams) -> mmap.mmap:
+def new_read_buffer(chunker: Chunker) -> mmap.mmap:
     """A buffer for chunk_file to re-use, file after file.
 
     An anonymous map, not a bytearray (which Python zeroes, making all of it resident): its
     pages take memory only once read into, so a thread that reads only small files keeps a
     small buffer.
     """
-    return mmap.mmap(-1, read_buffer_size(params), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, read_buffer_size(chunker), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def chunk_file(params: ChunkerParams, f: BinaryIO, buffer: bytearray | mmap.mmap | None = None,
+def chunk_file(chunker: Chunker, f: BinaryIO, buffer: bytearray | mmap.mmap | None = None,
                size: int | None = None) -> Iterator[memoryview]:
     """Content-defined chunks of `f`, in order; together exactly the file's bytes.
 
@@ -108,8 +139,9 @@ def chunk_file(params: ChunkerParams, f: BinaryIO, buffer: bytearray | mmap.mmap
 
     A file of at most `min_size` bytes is one chunk: it is yielded without running the chunker.
     """
-    cdc = _fastcdc(params)
-    block = read_buffer_size(params)
+    cdc = _fastcdc(chunker)
+    params = chunker.params
+    block = read_buffer_size(chunker)
     if buffer is not None and len(buffer) < block:
         raise ValueError(f"read buffer of {len(buffer)} bytes, {block} needed")
     left = _size_hint(f) if size is None else size

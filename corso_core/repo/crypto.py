@@ -75,13 +75,19 @@ class Keys:
     chunk_id: bytes  # keyed BLAKE3 of chunk plaintext: IDs reveal nothing without it
     data: bytes  # AEAD key for chunk payloads (file data and trees alike)
     metadata: bytes  # AEAD key for pack headers, indexes, manifests, sessions, plans, upkeep
+    #: the gear seed of a keyed chunker (chunker.KEYED_SEED): cut points, and so blob sizes,
+    #: follow from the content only with the key. 8 bytes of output, little-endian, taken
+    #: modulo 2**63: pyfastcdc's compiled chunker refuses a larger seed.
+    chunker_seed: int
 
     @classmethod
     def derive(cls, master: bytes) -> Keys:
-        def subkey(purpose: str) -> bytes:
+        def subkey(purpose: str, length: int = KEY_SIZE) -> bytes:
             return HKDF(
-                algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None,
+                algorithm=hashes.SHA256(), length=length, salt=None,
                 info=f"corso v1 {purpose}".encode(),
             ).derive(master)
 
-        return cls(chunk_id=subkey("chunk-id"), data=subkey("data"), metadata=subkey("metadata"))
+        seed = int.from_bytes(subkey("chunker-seed", 8), "little") % 2**63
+        return cls(chunk_id=subkey("chunk-id"), data=subkey("data"), metadata=subkey("metadata"),
+                   chunker_seed=seed)

@@ -21,17 +21,19 @@ import json
 import os
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from corso_core.errors import Corrupted, InvalidPassphrase, UnsupportedFormat
-from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.chunker import KEYED_SEED, ChunkerParams
 from corso_core.repo.crypto import AEAD_NAME, KEY_SIZE, seal, unseal
 
 FORMAT_KEY = "format"
 FORMAT_COPY_KEY = "format-copy"
-FORMAT_VERSION = 1
+#: 2: the chunker may be keyed (chunker.seed), which a corso reading only version 1 would take
+#: for damage; it refuses version 2 as newer instead. Version 1 blobs (no seed) are read as ever.
+FORMAT_VERSION = 2
 MAGIC = b"corso repository format\n"
 CHECKSUM_PREFIX = b"sha256:"
 
@@ -150,7 +152,7 @@ class FormatBlob:
             "repository_id": self.repository_id,
             "kdf": self.kdf.as_dict(),
             "aead": self.aead,
-            "chunker": asdict(self.chunker),
+            "chunker": self.chunker.as_dict(),
         }
 
     def _associated_data(self) -> bytes:
@@ -213,6 +215,9 @@ class FormatBlob:
         if decoded.aead != AEAD_NAME:
             raise UnsupportedFormat(f"format blob {name} uses AEAD {decoded.aead!r}; "
                                     f"this corso knows {AEAD_NAME}")
+        if decoded.chunker.seed not in (None, KEYED_SEED):
+            raise UnsupportedFormat(f"format blob {name} asks for chunker seed "
+                                    f"{decoded.chunker.seed!r}; this corso knows {KEYED_SEED!r}")
         decoded.kdf.check_bounds(f"format blob {name}")
         return decoded
 

@@ -21,7 +21,7 @@ from corso_core.errors import (
     StorageError,
     UsageError,
 )
-from corso_core.repo.chunker import ChunkerParams
+from corso_core.repo.chunker import Chunker, ChunkerParams
 from corso_core.repo.crypto import KEY_SIZE, Keys
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY, DerivedKey, FormatBlob
 from corso_core.storage.interface import BlobStorage
@@ -37,7 +37,7 @@ class Repository:
     keys: Keys
     repository_id: str
     format_version: int
-    chunker: ChunkerParams
+    chunker: Chunker
     #: The decoded format blob; None for a Repository built by hand in tests.
     format: FormatBlob | None = field(default=None, repr=False)
     #: The master key, kept only to re-wrap it under a new passphrase.
@@ -45,8 +45,9 @@ class Repository:
 
     @classmethod
     def _from_format(cls, storage: BlobStorage, blob: FormatBlob, master: bytes) -> Repository:
-        return cls(storage, Keys.derive(master), blob.repository_id, blob.format_version,
-                   blob.chunker, blob, master)
+        keys = Keys.derive(master)
+        return cls(storage, keys, blob.repository_id, blob.format_version,
+                   blob.chunker.chunker(keys.chunker_seed), blob, master)
 
 
 def check_passphrase(passphrase: str, what: str = "the passphrase") -> str:
