@@ -3,7 +3,9 @@ import os
 import pytest
 
 from corso_core.errors import Corrupted
+from corso_core.repo.chunker import Chunker
 from corso_core.repo.crypto import OVERHEAD, Keys, seal, unseal
+from corso_core.repo.repository import Repository
 
 
 def test_seal_round_trips_and_uses_a_fresh_nonce():
@@ -31,3 +33,12 @@ def test_subkeys_differ_by_purpose_and_are_deterministic():
     assert len({keys.chunk_id, keys.data, keys.metadata}) == 3
     assert Keys.derive(master) == keys
     assert Keys.derive(os.urandom(32)) != keys
+
+
+def test_no_subkey_shows_in_the_keys_repr_nor_in_a_repository_s():
+    """A repr lands in tracebacks, debug logs and test failures: it holds no key material."""
+    keys = Keys.derive(os.urandom(32))
+    shown = repr(keys) + repr(Repository(None, keys, "id", 2, Chunker(None, keys.chunker_seed)))
+    for secret in (keys.chunk_id, keys.data, keys.metadata):
+        assert repr(secret)[2:-1] not in shown and secret.hex() not in shown
+    assert str(keys.chunker_seed) not in shown and hex(keys.chunker_seed) not in shown
