@@ -63,6 +63,11 @@ class Chunker:
 #: fresh object, so a yielded chunk stays valid for as long as its consumer holds it, and memory
 #: is bounded by the chunks in flight, never by the file's size.
 _BUFFER_CHUNKS = 2
+#: chunk_file reads into memory at offsets that are multiples of this, for lengths that are,
+#: from file offsets that are (but at the end of a file): what a file read directly from the
+#: disk (O_DIRECT: sources/files/direct_reads.py) asks of a read. A new_read_buffer is a memory
+#: map, so its start is aligned too.
+READ_ALIGNMENT = 4096
 
 
 class ChunkerMissing(CorsoError):
@@ -110,9 +115,18 @@ def _size_hint(f: BinaryIO) -> int | None:
         return None
 
 
-def read_buffer_size(chunker: Chunker) -> int:
-    """The size of the buffer chunk_file reads into."""
+def _block(chunker: Chunker) -> int:
+    """Bytes chunked per buffer, at most."""
     return max(_BUFFER_CHUNKS * chunker.params.max_size, 1024 * 1024)
+
+
+def read_buffer_size(chunker: Chunker) -> int:
+    """The size of the buffer chunk_file reads into: a block, and room to align its reads."""
+    return _block(chunker) + 2 * READ_ALIGNMENT
+
+
+def _aligned(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
 
 
 def new_read_buffer(chunker: Chunker) -> mmap.mmap:
@@ -141,23 +155,28 @@ def chunk_file(chunker: Chunker, f: BinaryIO, buffer: bytearray | mmap.mmap | No
     """
     cdc = _fastcdc(chunker)
     params = chunker.params
-    block = read_buffer_size(chunker)
-    if buffer is not None and len(buffer) < block:
-        raise ValueError(f"read buffer of {len(buffer)} bytes, {block} needed")
+    block = _block(chunker)
+    if buffer is not None and len(buffer) < read_buffer_size(chunker):
+        raise ValueError(f"read buffer of {len(buffer)} bytes, "
+                         f"{read_buffer_size(chunker)} needed")
     left = _size_hint(f) if size is None else size
+    # Only a buffer given is aligned: a new one is a bytearray, a fresh one for each block.
+    unit = READ_ALIGNMENT if buffer is not None else 1
     carry = memoryview(b"")
     while True:
         # One byte more than the file should have left: a short read then proves the end.
         want = block if left is None else max(min(block, len(carry) + left + 1), len(carry) + 1)
-        view = memoryview(bytearray(want) if buffer is None else buffer)[:want]
-        view[: len(carry)] = carry
-        got = _read_into(f, view[len(carry) :])
+        # The carry goes just before the aligned place the read begins at (READ_ALIGNMENT).
+        start, ask = _aligned(len(carry), unit), _aligned(want - len(carry), unit)
+        space = memoryview(bytearray(start + ask) if buffer is None else buffer)
+        space[start - len(carry) : start] = carry
+        got = _read_into(f, space[start : start + ask])
         filled = len(carry) + got
         at_end = filled < want
         if left is not None:
             # a file that grew past what it should hold is read on at full blocks
             left = left - got if left > got else None
-        view = view[:filled]
+        view = space[start - len(carry) : start + got]
         if at_end and filled <= params.min_size:
             if filled:
                 yield view

@@ -74,6 +74,9 @@ class Content(Protocol):
     """An open content stream; `changed()` says, after reading, whether it moved underneath.
 
     `meta` is the node's metadata as of the moment it was opened (what the backup records).
+    The engine reads `file` into page-aligned memory, 4096 bytes or a multiple at a time, from
+    offsets that are multiples too (repo/chunker.py): a source may open it for direct I/O, as
+    the files source does (sources/files/direct_reads.py).
     """
 
     file: BinaryIO

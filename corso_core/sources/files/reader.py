@@ -23,6 +23,7 @@ import os
 import stat
 from typing import NamedTuple
 
+from corso_core.sources.files.direct_reads import open_for_reading
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata, Node, Report
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -129,7 +130,7 @@ class FileContent:
     """An open regular file, with the fstat taken when it was opened."""
 
     def __init__(self, fd: int, meta: Metadata) -> None:
-        self.file = os.fdopen(fd, "rb", buffering=0)
+        self.file = open_for_reading(fd, meta.size)
         self.meta = meta
 
     def changed(self) -> str | None:

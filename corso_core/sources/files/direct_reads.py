@@ -1,0 +1,73 @@
+"""Reading a large file that is not in the page cache straight from the disk (O_DIRECT).
+
+Read through the page cache, every byte costs the kernel a copy into the reader's memory, and
+the pages it filled stay cached, pushing out what the user had there. In a first backup that
+copy was the largest single cost (perf: 17 % of its CPU, 1 GiB of files, cold cache), more
+than chunking. Read directly, the disk writes into the engine's buffer and nothing is copied:
+the benchmark's first backup took 4.11 against 4.43 s, and 5.56 against 6.37 s of CPU
+(medians of 6 runs each, in turns).
+
+Direct reads ask for aligned memory, offsets and lengths, and the engine's chunker reads that
+way (repo/chunker.py). A read that is not aligned fails with EINVAL: the last one of a file,
+after the short read that met its end, and any of a reader that reads otherwise. The file is
+then read through the page cache from there on, as it is where the filesystem refuses direct
+I/O (setting O_DIRECT fails).
+
+A file whose first page is in the page cache (just written, or read before) is read through it,
+from memory. Asking (a read that does not wait, RWF_NOWAIT) has the kernel read in the first
+few pages of a file that has none cached: some 32 KiB more of each large file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+
+#: Files up to this size are read through the page cache: the kernel reads them in as they are
+#: opened, ahead of their turn (reader.READ_IN_ON_OPEN), and a direct read would wait for each.
+DIRECT_MIN = 1024 * 1024
+_PROBE = 4096
+
+
+class DirectFile(io.FileIO):
+    """A file open with O_DIRECT, read through the page cache once a read is refused."""
+
+    def readinto(self, buffer) -> int | None:
+        try:
+            return super().readinto(buffer)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+        fd = self.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        return super().readinto(buffer)
+
+
+def open_for_reading(fd: int, size: int) -> io.FileIO:
+    """An unbuffered file object for the regular file `fd` (of `size` bytes), reading directly
+    from the disk where that helps and the system allows it."""
+    if size > DIRECT_MIN and hasattr(os, "O_DIRECT") and not _starts_cached(fd):
+        # O_NONBLOCK off: it kept a FIFO from blocking the open of what is known by now to be a
+        # regular file, and some kernels answer a direct read that would wait with EAGAIN.
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+        except OSError:  # EINVAL: a filesystem without direct I/O; read as usual
+            pass
+        else:
+            return DirectFile(fd, "rb")
+    return io.FileIO(fd, "rb")
+
+
+def _starts_cached(fd: int) -> bool:
+    """Whether the file's first page is in the page cache: read without waiting for the disk
+    (RWF_NOWAIT), or asked of a system that cannot tell."""
+    try:
+        os.preadv(fd, [bytearray(_PROBE)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    except (OSError, AttributeError):
+        return True
+    return True

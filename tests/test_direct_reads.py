@@ -1,0 +1,135 @@
+"""Large files not in the page cache are read straight from the disk (O_DIRECT,
+sources/files/direct_reads.py), through the chunker's aligned reads, whole and exact; cached and
+small files go through the page cache, and a read direct I/O refuses falls back to it."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import io
+import mmap
+import os
+
+import pytest
+from test_engine_roundtrip import backup, restore
+from trees import snapshot
+
+from corso_core.engine.progress import Problems
+from corso_core.repo.chunker import READ_ALIGNMENT, ChunkerParams, chunk_file, new_read_buffer
+from corso_core.sources.files.direct_reads import DIRECT_MIN, DirectFile
+from corso_core.sources.files.reader import FilesReader
+
+CHUNKER = ChunkerParams.for_new_repository().chunker(0)
+LARGE = 3 * 1024 * 1024 + 12345  # not a whole number of pages: its last read is short
+
+
+def _written(path, size: int, cached: bool) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    if not cached:  # written back, then dropped from the page cache
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return data
+
+
+def _opened(path):
+    reader = FilesReader([os.fsencode(path)], [], Problems())
+    [node] = reader.roots()
+    return reader.open(node)
+
+
+def _cached(path, offset: int) -> bool:
+    """Whether the page at `offset` is in the page cache (asking has the kernel read in a few
+    pages there: ask only once done)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(READ_ALIGNMENT)], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _direct(file) -> bool:
+    return bool(fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_DIRECT)
+
+
+def test_a_large_file_not_in_the_page_cache_is_read_from_the_disk_whole(tmp_path):
+    data = _written(tmp_path / "large", LARGE, cached=False)
+    content = _opened(tmp_path / "large")
+    try:
+        assert isinstance(content.file, DirectFile) and _direct(content.file)
+        read = b"".join(bytes(chunk) for chunk in chunk_file(
+            CHUNKER, content.file, new_read_buffer(CHUNKER), content.meta.size))
+    finally:
+        content.close()
+    assert read == data
+    assert not _cached(tmp_path / "large", 1024 * 1024)  # it went around the page cache
+
+
+@pytest.mark.parametrize("size, cached", [(LARGE, True), (DIRECT_MIN, False)],
+                         ids=["cached", "small"])
+def test_a_cached_or_small_file_is_read_through_the_page_cache(tmp_path, size, cached):
+    _written(tmp_path / "f", size, cached)
+    content = _opened(tmp_path / "f")
+    try:
+        assert type(content.file) is io.FileIO and not _direct(content.file)
+    finally:
+        content.close()
+
+
+def test_a_read_direct_io_refuses_goes_through_the_page_cache(tmp_path):
+    data = _written(tmp_path / "large", LARGE, cached=False)
+    content = _opened(tmp_path / "large")
+    memory = mmap.mmap(-1, 2 * READ_ALIGNMENT)
+    try:
+        assert _direct(content.file)
+        unaligned = memoryview(memory)[1:1001]
+        assert content.file.readinto(unaligned) == 1000
+        assert bytes(unaligned) == data[:1000] and not _direct(content.file)
+        assert content.file.read() == data[1000:]
+    finally:
+        content.close()
+        del unaligned
+        memory.close()
+
+
+class _Recording(io.BytesIO):
+    """A file that notes each read that reads something: the alignment of its memory, its
+    length and its file offset."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[tuple[int, int, int]] = []
+
+    def readinto(self, buffer) -> int:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        at = self.tell()
+        got = super().readinto(buffer)
+        if got:
+            self.reads.append((address % READ_ALIGNMENT, len(buffer) % READ_ALIGNMENT,
+                               at % READ_ALIGNMENT))
+        return got
+
+
+def test_the_chunker_reads_into_its_buffer_aligned_as_direct_io_asks():
+    data = os.urandom(5 * CHUNKER.params.max_size + 777)  # not a whole number of pages
+    f = _Recording(data)
+    chunks = [bytes(c) for c in chunk_file(CHUNKER, f, new_read_buffer(CHUNKER), len(data))]
+    assert b"".join(chunks) == data and len(chunks) > 3
+    assert len(f.reads) >= 3 and set(f.reads) == {(0, 0, 0)}
+
+
+def test_a_backup_of_files_off_the_page_cache_restores_exactly(repository, tmp_path):
+    (tmp_path / "t").mkdir()
+    for n in range(3):
+        _written(tmp_path / "t" / f"large{n}", LARGE + n * 1000, cached=False)
+    result = backup(repository, tmp_path / "t")
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and stats.files == 3
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
