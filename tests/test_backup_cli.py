@@ -794,15 +794,49 @@ def _restore_caught_half_way(backup_id: str, out: Path, start) -> subprocess.Pop
 
 
 class _PtyChild:
-    """A command on a new terminal (pty.fork), with the few Popen methods the tests use."""
+    """A command on a new terminal (pty.fork) `columns` wide, its standard output sent to
+    `stdout` if given, with the few Popen methods the tests use."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], columns: int = 80, stdout: str | None = None) -> None:
         import pty
 
         self.pid, self.terminal = pty.fork()
         if self.pid == 0:
-            os.execv(argv[0], argv)
+            self.resize(columns, terminal=0)
+            if stdout is not None:
+                os.dup2(os.open(stdout, os.O_WRONLY), 1)
+            # os.environ: the process's own has COLUMNS and LINES from readline, which pytest
+            # loads, and rich prefers COLUMNS to the terminal's width
+            os.execve(argv[0], argv, os.environ)
         self.returncode: int | None = None
+
+    def resize(self, columns: int, terminal: int | None = None) -> None:
+        """As a terminal window's width changes (the child's side of the terminal before it
+        runs the command: set there, the width is in place before the command can read it)."""
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(self.terminal if terminal is None else terminal, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", 24, columns, 0, 0))
+
+    def read(self, until: bytes | None = None, idle: float | None = None) -> bytes:
+        """What the terminal shows from now until `until` has been shown, or nothing more for
+        `idle` seconds (both None: until the command closes it)."""
+        import select
+
+        shown = b""
+        while until is None or until not in shown:
+            if idle is not None and not select.select([self.terminal], [], [], idle)[0]:
+                break
+            try:
+                chunk = os.read(self.terminal, 4096)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        return shown
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -1368,7 +1402,7 @@ def test_progress_shows_sizes_in_the_summarys_units():
 
     from rich.progress import Progress as RichBar
 
-    from corso_core.cli.progress import columns
+    from corso_core.cli.progress_line import columns
 
     bar = RichBar(*columns("backing up"))
     task_id = bar.add_task("backing up", total=3 * 1024 * 1024, files=3)
@@ -1379,6 +1413,78 @@ def test_progress_shows_sizes_in_the_summarys_units():
     assert files.render(bar.tasks[0]).plain == "backing up 3 files"
     bar.update(task_id, files=1)
     assert files.render(bar.tasks[0]).plain == "backing up 1 file"
+
+
+def _drawn(shown: bytes) -> tuple[set[int], int]:
+    """Where a display drew on its terminal: the rows it wrote text on (0: its first; line
+    feeds and moves of the cursor up counted) and the most columns a row reached."""
+    import re
+
+    from rich.cells import cell_len
+
+    rows, row, column, widest = set(), 0, 0, 0
+    for piece in re.split(r"(\r|\n|\x1b\[[0-9;?]*[A-Za-z])", shown.decode(errors="replace")):
+        if piece == "\r":
+            column = 0
+        elif piece == "\n":
+            row += 1
+        elif piece.startswith("\x1b["):
+            row -= int(piece[2:-1] or 1) if piece.endswith("A") else 0
+        else:
+            column += cell_len(piece)
+            widest = max(widest, column)
+            rows |= {row} if piece.strip() else set()
+    return rows, widest
+
+
+def _fits(shown: bytes, columns: int) -> None:
+    """The progress display was drawn on one line no wider than the terminal: wrapped onto
+    several, or by the terminal itself, each refresh may leave lines behind."""
+    assert b"backing up" in shown, shown  # it was drawn
+    rows, widest = _drawn(shown)
+    assert rows == {0}, shown
+    assert widest <= columns, shown
+
+
+@pytest.mark.parametrize("columns, stale_columns", [
+    (20, None), (27, None), (40, None), (80, None), (200, None), (40, "200")],
+    ids=["20", "27", "40", "80", "200", "40-with-COLUMNS-200"])
+def test_progress_is_one_line_that_fits_the_terminal(connected, corso, tmp_path, monkeypatch,
+                                                      columns, stale_columns):
+    """At 40 columns rich wrapped the line onto three, every field broken across them; told
+    another width by COLUMNS (which it prefers to the terminal's), it drew lines the terminal
+    wrapped in turn, and each refresh left one behind. Fields are now left out until it fits,
+    ETA and rate first."""
+    if stale_columns:
+        monkeypatch.setenv("COLUMNS", stale_columns)
+    child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(_small_files(tmp_path))],
+                      columns=columns, stdout=os.devnull)
+    shown = child.read()
+    assert child.wait() == 0, shown
+    _fits(shown, columns)
+
+
+def test_progress_follows_a_terminal_made_narrower(connected, corso, tmp_path):
+    tree = _small_files(tmp_path)
+    for _ in range(10):  # until the backup is caught with its display shown
+        child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(tree)],
+                          columns=120, stdout=os.devnull)
+        before = child.read(until=b"backing up")
+        child.send_signal(signal.SIGSTOP)
+        before += child.read(idle=0.1)  # what it drew before it stopped
+        if b"\x1b[?25h" not in before:  # the cursor shown again: the display is over
+            break
+        child.send_signal(signal.SIGCONT)
+        child.read()
+        child.wait()
+    else:
+        pytest.fail("the backup never ran long enough to be resized while it showed progress")
+    child.resize(30)
+    child.send_signal(signal.SIGCONT)
+    after = child.read()
+    assert child.wait() == 0, after
+    _fits(after, 30)
+    assert _drawn(before)[1] > 30  # it did use the width it had at first
 
 
 def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys):
