@@ -1415,35 +1415,49 @@ def test_progress_shows_sizes_in_the_summarys_units():
     assert files.render(bar.tasks[0]).plain == "backing up 1 file"
 
 
-def _drawn(shown: bytes) -> tuple[set[int], int]:
-    """Where a display drew on its terminal: the rows it wrote text on (0: its first; line
-    feeds and moves of the cursor up counted) and the most columns a row reached."""
-    import re
+class _Screen:
+    """What a display drew on a terminal, replayed: its text, the rows it wrote on (0: its
+    first) and the most columns a row reached. Only the controls rich uses are followed: CR,
+    LF, ESC [nA (up), ESC [2K (erase the row), ESC [?25l and h (hide, show the cursor)."""
 
-    from rich.cells import cell_len
+    def __init__(self, shown: bytes) -> None:
+        import re
 
-    rows, row, column, widest = set(), 0, 0, 0
-    for piece in re.split(r"(\r|\n|\x1b\[[0-9;?]*[A-Za-z])", shown.decode(errors="replace")):
-        if piece == "\r":
-            column = 0
-        elif piece == "\n":
-            row += 1
-        elif piece.startswith("\x1b["):
-            row -= int(piece[2:-1] or 1) if piece.endswith("A") else 0
-        else:
-            column += cell_len(piece)
-            widest = max(widest, column)
-            rows |= {row} if piece.strip() else set()
-    return rows, widest
+        from rich.cells import cell_len
+
+        self.rows: dict[int, str] = {}
+        self.written: set[int] = set()
+        self.widest = row = column = 0
+        for piece in re.split(r"(\r|\n|\x1b\[[0-9;?]*[A-Za-z])", shown.decode(errors="replace")):
+            if piece == "\r":
+                column = 0
+            elif piece == "\n":
+                row += 1
+            elif piece == "\x1b[2K":
+                self.rows[row] = ""
+            elif piece.startswith("\x1b["):
+                row -= int(piece[2:-1] or 1) if piece.endswith("A") else 0
+            elif piece:
+                line = self.rows.get(row, "").ljust(column)
+                self.rows[row] = line[:column] + piece + line[column + len(piece):]
+                column += cell_len(piece)
+                self.widest = max(self.widest, column)
+                self.written |= {row} if piece.strip() else set()
+        self.cursor_shown = shown.rfind(b"\x1b[?25h") >= shown.rfind(b"\x1b[?25l")
+
+    def text(self) -> list[str]:
+        """The rows that show something at the end."""
+        return [self.rows[row].rstrip() for row in sorted(self.rows) if self.rows[row].strip()]
 
 
 def _fits(shown: bytes, columns: int) -> None:
     """The progress display was drawn on one line no wider than the terminal: wrapped onto
     several, or by the terminal itself, each refresh may leave lines behind."""
     assert b"backing up" in shown, shown  # it was drawn
-    rows, widest = _drawn(shown)
-    assert rows == {0}, shown
-    assert widest <= columns, shown
+    screen = _Screen(shown)
+    assert screen.written == {0}, shown
+    assert screen.widest <= columns, shown
+    assert (screen.text(), screen.cursor_shown) == ([], True), shown  # and taken down
 
 
 @pytest.mark.parametrize("columns, stale_columns", [
@@ -1484,7 +1498,44 @@ def test_progress_follows_a_terminal_made_narrower(connected, corso, tmp_path):
     after = child.read()
     assert child.wait() == 0, after
     _fits(after, 30)
-    assert _drawn(before)[1] > 30  # it did use the width it had at first
+    assert _Screen(before).widest > 30  # it did use the width it had at first
+
+
+#: The console script running ARGV, Ctrl-C sent as its progress display has just started.
+CTRL_C_AS_PROGRESS_STARTS = """
+import os, signal, sys
+from corso_core.cli import launch, progress_line
+
+class StoppedAsItStarts(progress_line.FittedProgress):
+    def start(self):
+        super().start()
+        os.kill(os.getpid(), signal.SIGINT)
+
+progress_line.FittedProgress = StoppedAsItStarts
+sys.argv = ["corso", *{argv!r}]
+launch.run()
+"""
+
+
+@pytest.mark.parametrize("command", ["backup", "restore", "verify", "maintenance", "repair"])
+def test_ctrl_c_as_progress_starts_takes_the_display_down(connected, corso, tmp_path, command):
+    """Stopped inside its start, the display was never stopped (the `try` whose `finally`
+    does it came after): its line stayed, `corso: interrupted` written at its end, and the
+    cursor stayed hidden once corso had ended."""
+    tree = _small_files(tmp_path)
+    argv = {"backup": ["backup", "create", "files", "--path", str(tree)],
+            "restore": ["restore", "files", "--backup", create(corso, "--path", str(tree)),
+                        "--destination", str(tmp_path / "out")],
+            "verify": ["repo", "verify", "--read-data"],
+            "maintenance": ["repo", "maintenance"],
+            "repair": ["repo", "repair"]}[command]
+    child = _PtyChild([sys.executable, "-c", CTRL_C_AS_PROGRESS_STARTS.format(argv=argv)],
+                      stdout=os.devnull)
+    shown = child.read()
+    assert child.wait() == 130, shown
+    screen = _Screen(shown)
+    assert b"\x1b[?25l" in shown  # the display had started: it hides the cursor
+    assert (screen.text(), screen.cursor_shown) == (["corso: interrupted"], True), shown
 
 
 def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys):

@@ -650,11 +650,11 @@ def _stored_pass(repository, source: Source, values: dict, options: BackupOption
         parent = find_parent(repository, source, paths, host)
         backup = _Backup(store, repository.chunker, source.open_reader(values, problems),
                          options, problems, progress, own)
-        progress.start(None)
-        if progress.wants_total:
-            threading.Thread(target=_measure, args=(source, values, progress, own), daemon=True,
-                             name="corso-measure").start()
-        try:
+        try:  # stopped (Ctrl-C) as it starts, the display is taken down all the same
+            progress.start(None)
+            if progress.wants_total:
+                threading.Thread(target=_measure, args=(source, values, progress, own),
+                                 daemon=True, name="corso-measure").start()
             old_root = bytes.fromhex(parent["root"]) if parent else None
             root = backup.walk(None, backup.previous(old_root))
             backup.finish_ready(block=True)

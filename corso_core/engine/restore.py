@@ -383,9 +383,9 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                                                     "name twice (a damaged tree)")
             writer = source.open_writer(values, collisions, problems)
             restore = _Restore(store, writer, problems, progress)
-            progress.start(plan.total_bytes)
             full = None
             try:
+                progress.start(plan.total_bytes)
                 try:
                     restore.create(plan)
                     restore.fetch()
