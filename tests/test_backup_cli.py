@@ -1538,6 +1538,28 @@ def test_ctrl_c_as_progress_starts_takes_the_display_down(connected, corso, tmp_
     assert (screen.text(), screen.cursor_shown) == (["corso: interrupted"], True), shown
 
 
+def test_ctrl_c_held_down_on_a_terminal_takes_the_display_down(connected, corso, tmp_path):
+    """As test_ctrl_c_held_down_ends_a_backup_with_its_one_line, progress shown: the display
+    stayed, `corso: interrupted` at its end, and the cursor hidden (most backups), as a second
+    stop cut short the first one's taking it down, or rich's start (its console then kept all
+    it wrote, the removal too), or the handler itself (each one handled inside the last, for
+    seconds); or a thread's start failed ("RuntimeError: release unlocked lock", 1 in 100)."""
+    tree = _small_files(tmp_path)
+    for _ in range(10):
+        child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(tree)],
+                          stdout=os.devnull)
+        shown = child.read(until=b"backing up")
+        while child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            shown += child.read(idle=0)
+        shown += child.read()
+        assert child.wait() == 130, shown
+        screen = _Screen(shown)
+        assert (screen.text(), screen.cursor_shown) == (["corso: interrupted"], True), shown
+    assert json.loads(corso("backup", "list", "files", "--json").out) == []
+    assert corso("repo", "verify").code == 0
+
+
 def test_a_line_said_while_progress_shows_goes_above_the_bar(monkeypatch, capsys):
     """A warning (a FIFO skipped) was written past rich onto the bar's own line, and stayed
     there, glued to a stale bar."""

@@ -7,7 +7,7 @@ imported only then (it costs every other command start-up time for nothing).
 
 from __future__ import annotations
 
-from corso_core.cli import output
+from corso_core.cli import output, stopping
 from corso_core.engine.progress import Progress
 
 
@@ -19,6 +19,7 @@ class TerminalProgress(Progress):
         self.bar = None
         self.task = None
 
+    @stopping.finished_first  # cut short, rich's console may keep all it writes from then on
     def start(self, total_bytes: int | None) -> None:
         from rich.console import Console
 
@@ -38,6 +39,7 @@ class TerminalProgress(Progress):
             task = self.bar.tasks[0]
             self.bar.update(self.task, advance=nbytes, files=task.fields["files"] + files)
 
+    @stopping.finished_first  # a second Ctrl-C would leave its line, and the cursor hidden
     def stop(self) -> None:
         if self.bar is not None:
             output.progress_shown_on(None)

@@ -659,9 +659,9 @@ def _stored_pass(repository, source: Source, values: dict, options: BackupOption
             root = backup.walk(None, backup.previous(old_root))
             backup.finish_ready(block=True)
             backup.root = root.tree_id
-        finally:
-            backup.shutdown()
+        finally:  # the display first: a second Ctrl-C may cut the rest short
             progress.stop()
+            backup.shutdown()
         store.flush()
     except BaseException:
         store.close()

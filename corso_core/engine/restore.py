@@ -402,10 +402,10 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                     full = e
                 else:
                     restore.finish_dirs(plan)
-            finally:
+            finally:  # the display first: a second Ctrl-C may cut the rest short
+                progress.stop()
                 restore.discard_unfinished()
                 writer.close()
-                progress.stop()
         finally:
             store.close()
     if full is not None:
