@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from corso_core.cli import backup as cli_backup
-from corso_core.cli import connection
+from corso_core.cli import connection, stopping
 from corso_core.cli import main as cli_main
 from tests.cli_fixtures import CORSO, one_error_line, run_subprocess
 
@@ -76,12 +76,11 @@ def test_run_flushes_the_standard_streams_before_leaving(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Stream())
     monkeypatch.setattr(cli_main, "main", fake_main)
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: events.append(("exit", code)))
-    # What run() sets for its whole process stays out of pytest's: the signals it ignores
-    # once main() is done, which every later test's corso would inherit (and go on when told
-    # to stop), and pytest's own Ctrl-C; and the GIL's switch interval.
+    # What run() sets for its whole process stays out of pytest's: its signal handlers (pytest's
+    # own Ctrl-C, pytest-timeout's SIGALRM) and unraisable hook; and the GIL's switch interval.
     monkeypatch.setattr(cli_main.sys, "setswitchinterval", lambda interval: None)
-    handlers = {signum: signal.getsignal(signum)
-                for signum in (*cli_main.TERMINATING_SIGNALS, signal.SIGINT)}
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    handlers = {signum: signal.getsignal(signum) for signum in stopping.HANDLED}
     try:
         cli_main.run()
     finally:
@@ -115,6 +114,7 @@ def test_the_console_script_passes_the_gil_on_every_millisecond():
 LATE_SIGNAL = """
 import os, signal
 from corso_core.cli import main as cli_main
+from corso_core.cli import stopping
 
 class Done(SystemExit):
     @property

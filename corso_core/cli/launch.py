@@ -35,7 +35,7 @@ def _stop_while_loading(signum: int, frame) -> None:
 def run() -> None:
     """Load the CLI with the early handlers in place (a signal ignored when corso started, as
     `nohup` ignores SIGHUP, stays ignored) and the key's derivation begun (cli/cached_key.py),
-    give Ctrl-C back to Python, then main.run()."""
+    then main.run()."""
     before = {signum: signal.getsignal(signum) for signum in _STOPPING_SIGNALS}
     for signum, handler in before.items():
         if handler is not signal.SIG_IGN:
@@ -44,7 +44,6 @@ def run() -> None:
 
     arenas.limit_malloc_arenas()  # before the first thread
     cached_key.start(sys.argv[1:])  # scrypt runs while the CLI's modules load
-    from corso_core.cli import main  # SIGTERM and SIGHUP: main.run replaces these handlers
+    from corso_core.cli import main
 
-    signal.signal(signal.SIGINT, before[signal.SIGINT])  # KeyboardInterrupt, as main expects
-    main.run()
+    main.run()  # which replaces these handlers (cli/stopping.py)

@@ -6,13 +6,13 @@ import importlib
 import logging
 import os
 import re
-import signal
 import sys
 
 import click
 
 from corso_core import __version__
-from corso_core.cli import cached_key, launch, output
+from corso_core.cli import cached_key, launch, output, stopping
+from corso_core.cli.stopping import Terminated
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -90,9 +90,6 @@ def _without_secrets(message: str, argv: list[str]) -> str:
 #: The exit status when stdout's reader went away, as a process SIGPIPE ends gets (128 + 13).
 READER_GONE = 141
 
-#: What `kill`, `timeout`, `systemctl stop` and a closed terminal send: met as Ctrl-C is, so a
-#: backup indexes what it stored and a restore removes its temporary files.
-TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: How long a thread holds the GIL before another that waits for it gets it, in seconds
 #: (Python's default: 0.005). A backup's and a restore's threads return from native work
 #: (reads, hashing, compression, decryption, writes) many times a millisecond and then wait
@@ -104,32 +101,10 @@ TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 SWITCH_INTERVAL_S = 0.001
 
 
-class Terminated(BaseException):
-    """A terminating signal, raised in the main thread wherever it is, as Ctrl-C's
-    KeyboardInterrupt is: what cleans up after one (`finally`, `except BaseException`) cleans
-    up after both. Not a KeyboardInterrupt, which click would turn into Abort."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _terminate(signum: int, frame) -> None:
-    raise Terminated(signum)
-
-
-def _handle_terminating_signals() -> None:
-    """Raise Terminated on each terminating signal, but for one ignored when corso started
-    (`nohup` ignores SIGHUP so that a command outlives its terminal), as Python does Ctrl-C."""
-    for signum in TERMINATING_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _terminate)
-
-
 def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
     """Say why the command stopped (if stderr is still there: a hangup may have closed the
     terminal) and return its exit status."""
-    code, line = launch.stopped_by(e.signum if isinstance(e, Terminated) else signal.SIGINT)
+    code, line = launch.stopped_by(stopping.signal_of(e))
     try:
         output.tell(line)
     except OSError:
@@ -145,9 +120,12 @@ def main(argv: list[str] | None = None, *, key_begun: bool = False) -> None:
     argv_given = sys.argv[1:] if argv is None else argv
     output.setup_logging(output.GlobalFlags())  # a log flag, once parsed, sets it up again
     try:
-        if not key_begun:
-            cached_key.start(argv_given)
-        cli.main(args=argv, prog_name="corso", standalone_mode=False)
+        try:
+            if not key_begun:
+                cached_key.start(argv_given)
+            cli.main(args=argv, prog_name="corso", standalone_mode=False)
+        finally:  # the outcome is known: a signal no longer stops anything (cli/stopping.py)
+            stopping.running = False
     except CorsoError as e:
         log.debug("error", exc_info=True)
         output.say("error", str(e))
@@ -175,29 +153,25 @@ def main(argv: list[str] | None = None, *, key_begun: bool = False) -> None:
 
 def run() -> None:
     """What the `corso` console script (cli/launch.py) runs once the CLI is loaded, the key's
-    derivation begun and malloc limited to two arenas (cli/arenas.py): main(), with SIGTERM
-    and SIGHUP raising Terminated and the GIL passed on every SWITCH_INTERVAL_S, then leave
-    without the interpreter's teardown.
+    derivation begun and malloc limited to two arenas (cli/arenas.py): main(), with Ctrl-C,
+    SIGTERM and SIGHUP stopping it (cli/stopping.py) and the GIL passed on every
+    SWITCH_INTERVAL_S, then leave without the interpreter's teardown.
 
     Freeing every object one by one at exit (boto3's service models, the index, the trees)
     took ~65 ms of every command, which the OS does at once when the process ends. Everything a
     command writes is closed (and renamed into place) before main() returns; only the standard
     streams and the log have buffers left, and they are flushed here.
     """
-    _handle_terminating_signals()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    code = None
     try:
         try:
+            stopping.raise_on_signals()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
             main(key_begun=True)
         except SystemExit as e:  # main() always ends with one, carrying an int
             code = e.code
-        finally:  # the command is over: what is left is a flush, which no signal stops
-            for signum in (*TERMINATING_SIGNALS, signal.SIGINT):
-                signal.signal(signum, signal.SIG_IGN)
-    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one, or
-        if code is None:  # just as it returned (the command's own result then stands)
-            code = _stopped_by(e)
+    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one
+        stopping.running = False  # a store, as in main()
+        code = _stopped_by(e)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -1,4 +1,5 @@
-"""Progress on stderr with rich: files, bytes, rate, and an ETA once the total is known.
+"""Progress on stderr with rich: files, bytes, rate, and an ETA once the total is known, on one
+line that fits the terminal (cli/progress_line.py).
 
 Shown only when stderr is a terminal and neither --hide-progress nor --json was given; rich is
 imported only then (it costs every other command start-up time for nothing).
@@ -6,8 +7,8 @@ imported only then (it costs every other command start-up time for nothing).
 
 from __future__ import annotations
 
-from corso_core.cli import output
-from corso_core.engine.progress import Progress, counted
+from corso_core.cli import output, stopping
+from corso_core.engine.progress import Progress
 
 
 class TerminalProgress(Progress):
@@ -18,11 +19,13 @@ class TerminalProgress(Progress):
         self.bar = None
         self.task = None
 
+    @stopping.finished_first  # cut short, rich's console may keep all it writes from then on
     def start(self, total_bytes: int | None) -> None:
         from rich.console import Console
-        from rich.progress import Progress as RichBar
 
-        self.bar = RichBar(*columns(self.verb), console=Console(stderr=True), transient=True)
+        from corso_core.cli.progress_line import FittedProgress
+
+        self.bar = FittedProgress(self.verb, Console(stderr=True))
         self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
         self.bar.start()
         output.progress_shown_on(self.bar.console)
@@ -36,6 +39,7 @@ class TerminalProgress(Progress):
             task = self.bar.tasks[0]
             self.bar.update(self.task, advance=nbytes, files=task.fields["files"] + files)
 
+    @stopping.finished_first  # a second Ctrl-C would leave its line, and the cursor hidden
     def stop(self) -> None:
         if self.bar is not None:
             output.progress_shown_on(None)
@@ -43,32 +47,6 @@ class TerminalProgress(Progress):
                 self.bar.stop()
             except OSError:  # the terminal is gone (a hangup): nothing left to show it on
                 pass
-
-
-def columns(verb: str) -> list:
-    """Files, bar, bytes done and total, rate, elapsed, ETA; sizes in the summary's units
-    (KiB, MiB: rich's own byte columns said MB, the summary that follows MiB)."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        ProgressColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Files(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{verb} {counted(task.fields['files'], 'file')}")
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            shown = f"{human_bytes(task.speed)}/s" if task.speed is not None else "?"
-            return Text(shown, style="progress.data.speed")
-
-    return [Files(), BarColumn(),
-            DownloadColumn(binary_units=True), Rate(), TimeElapsedColumn(),
-            TimeRemainingColumn()]
 
 
 def progress_for(verb: str) -> Progress:

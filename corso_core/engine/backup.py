@@ -679,18 +679,18 @@ def _stored_pass(repository, source: Source, values: dict, options: BackupOption
         parent = find_parent(repository, source, paths, host)
         backup = _Backup(store, repository.chunker, roots.reader, options, problems, progress,
                          own)
-        progress.start(None)
-        if progress.wants_total:
-            threading.Thread(target=_measure, args=(source, values, progress, own), daemon=True,
-                             name="corso-measure").start()
-        try:
+        try:  # stopped (Ctrl-C) as it starts, the display is taken down all the same
+            progress.start(None)
+            if progress.wants_total:
+                threading.Thread(target=_measure, args=(source, values, progress, own),
+                                 daemon=True, name="corso-measure").start()
             old_root = bytes.fromhex(parent["root"]) if parent else None
             root = backup.walk(None, backup.previous(old_root), roots.nodes, roots.listed)
             backup.finish_ready(block=True)
             backup.root = root.tree_id
-        finally:
-            backup.shutdown()
+        finally:  # the display first: a second Ctrl-C may cut the rest short
             progress.stop()
+            backup.shutdown()
         store.flush()
     except BaseException:
         store.close()

@@ -27,7 +27,7 @@ class Progress:
         """Files finished and bytes processed since the last call."""
 
     def stop(self) -> None:
-        """Work is over (successfully or not)."""
+        """Work is over (successfully or not), or start() was stopped part-way (Ctrl-C)."""
 
 
 def counted(n: int, noun: str) -> str:

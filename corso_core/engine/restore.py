@@ -385,9 +385,9 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             for path in plan.named_again:
                 problems.error(restore.shown(path), "not restored: its directory lists the "
                                                     "name twice (a damaged tree)")
-            progress.start(plan.total_bytes)
             full = None
             try:
+                progress.start(plan.total_bytes)
                 try:
                     restore.create(plan)
                     restore.fetch()
@@ -404,10 +404,10 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
                     full = e
                 else:
                     restore.finish_dirs(plan)
-            finally:
+            finally:  # the display first: a second Ctrl-C may cut the rest short
+                progress.stop()
                 restore.discard_unfinished()
                 writer.close()
-                progress.stop()
         finally:
             store.close()
     if full is not None:

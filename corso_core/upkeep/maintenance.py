@@ -448,8 +448,8 @@ def run_maintenance(repository, *, mode: str = "complete", max_unused: float = 5
     report.before = space(repository.storage.list())
     window = safety_window() if safety == "full" else 0.0
     run = _Run(repository, now, window, report, progress)
-    progress.start(None)
     try:
+        progress.start(None)
         run.clean_sessions()
         report.upload_leftovers_removed = repository.storage.cleanup(
             UPLOAD_LEFTOVER_SECONDS if safety == "full" else 0.0)

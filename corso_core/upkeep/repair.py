@@ -64,8 +64,8 @@ def run_repair(repository, progress: Progress | None = None, *,
     uncovered = sorted((kind, name) for kind in names.PACK_KINDS for name in listing[kind]
                        if (kind, name) not in covered)
     entries: list[IndexEntry] = []
-    progress.start(None)
     try:
+        progress.start(None)
         for kind, name in uncovered:
             try:
                 header = read_header(storage, keys, kind, name)

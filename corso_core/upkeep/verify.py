@@ -207,8 +207,8 @@ def _read_packs(repository, readable: Readable, refs: list[PackRef], listing,
                 report: VerifyReport, progress: Progress) -> set[tuple[bytes, PackRef]]:
     """Download, authenticate and re-hash the packs; the (chunk, pack) pairs that failed."""
     bad_locations: set[tuple[bytes, PackRef]] = set()
-    progress.start(sum(listing[kind][name].size for kind, name in refs))
     try:
+        progress.start(sum(listing[kind][name].size for kind, name in refs))
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-verify") as pool:
             results = pool.map(lambda ref: _read_pack(repository, ref, readable.entries(ref)),
                                refs)
