@@ -1572,9 +1572,10 @@ def test_ctrl_c_held_down_on_a_terminal_takes_the_display_down(connected, corso,
         child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(tree)],
                           stdout=os.devnull)
         shown = child.read(until=b"backing up")
-        while child.poll() is None:
+        while child.poll() is None:  # paced as in the test above
             child.send_signal(signal.SIGINT)
             shown += child.read(idle=0)
+            time.sleep(0.0002)
         shown += child.read()
         assert child.wait() == 130, shown
         screen = _Screen(shown)
