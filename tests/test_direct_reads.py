@@ -9,6 +9,9 @@ import fcntl
 import io
 import mmap
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from test_engine_roundtrip import backup, restore
@@ -21,6 +24,22 @@ from corso_core.sources.files.reader import FilesReader
 
 CHUNKER = ChunkerParams.for_new_repository().chunker(0)
 LARGE = 3 * 1024 * 1024 + 12345  # not a whole number of pages: its last read is short
+
+
+@pytest.fixture
+def disk_dir(tmp_path):
+    """A directory whose files the page cache can let go of: tmp_path, else one in /var/tmp
+    (/tmp may be a tmpfs, whose files live in the page cache)."""
+    for base in (tmp_path, Path("/var/tmp")):
+        directory = Path(tempfile.mkdtemp(dir=base))
+        try:
+            _written(directory / "probe", 64 * 1024, cached=False)
+            if not _cached(directory / "probe", 32 * 1024):
+                yield directory
+                return
+        finally:
+            shutil.rmtree(directory)
+    pytest.fail("neither tmp_path nor /var/tmp lets a file out of the page cache")
 
 
 def _written(path, size: int, cached: bool) -> bytes:
@@ -43,13 +62,15 @@ def _opened(path):
 
 
 def _cached(path, offset: int) -> bool:
-    """Whether the page at `offset` is in the page cache (asking has the kernel read in a few
-    pages there: ask only once done)."""
+    """Whether the page at `offset` is in the page cache, or may be (a filesystem that cannot
+    tell, as tmpfs); asking has the kernel read in a few pages there: ask only once done."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.preadv(fd, [bytearray(READ_ALIGNMENT)], offset, os.RWF_NOWAIT)
     except BlockingIOError:
         return False
+    except OSError:
+        return True
     finally:
         os.close(fd)
     return True
@@ -59,9 +80,9 @@ def _direct(file) -> bool:
     return bool(fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_DIRECT)
 
 
-def test_a_large_file_not_in_the_page_cache_is_read_from_the_disk_whole(tmp_path):
-    data = _written(tmp_path / "large", LARGE, cached=False)
-    content = _opened(tmp_path / "large")
+def test_a_large_file_not_in_the_page_cache_is_read_from_the_disk_whole(disk_dir):
+    data = _written(disk_dir / "large", LARGE, cached=False)
+    content = _opened(disk_dir / "large")
     try:
         assert isinstance(content.file, DirectFile) and _direct(content.file)
         read = b"".join(bytes(chunk) for chunk in chunk_file(
@@ -69,23 +90,35 @@ def test_a_large_file_not_in_the_page_cache_is_read_from_the_disk_whole(tmp_path
     finally:
         content.close()
     assert read == data
-    assert not _cached(tmp_path / "large", 1024 * 1024)  # it went around the page cache
+    assert not _cached(disk_dir / "large", 1024 * 1024)  # it went around the page cache
 
 
 @pytest.mark.parametrize("size, cached", [(LARGE, True), (DIRECT_MIN, False)],
                          ids=["cached", "small"])
-def test_a_cached_or_small_file_is_read_through_the_page_cache(tmp_path, size, cached):
-    _written(tmp_path / "f", size, cached)
-    content = _opened(tmp_path / "f")
+def test_a_cached_or_small_file_is_read_through_the_page_cache(disk_dir, size, cached):
+    _written(disk_dir / "f", size, cached)
+    content = _opened(disk_dir / "f")
     try:
         assert type(content.file) is io.FileIO and not _direct(content.file)
     finally:
         content.close()
 
 
-def test_a_read_direct_io_refuses_goes_through_the_page_cache(tmp_path):
-    data = _written(tmp_path / "large", LARGE, cached=False)
-    content = _opened(tmp_path / "large")
+@pytest.mark.parametrize("read", [lambda f: f.read(1000) + f.read(), lambda f: f.readall()],
+                         ids=["read", "readall"])
+def test_reads_into_memory_of_their_own_go_through_the_page_cache(disk_dir, read):
+    data = _written(disk_dir / "large", LARGE, cached=False)
+    content = _opened(disk_dir / "large")
+    try:
+        assert _direct(content.file)
+        assert read(content.file) == data and not _direct(content.file)
+    finally:
+        content.close()
+
+
+def test_a_read_direct_io_refuses_goes_through_the_page_cache(disk_dir):
+    data = _written(disk_dir / "large", LARGE, cached=False)
+    content = _opened(disk_dir / "large")
     memory = mmap.mmap(-1, 2 * READ_ALIGNMENT)
     try:
         assert _direct(content.file)
@@ -125,11 +158,11 @@ def test_the_chunker_reads_into_its_buffer_aligned_as_direct_io_asks():
     assert len(f.reads) >= 3 and set(f.reads) == {(0, 0, 0)}
 
 
-def test_a_backup_of_files_off_the_page_cache_restores_exactly(repository, tmp_path):
-    (tmp_path / "t").mkdir()
+def test_a_backup_of_files_off_the_page_cache_restores_exactly(repository, tmp_path, disk_dir):
+    (disk_dir / "t").mkdir()
     for n in range(3):
-        _written(tmp_path / "t" / f"large{n}", LARGE + n * 1000, cached=False)
-    result = backup(repository, tmp_path / "t")
+        _written(disk_dir / "t" / f"large{n}", LARGE + n * 1000, cached=False)
+    result = backup(repository, disk_dir / "t")
     stats, problems = restore(repository, result.backup_id, tmp_path / "out")
     assert problems.errors == [] and stats.files == 3
-    assert snapshot(tmp_path / "out" / "t") == snapshot(tmp_path / "t")
+    assert snapshot(tmp_path / "out" / "t") == snapshot(disk_dir / "t")

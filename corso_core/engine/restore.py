@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from corso_core.engine.browse import Globs, TreeLoader
@@ -155,7 +156,7 @@ class _Restore:
         # Writers made before SourceWriter.write_file get a file of one chunk as any other.
         self.write_file = getattr(writer, "write_file", None)
         # Optional too: how the writer's messages name an item (SourceWriter.shown).
-        self.shown = getattr(writer, "shown", None) or (lambda path: os.path.join(*path))
+        self.shown = getattr(writer, "shown", None) or partial(SourceWriter.shown, writer)
 
     def _below_left_out(self, path: Path) -> bool:
         return bool(self.left_out) and any(path[:i] in self.left_out for i in range(1, len(path)))

@@ -8,10 +8,9 @@ the benchmark's first backup took 4.11 against 4.43 s, and 5.56 against 6.37 s o
 (medians of 6 runs each, in turns).
 
 Direct reads ask for aligned memory, offsets and lengths, and the engine's chunker reads that
-way (repo/chunker.py). A read that is not aligned fails with EINVAL: the last one of a file,
-after the short read that met its end, and any of a reader that reads otherwise. The file is
-then read through the page cache from there on, as it is where the filesystem refuses direct
-I/O (setting O_DIRECT fails).
+way (repo/chunker.py). A read that is not aligned fails with EINVAL (a read into memory that
+is not aligned, or after a short read mid-file): the file is then read through the page cache
+from there on, as it is where the filesystem refuses direct I/O (setting O_DIRECT fails).
 
 A file whose first page is in the page cache (just written, or read before) is read through it,
 from memory. Asking (a read that does not wait, RWF_NOWAIT) has the kernel read in the first
@@ -32,7 +31,8 @@ _PROBE = 4096
 
 
 class DirectFile(io.FileIO):
-    """A file open with O_DIRECT, read through the page cache once a read is refused."""
+    """A file open with O_DIRECT, read through the page cache once a read is refused; `read`
+    and `readall` (which read into memory of their own, never aligned) read through it."""
 
     def readinto(self, buffer) -> int | None:
         try:
@@ -40,9 +40,20 @@ class DirectFile(io.FileIO):
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
+        self._through_the_page_cache()
+        return super().readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes | None:
+        self._through_the_page_cache()
+        return super().read(size)
+
+    def readall(self) -> bytes:
+        self._through_the_page_cache()
+        return super().readall()
+
+    def _through_the_page_cache(self) -> None:
         fd = self.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-        return super().readinto(buffer)
 
 
 def open_for_reading(fd: int, size: int) -> io.FileIO:
