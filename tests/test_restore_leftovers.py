@@ -6,6 +6,7 @@ read safely is left alone."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -229,18 +230,27 @@ def test_restores_side_by_side_run_together(destination):
 
 
 def restored_together(destinations: list[Path], monkeypatch) -> dict[Path, object]:
-    """Start restores into `destinations` at once, in threads, each paused once it has made
-    its destination, before it takes its own locks; then let each take them in turn, the
-    next once the previous one holds them or was refused. Its writer, or the CorsoError."""
+    """Start restores into `destinations` at once, in threads: each paused once it has locked
+    the directories above its missing destination, until all have (so none has made anything
+    yet), then once it has made its destination, before it takes its own locks; then let each
+    take them in turn, the next once the previous one holds them or was refused. Its writer,
+    or the CorsoError."""
+    looked = threading.Barrier(len(destinations), timeout=10)
     made = threading.Barrier(len(destinations) + 1, timeout=10)
     turns = {str(d): threading.Event() for d in destinations}
-    take = DestinationLock.take
+    climb, take = DestinationLock._climb, DestinationLock.take
+
+    def climb_together(lock, fd, mode):
+        climb(lock, fd, mode)
+        if mode == fcntl.LOCK_SH:  # above a missing destination (the writer's are LOCK_EX)
+            looked.wait()
 
     def take_in_turn(lock, root_fd):
         made.wait()
         assert turns[threading.current_thread().name].wait(10)
         take(lock, root_fd)
 
+    monkeypatch.setattr(DestinationLock, "_climb", climb_together)
     monkeypatch.setattr(DestinationLock, "take", take_in_turn)
     outcomes = {}
 
