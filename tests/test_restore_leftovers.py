@@ -6,9 +6,11 @@ read safely is left alone."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import stat
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from corso_core.engine.progress import Problems
 from corso_core.errors import CorsoError
 from corso_core.sources.files import FILES
 from corso_core.sources.files import leftovers as leftovers_module
+from corso_core.sources.files.destination_lock import DestinationLock
 from corso_core.sources.source import DIR, FILE, Metadata
 
 FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
@@ -217,12 +220,76 @@ def test_a_restore_into_a_directory_above_one_being_restored_is_refused(destinat
 
 
 def test_restores_side_by_side_run_together(destination):
-    """Into D/other and D/shared: they share the lock on D."""
+    """Into D/other and D/shared, or D/new/sub made meanwhile: they share the lock on D."""
     (destination / "other").mkdir()
     with restoring(destination / "other"):
-        writer, problems = open_writer(destination / "shared")
+        for beside in (destination / "shared", destination / "new" / "sub"):
+            writer, problems = open_writer(beside)
+            writer.close()
+            assert problems.warnings == problems.errors == []
+
+
+def restored_together(destinations: list[Path], monkeypatch) -> dict[Path, object]:
+    """Start restores into `destinations` at once, in threads: each paused once it has locked
+    the directories above its missing destination, until all have (so none has made anything
+    yet), then once it has made its destination, before it takes its own locks; then let each
+    take them in turn, the next once the previous one holds them or was refused. Its writer,
+    or the CorsoError."""
+    looked = threading.Barrier(len(destinations), timeout=10)
+    made = threading.Barrier(len(destinations) + 1, timeout=10)
+    turns = {str(d): threading.Event() for d in destinations}
+    climb, take = DestinationLock._climb, DestinationLock.take
+
+    def climb_together(lock, fd, mode):
+        climb(lock, fd, mode)
+        if mode == fcntl.LOCK_SH:  # above a missing destination (the writer's are LOCK_EX)
+            looked.wait()
+
+    def take_in_turn(lock, root_fd):
+        made.wait()
+        assert turns[threading.current_thread().name].wait(10)
+        take(lock, root_fd)
+
+    monkeypatch.setattr(DestinationLock, "_climb", climb_together)
+    monkeypatch.setattr(DestinationLock, "take", take_in_turn)
+    outcomes = {}
+
+    def restore(into):
+        try:
+            outcomes[into] = open_writer(into)[0]
+        except CorsoError as e:
+            outcomes[into] = e
+
+    threads = [threading.Thread(target=restore, args=(d,), name=str(d)) for d in destinations]
+    for thread in threads:
+        thread.start()
+    made.wait()
+    for thread in threads:
+        turns[thread.name].set()
+        thread.join()
+    return outcomes
+
+
+def test_a_restore_refused_for_one_into_a_directory_above_made_nothing_in_it(tmp_path,
+                                                                             monkeypatch):
+    """D and D/sub both missing: an empty 0700 D/sub made by the refused restore into it
+    would be entered by the one into D (--collisions skip), keeping that mode."""
+    outer, inner = tmp_path / "D", tmp_path / "D" / "sub"
+    outcomes = restored_together([outer, inner], monkeypatch)
+    refused = [d for d, outcome in outcomes.items() if isinstance(outcome, CorsoError)]
+    assert len(refused) == 1
+    assert inner.exists() == (refused != [inner])
+    for outcome in outcomes.values():
+        if not isinstance(outcome, CorsoError):
+            outcome.close()
+
+
+def test_restores_into_missing_directories_side_by_side_run_together(tmp_path, monkeypatch):
+    destinations = [tmp_path / "D" / "a", tmp_path / "D" / "b" / "c"]
+    outcomes = restored_together(destinations, monkeypatch)
+    for writer in outcomes.values():
         writer.close()
-    assert problems.warnings == problems.errors == []
+    assert sorted(os.listdir(tmp_path / "D")) == ["a", "b"]
 
 
 def test_a_restore_that_ended_lets_the_next_one_in(destination):

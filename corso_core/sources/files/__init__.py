@@ -14,7 +14,7 @@ import click
 
 from corso_core.errors import UsageError
 from corso_core.hookspecs import hookimpl
-from corso_core.sources.files.destination_lock import held_above
+from corso_core.sources.files.destination_lock import made_missing
 from corso_core.sources.files.inodes import warm_up
 from corso_core.sources.files.reader import FilesReader
 from corso_core.sources.files.repository_guard import repository_around
@@ -89,13 +89,12 @@ def _writer(values, collisions, report) -> FilesWriter:
     if repository := repository_around(destination):
         raise UsageError(f"destination {destination} is inside the corso repository at "
                          f"{repository}: restore elsewhere")
-    # A missing one is made only while no restore runs into a directory above it, and that
-    # stays so until the writer holds its own locks (destination_lock.py)
-    making = (contextlib.nullcontext() if os.path.lexists(destination)
-              else held_above(os.fsencode(destination)))
-    with making:
+    with contextlib.ExitStack() as held:
         try:
-            os.makedirs(destination, mode=0o700, exist_ok=True)
+            if not os.path.lexists(destination):
+                # Made under the locks of the directories above it, held until the writer
+                # holds its own (destination_lock.py)
+                held.enter_context(made_missing(os.fsencode(destination)))
             st = os.stat(destination)
         except OSError as e:
             raise UsageError(f"cannot create destination {destination}: {e.strerror}") from None

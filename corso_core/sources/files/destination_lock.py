@@ -14,8 +14,12 @@ them, and they go with the process however it ends. The directories above are re
 the destination.
 
 A missing destination is made under a shared lock on the nearest directory above it and on
-each one above that (held_above), kept until the restore holds its own: a restore refused for
-one running into a directory above has made nothing in that one's tree.
+each one above that, and each missing one above it is locked (shared) as soon as it is made,
+before anything is made in it (made_missing); all kept until the restore holds its own. So
+a restore refused for one running into a directory above has made nothing in that one's
+tree, while restores into missing directories side by side still run together: nothing is
+held exclusively (an exclusive hold on the nearest directory would wait for every restore
+running below it).
 
 A directory whose flock fails (some FUSE filesystems) is not locked, and one above that cannot
 be opened (not readable by this user, so a restore into it is someone else's) ends the climb;
@@ -35,6 +39,7 @@ from corso_core.errors import CorsoError
 log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC  # for a dir_fd only: no read needed
 
 
 class DestinationLock:
@@ -49,18 +54,38 @@ class DestinationLock:
         """The restore's own: on the destination, open as `root_fd`, and each one above."""
         self._climb(os.open(".", _DIR_FLAGS, dir_fd=root_fd), fcntl.LOCK_EX)
 
-    def take_above(self) -> None:
-        """Shared, on the nearest existing directory above the destination and each one above
-        that."""
-        nearest = os.fsencode(self._destination)
-        while nearest != b"/":
-            nearest = os.path.dirname(nearest)
+    def make_missing(self) -> None:
+        """Make the missing destination and the missing directories above it (as os.makedirs
+        does), each one above locked shared as made, and the existing ones above them locked
+        first. OSError as the kernel gives it, a symlink made meanwhile never followed."""
+        nearest, missing = os.fsencode(self._destination), []
+        while True:
+            nearest, name = os.path.split(nearest)
+            missing.insert(0, name)
             try:
                 fd = os.open(nearest, _DIR_FLAGS)
+                break
             except OSError:
-                continue
-            self._climb(fd, fcntl.LOCK_SH)
-            return
+                if nearest == b"/":
+                    raise
+        self._climb(fd, fcntl.LOCK_SH)
+        for name in missing[:-1]:
+            _mkdir(name, 0o777, fd)
+            fd = self._enter(name, fd)
+        _mkdir(missing[-1], 0o700, fd)  # the writer locks it
+
+    def _enter(self, name: bytes, fd: int) -> int:
+        """The directory `name` in the one open as `fd`, locked shared; one this user cannot
+        read (only write and search) is not locked, as in _climb."""
+        try:
+            below = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+        except PermissionError:
+            below = os.open(name, _PATH_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            self._fds.append(below)
+            return below
+        self._fds.append(below)
+        self._lock(below, fcntl.LOCK_SH)
+        return below
 
     def _climb(self, fd: int, mode: int) -> None:
         """Lock the directory open as `fd` (taken over) with `mode`, then each one above it,
@@ -111,13 +136,21 @@ class DestinationLock:
         self._fds.clear()
 
 
-@contextmanager
-def held_above(destination: bytes) -> Iterator[None]:
-    """Meanwhile, no restore runs into a directory above `destination` (CorsoError at once if
-    one does): for making it."""
-    lock = DestinationLock(destination)
-    lock.take_above()
+def _mkdir(name: bytes, mode: int, dir_fd: int) -> None:
     try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:  # made meanwhile: by another restore side by side, maybe
+        pass
+
+
+@contextmanager
+def made_missing(destination: bytes) -> Iterator[None]:
+    """Make the missing `destination` (DestinationLock.make_missing); meanwhile, no restore
+    runs into a directory above it or above the directories made (CorsoError at once if one
+    does)."""
+    lock = DestinationLock(destination)
+    try:
+        lock.make_missing()
         yield
     finally:
         lock.release()
