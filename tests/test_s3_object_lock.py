@@ -180,11 +180,19 @@ def test_no_record_where_the_bucket_cannot_tell_means_no_retention(seaweedfs, s3
     assert storage.counts.requests["GET"] == 1 + 2 + 1  # region, record, lock, blob
 
 
+def lock_warnings(result) -> list[str]:
+    return [line for line in result.err.splitlines() if "Object Lock" in line]
+
+
 def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked, s3_prefix):
     assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw").code == 0
     again = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
                   "--retention-mode", "compliance", "--retention-duration", "1d")
     assert again.code == 0 and "already exists" in again.out
+    assert lock_warnings(again) == [
+        f"corso: warning: the repository at s3://{LOCKED_BUCKET}/{s3_prefix} records Object "
+        "Lock mode none; --retention-mode compliance --retention-duration 1d was not applied "
+        "(corso cannot change the Object Lock settings of an existing repository)"]
     listed = locked.admin().list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=s3_prefix)
     assert {o["Key"] for o in listed["Contents"]} == {s3_prefix + "format",
                                                       s3_prefix + "format-copy",
@@ -194,6 +202,40 @@ def test_init_with_retention_over_a_plain_repository_locks_nothing(corso, locked
 
 GOVERNANCE = ["--retention-mode", "governance", "--retention-duration", "1d"]
 GOVERNANCE_RECORD = {"mode": "governance", "duration_hours": 24, "extend": False}
+
+
+@pytest.mark.parametrize("flags, warning", [
+    (GOVERNANCE, None),
+    ([], None),
+    (["--retention-mode", "governance", "--retention-duration", "2d"],
+     "records Object Lock mode governance for 24h; --retention-mode governance "
+     "--retention-duration 2d was not applied"),
+    (["--retention-mode", "compliance", "--retention-duration", "24h"],
+     "records Object Lock mode governance for 24h; --retention-mode compliance "
+     "--retention-duration 24h was not applied"),
+    ([*GOVERNANCE, "--extend-retention"],
+     "records Object Lock mode governance for 24h; --retention-mode governance "
+     "--retention-duration 1d --extend-retention was not applied"),
+    (["--retention-mode", "none"],
+     "records Object Lock mode governance for 24h; --retention-mode none was not applied"),
+], ids=["same", "none-given", "duration", "mode", "extend", "mode-none"])
+def test_a_repeated_init_says_which_retention_flags_it_did_not_apply(corso, locked, s3_prefix,
+                                                                     flags, warning):
+    """Init over the repository there connects to it with the settings it records: flags
+    that differ give one warning, and change nothing; the same flags, or none, give none."""
+    first = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                  *GOVERNANCE)
+    assert first.code == 0 and "created" in first.out and lock_warnings(first) == [], first
+    before = versions(locked, s3_prefix)
+    again = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw", *flags)
+    assert again.code == 0 and "already exists" in again.out, again
+    said = lock_warnings(again)
+    if warning is None:
+        assert said == [], again.err
+    else:
+        assert len(said) == 1 and warning in said[0], again.err
+    assert versions(locked, s3_prefix) == before
+    assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
 
 
 def init_elsewhere_before(monkeypatch, server, prefix: str, tmp_path, key: str,

@@ -7,7 +7,7 @@ from typing import Any
 
 from corso_core.api import UsageError
 from corso_s3.client import AWS_ENDPOINT, DEFAULT_REGION, Connection
-from corso_s3.lock import from_flags
+from corso_s3.lock import flags_given, from_flags
 from corso_s3.storage import S3Storage
 
 
@@ -47,11 +47,10 @@ def use_bucket_region(storage: S3Storage, values: Mapping[str, Any]) -> None:
 
 
 def open_storage(values: Mapping[str, Any]) -> S3Storage:
-    lock = from_flags(
-        values.get("retention_mode"), values.get("retention_duration"),
-        values.get("extend_retention"),
-    )
-    storage = unchecked_storage(values, lock=lock)
+    flags = (values.get("retention_mode"), values.get("retention_duration"),
+             values.get("extend_retention"))
+    lock = from_flags(*flags)
+    storage = unchecked_storage(values, lock=lock, retention_flags=flags_given(*flags))
     try:
         use_bucket_region(storage, values)
         if lock and not storage.bucket_has_object_lock():

@@ -89,3 +89,20 @@ def from_flags(mode: str | None, duration: str | None, extend: bool | None) -> O
     if not duration:
         raise UsageError(f"--retention-mode {mode} needs --retention-duration (e.g. 30d)")
     return ObjectLock(mode.upper(), parse_duration(duration), bool(extend))
+
+
+def flags_given(mode: str | None, duration: str | None, extend: bool | None) -> str | None:
+    """The init flags as given, for a message; None if none was."""
+    given = [f"--retention-mode {mode}" if mode else "",
+             f"--retention-duration {duration}" if duration else "",
+             "--extend-retention" if extend else ""]
+    return " ".join(flag for flag in given if flag) or None
+
+
+def described(lock: ObjectLock | None) -> str:
+    """A lock in words, as a message names what a repository records."""
+    if lock is None:
+        return "mode none"
+    hours = int(lock.duration.total_seconds() // 3600)
+    extended = ", extended by maintenance" if lock.extend else ""
+    return f"mode {lock.mode.lower()} for {hours}h{extended}"

@@ -36,7 +36,7 @@ from corso_core.api import (
 from corso_s3.body import BufferReader
 from corso_s3.client import DEFAULT_REGION
 from corso_s3.errors import ActionDenied, error_code, translate
-from corso_s3.lock import NO_LOCK, ObjectLock, from_record
+from corso_s3.lock import NO_LOCK, ObjectLock, described, from_record
 
 log = logging.getLogger("corso.s3")
 
@@ -96,6 +96,7 @@ class S3Storage(BlobStorage):
         part_size: int = DEFAULT_PART_SIZE,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         lock: ObjectLock | None = None,
+        retention_flags: str | None = None,
     ) -> None:
         super().__init__()
         if part_size < MIN_PART_SIZE:
@@ -107,6 +108,9 @@ class S3Storage(BlobStorage):
         self.endpoint = endpoint
         self.part_size = part_size
         self._lock = lock
+        #: The lock init's flags ask for, and those flags as given (None: no flag given).
+        self._asked_lock = lock
+        self._retention_flags = retention_flags
         #: Until this storage has read a blob, its first create-only put at the prefix's root
         #: is taken as `repo init` claiming the location (see _claim). Every command on an
         #: existing repository reads its format blob before writing anything.
@@ -129,8 +133,10 @@ class S3Storage(BlobStorage):
 
     def discovered_settings(self) -> dict[str, Any]:
         """Asked by `repo init` and `connect` once the repository opened, so also where the
-        user hears that the bucket keeps what corso deletes."""
+        user hears that the bucket keeps what corso deletes, and that init's retention flags
+        differ from what the repository records."""
         self._tell_of_kept_versions()
+        self._tell_of_unapplied_retention()
         return {"region": self.found_region} if self.found_region else {}
 
     def _tell_of_kept_versions(self) -> None:
@@ -149,6 +155,18 @@ class S3Storage(BlobStorage):
                 "noncurrent versions, stored and billed (maintenance frees no space), until a "
                 "lifecycle rule expires them: add one with NoncurrentVersionExpiration and "
                 "ExpiredObjectDeleteMarker for %s", self.bucket, versioning, self.location())
+
+    def _tell_of_unapplied_retention(self) -> None:
+        """An init that found a repository there connects to it, which keeps the Object Lock
+        settings recorded when it was made: flags asking for others would go unheeded unsaid.
+        """
+        if self._retention_flags is None:
+            return
+        recorded = self._object_lock()
+        if recorded != self._asked_lock:
+            log.warning("the repository at %s records Object Lock %s; %s was not applied (corso "
+                        "cannot change the Object Lock settings of an existing repository)",
+                        self.location(), described(recorded), self._retention_flags)
 
     # --- what the bucket is like -------------------------------------------------------------
 
