@@ -1113,8 +1113,7 @@ def test_ctrl_c_handled_in_a_finalizer_stops_the_backup_with_its_one_line(
         progress=progress, tree=str(_small_files(tmp_path)))], capture_output=True, text=True,
         timeout=60)
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
-    # click's blank line first, which closes a terminal's ^C
-    assert (done.returncode, done.stderr.lstrip("\n")) == (130, "corso: interrupted\n")
+    assert (done.returncode, done.stderr) == (130, "corso: interrupted\n")
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
     assert corso("repo", "verify").code == 0
 
@@ -1143,10 +1142,22 @@ def test_ctrl_c_held_down_ends_a_backup_with_its_one_line(connected, corso, tmp_
             process.send_signal(signal.SIGINT)
             time.sleep(0.0002)
         stderr = process.communicate()[1]
-        # click's blank line first, which closes a terminal's ^C
-        assert (process.returncode, stderr.lstrip("\n")) == (130, "corso: interrupted\n"), stderr
+        assert (process.returncode, stderr) == (130, "corso: interrupted\n"), stderr
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
     assert corso("repo", "verify").code == 0
+
+
+def test_ctrl_c_typed_on_a_terminal_leaves_its_line_to_itself(connected, corso, monkeypatch):
+    """Into a file or a pipe the line is all that is written (click wrote a blank line before
+    it there too); on a terminal the line Ctrl-C was typed on is ended first: here the
+    passphrase prompt's, which hides what is typed."""
+    monkeypatch.delenv("CORSO_PASSPHRASE")
+    child = _PtyChild([CORSO, "repo", "verify"])
+    shown = child.read(until=b"passphrase: ")
+    os.write(child.terminal, b"\x03")  # the terminal sends the command SIGINT
+    shown += child.read()
+    assert child.wait() == 130, shown
+    assert _Screen(shown).text() == ["Repository passphrase:", "corso: interrupted"], shown
 
 
 def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):
