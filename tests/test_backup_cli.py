@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -1443,7 +1444,8 @@ def test_progress_shows_sizes_in_the_summarys_units():
     bar.update(task_id, completed=1536 * 1024)
     files, _, done, rate = columns("backing up")[:4]
     assert done.render(bar.tasks[0]).plain == "1.5/3.0 MiB"
-    assert rate.render(SimpleNamespace(speed=2.5 * 1024 * 1024)).plain == "2.5 MiB/s"
+    assert rate.render(SimpleNamespace(fields={"transferred": 5 * 1024 * 1024},
+                                       elapsed=2.0)).plain == "2.5 MiB/s"
     assert files.render(bar.tasks[0]).plain == "backing up 3 files"
     bar.update(task_id, files=1)
     assert files.render(bar.tasks[0]).plain == "backing up 1 file"
@@ -1534,6 +1536,24 @@ def test_progress_follows_a_terminal_made_narrower(connected, corso, tmp_path):
     _fits(after, 30)
     assert _Screen(before).widest > 30  # it did use the width it had at first
 
+
+
+def test_an_unchanged_re_backup_shows_no_rate_for_bytes_it_did_not_read(connected, corso,
+                                                                         tmp_path):
+    """An unchanged file's bytes, not read, counted as bytes done at once: the progress line
+    and the summary of a re-backup said hundreds of GiB/s. The rate is now that of the bytes
+    read, left out when there were none."""
+    tree = _small_files(tmp_path)
+    time.sleep(1.1)  # its files' ctime past engine.backup.RECENT_NS: not read again
+    first = corso("backup", "create", "files", "--path", str(tree))
+    assert re.search(r"^time: +[\d.]+ s \([\d.]+ (B|KiB|MiB|GiB)/s read\)$", first.out, re.M), first
+    again = corso("backup", "create", "files", "--path", str(tree))
+    assert "300 unchanged" in again.out and re.search(r"^time: +[\d.]+ s$", again.out, re.M), again
+    child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(tree)],
+                      columns=120, stdout=os.devnull)
+    shown = child.read()
+    assert child.wait() == 0, shown
+    assert b"backing up" in shown and b"/s" not in shown, shown  # its rate: "?"
 
 #: The console script running ARGV, Ctrl-C sent as its progress display has just started.
 CTRL_C_AS_PROGRESS_STARTS = """
