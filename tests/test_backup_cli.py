@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -1113,8 +1114,7 @@ def test_ctrl_c_handled_in_a_finalizer_stops_the_backup_with_its_one_line(
         progress=progress, tree=str(_small_files(tmp_path)))], capture_output=True, text=True,
         timeout=60)
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
-    # click's blank line first, which closes a terminal's ^C
-    assert (done.returncode, done.stderr.lstrip("\n")) == (130, "corso: interrupted\n")
+    assert (done.returncode, done.stderr) == (130, "corso: interrupted\n")
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
     assert corso("repo", "verify").code == 0
 
@@ -1143,10 +1143,22 @@ def test_ctrl_c_held_down_ends_a_backup_with_its_one_line(connected, corso, tmp_
             process.send_signal(signal.SIGINT)
             time.sleep(0.0002)
         stderr = process.communicate()[1]
-        # click's blank line first, which closes a terminal's ^C
-        assert (process.returncode, stderr.lstrip("\n")) == (130, "corso: interrupted\n"), stderr
+        assert (process.returncode, stderr) == (130, "corso: interrupted\n"), stderr
     assert json.loads(corso("backup", "list", "files", "--json").out) == []
     assert corso("repo", "verify").code == 0
+
+
+def test_ctrl_c_typed_on_a_terminal_leaves_its_line_to_itself(connected, corso, monkeypatch):
+    """Into a file or a pipe the line is all that is written (click wrote a blank line before
+    it there too); on a terminal the line Ctrl-C was typed on is ended first: here the
+    passphrase prompt's, which hides what is typed."""
+    monkeypatch.delenv("CORSO_PASSPHRASE")
+    child = _PtyChild([CORSO, "repo", "verify"])
+    shown = child.read(until=b"passphrase: ")
+    os.write(child.terminal, b"\x03")  # the terminal sends the command SIGINT
+    shown += child.read()
+    assert child.wait() == 130, shown
+    assert _Screen(shown).text() == ["Repository passphrase:", "corso: interrupted"], shown
 
 
 def test_a_restore_that_meets_a_corrupted_chunk_exits_incomplete(connected, corso, tmp_path):
@@ -1432,7 +1444,8 @@ def test_progress_shows_sizes_in_the_summarys_units():
     bar.update(task_id, completed=1536 * 1024)
     files, _, done, rate = columns("backing up")[:4]
     assert done.render(bar.tasks[0]).plain == "1.5/3.0 MiB"
-    assert rate.render(SimpleNamespace(speed=2.5 * 1024 * 1024)).plain == "2.5 MiB/s"
+    assert rate.render(SimpleNamespace(fields={"transferred": 5 * 1024 * 1024},
+                                       elapsed=2.0)).plain == "2.5 MiB/s"
     assert files.render(bar.tasks[0]).plain == "backing up 3 files"
     bar.update(task_id, files=1)
     assert files.render(bar.tasks[0]).plain == "backing up 1 file"
@@ -1523,6 +1536,24 @@ def test_progress_follows_a_terminal_made_narrower(connected, corso, tmp_path):
     _fits(after, 30)
     assert _Screen(before).widest > 30  # it did use the width it had at first
 
+
+
+def test_an_unchanged_re_backup_shows_no_rate_for_bytes_it_did_not_read(connected, corso,
+                                                                         tmp_path):
+    """An unchanged file's bytes, not read, counted as bytes done at once: the progress line
+    and the summary of a re-backup said hundreds of GiB/s. The rate is now that of the bytes
+    read, left out when there were none."""
+    tree = _small_files(tmp_path)
+    time.sleep(1.1)  # its files' ctime past engine.backup.RECENT_NS: not read again
+    first = corso("backup", "create", "files", "--path", str(tree))
+    assert re.search(r"^time: +[\d.]+ s \([\d.]+ (B|KiB|MiB|GiB)/s read\)$", first.out, re.M), first
+    again = corso("backup", "create", "files", "--path", str(tree))
+    assert "300 unchanged" in again.out and re.search(r"^time: +[\d.]+ s$", again.out, re.M), again
+    child = _PtyChild([CORSO, "backup", "create", "files", "--path", str(tree)],
+                      columns=120, stdout=os.devnull)
+    shown = child.read()
+    assert child.wait() == 0, shown
+    assert b"backing up" in shown and b"/s" not in shown, shown  # its rate: "?"
 
 #: The console script running ARGV, Ctrl-C sent as its progress display has just started.
 CTRL_C_AS_PROGRESS_STARTS = """

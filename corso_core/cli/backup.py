@@ -66,6 +66,14 @@ def _source_manifest(repository, source: Source, backup_id: str) -> dict:
     return manifest
 
 
+def _read_rate(stats) -> str:
+    """` (… read/s)`: the rate the backup's files were read at, none when none was (an
+    unchanged file's bytes are not read, and counted in made a re-backup 340 GiB/s)."""
+    if not stats.bytes_read or not stats.duration_s:
+        return ""
+    return f" ({human_bytes(stats.bytes_read / stats.duration_s)}/s read)"
+
+
 def _create(source: Source):
     def create(repository, tag, ignore_inode, ignore_ctime, **values) -> None:
         problems = Problems(notify=output.say)
@@ -74,7 +82,6 @@ def _create(source: Source):
                             problems, progress_for("backing up"))
         s = result.stats
         requests = repository.storage.counts.as_dict()
-        rate = s.bytes_total / s.duration_s if s.duration_s else 0
         output.emit(
             {**result.manifest, "storage": requests, "errors": problems.errors,
              "warnings": problems.warnings},
@@ -85,7 +92,7 @@ def _create(source: Source):
             f"{counted(s.symlinks, 'symlink')})\n"
             f"size:     {human_bytes(s.bytes_total)}, read {human_bytes(s.bytes_read)}, "
             f"added {human_bytes(s.bytes_added)} after dedup and compression\n"
-            f"time:     {s.duration_s:.2f} s ({human_bytes(rate)}/s)\n"
+            f"time:     {s.duration_s:.2f} s{_read_rate(s)}\n"
             f"requests: " + (", ".join(f"{k} {v}" for k, v in requests["requests"].items())
                              or "none"),
         )

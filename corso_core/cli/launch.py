@@ -23,10 +23,16 @@ def stopped_by(signum: int) -> tuple[int, str]:
     return 128 + signum, f"corso: terminated ({signal.Signals(signum).name})"
 
 
+def echo_closer(signum: int) -> str:
+    """What ends the line of a terminal's "^C" (Ctrl-C's echo) before the line of stopped_by,
+    which then starts a line of its own; nothing into a file or a pipe, where none was echoed."""
+    return "\n" if signum == signal.SIGINT and os.isatty(2) else ""
+
+
 def _stop_while_loading(signum: int, frame) -> None:
     status, line = stopped_by(signum)
     try:
-        os.write(2, f"{line}\n".encode())
+        os.write(2, f"{echo_closer(signum)}{line}\n".encode())
     except OSError:
         pass
     os._exit(status)

@@ -12,7 +12,7 @@ import click
 
 from corso_core import __version__
 from corso_core.cli import cached_key, launch, output, stopping
-from corso_core.cli.stopping import Terminated
+from corso_core.cli.stopping import Stopped
 from corso_core.errors import CorsoError
 
 log = logging.getLogger("corso")
@@ -101,11 +101,13 @@ READER_GONE = 141
 SWITCH_INTERVAL_S = 0.001
 
 
-def _stopped_by(e: KeyboardInterrupt | Terminated) -> int:
+def _stopped_by(e: KeyboardInterrupt | Stopped) -> int:
     """Say why the command stopped (if stderr is still there: a hangup may have closed the
     terminal) and return its exit status."""
-    code, line = launch.stopped_by(stopping.signal_of(e))
+    signum = stopping.signal_of(e)
+    code, line = launch.stopped_by(signum)
     try:
+        click.echo(launch.echo_closer(signum), err=True, nl=False)
         output.tell(line)
     except OSError:
         pass
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None, *, key_begun: bool = False) -> None:
         log.debug("error", exc_info=True)
         output.say("error", str(e))
         sys.exit(e.exit_code)
-    except click.exceptions.Abort as e:  # Ctrl-C (click's own handling), or a prompt's EOF
+    except click.exceptions.Abort as e:  # a prompt's EOF, or Ctrl-C without run()'s handlers
         interrupted = isinstance(e.__cause__, KeyboardInterrupt)
         output.tell(f"corso: {'interrupted' if interrupted else 'aborted'}")
         sys.exit(130)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None, *, key_begun: bool = False) -> None:
     except click.ClickException as e:
         output.say("error", _without_secrets(e.format_message(), argv_given))
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, Terminated) as e:
+    except (KeyboardInterrupt, Stopped) as e:
         sys.exit(_stopped_by(e))
     except output.ReaderGone:
         sys.exit(READER_GONE)
@@ -169,7 +171,7 @@ def run() -> None:
             main(key_begun=True)
         except SystemExit as e:  # main() always ends with one, carrying an int
             code = e.code
-    except (KeyboardInterrupt, Terminated) as e:  # before main() was ready for one
+    except (KeyboardInterrupt, Stopped) as e:  # before main() was ready for one
         stopping.running = False  # a store, as in main()
         code = _stopped_by(e)
     logging.shutdown()

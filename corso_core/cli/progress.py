@@ -26,7 +26,7 @@ class TerminalProgress(Progress):
         from corso_core.cli.progress_line import FittedProgress
 
         self.bar = FittedProgress(self.verb, Console(stderr=True))
-        self.task = self.bar.add_task(self.verb, total=total_bytes, files=0)
+        self.task = self.bar.add_task(self.verb, total=total_bytes, files=0, transferred=0)
         self.bar.start()
         output.progress_shown_on(self.bar.console)
 
@@ -34,10 +34,11 @@ class TerminalProgress(Progress):
         if self.bar is not None:
             self.bar.update(self.task, total=total_bytes)
 
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+    def advance(self, files: int = 0, nbytes: int = 0, unread: bool = False) -> None:
         if self.bar is not None:
             task = self.bar.tasks[0]
-            self.bar.update(self.task, advance=nbytes, files=task.fields["files"] + files)
+            self.bar.update(self.task, advance=nbytes, files=task.fields["files"] + files,
+                            transferred=task.fields["transferred"] + (0 if unread else nbytes))
 
     @stopping.finished_first  # a second Ctrl-C would leave its line, and the cursor hidden
     def stop(self) -> None:

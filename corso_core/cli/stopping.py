@@ -1,7 +1,7 @@
 """How a signal stops the console script's command (main.run): Ctrl-C, and what `kill`,
-`timeout`, `systemctl stop` and a closed terminal send, raise in the main thread wherever it is
-(KeyboardInterrupt, Terminated), so that what cleans up after an error (`finally`, `except
-BaseException`) cleans up after them too; once the command's outcome is known, they change
+`timeout`, `systemctl stop` and a closed terminal send, raise Stopped in the main thread wherever
+it is, so that what cleans up after an error (`finally`, `except BaseException`) cleans up after
+them too; once the command's outcome is known, they change
 nothing (main.main then sets `running` to False).
 
 A handler also runs inside a finalizer (a `__del__`, a weakref callback) that the release of an
@@ -39,18 +39,21 @@ running = False
 _swallowed: int | None = None
 
 
-class Terminated(BaseException):
-    """A terminating signal, raised in the main thread wherever it is, as Ctrl-C's
-    KeyboardInterrupt is: what cleans up after one (`finally`, `except BaseException`) cleans
-    up after both. Not a KeyboardInterrupt, which click would turn into Abort."""
+class Stopped(BaseException):
+    """A stopping signal (Ctrl-C too), raised in the main thread wherever it is: what cleans
+    up after an error (`finally`, `except BaseException`) cleans up after it. Not a
+    KeyboardInterrupt, which click takes for itself: it made Ctrl-C an Abort, after a blank
+    line on stderr (for the terminal's "^C") even into a file or a pipe."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def signal_of(stop: KeyboardInterrupt | Terminated) -> int:
-    return stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+def signal_of(stop: KeyboardInterrupt | Stopped) -> int:
+    """The signal of a stop: Python's own KeyboardInterrupt comes from Ctrl-C before
+    raise_on_signals(), or where main.main runs without it."""
+    return stop.signum if isinstance(stop, Stopped) else signal.SIGINT
 
 
 def raise_on_signals() -> None:
@@ -74,10 +77,8 @@ def _stop(signum: int, frame) -> None:
         return
     if _inside_one_finished_first(frame):
         _raise_later(signum)
-    elif signum == signal.SIGINT:
-        raise KeyboardInterrupt
     else:
-        raise Terminated(signum)
+        raise Stopped(signum)
 
 
 #: The code of the functions a stop waits for (see the module's docstring).
@@ -112,7 +113,7 @@ finished_first(_stop)
 def _unraisable(unraisable) -> None:
     """sys.unraisablehook: a stop raised in a finalizer is raised again once the finalizer is
     done; anything else is printed as Python does."""
-    if issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
+    if issubclass(unraisable.exc_type, Stopped):
         _raise_later(signal_of(unraisable.exc_value))
     else:
         sys.__unraisablehook__(unraisable)

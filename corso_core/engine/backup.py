@@ -506,7 +506,7 @@ class _Backup:
         if item is not None:
             self.progress.advance(files=1)
         elif self._unchanged(old, node):
-            self.progress.advance(files=1, nbytes=node.meta.size)
+            self.progress.advance(files=1, nbytes=node.meta.size, unread=True)
             self._relied_on(chunk_id for chunk_id, _ in old.chunks)
             item = Entry(node.name, node.meta, old.chunks)
         else:

@@ -23,8 +23,9 @@ class Progress:
     def set_total(self, total_bytes: int) -> None:
         """The total became known."""
 
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        """Files finished and bytes processed since the last call."""
+    def advance(self, files: int = 0, nbytes: int = 0, unread: bool = False) -> None:
+        """Files finished and bytes processed since the last call; `unread`: done without
+        being read (an unchanged file's), so they count towards the total but not the rate."""
 
     def stop(self) -> None:
         """Work is over (successfully or not), or start() was stopped part-way (Ctrl-C)."""

@@ -216,7 +216,7 @@ class FilesWriter:
         self._staging = self._temp_prefix + b"staging"  # its name in each existing directory
         self._staged: set[Path] = set()  # existing directories holding a staging directory
         # Those whose staging directory may be there: each is in it before its mkdir, so a
-        # signal (Terminated) just after the mkdir cannot keep it from close()'s removal.
+        # signal (Stopped) just after the mkdir cannot keep it from close()'s removal.
         self._maybe_staged: set[Path] = set()
         self._staging_lock = threading.Lock()
         self._opened_up: dict[Path, int] = {}  # existing directories given u+rwx: their mode
