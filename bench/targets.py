@@ -42,7 +42,7 @@ class S3Target:
 
     def repository(self, row_name: str, home: Path) -> Repository:
         bucket = "bench-" + re.sub(r"[^a-z0-9-]", "", row_name.lower())
-        self.server.create_bucket(bucket)
+        self.server.create_bucket(bucket, warm=True)
         return Repository(target=self.name, endpoint=self.server.endpoint, bucket=bucket,
                           prefix="repo", env=self.server.client_env())
 

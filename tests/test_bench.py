@@ -29,6 +29,7 @@ from bench.run import (
     step_summary,
 )
 from bench.seaweedfs import parse_request_counts
+from bench.targets import S3Target
 from bench.tools import Borg, Command, Corso, Restic, Tool
 from bench.verify import differences
 
@@ -184,6 +185,16 @@ def test_requests_are_counted_at_the_server(seaweedfs_process):
     counted = seaweedfs_process.request_counts(bucket) - before
     assert counted == {"PUT": 3, "GET": 1, "LIST": 1}
     assert seaweedfs_process.bucket_bytes(bucket) == 15
+
+
+def test_an_s3_target_repository_is_in_a_bucket_warmed_and_left_empty(seaweedfs_process,
+                                                                      tmp_path):
+    repo = S3Target(seaweedfs_process).repository("warm", tmp_path)
+    assert repo.bucket == "bench-warm"
+    # Made (a PUT), written into (a PUT: SeaweedFS makes its first volume) and emptied.
+    assert seaweedfs_process.request_counts(repo.bucket) == {"PUT": 2, "DELETE": 1}
+    listed = seaweedfs_process.s3_client().list_objects_v2(Bucket=repo.bucket)
+    assert listed.get("KeyCount", 0) == 0
 
 
 def test_the_servers_cpu_time_grows_with_what_it_stores(seaweedfs_process):
