@@ -18,7 +18,7 @@ from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, Respons
 from botocore.httpchecksum import StreamingChecksumBody
 from s3_servers import with_small_parts
 
-from corso_core.api import BlobStorageContract, RequestCounts, StorageError
+from corso_core.api import BlobStorageContract, NotFound, RequestCounts, StorageError
 from corso_s3.factory import open_storage
 from corso_s3.storage import MIN_PART_SIZE, RESUMES
 
@@ -279,5 +279,53 @@ def test_ranges_cut_off_anywhere_come_back_exact_and_counted(seaweedfs, s3_prefi
             assert storage.counts.bytes_down - down == len(want)
             resumed = 1 if (want and len(want) > after) else 0
             assert storage.counts.requests["GET"] - gets == 1 + resumed, (len(want), after)
+    finally:
+        storage.close()
+
+
+def _sent_puts(storage) -> list:
+    """The PutObject requests `storage` sends from now on, as they go out (signed)."""
+    sent = []
+    storage.client.meta.events.register("before-send.s3.PutObject",
+                                        lambda request, **_: sent.append(request))
+    return sent
+
+
+def test_an_upload_over_plain_http_is_not_hashed_but_carries_a_crc32(seaweedfs, s3_prefix):
+    """No SHA-256 pass over the body (UNSIGNED-PAYLOAD) even without TLS; the body's CRC32
+    goes as a signed header, for the server to check."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    assert storage.client.meta.endpoint_url.startswith("http://")
+    sent = _sent_puts(storage)
+    data = os.urandom(3_000_000)
+    try:
+        storage.put("data/ab/pack", data)
+        assert storage.get("data/ab/pack") == data
+    finally:
+        storage.close()
+    [request] = sent
+    assert request.headers["x-amz-content-sha256"] == b"UNSIGNED-PAYLOAD"
+    signed = request.headers["Authorization"].decode().split("SignedHeaders=")[1].split(",")[0]
+    assert "x-amz-checksum-crc32" in signed.split(";")
+    assert "x-amz-checksum-crc32" in request.headers
+
+
+def test_a_body_changed_on_the_way_is_refused_and_not_stored(seaweedfs, s3_prefix):
+    """What the payload hash would have caught, the CRC32 catches: the server refuses a body
+    that differs from the one the request was signed for."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(3_000_000)
+    changed = bytearray(data)
+    changed[1_500_000] ^= 1
+
+    def change_on_the_way(request, **_):
+        request.body = bytes(changed)
+
+    storage.client.meta.events.register("before-send.s3.PutObject", change_on_the_way)
+    try:
+        with pytest.raises(StorageError, match="BadDigest"):
+            storage.put("data/ab/pack", data)
+        with pytest.raises(NotFound):
+            storage.stat("data/ab/pack")
     finally:
         storage.close()
