@@ -238,6 +238,27 @@ def test_a_repeated_init_says_which_retention_flags_it_did_not_apply(corso, lock
     assert record_of(locked, s3_prefix) == GOVERNANCE_RECORD
 
 
+def test_a_repeated_init_over_a_hidden_record_on_a_locked_bucket_stops(corso, locked,
+                                                                        s3_prefix):
+    """The record it would compare its flags with is hidden behind a delete marker: the init
+    says so in one error line, as a backup would, and writes nothing (no new record either).
+    (Before it, the warning every init on a versioned bucket gives.)"""
+    assert corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                 *GOVERNANCE).code == 0
+    locked.admin().delete_object(Bucket=LOCKED_BUCKET, Key=s3_prefix + LOCK_RECORD)
+    before = versions(locked, s3_prefix)
+    again = corso("repo", "init", "s3", *locked.flags(s3_prefix), "--passphrase", "pw",
+                  "--retention-mode", "compliance", "--retention-duration", "2d")
+    assert again.code == 1, again
+    warning, error = again.err.splitlines()
+    assert warning.startswith(f"corso: warning: bucket {LOCKED_BUCKET} has versioning Enabled")
+    assert error.startswith(f"corso: error: the Object Lock record s3://{LOCKED_BUCKET}/"
+                            f"{s3_prefix}{LOCK_RECORD} is missing or hidden behind a delete "
+                            "marker"), error
+    assert "delete the delete marker" in error
+    assert versions(locked, s3_prefix) == before
+
+
 def init_elsewhere_before(monkeypatch, server, prefix: str, tmp_path, key: str,
                           *args: str) -> dict:
     """`corso repo init s3 … ARGS` on another host (its own process and config dir), run whole
