@@ -164,9 +164,11 @@ def markdown(results: dict) -> str:
         "table, not in it. Repository size is the sum of its files' (objects') sizes; S3 "
         "requests per GB stored are the first backup's requests over the repository's size "
         "after it. On S3 a tool's CPU time and memory are its own; the server (one "
-        "SeaweedFS on this machine, serving every tool alike) shares the cores, and its CPU "
-        "time during each step has its own row. A step's wall floor is (tool CPU + server "
-        "CPU) / cores: no schedule of that work on this machine ends sooner.",
+        "SeaweedFS on this machine, serving every tool alike, its volumes large enough for a "
+        "whole backup and each bucket written into once before any step is timed) shares the "
+        "cores, and its CPU time during each step has its own row. A step's wall floor is "
+        "(tool CPU + server CPU) / cores: no schedule of that work on this machine ends "
+        "sooner.",
         "",
         f"The first backup and the full restore ran {results['repeat']} times per tool, the "
         "tools taking turns; their times are the medians of those runs (listed below each "
