@@ -283,20 +283,14 @@ def test_ranges_cut_off_anywhere_come_back_exact_and_counted(seaweedfs, s3_prefi
         storage.close()
 
 
-def _sent_puts(storage) -> list:
-    """The PutObject requests `storage` sends from now on, as they go out (signed)."""
-    sent = []
-    storage.client.meta.events.register("before-send.s3.PutObject",
-                                        lambda request, **_: sent.append(request))
-    return sent
-
-
 def test_an_upload_over_plain_http_is_not_hashed_but_carries_a_crc32(seaweedfs, s3_prefix):
     """No SHA-256 pass over the body (UNSIGNED-PAYLOAD) even without TLS; the body's CRC32
     goes as a signed header, for the server to check."""
     storage = open_storage(seaweedfs.values(s3_prefix))
     assert storage.client.meta.endpoint_url.startswith("http://")
-    sent = _sent_puts(storage)
+    sent = []  # the PutObject requests as they go out, signed
+    storage.client.meta.events.register("before-send.s3.PutObject",
+                                        lambda request, **_: sent.append(request))
     data = os.urandom(3_000_000)
     try:
         storage.put("data/ab/pack", data)
