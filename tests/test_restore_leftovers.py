@@ -10,6 +10,8 @@ import fcntl
 import os
 import re
 import stat
+import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,13 +159,13 @@ def test_a_staging_directory_made_as_a_signal_arrives_is_removed_by_the_restore(
 
 @contextmanager
 def restoring(destination: Path):
-    """Meanwhile, a restore into `destination` runs in a child process (restore_half_a_file),
-    holding its locks."""
+    """Meanwhile, a restore into `destination` runs in a child process (restore_half_a_file,
+    whose pid is given), holding its locks."""
     go_on_r, go_on_w = os.pipe()
     try:
         pid = restore_half_a_file(destination, go_on_reading=go_on_r)
         try:
-            yield
+            yield pid
         finally:
             os.write(go_on_w, b"!")
             os.waitpid(pid, 0)
@@ -175,17 +177,48 @@ def restoring(destination: Path):
 def test_a_restore_into_a_destination_another_is_restoring_is_refused(destination):
     """What the running restore holds is left alone: the second one does nothing at all
     (destination_lock.py)."""
-    with restoring(destination):
+    with restoring(destination) as pid:
         held = leftovers(destination), leftovers(destination / "shared")
         with pytest.raises(CorsoError, match=f"^another restore into {destination} is "
-                                             "running"):
+                                             "running") as refused:
             open_writer(destination)
+        assert f"(process {pid}, " in str(refused.value)  # which one: see the next test
         assert (leftovers(destination), leftovers(destination / "shared")) == held
     writer, problems = open_writer(destination)  # that restore is gone now
     writer.close()
     assert leftovers(destination) == [] and leftovers(destination / "shared") == []
     assert len(problems.warnings) == 1
     assert os.listdir(destination) == ["shared"]  # no lock file, nor anything else
+
+
+def test_a_lock_another_program_holds_is_named_with_its_process(destination, tmp_path):
+    """flock is advisory and anyone's: a lock on the destination, or on a directory above it,
+    refuses the restore all the same, and the line names the process holding it (by its
+    name only: a command line may hold a passphrase), so that a program that is not a restore
+    can be told from one."""
+    program = tmp_path / "lock-holder"
+    program.write_text("import fcntl, os, sys, time\n"
+                       "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                       "fcntl.flock(fd, getattr(fcntl, sys.argv[2]))\n"
+                       "print('locked', flush=True)\n"
+                       "time.sleep(60)\n")
+    for locked, into, how in ((destination, destination, "LOCK_SH"),
+                              (destination, destination / "shared", "LOCK_EX")):
+        holder = subprocess.Popen([sys.executable, str(program), str(locked), how],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "locked\n"
+            name = Path(f"/proc/{holder.pid}/comm").read_text().strip()
+            with pytest.raises(CorsoError) as refused:
+                open_writer(into)
+            assert str(refused.value).startswith(f"another restore into {locked} is running")
+            assert str(refused.value).endswith(
+                f"wait for it to end (process {holder.pid}, {name}, holds its lock)")
+            assert leftovers(into) == [] and os.listdir(destination) == ["shared"]
+        finally:
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
 
 
 def test_a_restore_into_a_directory_below_one_being_restored_is_refused(destination, tmp_path):

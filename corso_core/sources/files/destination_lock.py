@@ -8,7 +8,8 @@ Two into nested destinations (D and D/sub) do the same below D/sub. So a restore
 long as it runs, an exclusive lock (flock) on its destination directory and a shared one on
 each directory above it, up to "/": a second restore into the same directory, or into one
 below or above it, is refused before it writes anything, while restores side by side (into
-D/a and D/b) share D's lock. The locks are on the directories themselves: nothing is left in
+D/a and D/b) share D's lock. A refusal names the process holding the lock: flock is
+anyone's, and a program that is not a restore may hold one. The locks are on the directories themselves: nothing is left in
 them, and they go with the process however it ends. The directories above are reached by
 "..", never through a symlink: they are those the restore writes below, whatever path named
 the destination.
@@ -122,18 +123,45 @@ class DestinationLock:
     def _refusal(self, fd: int, mode: int) -> str:
         if mode == fcntl.LOCK_EX:
             return (f"another restore into {self._destination} is running, or one into a "
-                    "directory in it: wait for it to end")
+                    f"directory in it: wait for it to end{_holder(fd)}")
         try:
             where = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:  # no /proc
             where = "a directory above it"
         return (f"another restore into {where} is running, and {self._destination} is in "
-                "it: wait for it to end")
+                f"it: wait for it to end{_holder(fd)}")
 
     def release(self) -> None:
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
+
+
+def _holder(fd: int) -> str:
+    """Which process holds the flock on the directory open as `fd`, as /proc/locks tells:
+    another program may lock a directory too, and its name then says so. Its name only
+    (/proc/PID/comm), never its command line, which may hold another command's passphrase;
+    nothing where that cannot be told (no /proc, the holder in another PID namespace)."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5431332 0 EOF" (waiters: "1: -> FLOCK")
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device:
+                    pid = int(fields[4])
+                    break
+            else:
+                return ""
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            name = comm.read().strip()
+    except (OSError, ValueError):
+        return ""
+    if pid <= 0:
+        return ""
+    shown = "".join(c if c.isprintable() else "?" for c in name)
+    return f" (process {pid}, {shown}, holds its lock)"
 
 
 def _mkdir(name: bytes, mode: int, dir_fd: int) -> None:
