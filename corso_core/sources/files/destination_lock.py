@@ -9,10 +9,10 @@ long as it runs, an exclusive lock (flock) on its destination directory and a sh
 each directory above it, up to "/": a second restore into the same directory, or into one
 below or above it, is refused before it writes anything, while restores side by side (into
 D/a and D/b) share D's lock. A refusal names the process holding the lock: flock is
-anyone's, and a program that is not a restore may hold one. The locks are on the directories themselves: nothing is left in
-them, and they go with the process however it ends. The directories above are reached by
-"..", never through a symlink: they are those the restore writes below, whatever path named
-the destination.
+anyone's, and a program that is not a restore may hold one. The locks are on the directories
+themselves: nothing is left in them, and they go with the process however it ends. The
+directories above are reached by "..", never through a symlink: they are those the restore
+writes below, whatever path named the destination.
 
 A missing destination is made under a shared lock on the nearest directory above it and on
 each one above that, and each missing one above it is locked (shared) as soon as it is made,
