@@ -154,11 +154,11 @@ def _holder(fd: int) -> str:
                     break
             else:
                 return ""
+        if pid <= 0:  # a holder this PID namespace cannot see
+            return ""
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
             name = comm.read().strip()
     except (OSError, ValueError):
-        return ""
-    if pid <= 0:
         return ""
     shown = "".join(c if c.isprintable() else "?" for c in name)
     return f" (process {pid}, {shown}, holds its lock)"
