@@ -202,16 +202,16 @@ def test_a_lock_another_program_holds_is_named_with_its_process(destination, tmp
                        "fcntl.flock(fd, getattr(fcntl, sys.argv[2]))\n"
                        "print('locked', flush=True)\n"
                        "time.sleep(60)\n")
-    for locked, into, how in ((destination, destination, "LOCK_SH"),
-                              (destination, destination / "shared", "LOCK_EX")):
-        holder = subprocess.Popen([sys.executable, str(program), str(locked), how],
+    for into, how in ((destination, "LOCK_SH"), (destination / "shared", "LOCK_EX")):
+        holder = subprocess.Popen([sys.executable, str(program), str(destination), how],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout.readline() == "locked\n"
             name = Path(f"/proc/{holder.pid}/comm").read_text().strip()
             with pytest.raises(CorsoError) as refused:
                 open_writer(into)
-            assert str(refused.value).startswith(f"another restore into {locked} is running")
+            assert str(refused.value).startswith(
+                f"another restore into {destination} is running")
             assert str(refused.value).endswith(
                 f"wait for it to end (process {holder.pid}, {name}, holds its lock)")
             assert leftovers(into) == [] and os.listdir(destination) == ["shared"]
