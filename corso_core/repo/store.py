@@ -9,7 +9,8 @@ its manifest after `flush`, last. An interruption at any point leaves the reposi
 
 The read path: `get` reads one entry with one range request (tree packs come whole from the
 local cache); `get_many` reads each pack in as few range requests as it can, on a few
-threads that decrypt chunk by chunk and hand each chunk to the caller's function right there.
+threads that decrypt chunk by chunk and hand each chunk to the caller's function right there
+(a restore's many small chunks on a thread of their own: small_chunks.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import blake3
 
@@ -46,6 +48,7 @@ from corso_core.repo.packs import (
 from corso_core.repo.plans import decode_plan
 from corso_core.repo.read_ahead import ReadAhead
 from corso_core.repo.sessions import SessionRecord
+from corso_core.repo.small_chunks import SMALL_CHUNK, SmallChunkLane, pays_off
 from corso_core.storage.interface import BlobInfo
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,27 @@ class _Range:
     def of(cls, kind: str, pack: str, entries: list[tuple[bytes, int, int]]) -> _Range:
         """The range spanning `entries` (in pack order)."""
         return cls(kind, pack, entries[0][1], entries[-1][1] + entries[-1][2], tuple(entries))
+
+
+class _FetchAhead:
+    """The bytes of each range fetched while the one before it is opened, for get_many's one
+    reader beside a SmallChunkLane (two readers have two requests going; one alone would
+    wait for each of its requests, idle, on object storage)."""
+
+    def __init__(self, fetch: Callable[[_Range], memoryview], ranges: list[_Range]) -> None:
+        self._fetch, self._ranges = fetch, ranges
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="corso-fetch")
+        self._next: Future | None = None
+
+    def get(self, number: int) -> memoryview:
+        """Range `number`'s bytes (ranges are asked for in order), the next one's fetch begun."""
+        current, self._next = self._next, None
+        if number + 1 < len(self._ranges):
+            self._next = self._pool.submit(self._fetch, self._ranges[number + 1])
+        return current.result() if current else self._fetch(self._ranges[number])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ChunkStore:
@@ -592,7 +616,8 @@ class ChunkStore:
         storage.largest_read bytes, when they fill most of it). READ_THREADS ranges are read
         and decrypted at once, each thread calling `deliver` as it opens a chunk (so `deliver`
         must be thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges
-        and the chunks being delivered.
+        and the chunks being delivered. Or, where small chunks are many, one reader and a
+        SmallChunkLane, holding one raw range and at most 32 MiB of small chunks.
         The storage is told which ranges come next, a bounded distance ahead (read_ahead).
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
@@ -608,39 +633,66 @@ class ChunkStore:
 
     def _get_all(self, chunk_ids: Iterable[bytes],
                  deliver: Callable[[bytes, Plaintext], None]) -> None:
-        """get_many's one pass; a PackGone raised carries the IDs not delivered."""
+        """get_many's one pass; a PackGone raised carries the IDs not delivered.
+
+        Where the data ranges hold small chunks enough (small_chunks.pays_off), one reader
+        opens the large chunks and a SmallChunkLane the small ones; else READ_THREADS readers
+        open every chunk of their ranges."""
         ranges = self._plan(chunk_ids)
         self._start_read_ahead(ranges)
-        delivered = [0] * len(ranges)  # chunks each range delivered (one thread per range)
+        delivered = [0] * len(ranges)  # entries of each range delivered, or given to the lane
         stop = threading.Event()
-        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="corso-read") as pool:
-            futures = [pool.submit(self._deliver_range, piece, deliver, stop, delivered, i)
-                       for i, piece in enumerate(ranges)]
-            try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            finally:  # done, failed, or interrupted (Ctrl-C): no range starts after this
-                stop.set()
-                self._read_ahead.stop()
-                pool.shutdown(wait=True, cancel_futures=True)
+        lane = ahead = None
+        if pays_off(length for piece in ranges if piece.kind == names.DATA_PACK
+                    for _, _, length in piece.entries):
+            lane = SmallChunkLane(partial(open_chunk, self._keys), deliver, stop)
+            ahead = _FetchAhead(self._fetch_range, ranges)
+        try:
+            with ThreadPoolExecutor(1 if lane else READ_THREADS,
+                                    thread_name_prefix="corso-read") as pool:
+                futures = [pool.submit(self._deliver_range, piece, deliver, stop, delivered, i,
+                                       lane, ahead)
+                           for i, piece in enumerate(ranges)]
+                try:
+                    done, running = wait(futures, return_when=FIRST_EXCEPTION)
+                    if lane and not running and not any(f.exception() for f in done):
+                        lane.finish()
+                finally:  # done, failed, or interrupted (Ctrl-C): no range starts after this
+                    stop.set()
+                    self._read_ahead.stop()
+                    pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if lane:
+                ahead.close()
+                lane.close()
         errors = [future.exception() for future in futures
                   if not future.cancelled() and future.exception() is not None]
+        if lane and lane.error is not None:
+            errors.append(lane.error)
         if errors:  # any other failure first: a PackGone's retry would deliver again
             error = next((e for e in errors if not isinstance(e, PackGone)), errors[0])
             if isinstance(error, PackGone):
                 error.undelivered = {chunk_id for piece, n in zip(ranges, delivered, strict=True)
                                      for chunk_id, _, _ in piece.entries[n:]}
+                error.undelivered.update(lane.dropped if lane else ())
             raise error
 
     def _deliver_range(self, piece: _Range, deliver: Callable[[bytes, Plaintext], None],
-                       stop: threading.Event, delivered: list[int], number: int) -> None:
-        """Deliver a range's chunks as they are decrypted, counted in `delivered[number]`,
-        unless a thread failed (this one's failure stops the others at their next chunk); a
-        tree pack from a damaged cache is read once more."""
+                       stop: threading.Event, delivered: list[int], number: int,
+                       lane: SmallChunkLane | None, ahead: _FetchAhead | None) -> None:
+        """Deliver a range's chunks as they are decrypted (a data range's small ones through
+        `lane`, if any), counted in `delivered[number]`, unless a thread failed (this one's
+        failure stops the others at their next chunk); a tree pack from a damaged cache is
+        read once more."""
         try:
             if stop.is_set():
                 return
             try:
-                for chunk_id, plaintext in self._open_entries(piece, self._fetch_range(piece)):
+                data = ahead.get(number) if ahead else self._fetch_range(piece)
+                if lane and piece.kind == names.DATA_PACK:
+                    self._share_range(piece, data, deliver, stop, delivered, number, lane)
+                    return
+                for chunk_id, plaintext in self._open_entries(piece, data):
                     if stop.is_set():
                         return
                     deliver(chunk_id, plaintext)
@@ -657,3 +709,18 @@ class ChunkStore:
         except BaseException:
             stop.set()
             raise
+
+    def _share_range(self, piece: _Range, data: memoryview,
+                     deliver: Callable[[bytes, Plaintext], None], stop: threading.Event,
+                     delivered: list[int], number: int, lane: SmallChunkLane) -> None:
+        """Open and deliver a range's large chunks here, and give its small ones to `lane`."""
+        for chunk_id, offset, length in piece.entries:
+            if stop.is_set():
+                return
+            sealed = data[offset - piece.start : offset - piece.start + length]
+            if length < SMALL_CHUNK:
+                lane.add(chunk_id, sealed)
+            else:
+                deliver(chunk_id, open_chunk(self._keys, chunk_id, sealed))
+            delivered[number] += 1
+        lane.hand_over()
