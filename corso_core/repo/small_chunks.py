@@ -4,13 +4,14 @@ A restore's small files (one small chunk each) cost Python and short system call
 write, set the time, close), each of which lets go of the GIL. Two readers each doing the whole
 of their ranges' work hand the GIL to each other at nearly every one of those calls: 36,000
 futex calls in a restore of 15,000 files (1 GiB), and 0.3-0.5 CPU-s more than one reader
-doing it all. Split by kind instead, one reader opens its ranges' large chunks (AES, zstd and the
-write of a large chunk run without the GIL) and hands the small ones, copied out in batches, to
-this lane, which opens and delivers them: the two seldom want the GIL at once (6,200 futex
-calls). That restore, cold, took 1.56 s against 1.66 (medians of 9, in turns), and 2.26 s
-against 2.41 from SeaweedFS (CPU 2.30 s against 2.60; peak RSS 159 MiB against 136, the
-queued batches); one of 15,000 small files alone 1.35 s against 1.43 (CPU 1.33 s against 1.90,
-with 32 batches queued and no fetch ahead).
+doing it all. Split by kind instead, one reader opens its ranges' large chunks (AES, zstd and
+the write of a large chunk run without the GIL) and hands the small ones, copied out in
+batches, to this lane, which opens and delivers them: the two seldom want the GIL at once
+(6,200 futex calls). That restore, cold, took 1.56 s against 1.66 (medians of 9, in turns),
+and 2.26 s against 2.41 from SeaweedFS (CPU 2.30 s against 2.60; peak RSS 159 MiB against
+136: the range fetched ahead and the batches, of which 8 instead of 16 saved only 6 MiB). One
+of 15,000 small files alone took 1.35 s against 1.43 (CPU 1.33 s against 1.90; 32 batches
+queued, no fetch ahead).
 
 Only where the lane has work enough: with few small chunks beside many large ones, a second
 reader on the large chunks does more good (see `pays_off`).
