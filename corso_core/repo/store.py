@@ -617,7 +617,8 @@ class ChunkStore:
         and decrypted at once, each thread calling `deliver` as it opens a chunk (so `deliver`
         must be thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges
         and the chunks being delivered. Or, where small chunks are many, one reader and a
-        SmallChunkLane, holding one raw range and at most 32 MiB of small chunks.
+        SmallChunkLane: two raw ranges (the one opened, the next being fetched) and at most
+        BATCHES_QUEUED MiB of small chunks' copies.
         The storage is told which ranges come next, a bounded distance ahead (read_ahead).
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
