@@ -12,7 +12,6 @@ means a fresh look; `corso plugins` always looks afresh.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 
@@ -20,7 +19,7 @@ import pluggy
 
 from corso_core import hookspecs
 from corso_core.errors import CorsoError, UsageError
-from corso_core.repo.cache import cache_root
+from corso_core.repo.cache import read_root_file, write_root_file
 from corso_core.sources.source import Source
 from corso_core.storage.backend import StorageBackend
 
@@ -105,19 +104,14 @@ def _sys_path_stamp() -> list[list]:
     return stamp
 
 
-def _cache_path() -> str:
-    return os.path.join(cache_root(), ENTRY_POINTS_CACHE)
-
-
 def _cached_entry_points(stamp: list[list]) -> list[EntryPoint] | None:
     """The cached entry points if they were found on this very sys.path; else None."""
+    cached = read_root_file(ENTRY_POINTS_CACHE)
     try:
-        with open(_cache_path(), encoding="utf-8") as f:
-            cached = json.load(f)
         if cached["sys_path"] != stamp:
             return None
         found = [tuple(point) for point in cached["entry_points"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None  # none yet, or unreadable: only costs a fresh look
     if not all(len(point) == 3 and all(isinstance(part, str) for part in point)
                for point in found):
@@ -126,19 +120,7 @@ def _cached_entry_points(stamp: list[list]) -> list[EntryPoint] | None:
 
 
 def _remember_entry_points(stamp: list[list], found: list[EntryPoint]) -> None:
-    """Write the cache atomically; a cache directory that cannot be written is no error."""
-    path = _cache_path()
-    temp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump({"sys_path": stamp, "entry_points": found}, f)
-        os.replace(temp, path)
-    except OSError:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+    write_root_file(ENTRY_POINTS_CACHE, {"sys_path": stamp, "entry_points": found})
 
 
 def _registered(hook, what: str) -> dict:

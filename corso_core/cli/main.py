@@ -11,7 +11,7 @@ import sys
 import click
 
 from corso_core import __version__
-from corso_core.cli import cached_key, launch, output, stopping
+from corso_core.cli import cached_key, launch, output, stopping, warm_start
 from corso_core.cli.stopping import Stopped
 from corso_core.errors import CorsoError
 
@@ -171,6 +171,8 @@ def run() -> None:
             main(key_begun=True)
         except SystemExit as e:  # main() always ends with one, carrying an int
             code = e.code
+        if code == 0:
+            warm_start.remember()
     except (KeyboardInterrupt, Stopped) as e:  # before main() was ready for one
         stopping.running = False  # a store, as in main()
         code = _stopped_by(e)
