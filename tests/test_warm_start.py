@@ -1,6 +1,6 @@
-"""The warm start (cli/warm_start.py): a completed command notes what it imported; its next run
-hints those files to the kernel and imports its backend's preload on a thread, only for the
-same backend; a damaged note costs nothing but its use."""
+"""The warm start (cli/warm_start.py): a completed command notes what it imported; the next runs
+hint those files to the kernel and import the backend's preload on a thread, only for the same
+backend; a damaged note costs nothing but its use."""
 
 import dataclasses
 import json
@@ -104,6 +104,21 @@ def test_the_preload_is_not_imported_for_a_command_on_another_backend(probe_modu
     assert probe_module not in sys.modules
 
 
+def test_a_command_not_noted_yet_takes_the_preload_of_another_on_its_backend(probe_module,
+                                                                           connected_to):
+    """The first backup after `repo init`, say."""
+    connected_to("s3")
+    record_path().parent.mkdir(parents=True, exist_ok=True)
+    record_path().write_text(json.dumps({
+        "repo init s3": {"backend": "s3", "preload": [probe_module], "files": []},
+        "repo init filesystem": {"backend": "filesystem", "preload": ["not.imported"],
+                                 "files": []}}))
+    warm_start.begin(["backup", "create", "files", "--path", "p"])
+    warm_start.wait()
+    assert sys.modules[probe_module].LOADED
+    assert "not.imported" not in sys.modules
+
+
 def test_the_noted_files_are_hinted_and_those_gone_are_passed_over(tmp_path, connected_to,
                                                                   monkeypatch):
     connected_to("filesystem")
@@ -112,6 +127,9 @@ def test_the_noted_files_are_hinted_and_those_gone_are_passed_over(tmp_path, con
         path.write_bytes(b"x" * 10)
     note("restore files", "filesystem", [], [str(present[0]), str(tmp_path / "gone"),
                                              str(present[1])])
+    other = json.loads(record_path().read_text()) | {"backup list files": {
+        "backend": "filesystem", "preload": [], "files": [str(present[1]), str(present[0])]}}
+    record_path().write_text(json.dumps(other))  # the same files, hinted once
     hinted = []
     advise = os.posix_fadvise
 
@@ -208,6 +226,7 @@ def test_the_console_script_notes_a_completed_command_and_not_a_failed_one(tmp_p
                           "--passphrase", "pw").code != 0
     record = json.loads(record_path().read_text())
     assert set(record) == {"repo init filesystem", "backup list files"}
+    assert record["repo init filesystem"]["backend"] == "filesystem"
     listed = record["backup list files"]
     assert listed["backend"] == "filesystem" and listed["preload"] == []
     assert any(path.endswith(".so") for path in listed["files"])  # the native libraries too

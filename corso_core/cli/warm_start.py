@@ -3,8 +3,8 @@
 After a reboot, or a long idle, much of a command's start is Python waiting for the disk, one
 module file at a time: an S3 restore imports ~440 files (44 MB: Python's, corso's, botocore's,
 the native libraries). So the console script (cli/launch.py) begins two threads:
-- one hints to the kernel (posix_fadvise WILLNEED) every file the same command imported the
-  last time it ran, so the disk reads them while the first imports run;
+- one hints to the kernel (posix_fadvise WILLNEED) every file noted as imported by the commands
+  that ran before (this command's first), so the disk reads them while the first imports run;
 - one imports the modules the connected backend names in `StorageBackend.preload` (botocore
   for S3: ~0.2 s cold), beside the CLI's own imports, so that the waits of the two overlap.
 Cold S3 restore of 1 GiB in 15,000 files: the fetch began 0.80 s after the start instead of
@@ -12,10 +12,11 @@ Cold S3 restore of 1 GiB in 15,000 files: the fetch began 0.80 s after the start
 0.06, both 0.10. Warm, it changes nothing.
 
 When a command completes, what it imported is noted in RECORD (in the cache root) under its
-command words ("restore files"), with the backend it opened and that backend's `preload`; the
-note is rewritten only when that changes. The preload is imported only for a command whose
-connection is on the same backend. A missing, stale or damaged note, or a file or module gone
-since, costs only the time it would have saved.
+command words ("restore files"), with the backend it opened (repo init and connect count) and
+that backend's `preload`; a note is rewritten only when that changes. The preload noted by any
+command on the connection's backend is imported: the first backup after `repo init` has it
+too. A missing, stale or damaged note, or a file or module gone since, costs only the time it
+would have saved.
 
 Only modules that import nothing of corso may be preloaded (two threads importing modules that
 import each other can deadlock), and the storage is opened only once the imports are done
@@ -56,7 +57,8 @@ def command_words(argv: list[str]) -> str | None:
 
 
 def begin(argv: list[str]) -> None:
-    """Hint the files and import the preload noted for this command line, on threads."""
+    """Hint the files and import the preload the notes give for this command line, on
+    threads."""
     global _command, _record, _importing
     _command = command_words(argv)
     if _command is None:
@@ -67,17 +69,19 @@ def begin(argv: list[str]) -> None:
 
     record = read_root_file(RECORD)
     _record = record if isinstance(record, dict) else {}
-    noted = _noted(_record.get(_command))
-    if noted is None:
+    notes = [note for note in map(_noted, [_record.get(_command), *_record.values()]) if note]
+    if not notes:
         return
-    threading.Thread(target=_hint, args=(noted["files"],), name="corso-warm-files",
-                     daemon=True).start()
+    files = list(dict.fromkeys(path for note in notes for path in note["files"]))
+    threading.Thread(target=_hint, args=(files,), name="corso-warm-files", daemon=True).start()
     try:
         backend = config.load(config.config_path()).backend
     except CorsoError:
         return  # not connected, or a broken config: the command says so
-    if backend == noted["backend"] and noted["preload"]:
-        _importing = threading.Thread(target=_import, args=(noted["preload"],),
+    preload = list(dict.fromkeys(name for note in notes if note["backend"] == backend
+                                 for name in note["preload"]))
+    if preload:
+        _importing = threading.Thread(target=_import, args=(preload,),
                                       name="corso-warm-imports", daemon=True)
         _importing.start()
 
@@ -111,7 +115,7 @@ def _import(modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except Exception:  # the command imports it again itself, and reports what fails
-            return
+            continue
 
 
 def wait() -> None:
