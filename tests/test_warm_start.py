@@ -209,6 +209,17 @@ def test_the_storage_opens_only_once_the_preload_is_imported(tmp_path, corso, mo
     sys.modules.pop("slow_probe", None)
 
 
+def test_only_the_latest_notes_are_kept(connected_to):
+    connected_to("filesystem")
+    for number in range(warm_start.KEPT_NOTES + 2):
+        warm_start.begin(["backup", "details", f"n{number}"])
+        warm_start.opened("filesystem", ())
+        warm_start.remember()
+    kept = list(json.loads(record_path().read_text()))
+    assert kept == [f"backup details n{number}" for number in
+                    reversed(range(2, warm_start.KEPT_NOTES + 2))]
+
+
 def test_a_run_that_did_not_begin_notes_nothing():
     """main() called in a process of its own (tests, embedding) is no console script's run."""
     warm_start.opened("filesystem", ())

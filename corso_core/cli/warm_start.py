@@ -13,7 +13,8 @@ Cold S3 restore of 1 GiB in 15,000 files: the fetch began 0.80 s after the start
 
 When a command completes, what it imported is noted in RECORD (in the cache root) under its
 command words ("restore files"), with the backend it opened (repo init and connect count) and
-that backend's `preload`; a note is rewritten only when that changes. The preload noted by any
+that backend's `preload`; a note is rewritten only when that changes, and the KEPT_NOTES
+latest are kept. The preload noted by any
 command on the connection's backend is imported: the first backup after `repo init` has it
 too. A missing, stale or damaged note, or a file or module gone since, costs only the time it
 would have saved.
@@ -36,6 +37,8 @@ RECORD = "warm-start.json"
 SKIPPING_FLAGS = ("--config-file", "--help", "-h")
 #: Leading words of a command line that name its command.
 COMMAND_WORDS = 3
+#: Notes kept, the latest first: every start reads them all (~35 KB each).
+KEPT_NOTES = 6
 
 _command: str | None = None  # this run's command words, once `begin` has found them
 _record: dict = {}  # RECORD as `begin` read it
@@ -140,9 +143,13 @@ def remember() -> None:
     from corso_core.repo.cache import write_root_file
 
     backend, preload = _opened
-    note = {"backend": backend, "preload": list(preload), "files": _module_files()}
+    try:
+        note = {"backend": backend, "preload": list(preload), "files": _module_files()}
+    except Exception:  # an odd module in sys.modules: no note, and no error for a done command
+        return
     if not _says_the_same(_noted(_record.get(_command)), note):
-        write_root_file(RECORD, {**_record, _command: note})
+        others = [(words, kept) for words, kept in _record.items() if words != _command]
+        write_root_file(RECORD, dict([(_command, note), *others][:KEPT_NOTES]))
 
 
 def _says_the_same(noted: dict | None, note: dict) -> bool:
