@@ -18,8 +18,8 @@ import sys
 import pluggy
 
 from corso_core import hookspecs
+from corso_core.cache_root import read_root_file, write_root_file
 from corso_core.errors import CorsoError, UsageError
-from corso_core.repo.cache import read_root_file, write_root_file
 from corso_core.sources.source import Source
 from corso_core.storage.backend import StorageBackend
 

@@ -1,8 +1,7 @@
-"""The warm start (cli/warm_start.py): a completed command notes what it imported; the next runs
-hint those files to the kernel and import the backend's preload on a thread, only for the same
-backend; a damaged note costs nothing but its use."""
+"""The warm start (cli/warm_start.py): a completed command notes the files it imported; the next
+run hints every noted file to the kernel on a thread, its own command's first; a damaged note
+costs nothing but its use."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -12,58 +11,54 @@ from pathlib import Path
 
 import pytest
 
-from corso_core import plugins
 from corso_core.cli import warm_start
 from tests.cli_fixtures import run_subprocess
-
-PROBE_MODULE = "corso_warm_start_probe"
 
 
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch):
-    """Each test begins as a new process would: nothing looked up, noted or opened."""
+    """Each test begins as a new process would: nothing looked up yet."""
     monkeypatch.setattr(warm_start, "_command", None)
     monkeypatch.setattr(warm_start, "_record", {})
-    monkeypatch.setattr(warm_start, "_opened", ("", ()))
-    monkeypatch.setattr(warm_start, "_importing", None)
     yield
-    warm_start.wait()
     wait_for_hints()  # none goes on into the next test
 
 
 @pytest.fixture
-def probe_module(tmp_path, monkeypatch) -> str:
-    """A module that is on sys.path but not imported yet."""
-    (tmp_path / f"{PROBE_MODULE}.py").write_text("LOADED = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield PROBE_MODULE
-    sys.modules.pop(PROBE_MODULE, None)
+def hinted(monkeypatch) -> list[str]:
+    """The paths posix_fadvise is asked to read ahead (it still is)."""
+    seen = []
+    advise = os.posix_fadvise
 
+    def recording(fd, offset, length, advice):
+        assert (offset, length, advice) == (0, 0, os.POSIX_FADV_WILLNEED)
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        advise(fd, offset, length, advice)
 
-@pytest.fixture
-def connected_to(monkeypatch):
-    def write(backend: str) -> None:
-        directory = Path(os.environ["CORSO_CONFIG_DIR"])
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "corso.toml").write_text(
-            f'[connection]\nbackend = "{backend}"\nrepository_id = "r"\n')
-    return write
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    return seen
 
 
 def record_path() -> Path:
     return Path(os.environ["CORSO_CACHE_DIR"]) / warm_start.RECORD
 
 
-def note(command: str, backend: str, preload: list[str], files: list[str]) -> None:
+def write_record(record) -> None:
     record_path().parent.mkdir(parents=True, exist_ok=True)
-    record_path().write_text(json.dumps(
-        {command: {"backend": backend, "preload": preload, "files": files}}))
+    record_path().write_text(record if isinstance(record, str) else json.dumps(record))
 
 
 def wait_for_hints() -> None:
     for thread in threading.enumerate():
-        if thread.name == "corso-warm-files":
+        if thread.name == "corso-warm-start":
             thread.join()
+
+
+def files(tmp_path: Path, *names: str) -> list[str]:
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.write_bytes(b"x" * 10)
+    return [str(path) for path in paths]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -79,141 +74,64 @@ def test_the_command_words_are_those_before_the_first_flag(argv, words):
     assert warm_start.command_words(argv) == words
 
 
-def test_a_completed_command_is_noted_and_its_next_run_imports_the_preload(
-        probe_module, connected_to):
-    connected_to("memory")
-    warm_start.begin(["backup", "list", "files"])  # nothing noted yet: nothing begun
-    assert warm_start._importing is None
-    warm_start.opened("memory", (probe_module,))
+def test_a_completed_command_notes_what_it_imported(hinted):
+    warm_start.begin(["backup", "list", "files"])  # nothing noted yet: nothing hinted
+    wait_for_hints()
+    assert hinted == []
     warm_start.remember()
     noted = json.loads(record_path().read_text())["backup list files"]
-    assert noted["backend"] == "memory" and noted["preload"] == [probe_module]
-    assert {warm_start.__spec__.cached, warm_start.__file__} & set(noted["files"])  # for one
-
-    warm_start.begin(["backup", "list", "files"])
-    warm_start.wait()
-    assert sys.modules[probe_module].LOADED
+    assert {warm_start.__spec__.cached, warm_start.__file__} & set(noted)  # for one
+    assert any(path.endswith(".so") for path in noted)  # the native libraries too
+    assert all(os.path.isabs(path) for path in noted)
 
 
-def test_the_preload_is_not_imported_for_a_command_on_another_backend(probe_module,
-                                                                    connected_to):
-    connected_to("filesystem")
-    note("backup list files", "memory", [probe_module], [])
-    warm_start.begin(["backup", "list", "files"])
-    warm_start.wait()
-    assert probe_module not in sys.modules
-
-
-def test_a_command_not_noted_yet_takes_the_preload_of_another_on_its_backend(probe_module,
-                                                                           connected_to):
-    """The first backup after `repo init`, say."""
-    connected_to("s3")
-    record_path().parent.mkdir(parents=True, exist_ok=True)
-    record_path().write_text(json.dumps({
-        "repo init s3": {"backend": "s3", "preload": [probe_module], "files": []},
-        "repo init filesystem": {"backend": "filesystem", "preload": ["not.imported"],
-                                 "files": []}}))
-    warm_start.begin(["backup", "create", "files", "--path", "p"])
-    warm_start.wait()
-    assert sys.modules[probe_module].LOADED
-    assert "not.imported" not in sys.modules
-
-
-def test_the_noted_files_are_hinted_and_those_gone_are_passed_over(tmp_path, connected_to,
-                                                                  monkeypatch):
-    connected_to("filesystem")
-    present = [tmp_path / "a.pyc", tmp_path / "b.so"]
-    for path in present:
-        path.write_bytes(b"x" * 10)
-    note("restore files", "filesystem", [], [str(present[0]), str(tmp_path / "gone"),
-                                             str(present[1])])
-    other = json.loads(record_path().read_text()) | {"backup list files": {
-        "backend": "filesystem", "preload": [], "files": [str(present[1]), str(present[0])]}}
-    record_path().write_text(json.dumps(other))  # the same files, hinted once
-    hinted = []
-    advise = os.posix_fadvise
-
-    def recording(fd, offset, length, advice):
-        hinted.append((os.readlink(f"/proc/self/fd/{fd}"), advice))
-        advise(fd, offset, length, advice)
-
-    monkeypatch.setattr(os, "posix_fadvise", recording)
+def test_every_noted_file_is_hinted_once_this_commands_first_and_those_gone_passed_over(
+        tmp_path, hinted):
+    mine = files(tmp_path, "a.pyc", "b.so")
+    other = files(tmp_path, "c.pyc")
+    write_record({"backup create files": [other[0], mine[1]],
+                  "restore files": [mine[0], str(tmp_path / "gone"), mine[1]]})
     warm_start.begin(["restore", "files", "--backup", "b"])
     wait_for_hints()
-    assert hinted == [(str(path), os.POSIX_FADV_WILLNEED) for path in present]
+    assert hinted == [*mine, *other]
 
 
 @pytest.mark.parametrize("damage", [
     "not json",
     '["a list"]',
-    '{"restore files": {"backend": "s3", "preload": "botocore.session", "files": []}}',
-    '{"restore files": {"backend": 3, "preload": [], "files": []}}',
-    '{"restore files": {"backend": "s3", "preload": [], "files": [1]}}',
+    '{"restore files": "a.pyc"}',
+    '{"restore files": [1, 2]}',
 ])
-def test_a_damaged_note_begins_nothing_and_is_replaced(damage, connected_to):
-    connected_to("s3")
-    record_path().parent.mkdir(parents=True, exist_ok=True)
-    record_path().write_text(damage)
+def test_a_damaged_note_hints_nothing_and_is_replaced(damage, hinted):
+    write_record(damage)
     warm_start.begin(["restore", "files"])
-    assert warm_start._importing is None
-    assert not any(t.name.startswith("corso-warm") for t in threading.enumerate())
-    warm_start.opened("s3", ("botocore.session",))
+    wait_for_hints()
+    assert hinted == []
     warm_start.remember()
-    assert json.loads(record_path().read_text())["restore files"]["preload"] == [
-        "botocore.session"]
+    assert json.loads(record_path().read_text())["restore files"] == warm_start._module_files()
 
 
-def test_a_note_that_says_the_same_is_not_rewritten(connected_to):
-    connected_to("filesystem")
+def test_a_note_of_the_same_files_is_not_rewritten(tmp_path):
     warm_start.begin(["backup", "list", "files"])
-    warm_start.opened("filesystem", ())
     warm_start.remember()
-    written = record_path().stat()
     noted = json.loads(record_path().read_text())
-    noted["backup list files"]["files"].reverse()  # imported in another order: no news
-    record_path().write_text(json.dumps(noted))
-    written = record_path().stat()
+    noted["backup list files"].reverse()  # imported in another order: no news
+    write_record(noted)
+    written = record_path().stat().st_mtime_ns
     warm_start.begin(["backup", "list", "files"])
-    warm_start.opened("filesystem", ())
     warm_start.remember()
-    assert record_path().stat().st_mtime_ns == written.st_mtime_ns
-    warm_start.opened("s3", ("botocore.session",))  # news: rewritten
-    warm_start.remember()
-    assert json.loads(record_path().read_text())["backup list files"]["backend"] == "s3"
-
-
-def test_the_storage_opens_only_once_the_preload_is_imported(tmp_path, corso, monkeypatch):
-    (tmp_path / "slow_probe.py").write_text("import time\ntime.sleep(0.3)\nDONE = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "slow_probe", raising=False)
-    assert corso("repo", "init", "filesystem", "--path", str(tmp_path / "repo"),
-                 "--passphrase", "pw").code == 0
-    note("backup list files", "filesystem", ["slow_probe"], [])
-    seen_at_open = []
-    backend = plugins.backend
-
-    def noting_the_open(name):
-        found = backend(name)
-
-        def open_storage(values):
-            seen_at_open.append(getattr(sys.modules.get("slow_probe"), "DONE", False))
-            return found.open(values)
-
-        return dataclasses.replace(found, open=open_storage)
-
-    monkeypatch.setattr(plugins, "backend", noting_the_open)
+    assert record_path().stat().st_mtime_ns == written
+    noted["backup list files"].pop()  # a file fewer: news
+    write_record(noted)
     warm_start.begin(["backup", "list", "files"])
-    assert warm_start._importing is not None
-    assert corso("backup", "list", "files", "--passphrase", "pw").code == 0
-    assert seen_at_open == [True]
-    sys.modules.pop("slow_probe", None)
+    warm_start.remember()
+    assert json.loads(record_path().read_text())["backup list files"] == (
+        warm_start._module_files())
 
 
-def test_only_the_latest_notes_are_kept(connected_to):
-    connected_to("filesystem")
+def test_only_the_latest_notes_are_kept():
     for number in range(warm_start.KEPT_NOTES + 2):
         warm_start.begin(["backup", "details", f"n{number}"])
-        warm_start.opened("filesystem", ())
         warm_start.remember()
     kept = list(json.loads(record_path().read_text()))
     assert kept == [f"backup details n{number}" for number in
@@ -222,42 +140,42 @@ def test_only_the_latest_notes_are_kept(connected_to):
 
 def test_a_run_that_did_not_begin_notes_nothing():
     """main() called in a process of its own (tests, embedding) is no console script's run."""
-    warm_start.opened("filesystem", ())
     warm_start.remember()
     assert not record_path().exists()
 
 
 def test_the_console_script_notes_a_completed_command_and_not_a_failed_one(tmp_path):
-    repository = tmp_path / "repo"
-    init = run_subprocess("repo", "init", "filesystem", "--path", str(repository),
+    init = run_subprocess("repo", "init", "filesystem", "--path", str(tmp_path / "repo"),
                           "--passphrase", "pw")
     assert init.code == 0, init
     assert run_subprocess("backup", "list", "files", "--passphrase", "pw").code == 0
     assert run_subprocess("backup", "details", "files", "--backup", "nope",
                           "--passphrase", "pw").code != 0
     record = json.loads(record_path().read_text())
-    assert set(record) == {"repo init filesystem", "backup list files"}
-    assert record["repo init filesystem"]["backend"] == "filesystem"
-    listed = record["backup list files"]
-    assert listed["backend"] == "filesystem" and listed["preload"] == []
-    assert any(path.endswith(".so") for path in listed["files"])  # the native libraries too
-    assert all(os.path.isabs(path) for path in listed["files"])
+    assert list(record) == ["backup list files", "repo init filesystem"]
+    assert any(path.endswith("corso_core/cli/main.py") or "cli/__pycache__/main." in path
+               for path in record["backup list files"])
 
 
-PRELOAD_ALONE = """
-import importlib, sys
-for name in {modules!r}:
-    importlib.import_module(name)
-print(" ".join(name for name in sys.modules if name.split(".")[0].startswith("corso")))
+HINTED_BEFORE_CORSO_LOADS = """
+import importlib.abc, os, sys
+class NoteTheHints(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "corso_core.cli.cached_key":  # the first of corso's own heavier imports
+            begun = sys.modules["corso_core.cli.warm_start"]._command is not None
+            os.write(2, b"begun: %d\\n" % begun)
+        return None
+sys.meta_path.insert(0, NoteTheHints())
+sys.argv = ["corso", "backup", "list", "files", "--passphrase", "pw"]
+from corso_core.cli.launch import run
+run()
 """
 
 
-@pytest.mark.parametrize("backend", sorted(plugins.backends()))
-def test_a_backends_preload_imports_nothing_of_corso(backend):
-    """The rule StorageBackend.preload states: its modules run beside corso's own imports."""
-    modules = plugins.backends()[backend].preload
-    done = subprocess.run([sys.executable, "-c", PRELOAD_ALONE.format(modules=modules)],
-                          capture_output=True, text=True, check=True, cwd="/")
-    assert done.stdout.split() == []
-    for name in modules:  # and each one is there to be imported
-        assert subprocess.run([sys.executable, "-c", f"import {name}"], cwd="/").returncode == 0
+def test_the_console_script_begins_before_it_loads_the_rest_of_corso(tmp_path):
+    assert run_subprocess("repo", "init", "filesystem", "--path", str(tmp_path / "repo"),
+                          "--passphrase", "pw").code == 0
+    done = subprocess.run([sys.executable, "-c", HINTED_BEFORE_CORSO_LOADS],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == "begun: 1"

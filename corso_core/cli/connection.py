@@ -36,7 +36,7 @@ import click
 from click.core import ParameterSource
 
 from corso_core import config, passphrase, plugins
-from corso_core.cli import cached_key, output, warm_start
+from corso_core.cli import cached_key, output
 from corso_core.errors import ConfigError, RepositoryError, UsageError
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
@@ -158,7 +158,6 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     derived = cached_key.derive(connection.repository_id, secret)
     if before_storage:
         before_storage()
-    warm_start.wait()  # its imports never run beside the backend's own
     storage = with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
     try:
         repository = open_repository(storage, secret, derived=derived)
@@ -172,7 +171,6 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
         raise
     if derived is None or derived.kdf != repository.format.kdf:
         cached_key.remember(repository)
-    warm_start.opened(backend.name, backend.preload)
     return repository
 
 

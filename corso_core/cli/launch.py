@@ -40,18 +40,21 @@ def _stop_while_loading(signum: int, frame) -> None:
 
 def run() -> None:
     """Load the CLI with the early handlers in place (a signal ignored when corso started, as
-    `nohup` ignores SIGHUP, stays ignored), the key's derivation begun (cli/cached_key.py) and
-    the files and modules the command loaded last time asked for (cli/warm_start.py), then
-    main.run()."""
+    `nohup` ignores SIGHUP, stays ignored), the files commands imported before asked of the disk
+    (cli/warm_start.py) and the key's derivation begun (cli/cached_key.py), then main.run()."""
     before = {signum: signal.getsignal(signum) for signum in _STOPPING_SIGNALS}
     for signum, handler in before.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _stop_while_loading)
-    from corso_core.cli import arenas, cached_key, warm_start
+    from corso_core.cli import arenas
 
     arenas.limit_malloc_arenas()  # before the first thread
+    from corso_core.cli import warm_start
+
+    warm_start.begin(sys.argv[1:])  # the disk reads the modules about to load
+    from corso_core.cli import cached_key
+
     cached_key.start(sys.argv[1:])  # scrypt runs while the CLI's modules load
-    warm_start.begin(sys.argv[1:])  # and the disk reads the modules they will load
     from corso_core.cli import main
 
     main.run()  # which replaces these handlers (cli/stopping.py)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from corso_core import config, passphrase
-from corso_core.cli import cached_key, output, warm_start
+from corso_core.cli import cached_key, output
 from corso_core.cli.backends import BackendGroup
 from corso_core.cli.check_access import check_access
 from corso_core.cli.connection import uses_repository
@@ -91,7 +91,6 @@ def _remember(backend: StorageBackend, values: dict,
     settings = backend.settings({**values, **repository.storage.discovered_settings()})
     config.save(path, config.Connection(backend.name, repository.repository_id, settings))
     cached_key.remember(repository)
-    warm_start.opened(backend.name, backend.preload)
     return path, before if before != repository.repository_id else None
 
 

@@ -10,59 +10,25 @@ deleting it is always safe.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections.abc import Callable
 from typing import TypeVar
 
-import platformdirs
-
+from corso_core.cache_root import cache_root
 from corso_core.errors import Corrupted, StorageError, UsageError
 from corso_core.storage.filesystem import FilesystemStorage
 from corso_core.storage.interface import BlobStorage
 
-CACHE_DIR_ENV = "CORSO_CACHE_DIR"
 _REPOSITORY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def cache_root(override: str | None = None) -> str:
-    return override or os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("corso")
-
-
 def cache_directory(repository_id: str, root: str | None = None) -> str:
     """Where a repository's cache is, whether it exists or not."""
     return os.path.join(cache_root(root), repository_id)
-
-
-def read_root_file(name: str) -> object | None:
-    """The JSON document `name` in the cache root (a note a command keeps for the next one,
-    beside the repositories' directories); None if there is none or it does not parse."""
-    try:
-        with open(os.path.join(cache_root(), name), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_root_file(name: str, document: object) -> None:
-    """Replace the JSON document `name` in the cache root atomically; a cache root that cannot
-    be written is no error (the note only saves time)."""
-    path = os.path.join(cache_root(), name)
-    temp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(document, f)
-        os.replace(temp, path)
-    except OSError:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
 
 
 #: The cache directories whose failure this process has reported.

@@ -24,10 +24,6 @@ class StorageBackend:
     - `init_only`: values used when the repository is created and not afterwards.
     - `check_access`: optional; probes, before init, every action a repository needs and
       returns rows {action, permission, ok, error} for ``corso repo check-access NAME``.
-    - `preload`: modules `open` imports that take long (a client library), imported on a
-      thread while a command on this backend loads (cli/warm_start.py). Only modules that
-      import nothing of corso: two threads importing modules that import each other can
-      deadlock.
     Every other option's value is saved in corso.toml as the connection's settings.
     """
 
@@ -38,7 +34,6 @@ class StorageBackend:
     secret_options: frozenset[str] = field(default_factory=frozenset)
     init_only: frozenset[str] = field(default_factory=frozenset)
     check_access: Callable[[Mapping[str, Any]], list[dict]] | None = None
-    preload: tuple[str, ...] = ()
 
     def settings(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The non-secret values that identify the connection, as saved in corso.toml."""

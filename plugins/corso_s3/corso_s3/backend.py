@@ -1,8 +1,7 @@
 """The `s3` backend as the core sees it: its name, its flags, its factory, its access check.
 
 The factory and the probe import boto3 (about 0.2 s and 20 MB) only when called: every corso
-command registers this backend, most never touch S3. A command on an S3 repository imports
-botocore on a thread while it loads (`preload`).
+command registers this backend, most never touch S3.
 """
 
 from __future__ import annotations
@@ -34,6 +33,5 @@ def register_backends(register):
             secret_options=options.SECRETS,
             init_only=options.INIT_ONLY,
             check_access=check_access,
-            preload=("botocore.session",),
         )
     )
