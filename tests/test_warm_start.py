@@ -67,7 +67,8 @@ def files(tmp_path: Path, *names: str) -> list[str]:
     (["repo", "status"], "repo status"),
     (["--json", "backup", "list", "files"], None),  # a flag first: no words to go by
     (["restore", "files", "--help"], None),
-    (["backup", "list", "files", "--config-file=other.toml"], None),
+    (["backup", "list", "files", "--config-file=other.toml"], "backup list files"),
+    (["backup", "list", "files", "-h"], None),
     ([], None),
 ])
 def test_the_command_words_are_those_before_the_first_flag(argv, words):

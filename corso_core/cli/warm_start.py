@@ -33,8 +33,8 @@ from corso_core.cache_root import read_root_file, write_root_file
 RECORD = "warm-start.json"
 #: Notes kept: every start reads them all (~35 KB each).
 KEPT_NOTES = 6
-#: Flags that change which config is read, or ask for help (which imports little).
-SKIPPING_FLAGS = ("--config-file", "--help", "-h")
+#: Flags that ask for help: a help imports little, and its note would shrink the command's.
+SKIPPING_FLAGS = ("--help", "-h")
 #: Leading words of a command line that name its command.
 COMMAND_WORDS = 3
 
