@@ -55,6 +55,21 @@ class BlobStorageContract:
         assert storage.get_tail("r", 3) == bytes([97, 98, 99])
         assert storage.get_tail("r", 500) == bytes(range(100))
 
+    def test_get_into_fills_the_callers_buffer(self, storage):
+        data = os.urandom(300_000)
+        storage.put("r", data)
+        buffer = memoryview(bytearray(b"\xee" * 200_000))
+        assert storage.get_into("r", 1000, buffer[:150_000]) == 150_000
+        assert buffer[:150_000] == data[1000:151_000]
+        assert buffer[150_000:] == b"\xee" * 50_000  # nothing past what it was given
+        assert storage.get_into("r", 250_000, buffer) == 50_000  # fewer at the blob's end
+        assert buffer[:50_000] == data[250_000:]
+        assert storage.get_into("r", 300_000, buffer) == 0  # wholly past the end
+        storage.put("empty", b"")
+        assert storage.get_into("empty", 0, buffer[:10]) == 0
+        with pytest.raises(NotFound):
+            storage.get_into("nope", 0, buffer[:10])
+
     def test_read_ahead_is_only_a_hint(self, storage):
         storage.put("r", bytes(range(100)))
         storage.read_ahead("r", 10, 50)

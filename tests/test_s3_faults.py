@@ -8,6 +8,7 @@ and the fault looks to botocore exactly like a server or network failure: 500 In
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import random
 import threading
@@ -323,3 +324,54 @@ def test_a_body_changed_on_the_way_is_refused_and_not_stored(seaweedfs, s3_prefi
             storage.stat("data/ab/pack")
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("after", [0, 4095, 300_000])
+def test_a_range_received_into_a_buffer_is_read_on_from_where_its_connection_broke(
+        seaweedfs, s3_prefix, monkeypatch, after):
+    """The same resume for get_into, whose reads go to the socket beneath botocore's body."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    data = os.urandom(500_000)
+    storage.put("data/ab/pack", data)
+    receive, left, cut = http.client.HTTPResponse.readinto, [after], []
+
+    def cut_off(self, buffer):
+        if cut:
+            return receive(self, buffer)
+        if not left[0]:
+            cut.append(1)
+            raise ConnectionResetError("Connection reset by peer (injected)")
+        got = receive(self, memoryview(buffer)[: left[0]])
+        left[0] -= got
+        return got
+
+    monkeypatch.setattr(http.client.HTTPResponse, "readinto", cut_off)
+    buffer = memoryview(bytearray(450_000))
+    gets = storage.counts.requests.get("GET", 0)
+    try:
+        assert storage.get_into("data/ab/pack", 1000, buffer) == 450_000
+    finally:
+        storage.close()
+    assert buffer == data[1000:451_000]
+    assert cut and storage.counts.requests["GET"] - gets == 2
+    assert storage.counts.bytes_down == 450_000
+
+
+def test_a_range_answered_with_other_bytes_is_not_received_into_the_buffer(seaweedfs,
+                                                                          s3_prefix):
+    """A server or proxy that ignores Range answers with the whole object: refused, not
+    placed at the buffer's start as if it were the range."""
+    storage = open_storage(seaweedfs.values(s3_prefix))
+    storage.put("data/ab/pack", os.urandom(100_000))
+
+    def drop_range(params, **kwargs):
+        params.pop("Range", None)
+
+    storage.client.meta.events.register("provide-client-params.s3.GetObject", drop_range)
+    buffer = memoryview(bytearray(1000))
+    try:
+        with pytest.raises(StorageError, match="not the range asked for"):
+            storage.get_into("data/ab/pack", 5000, buffer)
+    finally:
+        storage.close()
+    assert buffer == bytes(1000)

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.awsrequest import AWSResponse
 from s3_servers import with_small_parts
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.response import HTTPResponse
 
 from corso_core.api import AlreadyExists, BlobStorageContract, RepositoryError
 from corso_core.repo.repository import init_or_open, open_repository
@@ -164,3 +166,27 @@ def test_cleanup_at_the_bucket_root_leaves_others_uploads_alone(seaweedfs):
             admin.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uploads[key])
     finally:
         storage.close()
+
+
+def test_a_range_is_received_into_the_buffer_from_the_socket_on_a_kept_connection(
+        s3_storage, monkeypatch):
+    """get_into reads the response straight into the caller's buffer (urllib3's own read
+    makes new bytes and copies them), and gives the connection back for the next request."""
+    data = os.urandom(3 * 1024 * 1024)
+    s3_storage.put("data/ab/pack", data)
+    buffer = memoryview(bytearray(len(data)))
+    assert s3_storage.get_into("data/ab/pack", 0, buffer) == len(data)  # a connection in
+    urllib3_reads, connections = [], []
+    read, new_connection = HTTPResponse.read, HTTPConnectionPool._new_conn
+    monkeypatch.setattr(HTTPResponse, "read", lambda self, *args, **kwargs: (
+        urllib3_reads.append(1), read(self, *args, **kwargs))[1])
+    monkeypatch.setattr(HTTPConnectionPool, "_new_conn", lambda self: (
+        connections.append(1), new_connection(self))[1])
+    for offset in (0, 1000, 2_000_000):
+        buffer[:] = bytes(len(buffer))
+        assert s3_storage.get_into("data/ab/pack", offset, buffer) == len(data) - offset
+        assert buffer[: len(data) - offset] == data[offset:]
+    assert urllib3_reads == []
+    assert connections == []  # each request found the one before it's connection in the pool
+    assert s3_storage.get("data/ab/pack", 5, 10) == data[5:15]  # and so does any other
+    assert urllib3_reads and connections == []

@@ -111,6 +111,15 @@ class BlobStorage(ABC):
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """The blob's bytes: whole, or `length` bytes from `offset` (fewer at the end)."""
 
+    def get_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        """Bytes of the blob from `offset` into `buffer`, as many as it has room for (fewer at
+        the blob's end); how many. For readers that re-use their buffers (a restore's ranges):
+        a backend that receives straight into the buffer saves a copy, and the memory and page
+        faults of new bytes. This default copies what `get` returns."""
+        data = self.get(key, offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     @abstractmethod
     def get_tail(self, key: str, length: int) -> bytes:
         """The last `length` bytes of the blob (the whole blob if it is shorter): one request."""

@@ -2,9 +2,10 @@
 
 For backends over a store that answers each call with one request (a dict, a directory, a
 key-value service). A backend writes `_put`, `_get`, `_list` and `_delete`; this class counts
-every call in `counts` (so a backend has no counting code) and derives the rest: `stat` and
-`get_tail` from the primitives, create-only puts as check-then-write. A backend overrides
-`_stat`, `_get_tail` or `_create` where its store does better in one request, or atomically.
+every call in `counts` (so a backend has no counting code) and derives the rest: `stat`,
+`get_tail` and `get_into` from the primitives, create-only puts as check-then-write. A backend
+overrides `_stat`, `_get_tail`, `_get_into` or `_create` where its store does better in one
+request, atomically, or without a copy.
 
 A backend whose one call can be several requests (retries, multipart uploads: corso-s3)
 implements `BlobStorage` itself and counts in its request layer.
@@ -70,6 +71,11 @@ class SimpleBlobStorage(BlobStorage):
     def _get_tail(self, key: str, length: int) -> bytes:
         return self._get(key, max(0, self._stat(key).size - length), None)
 
+    def _get_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        data = self._get(key, offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     # --- the interface, counted ---------------------------------------------------------------
 
     def put(self, key: str, data: Bytes) -> None:
@@ -85,6 +91,12 @@ class SimpleBlobStorage(BlobStorage):
             data = self._get(key, offset, length)
         self.counts.count("GET", down=len(data))
         return data
+
+    def get_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        with self._missing_is_not_found(key):
+            received = self._get_into(key, offset, buffer)
+        self.counts.count("GET", down=received)
+        return received
 
     def get_tail(self, key: str, length: int) -> bytes:
         with self._missing_is_not_found(key):

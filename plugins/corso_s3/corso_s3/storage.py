@@ -11,13 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
+from http.client import HTTPException
 from typing import Any
 from xml.etree import ElementTree
 
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    FlexibleChecksumError,
+    IncompleteReadError,
+)
 
 from corso_core.api import (
     AlreadyExists,
@@ -37,10 +43,11 @@ from corso_s3.body import BufferReader
 from corso_s3.client import DEFAULT_REGION
 from corso_s3.errors import ActionDenied, error_code, translate
 from corso_s3.lock import NO_LOCK, ObjectLock, described, from_record
+from corso_s3.receive import receive_into, release
 
 log = logging.getLogger("corso.s3")
 
-#: New requests for the rest of a response body that broke off (S3Storage._get).
+#: New requests for the rest of a response body that broke off (S3Storage._receive).
 RESUMES = 5
 
 MiB = 1024 * 1024
@@ -505,23 +512,52 @@ class S3Storage(BlobStorage):
             return b""
         return self._get(key, f"bytes=-{length}")
 
+    def get_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        if not len(buffer):
+            self.stat(key)
+            return 0
+
+        def fill(body, received: int, end: int) -> int:
+            if received < offset or end > offset + len(buffer):
+                raise StorageError(f"reading {self._where(key)}: the answer holds bytes "
+                                   f"{received}-{end - 1}, not the range asked for")
+            return receive_into(body, buffer[received - offset : end - offset])
+
+        return self._receive(key, f"bytes={offset}-{offset + len(buffer) - 1}", fill)
+
     def _get(self, key: str, byte_range: str | None) -> bytes:
-        """The bytes a GET of `byte_range` (None: all) answers. botocore retries a request
-        that got no answer, not a body cut off half-way (a reset connection, a read
-        timeout): the bytes not received yet are asked for again, up to RESUMES times, of
-        the same version of the object (If-Match its ETag), so one dropped connection does
-        not fail a 24 MiB read near its end."""
+        """The bytes a GET of `byte_range` (None: all) answers."""
+        parts: list[bytes] = []
+
+        def keep(body, received: int, end: int) -> int:
+            # Past the end, one more read that must find nothing: botocore checks the
+            # length and the checksum there.
+            parts.append(body.read(max(end - received, 1)))
+            return len(parts[-1])
+
+        self._receive(key, byte_range, keep)
+        return b"".join(parts)
+
+    def _receive(self, key: str, byte_range: str | None,
+                 receive: Callable[[Any, int, int], int]) -> int:
+        """How many bytes a GET of `byte_range` (None: all) answered, each read of its body
+        done by `receive(body, object offset received to, object offset of the end)`.
+        botocore retries a request that got no answer, not a body cut off half-way (a reset
+        connection, a read timeout): the bytes not received yet are asked for again, up to
+        RESUMES times, of the same version of the object (If-Match its ETag), so one dropped
+        connection does not fail a 24 MiB read near its end."""
         response = self._get_object(key, byte_range)
         if response is None:
-            return b""
+            return 0
         start, end = _span(response)
-        body, parts, received, resumes = response["Body"], [], start, 0
+        body, received, resumes = response["Body"], start, 0
         while True:
             try:
-                # Past the end, one more read that must find nothing: botocore checks the
-                # length and the checksum there.
-                data = body.read(max(end - received, 1))
-            except (BotoCoreError, OSError) as e:
+                got = receive(body, received, end)
+                if not got and received < end:
+                    raise IncompleteReadError(actual_bytes=received - start,
+                                              expected_bytes=end - start)
+            except (BotoCoreError, OSError, HTTPException) as e:
                 body.close()
                 if isinstance(e, FlexibleChecksumError):
                     raise StorageError(f"reading {self._where(key)}: {e}") from e
@@ -533,15 +569,21 @@ class S3Storage(BlobStorage):
                 resumes += 1
                 body = self._rest(key, response, received, end)
                 continue
-            if not data:
+            except BaseException:
+                # Refused (get_into's check) or interrupted: the connection is closed, not
+                # left in the pool with the rest of this body still to come.
+                body.close()
+                raise
+            if not got:
                 break
-            if received + len(data) > end:
+            if received + got > end:
+                body.close()
                 raise StorageError(f"reading {self._where(key)}: more bytes than the "
                                    "answer said")
-            parts.append(data)
-            received += len(data)
+            received += got
+        release(body)
         self._count("GET", 0, down=received - start)
-        return b"".join(parts)
+        return received - start
 
     def _rest(self, key: str, first: dict, start: int, end: int):
         """The body of bytes [start, end) of the object `first` answered from."""
