@@ -5,8 +5,9 @@ import threading
 
 import pytest
 from datalayer import make_repository
-from test_store import chunks, get_all, put_all
+from test_store import chunks, counting_buffers, get_all, put_all
 
+from corso_core.errors import Corrupted
 from corso_core.repo import names
 from corso_core.repo.packs import read_header
 from corso_core.repo.small_chunks import SMALL_CHUNK, SmallChunkLane, pays_off
@@ -49,10 +50,10 @@ def test_the_one_reader_fetches_the_next_range_while_it_opens_one(tmp_path, monk
     both, calls = threading.Barrier(2, timeout=10), itertools.count()
     real_fetch = ChunkStore._fetch_range
 
-    def fetch(self, piece):
+    def fetch(self, piece, buffers=None):
         if next(calls) < 2:
             both.wait()  # the second range's read has begun before the first one's ends
-        return real_fetch(self, piece)
+        return real_fetch(self, piece, buffers)
 
     with ChunkStore(repo, read_only=True) as store:
         store._fetch_range = fetch.__get__(store)
@@ -116,12 +117,12 @@ def test_a_pack_found_gone_reads_again_what_the_lane_had_not_delivered(tmp_path,
     real_fetch = ChunkStore._fetch_range
     failed = []
 
-    def fetch(self, piece):
+    def fetch(self, piece, buffers=None):
         if names.key(piece.kind, piece.pack) == last and not failed:
             failed.append(piece.pack)
             started.set()
             raise PackGone("gone for now", names.key(piece.kind, piece.pack))
-        return real_fetch(self, piece)
+        return real_fetch(self, piece, buffers)
 
     with ChunkStore(repo, read_only=True) as store:
         store._fetch_range = fetch.__get__(store)
@@ -133,3 +134,83 @@ def test_a_pack_found_gone_reads_again_what_the_lane_had_not_delivered(tmp_path,
 def _no_leftover_threads():
     yield
     assert not [t for t in threading.enumerate() if t.name == "corso-small-chunks"]
+
+
+@pytest.fixture
+def small_chunk_repository(tmp_path, monkeypatch):
+    """Small chunks in several packs: get_many reads them with one reader and the lane."""
+    monkeypatch.setattr("corso_core.repo.packs.TARGET_PACK_SIZE", 16 * 1024)
+    repo = make_repository(tmp_path)
+    datas = chunks(60, 3000, seed=5)
+    with ChunkStore(repo) as store:
+        ids = put_all(store, datas)
+    return repo, ids, dict(zip(ids, datas, strict=True))
+
+
+def counting_fetches(store: ChunkStore) -> tuple[list[tuple[str, int]], threading.Event]:
+    """Each range fetched (pack, start), and an Event set once the first fetch has begun."""
+    fetched, begun = [], threading.Event()
+    real_fetch = ChunkStore._fetch_range
+
+    def fetch(self, piece, buffers=None):
+        fetched.append((piece.pack, piece.start))
+        begun.set()
+        return real_fetch(self, piece, buffers)
+
+    store._fetch_range = fetch.__get__(store)
+    return fetched, begun
+
+
+def test_a_prefetch_sends_the_first_request_before_get_many_which_takes_it_over(
+        small_chunk_repository):
+    repo, ids, expected = small_chunk_repository
+    with ChunkStore(repo, read_only=True) as store:
+        fetched, begun = counting_fetches(store)
+        store.prefetch(ids + ids[:5])  # as a restore's plan gives them: a chunk may recur
+        assert begun.wait(10)  # before get_many is called
+        assert get_all(store, list(reversed(ids))) == expected  # the same IDs, in any order
+    assert len(fetched) > 2
+    assert len(fetched) == len(set(fetched))  # no range read twice
+
+
+def test_get_many_of_other_ids_drops_the_prefetch_and_reads_its_own(small_chunk_repository):
+    """As when the collision policy leaves files alone: fewer chunks than the plan's."""
+    repo, ids, expected = small_chunk_repository
+    with ChunkStore(repo, read_only=True) as store:
+        _, begun = counting_fetches(store)
+        store.prefetch(ids)
+        assert begun.wait(10)
+        assert store._prefetched is not None
+        wanted = ids[10:40]
+        assert get_all(store, wanted) == {i: expected[i] for i in wanted}
+        assert store._prefetched is None
+
+
+def test_close_ends_a_prefetch_never_taken_over(small_chunk_repository):
+    repo, ids, _ = small_chunk_repository
+    store = ChunkStore(repo, read_only=True)
+    store.prefetch(ids)
+    store.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("corso-fetch")]
+
+
+def test_a_prefetch_of_a_chunk_the_index_lacks_leaves_the_error_to_get_many(
+        small_chunk_repository):
+    repo, ids, _ = small_chunk_repository
+    missing = b"\x01" * 32
+    with ChunkStore(repo, read_only=True) as store:
+        store.prefetch([missing, *ids])  # no error here: the restore has not begun writing
+        assert store._prefetched is None
+        with pytest.raises(Corrupted, match="missing from the repository index"):
+            get_all(store, [missing, *ids])
+
+
+def test_the_lane_reader_receives_its_ranges_into_two_buffers(small_chunk_repository,
+                                                              monkeypatch):
+    repo, ids, expected = small_chunk_repository
+    made = counting_buffers(monkeypatch)
+    with ChunkStore(repo, read_only=True) as store:
+        fetched, _ = counting_fetches(store)
+        store.prefetch(ids)
+        assert get_all(store, ids) == expected
+    assert len(fetched) >= 10 and 1 <= len(made) <= 2

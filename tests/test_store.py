@@ -1,10 +1,12 @@
 import logging
+import mmap
 import os
 import random
 import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 from datalayer import make_repository
@@ -214,9 +216,9 @@ def test_get_many_hints_the_ranges_it_reads_to_the_storage(tmp_path, monkeypatch
     monkeypatch.setattr(repo.storage, "largest_read", 2 * 1024 * 1024)
     hinted, read = [], []
     monkeypatch.setattr(repo.storage, "read_ahead", lambda *where: hinted.append(where))
-    get = repo.storage.get
-    monkeypatch.setattr(repo.storage, "get", lambda key, offset=0, length=None: (
-        read.append((key, offset, length)), get(key, offset, length))[1])
+    get_into = repo.storage.get_into  # how a restore reads data ranges (re-used buffers)
+    monkeypatch.setattr(repo.storage, "get_into", lambda key, offset, buffer: (
+        read.append((key, offset, len(buffer))), get_into(key, offset, buffer))[1])
     with ChunkStore(repo, read_only=True) as store:
         got = get_all(store, ids)
     assert got == dict(zip(ids, datas, strict=True))
@@ -259,12 +261,41 @@ def test_a_pack_larger_than_the_range_cap_is_read_in_capped_ranges(tmp_path, mon
     packs = 2
     with ChunkStore(repo, read_only=True) as store:
         lengths = []
-        read = repo.storage.get
-        monkeypatch.setattr(repo.storage, "get", lambda key, offset=0, length=None: (
-            lengths.append(length), read(key, offset, length))[1])
+        read = repo.storage.get_into
+        monkeypatch.setattr(repo.storage, "get_into", lambda key, offset, buffer: (
+            lengths.append(len(buffer)), read(key, offset, buffer))[1])
         got = get_all(store, ids)
     assert got == dict(zip(ids, datas, strict=True))
     assert len(lengths) >= 3 * packs and max(lengths) <= 2 * 1024 * 1024
+
+
+def counting_buffers(monkeypatch) -> list[mmap.mmap]:
+    """Every buffer a BufferPool makes from here on."""
+    made = []
+
+    class CountedMap(mmap.mmap):
+        def __new__(cls, *args):
+            made.append(super().__new__(cls, *args))
+            return made[-1]
+
+    monkeypatch.setattr("corso_core.repo.buffers.mmap", SimpleNamespace(mmap=CountedMap))
+    return made
+
+
+def test_ranges_are_received_into_two_buffers_used_again_and_again(tmp_path, monkeypatch):
+    """And what was delivered from a buffer stays as it was when the buffer takes the next
+    range: the chunks are compared only at the end."""
+    repo, datas, ids = two_large_packs(tmp_path, monkeypatch)
+    monkeypatch.setattr(repo.storage, "largest_read", 1024 * 1024)
+    made = counting_buffers(monkeypatch)
+    ranges = []
+    get_into = repo.storage.get_into
+    monkeypatch.setattr(repo.storage, "get_into", lambda key, offset, buffer: (
+        ranges.append(buffer.obj), get_into(key, offset, buffer))[1])
+    with ChunkStore(repo, read_only=True) as store:
+        assert get_all(store, ids) == dict(zip(ids, datas, strict=True))
+    assert len(ranges) >= 10 and len(made) <= 2
+    assert {id(buffer) for buffer in ranges} <= {id(buffer) for buffer in made}
 
 
 def test_get_many_skips_large_gaps_only_in_sparsely_needed_packs(tmp_path, small_packs,
@@ -415,13 +446,13 @@ def test_another_failure_beside_a_lost_pack_is_raised_not_retried_over(tmp_path,
 
     real_fetch = ChunkStore._fetch_range
 
-    def fetch(self, piece):
+    def fetch(self, piece, buffers=None):
         if names.key(piece.kind, piece.pack) == lost:
             fetching.set()
             deadline = time.monotonic() + 10
             while not offered and time.monotonic() < deadline:
                 time.sleep(0.001)
-        return real_fetch(self, piece)
+        return real_fetch(self, piece, buffers)
 
     with ChunkStore(repo, read_only=True) as store:
         store._fetch_range = fetch.__get__(store)

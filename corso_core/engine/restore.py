@@ -2,6 +2,7 @@
 
 1. Plan: walk the trees of the selected part of the backup; note each file's chunks and where
    they go (chunk ID -> [(file, offset)]). Hard-linked files after the first become links.
+   The store begins fetching the first of those chunks (ChunkStore.prefetch) while step 2 runs.
 2. Create directories and symlinks; check every file's name against the collision policy (the
    writer creates it under a temporary name on its first write).
 3. Fetch every needed chunk once with `ChunkStore.get_many` (grouped per pack, bounded
@@ -82,6 +83,13 @@ class _Plan:
     total_bytes: int = 0
     unmatched: list[str] = field(default_factory=list)  # globs that selected nothing
     named_again: list[Path] = field(default_factory=list)  # a damaged tree's second entries
+
+    def chunk_ids(self) -> Iterator[bytes]:
+        """The chunks of the files to restore, in the order `create` asks for them."""
+        for _, entry in self.ops:
+            if entry.meta.kind == FILE:
+                for chunk_id, _ in entry.chunks:
+                    yield chunk_id
 
 
 def plan_restore(trees: TreeLoader, root: bytes, globs: list[str]) -> _Plan:
@@ -390,6 +398,7 @@ def run_restore(repository, source: Source, values: dict, backup_id: str, globs:
             try:
                 progress.start(plan.total_bytes)
                 try:
+                    store.prefetch(plan.chunk_ids())  # the first request goes out meanwhile
                     restore.create(plan)
                     restore.fetch()
                     restore.link(plan)

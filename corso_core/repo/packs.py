@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import mmap
 import struct
-import threading
 from typing import NamedTuple
 
 from corso_core.errors import Corrupted
@@ -66,39 +65,11 @@ def header_size(entries: int) -> int:
     return len(_MAGIC) + entries * _ENTRY.size + OVERHEAD + _TRAILER.size
 
 
-class BufferPool:
-    """Pack buffers: anonymous memory maps, re-used.
-
-    A map costs memory only for the pages written (a small pack stays small, however large
-    the buffer), and going back to the OS when closed it never leaves the C allocator holding
-    freed 20 MiB blocks across threads. Re-use saves the page faults of fresh maps.
-    """
-
-    def __init__(self, size: int, keep: int) -> None:
-        self._size, self._keep = size, keep
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, self._size)
-
-    def give(self, buffer: mmap.mmap | bytearray) -> None:
-        if not isinstance(buffer, mmap.mmap):
-            return  # a buffer that had to grow (see PackWriter._append)
-        with self._lock:
-            if len(self._free) < self._keep and len(buffer) == self._size:
-                self._free.append(buffer)
-                return
-        buffer.close()
-
-
 class PackWriter:
     """Collects sealed entries of one pack in one buffer until it is full, then gives the blob.
 
-    The buffer (from a BufferPool) becomes the blob itself: no second copy of the pack is made.
+    The buffer (from a BufferPool, buffers.py) becomes the blob itself: no second copy of the
+    pack is made.
     """
 
     def __init__(self, kind: str, buffer: mmap.mmap | bytearray) -> None:
