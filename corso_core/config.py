@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import platformdirs
-import tomli_w
 
 from corso_core.errors import ConfigError, NotConnected
 
@@ -88,6 +87,8 @@ def save(path: str, connection: Connection) -> None:
     document = {"connection": {"backend": connection.backend,
                                "repository_id": connection.repository_id,
                                "settings": connection.settings}}
+    import tomli_w  # only saving needs it: every command reads the config, few write it
+
     data = tomli_w.dumps(document).encode()  # before any file exists: a failure leaves none
     path = os.path.realpath(path)  # a symlinked config (dotfiles) stays a symlink
     directory = os.path.dirname(path)

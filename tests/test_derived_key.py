@@ -12,6 +12,7 @@ from cli_fixtures import one_error_line
 
 from corso_core import config, plugins
 from corso_core.cli import cached_key
+from corso_core.repo.cache import BlobCache, read_cached
 from corso_core.repo.format import FORMAT_KEY, FormatBlob, Kdf
 from corso_core.sources.files import inodes
 
@@ -137,14 +138,14 @@ def test_a_backup_command_derives_its_key_while_it_loads(repo, corso, events, de
     assert deriving_threads == ["early-key"]
 
 
-#: The console script, noting whether the key's derivation has begun when the CLI's main module
-#: starts to load (its imports are what the derivation is to overlap). Begun, not still running:
-#: with the tests' cheap KDF the thread may well be done by then.
+#: The console script, noting whether the key's derivation has begun when a module starts to
+#: load: the CLI's main module, or click (their imports are what the derivation is to overlap).
+#: Begun, not still running: with the tests' cheap KDF the thread may well be done by then.
 DERIVING_BEFORE_THE_CLI_LOADS = """
 import importlib.abc, os, sys
 class NoteDerivation(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name == "corso_core.cli.main":
+        if name == {module!r}:
             cached_key = sys.modules.get("corso_core.cli.cached_key")
             begun = cached_key is not None and cached_key._early is not None
             os.write(2, b"deriving: %d\\n" % begun)
@@ -156,9 +157,11 @@ run()
 """
 
 
-def test_the_console_script_begins_deriving_before_it_loads_the_cli(repo, monkeypatch):
+@pytest.mark.parametrize("module", ["corso_core.cli.main", "click"])
+def test_the_console_script_begins_deriving_before_it_loads_the_cli(repo, monkeypatch, module):
     monkeypatch.setenv("CORSO_PASSPHRASE", "pw")
-    done = subprocess.run([sys.executable, "-c", DERIVING_BEFORE_THE_CLI_LOADS],
+    probe = DERIVING_BEFORE_THE_CLI_LOADS.replace("{module!r}", repr(module))
+    done = subprocess.run([sys.executable, "-c", probe],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[0] == "deriving: 1"
@@ -268,3 +271,15 @@ def test_a_damaged_cached_copy_that_cannot_be_discarded_is_one_corso_warning(rep
     assert done.returncode == 0, done.stderr
     [warning] = done.stderr.splitlines()
     assert warning.startswith("corso: warning: local cache ") and "read-only" in warning
+
+
+@pytest.mark.parametrize("key", [FORMAT_KEY, "index/0123-abcd"])
+def test_the_early_read_of_a_cached_blob_finds_what_the_cache_keeps(tmp_path, monkeypatch, key):
+    """read_cached (the console script's, without the filesystem backend) and BlobCache agree
+    on where a blob is kept; a blob not there, or a repository ID no cache may have, is None."""
+    monkeypatch.setenv("CORSO_CACHE_DIR", str(tmp_path))
+    cache = BlobCache("repo-1")
+    cache.put(key, b"kept")
+    assert read_cached("repo-1", key) == b"kept" == cache.get(key)
+    assert read_cached("repo-1", "index/other") is None
+    assert read_cached("../repo-1", key) is None

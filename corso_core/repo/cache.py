@@ -14,12 +14,13 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from corso_core.cache_root import cache_root
 from corso_core.errors import Corrupted, StorageError, UsageError
-from corso_core.storage.filesystem import FilesystemStorage
-from corso_core.storage.interface import BlobStorage
+
+if TYPE_CHECKING:
+    from corso_core.storage.interface import BlobStorage
 
 _REPOSITORY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 log = logging.getLogger(__name__)
@@ -29,6 +30,20 @@ T = TypeVar("T")
 def cache_directory(repository_id: str, root: str | None = None) -> str:
     """Where a repository's cache is, whether it exists or not."""
     return os.path.join(cache_root(root), repository_id)
+
+
+def read_cached(repository_id: str, key: str) -> bytes | None:
+    """A blob's cached copy, read where BlobCache keeps it (as the filesystem backend lays
+    out a key) but without loading that backend and the CLI libraries it brings (click,
+    pluggy): the console script reads the cached format blob before they load, so that the
+    key's derivation overlaps them (cli/cached_key.py). None if it is not there or unreadable."""
+    if not _REPOSITORY_ID.fullmatch(repository_id):
+        return None
+    try:
+        with open(os.path.join(cache_directory(repository_id), *key.split("/")), "rb") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
 
 
 #: The cache directories whose failure this process has reported.
@@ -46,6 +61,8 @@ class BlobCache:
     def __init__(self, repository_id: str, root: str | None = None) -> None:
         if not _REPOSITORY_ID.fullmatch(repository_id):
             raise ValueError(f"invalid repository ID {repository_id!r}")
+        from corso_core.storage.filesystem import FilesystemStorage  # see read_cached
+
         self.directory = cache_directory(repository_id, root)
         self._enabled = True
         try:
