@@ -190,3 +190,18 @@ def test_a_range_is_received_into_the_buffer_from_the_socket_on_a_kept_connectio
     assert connections == []  # each request found the one before it's connection in the pool
     assert s3_storage.get("data/ab/pack", 5, 10) == data[5:15]  # and so does any other
     assert urllib3_reads and connections == []
+
+
+def test_a_range_is_received_into_the_buffer_over_tls_as_well(seaweedfs_tls, s3_prefix):
+    storage = open_storage(seaweedfs_tls.values(s3_prefix))
+    data = os.urandom(5 * 1024 * 1024 + 17)
+    buffer = memoryview(bytearray(len(data)))
+    try:
+        storage.put("data/ab/pack", data)
+        assert storage.get_into("data/ab/pack", 0, buffer) == len(data)
+        assert buffer == data
+        assert storage.get_into("data/ab/pack", 4096, buffer[:1000]) == 1000
+        assert buffer[:1000] == data[4096:5096]
+        assert storage.get("data/ab/pack", 7, 3) == data[7:10]  # the connection still serves
+    finally:
+        storage.close()
