@@ -1,6 +1,7 @@
 """A command derives its key from the cached format blob before it opens the storage."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -231,6 +232,23 @@ def test_backup_create_starts_its_warm_up_between_the_key_and_the_storage(
                  "--passphrase", "pw").code == 0
     salt = salt_of((repo / FORMAT_KEY).read_bytes())
     assert events == [("derive", salt), ("du", str(tmp_path / "tree")), ("open", "filesystem")]
+
+
+def test_a_restore_opens_its_storage_before_it_derives_its_key(repo, corso, events, tmp_path):
+    """Its storage's imports then run while scrypt ends (uses_repository's storage_first);
+    a backup keeps the key first, as its peak memory is start-up's."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_bytes(b"x")
+    created = corso("backup", "create", "files", "--path", str(tmp_path / "tree"),
+                    "--passphrase", "pw", "--json")
+    assert created.code == 0
+    salt = salt_of((repo / FORMAT_KEY).read_bytes())
+    assert events[-2:] == [("derive", salt), ("open", "filesystem")]
+    events.clear()
+    assert corso("restore", "files", "--backup", json.loads(created.out)["id"], "--destination",
+                 str(tmp_path / "out"), "--passphrase", "pw").code == 0
+    assert events == [("open", "filesystem"), ("derive", salt)]
+    assert (tmp_path / "out" / "tree" / "f").read_bytes() == b"x"
 
 
 def test_with_the_passphrase_in_the_environment_a_damaged_cached_copy_is_replaced(

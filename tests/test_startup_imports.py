@@ -194,9 +194,9 @@ def test_the_objects_made_while_opening_the_repository_are_kept_out_of_collectio
     seen = {}
     open_connected, list_manifests = connection.open_connected, cli_backup.list_manifests
 
-    def opening(*args):
+    def opening(*args, **kwargs):
         seen["collector while opening"] = gc.isenabled()
-        return open_connected(*args)
+        return open_connected(*args, **kwargs)
 
     def listing(repository, **options):
         seen["collector in the command"] = gc.isenabled()

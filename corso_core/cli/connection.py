@@ -16,8 +16,9 @@ secret flags (credentials) into the values the backend opens the storage with, r
 passphrase, opens the repository, checks its ID against the connection's, and calls the
 command with ``repository=``. The storage is closed when the command returns.
 
-The key (scrypt) is derived before the storage is opened, from the KDF of the format blob kept
-in the local cache, or was derived while the command loaded (cli/cached_key.py).
+The key (scrypt) is derived before the storage is opened (a restore: after, see
+`storage_first`), from the KDF of the format blob kept in the local cache, or was derived while
+the command loaded (cli/cached_key.py).
 The cyclic garbage collector is paused while the repository opens, and what exists then (the
 modules, boto3's models) is frozen out of its later collections (`_start_up_objects_kept`).
 """
@@ -38,6 +39,7 @@ from click.core import ParameterSource
 from corso_core import config, passphrase, plugins
 from corso_core.cli import cached_key, output
 from corso_core.errors import ConfigError, RepositoryError, UsageError
+from corso_core.repo.format import DerivedKey
 from corso_core.repo.repository import Repository, open_repository
 from corso_core.storage.backend import StorageBackend
 from corso_core.storage.kill_switch import with_kill_switch
@@ -89,13 +91,19 @@ warnings.filterwarnings("ignore", message=r"The parameter --\S+ is used more tha
 
 
 def uses_repository(function: Callable,
-                    before_open: Callable[[dict], Callable[[], None]] | None = None) -> Callable:
+                    before_open: Callable[[dict], Callable[[], None]] | None = None, *,
+                    storage_first: bool = False) -> Callable:
     """Give a click command function the connected repository as ``repository=`` (see above).
 
     `before_open(kwargs)`, if given, runs before the storage opens, with the arguments the
     function will get; what it returns is called when the command ends (Source.warm_up). It
     runs once the key is derived, so that a child process it starts never shares scrypt's
-    32 MiB before its exec (why that matters: sources/files/inodes.py)."""
+    32 MiB before its exec (why that matters: sources/files/inodes.py).
+
+    `storage_first`: the storage opens before the key derived early is waited for, so that its
+    client's imports (boto3: ~0.15 s) run while scrypt ends, for a command whose own peak
+    memory is far above start-up's (a restore's: its ranges and small chunks). Elsewhere the
+    two would add up at the peak of a command that holds little else (an unchanged backup)."""
     storage_options = _storage_options()
 
     @functools.wraps(function)
@@ -113,7 +121,8 @@ def uses_repository(function: Callable,
                 at_end.callback(before_open(kwargs))
 
             with _start_up_objects_kept():
-                repository = open_connected(given, secret, begin if before_open else None)
+                repository = open_connected(given, secret, begin if before_open else None,
+                                            storage_first=storage_first)
             at_end.callback(repository.storage.close)
             return function(repository=repository, **kwargs)
 
@@ -142,9 +151,11 @@ def _start_up_objects_kept() -> Iterator[None]:
 
 
 def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
-                   before_storage: Callable[[], None] | None = None) -> Repository:
+                   before_storage: Callable[[], None] | None = None, *,
+                   storage_first: bool = False) -> Repository:
     """Open the repository corso.toml names, after checking the flags given against it;
-    `before_storage` runs between the key derivation and the storage's opening."""
+    `before_storage` runs once the key is derived, before the storage opens (with
+    `storage_first`, see uses_repository: the storage opens first, then the key)."""
     path = config.config_path(output.flags().config_file)
     connection = config.load(path)
     try:
@@ -155,11 +166,18 @@ def open_connected(given: Mapping[str, Any], passphrase_flag: str | None,
     check_settings(backend, connection, path)
     values = storage_values(backend, connection, given)
     secret = passphrase.resolve(passphrase_flag)
-    derived = cached_key.derive(connection.repository_id, secret)
-    if before_storage:
-        before_storage()
+
+    def derive() -> DerivedKey | None:
+        derived = cached_key.derive(connection.repository_id, secret)
+        if before_storage:
+            before_storage()
+        return derived
+
+    derived = None if storage_first else derive()
     storage = with_kill_switch(backend.open(values))  # test-only CORSO_TEST_KILL_AFTER_WRITES
     try:
+        if storage_first:
+            derived = derive()
         repository = open_repository(storage, secret, derived=derived)
         if repository.repository_id != connection.repository_id:
             raise RepositoryError(

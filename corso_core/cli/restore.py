@@ -43,4 +43,4 @@ def _restore(source: Source):
     ], restore
 
 
-restore = SourceGroup("restore", _restore, help="Restore a backup.")
+restore = SourceGroup("restore", _restore, storage_first=True, help="Restore a backup.")

@@ -67,11 +67,14 @@ def source_named(name: str) -> Source:
 class SourceGroup(click.Group):
     """A group whose subcommands are the installed sources."""
 
-    def __init__(self, name: str, build: Builder, *, warms_up: bool = False, **kwargs) -> None:
-        """`warms_up`: the command calls its source's warm_up before opening the repository."""
+    def __init__(self, name: str, build: Builder, *, warms_up: bool = False,
+                 storage_first: bool = False, **kwargs) -> None:
+        """`warms_up`: the command calls its source's warm_up before opening the repository;
+        `storage_first`: as uses_repository's."""
         super().__init__(name, **kwargs)
         self.build = build
         self.warms_up = warms_up
+        self.storage_first = storage_first
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(plugins.sources())
@@ -89,7 +92,8 @@ class SourceGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command:
         source = source_named(name)
         options, function = self.build(source)
-        callback = uses_repository(function, source.warm_up if self.warms_up else None)
+        callback = uses_repository(function, source.warm_up if self.warms_up else None,
+                                   storage_first=self.storage_first)
         return click.Command(
             name,
             params=[*options, *reversed(callback.__click_params__), *output.global_options()],
