@@ -52,6 +52,13 @@ class RequestCounts:
         }
 
 
+def copied_into(buffer: memoryview, data: bytes) -> int:
+    """`data` (at most `buffer`'s length, as a read of that many gives) copied to the start of
+    `buffer`; its length: `get_into` done with a read that returned new bytes."""
+    buffer[: len(data)] = data
+    return len(data)
+
+
 class BlobStorage(ABC):
     """Blobs by key. Implementations map their own errors to `corso_core.errors` exceptions.
 
@@ -116,9 +123,7 @@ class BlobStorage(ABC):
         the blob's end); how many. For readers that re-use their buffers (a restore's ranges):
         a backend that receives straight into the buffer saves a copy, and the memory and page
         faults of new bytes. This default copies what `get` returns."""
-        data = self.get(key, offset, len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return copied_into(buffer, self.get(key, offset, len(buffer)))
 
     @abstractmethod
     def get_tail(self, key: str, length: int) -> bytes:

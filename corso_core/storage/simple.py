@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from corso_core.errors import AlreadyExists, NotFound
-from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes
+from corso_core.storage.interface import BlobInfo, BlobStorage, Bytes, copied_into
 
 
 class SimpleBlobStorage(BlobStorage):
@@ -72,9 +72,7 @@ class SimpleBlobStorage(BlobStorage):
         return self._get(key, max(0, self._stat(key).size - length), None)
 
     def _get_into(self, key: str, offset: int, buffer: memoryview) -> int:
-        data = self._get(key, offset, len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return copied_into(buffer, self._get(key, offset, len(buffer)))
 
     # --- the interface, counted ---------------------------------------------------------------
 
