@@ -2,6 +2,7 @@
 
 import itertools
 import threading
+import time
 
 import pytest
 from datalayer import make_repository
@@ -10,7 +11,13 @@ from test_store import chunks, counting_buffers, get_all, put_all
 from corso_core.errors import Corrupted
 from corso_core.repo import names
 from corso_core.repo.packs import read_header
-from corso_core.repo.small_chunks import SMALL_CHUNK, SmallChunkLane, pays_off
+from corso_core.repo.small_chunks import (
+    BATCHES_QUEUED,
+    BATCHES_QUEUED_REMOTE,
+    SMALL_CHUNK,
+    SmallChunkLane,
+    pays_off,
+)
 from corso_core.repo.store import ChunkStore, PackGone
 
 
@@ -214,3 +221,51 @@ def test_the_lane_reader_receives_its_ranges_into_two_buffers(small_chunk_reposi
         store.prefetch(ids)
         assert get_all(store, ids) == expected
     assert len(fetched) >= 10 and 1 <= len(made) <= 2
+
+
+def test_the_reader_waits_while_the_lanes_queue_is_full():
+    """Memory stays bounded: with `queued` batches waiting, handing over one more waits."""
+    stop, release, delivering = threading.Event(), threading.Event(), threading.Event()
+
+    def deliver(chunk_id, data):
+        delivering.set()
+        assert release.wait(10)
+
+    lane = SmallChunkLane(lambda chunk_id, sealed: sealed, deliver, stop, queued=2)
+    handed = []
+
+    def reader():
+        for n in range(5):
+            lane.add(bytes([n]) * 32, memoryview(b"x"))
+            lane.hand_over()
+            handed.append(n)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert delivering.wait(10)
+    time.sleep(0.2)
+    assert handed == [0, 1, 2]  # one batch being delivered, two waiting: the fourth waits
+    release.set()
+    thread.join(10)
+    lane.finish()
+    assert handed == [0, 1, 2, 3, 4] and lane.error is None
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_from_remote_storage_the_lane_gets_the_deeper_queue(small_chunk_repository,
+                                                            monkeypatch, remote):
+    repo, ids, expected = small_chunk_repository
+    if remote:
+        monkeypatch.setattr(type(repo.storage), "local_root", property(lambda self: None))
+    depths = []
+
+    class Recorded(SmallChunkLane):
+        def __init__(self, *args):
+            depths.append(args[-1])
+            super().__init__(*args)
+
+    monkeypatch.setattr("corso_core.repo.store.SmallChunkLane", Recorded)
+    with ChunkStore(repo, read_only=True) as store:
+        assert get_all(store, ids) == expected
+    assert depths == [BATCHES_QUEUED_REMOTE if remote else BATCHES_QUEUED]
+    assert BATCHES_QUEUED_REMOTE > BATCHES_QUEUED

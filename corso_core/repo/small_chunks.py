@@ -28,10 +28,17 @@ from collections.abc import Callable, Iterable
 SMALL_CHUNK = 64 * 1024
 #: Batches handed to the lane: about this many bytes each, at most BATCHES_QUEUED waiting
 #: (copies, so the reader's range buffer is not held). A deeper queue lets the reader go on
-#: to ranges of large chunks while the lane catches up: 8 batches measured 1.58 s, 16 1.56 s,
-#: 32 1.53 s (but 56 MiB more at the peak from SeaweedFS).
+#: to ranges of large chunks while the lane catches up: on a local disk 8 batches measured
+#: 1.58 s, 16 1.56 s, 32 1.53 s; 64 1.50 s against 16's 1.57 (5 runs each), but 20 MB more at
+#: the peak (125 MB against 105).
 BATCH_BYTES = 1024 * 1024
 BATCHES_QUEUED = 16
+#: From remote storage a reader the lane holds up holds up the requests too (the next range is
+#: fetched only while one is opened), so the lane gets a deeper queue there: an S3 restore
+#: (SeaweedFS, cold) took 2.01 s against 2.13 with 16 (medians of 12 in turns), 1.97 against
+#: 2.055 with 80 (of 10); peak RSS 156 MB against 145 (the bench data's small chunks are
+#: ~35 MiB sealed, so the queue never filled).
+BATCHES_QUEUED_REMOTE = 64
 #: What a small chunk costs the lane, and a byte of large chunks the reader (1 GiB, 15,000
 #: files below 64 KiB and 920 MiB in 43 larger ones: 15,000 small chunks in ~1.05 s; the
 #: large ones in ~0.9 s). Only their ratio matters.
@@ -57,11 +64,13 @@ class SmallChunkLane:
     """Opens (`open_chunk(ID, sealed)`) and delivers (`deliver(ID, plaintext)`) the small
     chunks one reader thread adds, on a thread of its own, until `stop` is set: then what is
     left is dropped and its IDs kept in `dropped`. The first exception it meets is kept in
-    `error` (and sets `stop`)."""
+    `error` (and sets `stop`). At most `queued` batches wait: the reader adding one more
+    waits too."""
 
-    def __init__(self, open_chunk: Callable, deliver: Callable, stop: threading.Event) -> None:
+    def __init__(self, open_chunk: Callable, deliver: Callable, stop: threading.Event,
+                 queued: int = BATCHES_QUEUED) -> None:
         self._open_chunk, self._deliver, self._stop = open_chunk, deliver, stop
-        self._queue: queue.Queue = queue.Queue(BATCHES_QUEUED)
+        self._queue: queue.Queue = queue.Queue(queued)
         self._batch: list[tuple[bytes, bytes]] = []
         self._batch_bytes = 0
         self.error: BaseException | None = None

@@ -49,7 +49,13 @@ from corso_core.repo.packs import (
 from corso_core.repo.plans import decode_plan
 from corso_core.repo.read_ahead import ReadAhead
 from corso_core.repo.sessions import SessionRecord
-from corso_core.repo.small_chunks import SMALL_CHUNK, SmallChunkLane, pays_off
+from corso_core.repo.small_chunks import (
+    BATCHES_QUEUED,
+    BATCHES_QUEUED_REMOTE,
+    SMALL_CHUNK,
+    SmallChunkLane,
+    pays_off,
+)
 from corso_core.storage.interface import BlobInfo
 
 log = logging.getLogger(__name__)
@@ -705,7 +711,7 @@ class ChunkStore:
         must be thread-safe): no hand-off per chunk, and memory holds READ_THREADS raw ranges
         and the chunks being delivered. Or, where small chunks are many, one reader and a
         SmallChunkLane: two raw ranges (the one opened, the next being fetched) and at most
-        BATCHES_QUEUED MiB of small chunks' copies.
+        BATCHES_QUEUED MiB of small chunks' copies (BATCHES_QUEUED_REMOTE from remote storage).
         The storage is told which ranges come next, a bounded distance ahead (read_ahead).
         Every ID is located before anything is read: a missing one raises Corrupted first.
         The first failure (Corrupted, or whatever `deliver` raised) stops the reading and is
@@ -734,7 +740,9 @@ class ChunkStore:
         stop = threading.Event()
         lane = None
         if prefetched or _lane_pays_off(ranges):
-            lane = SmallChunkLane(partial(open_chunk, self._keys), deliver, stop)
+            remote = self._storage.local_root is None
+            lane = SmallChunkLane(partial(open_chunk, self._keys), deliver, stop,
+                                  BATCHES_QUEUED_REMOTE if remote else BATCHES_QUEUED)
         fetcher = prefetched.fetcher if prefetched else self._fetcher(ranges, ahead=bool(lane))
         try:
             with ThreadPoolExecutor(1 if lane else READ_THREADS,
