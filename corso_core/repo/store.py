@@ -128,9 +128,10 @@ class _Range:
 
 class _RangeFetcher:
     """The raw bytes of get_many's ranges, each received into a re-used buffer (buffers.py)
-    that is free again once its chunks are opened (`fetched`): two buffers, as at most two
-    ranges are held at once. Nothing delivered refers to a range's buffer: a chunk is
-    decrypted into new memory, and the lane copies the sealed chunks it keeps.
+    that is free again once its chunks are opened (`fetched`): as many buffers as ranges are
+    held at once (ahead: the one opened and the next; else one per reader). Nothing delivered
+    refers to a range's buffer: a chunk is decrypted into new memory, and the lane copies the
+    sealed chunks it keeps.
 
     `ahead` (one reader beside a SmallChunkLane): the ranges are asked for in order, and each
     one's fetch begins while the one before it is opened (two readers have two requests going;
@@ -141,7 +142,7 @@ class _RangeFetcher:
     def __init__(self, fetch: Callable[[_Range, BufferPool], memoryview], ranges: list[_Range],
                  buffer_size: int, *, ahead: bool, first_now: bool = False) -> None:
         self._fetch, self._ranges = fetch, ranges
-        self._buffers = BufferPool(buffer_size, keep=READ_THREADS)
+        self._buffers = BufferPool(buffer_size, keep=2 if ahead else READ_THREADS)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="corso-fetch") if ahead else None
         self._next: Future | None = None
         if first_now and ranges and self._pool:
