@@ -22,7 +22,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 # .venv would add its import finders (~20 ms of every command, cold) and, without bytecode,
 # re-compile corso's sources each run.
 BENCH_VENV := .venv-bench
-$(BENCH_VENV)/.installed: pyproject.toml $(S3_PLUGIN) $(shell find corso_core plugins -name '*.py')
+$(BENCH_VENV)/.installed: pyproject.toml $(S3_PLUGIN) $(shell find corso_core plugins/corso_s3/corso_s3 -name '*.py')
 	rm -rf $(BENCH_VENV) build plugins/corso_s3/build  # a stale build/lib would be packaged too
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
