@@ -93,7 +93,6 @@ class _Prefetched:
     """What ChunkStore.prefetch began: the ranges of a set of IDs, the first one being fetched."""
 
     ids: frozenset[bytes]
-    ranges: list[_Range]
     fetcher: _RangeFetcher
 
 
@@ -141,7 +140,7 @@ class _RangeFetcher:
 
     def __init__(self, fetch: Callable[[_Range, BufferPool], memoryview], ranges: list[_Range],
                  buffer_size: int, *, ahead: bool, first_now: bool = False) -> None:
-        self._fetch, self._ranges = fetch, ranges
+        self._fetch, self.ranges = fetch, ranges
         self._buffers = BufferPool(buffer_size, keep=2 if ahead else READ_THREADS)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="corso-fetch") if ahead else None
         self._next: Future | None = None
@@ -151,11 +150,11 @@ class _RangeFetcher:
     def get(self, number: int) -> memoryview:
         """Range `number`'s bytes (ahead: the next one's fetch begun)."""
         if self._pool is None:
-            return self._fetch(self._ranges[number], self._buffers)
+            return self._fetch(self.ranges[number], self._buffers)
         current, self._next = self._next, None
-        if number + 1 < len(self._ranges):
-            self._next = self._pool.submit(self._fetch, self._ranges[number + 1], self._buffers)
-        return current.result() if current else self._fetch(self._ranges[number], self._buffers)
+        if number + 1 < len(self.ranges):
+            self._next = self._pool.submit(self._fetch, self.ranges[number + 1], self._buffers)
+        return current.result() if current else self._fetch(self.ranges[number], self._buffers)
 
     @contextmanager
     def fetched(self, number: int) -> Iterator[memoryview]:
@@ -689,7 +688,7 @@ class ChunkStore:
         except Corrupted:  # a chunk the index lacks: get_many says so, where it is expected
             return
         if _lane_pays_off(ranges):
-            self._prefetched = _Prefetched(frozenset(ordered), ranges, self._fetcher(
+            self._prefetched = _Prefetched(frozenset(ordered), self._fetcher(
                 ranges, ahead=True, first_now=True))
 
     def _take_prefetched(self, chunk_ids: list[bytes] | None) -> _Prefetched | None:
@@ -735,7 +734,7 @@ class ChunkStore:
         open every chunk of their ranges."""
         chunk_ids = list(chunk_ids)
         prefetched = self._take_prefetched(chunk_ids)
-        ranges = prefetched.ranges if prefetched else self._plan(chunk_ids)
+        ranges = prefetched.fetcher.ranges if prefetched else self._plan(chunk_ids)
         self._start_read_ahead(ranges)
         delivered = [0] * len(ranges)  # entries of each range delivered, or given to the lane
         stop = threading.Event()
