@@ -87,7 +87,8 @@ class BlobStorage(ABC):
         """The directory on this machine that holds the blobs, if there is one (the filesystem
         backend's root); None for remote storage (this default). A backup leaves that directory
         out when its source reaches it: it would store the repository in itself, growing it by
-        every earlier backup each time, and read packs as they are being written."""
+        every earlier backup each time, and read packs as they are being written. A restore
+        queues fewer small chunks ahead from it, as reads there cost little (small_chunks.py)."""
         return None
 
     @abstractmethod
