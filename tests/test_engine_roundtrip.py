@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 from trees import TEST_CHUNK, snapshot, write_tree
 
 from corso_core import plugins
+from corso_core.engine import restore as restore_engine
 from corso_core.engine.backup import BackupOptions, run_backup
 from corso_core.engine.browse import TreeLoader, walk_entries
 from corso_core.engine.progress import Problems, Progress
@@ -291,6 +293,35 @@ def test_a_restore_turns_the_cycle_collector_back_on_even_when_it_fails(reposito
     with pytest.raises(UsageError, match="nothing in backup"):
         restore(repository, result.backup_id, tmp_path / "out2", globs=["no/such/path"])
     assert gc.isenabled()
+
+
+def test_a_restores_plan_and_trees_are_freed_before_the_cycle_collector_resumes(
+        repository, tricky_tree, tmp_path, monkeypatch):
+    """Freed by reference counting, with no cycle among them: else the collector's first pass
+    after the restore scans them all (15 ms for 15,000 files), or keeps them until it runs."""
+    result = backup(repository, tricky_tree)
+    made = []
+    planned = restore_engine.plan_restore
+
+    def plan_restore(trees, root, globs):
+        plan = planned(trees, root, globs)
+        made.extend([weakref.ref(plan), weakref.ref(trees)])
+        return plan
+
+    alive_when_resumed = []
+
+    class Collector:  # the engine's gc module, recording what lives when it turns back on
+        isenabled, disable = staticmethod(gc.isenabled), staticmethod(gc.disable)
+
+        @staticmethod
+        def enable():
+            alive_when_resumed.extend(ref() is not None for ref in made)
+            gc.enable()
+
+    monkeypatch.setattr(restore_engine, "plan_restore", plan_restore)
+    monkeypatch.setattr(restore_engine, "gc", Collector)
+    restore(repository, result.backup_id, tmp_path / "out")
+    assert alive_when_resumed == [False, False]
 
 
 @pytest.mark.parametrize("collisions", ["skip", "copy", "replace"])
