@@ -317,13 +317,17 @@ def test_a_symlinked_file_in_the_destination_is_never_written_through(tmp_path, 
 
 
 @pytest.mark.parametrize("name", [b"..", b".", b"a/../../x", b"", b"nul\0"])
-def test_names_that_could_escape_are_refused(tmp_path, name):
+@pytest.mark.parametrize("parent", [(), (b"made",)], ids=["existing", "made"])
+def test_names_that_could_escape_are_refused(tmp_path, name, parent):
+    """In the destination, and in a directory the restore made (whose names need no look)."""
     destination = tmp_path / "d" / "dest"
     destination.mkdir(parents=True)
-    problems = _restore_one_file(destination, (name,), "replace")
-    assert "refused" in problems.errors[0]
+    problems = _restore_one_file(destination, (*parent, name), "replace")
+    assert len(problems.errors) == 1 and "refused" in problems.errors[0]
     assert sorted(os.listdir(tmp_path / "d")) == ["dest"]
-    assert os.listdir(destination) == []
+    assert os.listdir(destination) == [*(os.fsdecode(p) for p in parent)]
+    if parent:
+        assert os.listdir(destination / "made") == []
 
 
 def test_a_directory_the_restore_makes_shows_nothing_until_all_in_it_is_finished(tmp_path):

@@ -442,14 +442,21 @@ class FilesWriter:
     def _say(self, path: Path, message: str, error: bool = True) -> None:
         (self.report.error if error else self.report.warning)(self.shown(path), message)
 
-    def _checked_parent(self, path: Path) -> int | None:
-        """The parent's descriptor, or None (reported) for a refused name or unusable parent."""
+    def _refused(self, path: Path) -> bool:
+        """Whether a name of the path is not a plain file name (reported)."""
         parent = path[:-1]
         if bad_name(path[-1]) or (parent not in self._sound_parents
                                   and any(bad_name(n) for n in parent)):
             self._say(path, "refused: the name is not a plain file name")
-            return None
+            return True
         self._sound_parents.add(parent)
+        return False
+
+    def _checked_parent(self, path: Path) -> int | None:
+        """The parent's descriptor, or None (reported) for a refused name or unusable parent."""
+        if self._refused(path):
+            return None
+        parent = path[:-1]
         try:
             return self._dir_fd(parent)
         except OSError as e:
@@ -727,6 +734,11 @@ class FilesWriter:
 
     def start_file(self, path: Path, meta: Metadata) -> PendingFile | bool | None:
         """Check the name and the collision policy; the file is created on first use."""
+        if path[:-1] in self._made:  # nothing to look up there: its descriptor waits till then
+            if self._refused(path):
+                return False
+            return PendingFile(path=path, meta=meta, key=next(self._temp_numbers),
+                               name=path[-1])
         fd = self._checked_parent(path)
         if fd is None:
             return False
@@ -737,8 +749,7 @@ class FilesWriter:
             self._say(path, f"cannot create file: {reason(e)}")
             return False
         key = next(self._temp_numbers)
-        name = path[-1] if path[:-1] in self._made else self._temp_name(key)
-        return PendingFile(path=path, meta=meta, key=key, name=name)
+        return PendingFile(path=path, meta=meta, key=key, name=self._temp_name(key))
 
     def _file_fd(self, pending: PendingFile) -> int:
         return self._cached(("file", pending.key),
