@@ -154,27 +154,31 @@ def small_chunk_repository(tmp_path, monkeypatch):
     return repo, ids, dict(zip(ids, datas, strict=True))
 
 
-def counting_fetches(store: ChunkStore) -> tuple[list[tuple[str, int]], threading.Event]:
-    """Each range fetched (pack, start), and an Event set once the first fetch has begun."""
+def counting_fetches(store: ChunkStore,
+                     then: int = 1) -> tuple[list[tuple[str, int]], threading.Event]:
+    """Each range fetched (pack, start), and an Event set once `then` fetches have begun."""
     fetched, begun = [], threading.Event()
     real_fetch = ChunkStore._fetch_range
 
     def fetch(self, piece, buffers=None):
         fetched.append((piece.pack, piece.start))
-        begun.set()
+        if len(fetched) == then:
+            begun.set()
         return real_fetch(self, piece, buffers)
 
     store._fetch_range = fetch.__get__(store)
     return fetched, begun
 
 
-def test_a_prefetch_sends_the_first_request_before_get_many_which_takes_it_over(
+def test_a_prefetch_sends_the_first_two_requests_before_get_many_which_takes_them_over(
         small_chunk_repository):
     repo, ids, expected = small_chunk_repository
     with ChunkStore(repo, read_only=True) as store:
-        fetched, begun = counting_fetches(store)
+        fetched, begun = counting_fetches(store, then=2)
         store.prefetch(ids + ids[:5])  # as a restore's plan gives them: a chunk may recur
         assert begun.wait(10)  # before get_many is called
+        assert fetched == [(piece.pack, piece.start)
+                           for piece in store._prefetched.fetcher.ranges[:2]]
         assert get_all(store, list(reversed(ids))) == expected  # the same IDs, in any order
     assert len(fetched) > 2
     assert len(fetched) == len(set(fetched))  # no range read twice
