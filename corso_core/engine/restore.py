@@ -231,7 +231,8 @@ class _Restore:
     def _finish(self, file: _File) -> None:
         self._finished(file, self.writer.finish_file(file.handle))
 
-    def _finished(self, file: _File, placed: bool | None) -> None:
+    def _finished(self, file: _File, placed: bool | None, nbytes: int = 0) -> None:
+        """Count a file finished (and `nbytes` written last, in one call to progress)."""
         meta = file.entry.meta
         with self.lock:
             file.done = True
@@ -242,7 +243,7 @@ class _Restore:
                     self.restored_links[(meta.dev, meta.inode)] = file.path
             elif placed is None:  # the name was taken meanwhile ("skip")
                 self._skipped(meta)
-        self.progress.advance(files=1)
+        self.progress.advance(files=1, nbytes=nbytes)
 
     def _skipped(self, meta) -> None:
         """The collision policy left a file alone. Its other hard links: left alone too when
@@ -268,10 +269,10 @@ class _Restore:
                 raise
             self._fail(file, reason(e))
             return
-        self.progress.advance(nbytes=len(data))
         if whole:
-            self._finished(file, placed)
+            self._finished(file, placed, len(data))
             return
+        self.progress.advance(nbytes=len(data))
         with self.lock:
             file.missing -= 1
             last = file.missing == 0
@@ -289,10 +290,10 @@ class _Restore:
 
     def _deliver(self, chunk_id: bytes, data: bytes) -> None:
         for file, offset, size in self.uses.pop(chunk_id):
-            if why := _wrong_size(chunk_id, data, size):
-                self._fail(file, why)
-            else:
+            if len(data) == size:
                 self._write(file, offset, data)
+            else:
+                self._fail(file, _wrong_size(chunk_id, data, size))
 
     def fetch(self) -> None:
         """Fetch every chunk once and write it wherever it goes.

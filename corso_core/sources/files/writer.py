@@ -258,11 +258,12 @@ class FilesWriter:
             for fd in fds:
                 held.remove(fd)
 
-    def _cached(self, key: object, opener) -> int:
+    def _cached(self, key: object, opener, argument) -> int:
+        """The descriptor cached as `key`, else `opener(argument)`'s, cached then."""
         fds = self._fds
         fd = fds.get(key)
         if fd is None:
-            fd = fds[key] = opener()
+            fd = fds[key] = opener(argument)
             if len(fds) > self._cache_size:
                 self._close_least_used(fds)
         else:
@@ -295,7 +296,7 @@ class FilesWriter:
         """Descriptor of a restored directory, reached without following any symlink."""
         if not path:
             return self.root_fd
-        return self._cached(("dir", path), lambda: self._open_dir(path))
+        return self._cached(("dir", path), self._open_dir, path)
 
     def _open_dir(self, path: Path) -> int:
         """Open a directory by name, and check it is the one it was: a directory swapped in
@@ -752,8 +753,7 @@ class FilesWriter:
         return PendingFile(path=path, meta=meta, key=key, name=self._temp_name(key))
 
     def _file_fd(self, pending: PendingFile) -> int:
-        return self._cached(("file", pending.key),
-                            lambda: self._open_file(pending))
+        return self._cached(("file", pending.key), self._open_file, pending)
 
     def _open_file(self, pending: PendingFile) -> int:
         """A new descriptor of the file; the first thread to ask creates it."""
