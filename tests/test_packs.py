@@ -35,10 +35,22 @@ def test_large_chunks_are_judged_by_a_sample_and_kept_compressible(monkeypatch):
     monkeypatch.setattr(compression, "_compressor", Recording)
     noise = os.urandom(1024 * 1024)
     assert compression.compress(noise) == bytes((compression.RAW,)) + noise
-    assert compressed_sizes == [16 * 1024]  # the sample only: no full pass over random data
+    assert compressed_sizes == [16 * 1024] * 3  # the samples only: no full pass over random data
     text = b"".join(b"line %d of a log file\n" % i for i in range(50000))
     packed = compression.compress(text)
     assert packed[0] == compression.ZSTD and compression.decompress(packed, "x") == text
+
+
+@pytest.mark.parametrize("text_at", ["start", "end"])
+def test_a_large_chunk_random_in_its_middle_is_compressed_for_its_text(text_at):
+    """Where a file's random part gives way to text, one chunk holds both: its middle alone
+    would have it stored as is."""
+    text = b"".join(b"line %d of a log file\n" % i for i in range(20000))[: 400 * 1024]
+    noise = os.urandom(600 * 1024)
+    chunk = text + noise if text_at == "start" else noise + text
+    packed = compression.compress(chunk)
+    assert packed[0] == compression.ZSTD and len(packed) < len(noise) + len(text) // 2
+    assert compression.decompress(packed, "x") == chunk
 
 
 def test_compressing_many_chunks_at_once_gives_what_compressing_each_gives(monkeypatch):
@@ -59,7 +71,7 @@ def test_compressing_many_chunks_at_once_gives_what_compressing_each_gives(monke
     one_by_one = [compression.compress(chunk) for chunk in chunks]
     monkeypatch.setattr(compression, "_compressor", Recording)
     assert compression.compress_many(chunks) == one_by_one
-    assert calls == [("many", 5), "compress"]  # the large one judged by its sample alone
+    assert calls == [("many", 5)] + ["compress"] * 3  # the large one judged by its samples
     assert compression.compress_many([]) == []
 
 
