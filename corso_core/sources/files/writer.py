@@ -734,23 +734,26 @@ class FilesWriter:
         return self._create_and_place(path, "symlink", create, finish)
 
     def start_file(self, path: Path, meta: Metadata) -> PendingFile | bool | None:
-        """Check the name and the collision policy; the file is created on first use."""
-        if path[:-1] in self._made:  # nothing to look up there: its descriptor waits till then
+        """Check the name and the collision policy; the file is created on first use: under its
+        own name in a directory this restore made (nothing there to look up, and its
+        descriptor is opened only then), else under a temp name."""
+        made_here = path[:-1] in self._made
+        if made_here:
             if self._refused(path):
                 return False
-            return PendingFile(path=path, meta=meta, key=next(self._temp_numbers),
-                               name=path[-1])
-        fd = self._checked_parent(path)
-        if fd is None:
-            return False
-        try:
-            if self._left_alone(fd, path):
-                return None
-        except ITEM_ERRORS as e:  # a name too long, say
-            self._say(path, f"cannot create file: {reason(e)}")
-            return False
+        else:
+            fd = self._checked_parent(path)
+            if fd is None:
+                return False
+            try:
+                if self._left_alone(fd, path):
+                    return None
+            except ITEM_ERRORS as e:  # a name too long, say
+                self._say(path, f"cannot create file: {reason(e)}")
+                return False
         key = next(self._temp_numbers)
-        return PendingFile(path=path, meta=meta, key=key, name=self._temp_name(key))
+        return PendingFile(path=path, meta=meta, key=key,
+                           name=path[-1] if made_here else self._temp_name(key))
 
     def _file_fd(self, pending: PendingFile) -> int:
         return self._cached(("file", pending.key), self._open_file, pending)
