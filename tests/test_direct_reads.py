@@ -20,7 +20,7 @@ from trees import snapshot
 
 from corso_core.engine.progress import Problems
 from corso_core.repo.chunker import READ_ALIGNMENT, ChunkerParams, chunk_file, new_read_buffer
-from corso_core.sources.files.direct_reads import DIRECT_MIN, DirectFile
+from corso_core.sources.files.direct_reads import DIRECT_MIN, DirectFile, RegularFile
 from corso_core.sources.files.reader import FilesReader
 
 CHUNKER = ChunkerParams.for_new_repository().chunker(0)
@@ -118,7 +118,7 @@ def test_a_cached_or_small_file_is_read_through_the_page_cache(disk_dir, size, c
     _written(disk_dir / "f", size, cached)
     content = _opened(disk_dir / "f")
     try:
-        assert type(content.file) is io.FileIO and not _direct(content.file)
+        assert type(content.file) is RegularFile and not _direct(content.file)
     finally:
         content.close()
 
@@ -185,3 +185,44 @@ def test_a_backup_of_files_off_the_page_cache_restores_exactly(repository, tmp_p
     stats, problems = restore(repository, result.backup_id, tmp_path / "out")
     assert problems.errors == [] and stats.files == 3
     assert snapshot(tmp_path / "out" / "t") == snapshot(disk_dir / "t")
+
+
+def test_a_regular_file_read_to_its_size_is_not_asked_once_more(tmp_path, monkeypatch):
+    """RegularFile takes a read short exactly at the size the file had as its end (one system
+    call less per small file); a file that grew after that read is caught by the fstat after
+    reading, as before."""
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    reads = []
+    real_readv = os.readv
+    monkeypatch.setattr(os, "readv", lambda fd, buffers: reads.append(fd) or real_readv(
+        fd, buffers))
+    content = _opened(tmp_path / "f")
+    try:
+        assert type(content.file) is RegularFile
+        buffer = bytearray(4096)
+        assert content.file.readinto(buffer) == 100 and bytes(buffer[:100]) == b"x" * 100
+        with open(tmp_path / "f", "ab") as f:
+            f.write(b"grown")
+        assert content.file.readinto(buffer) == 0 and len(reads) == 1
+        assert content.changed() == "changed while being read (size)"
+    finally:
+        content.close()
+
+
+def test_a_regular_file_read_short_of_its_size_is_read_on():
+    """A read that comes short before the size (a network filesystem may answer so) is not
+    the end: the next read asks the system again."""
+    reader, writer = os.pipe()
+    file = RegularFile(reader, 10)
+    try:
+        buffer = bytearray(4096)
+        os.write(writer, b"12345")
+        assert file.readinto(buffer) == 5
+        os.write(writer, b"67890")
+        assert file.readinto(buffer) == 5 and bytes(buffer[:5]) == b"67890"
+        os.write(writer, b"more")  # past the size, after a short read at it: not asked for
+        assert file.readinto(buffer) == 0
+    finally:
+        file.close()
+        os.close(writer)
+    assert file.closed

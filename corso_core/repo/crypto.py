@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +25,42 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 #: Bytes an encrypted blob adds to its plaintext.
 OVERHEAD = NONCE_SIZE + TAG_SIZE
+#: Nonces drawn from the system's random source at once, per thread.
+NONCES_PER_DRAW = 256
+
+
+class _Nonces(threading.local):
+    """Fresh random nonces, each thread drawing NONCES_PER_DRAW of them from os.urandom at a
+    time: one system call per nonce was one per small file in a backup, and each let another
+    thread take the GIL (a backup of 200,000 small files made 200,000 getrandom calls). The
+    bytes are the same random source's; a forked child starts with none drawn, so it never
+    repeats its parent's."""
+
+    def __init__(self) -> None:
+        self.drawn, self.used = b"", 0
+
+    def take(self) -> bytes:
+        if self.used == len(self.drawn):
+            self.drawn, self.used = os.urandom(NONCE_SIZE * NONCES_PER_DRAW), 0
+        self.used += NONCE_SIZE
+        return self.drawn[self.used - NONCE_SIZE : self.used]
+
+
+_nonces = _Nonces()
+
+
+def _forget_drawn_nonces() -> None:
+    global _nonces
+    _nonces = _Nonces()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_drawn_nonces)
+
+
+def new_nonce() -> bytes:
+    """A random 96-bit nonce, never handed out twice in this process or its forks."""
+    return _nonces.take()
 
 
 @functools.lru_cache(maxsize=16)
@@ -35,7 +72,7 @@ def _aead(key: bytes) -> AESGCM:
 
 def seal(key: bytes, plaintext: bytes | memoryview, associated: bytes) -> bytes:
     """nonce || ciphertext || tag."""
-    nonce = os.urandom(NONCE_SIZE)
+    nonce = new_nonce()
     return nonce + _aead(key).encrypt(nonce, bytes(plaintext), associated)
 
 
@@ -45,7 +82,7 @@ def seal_into(key: bytes, plaintext: bytes, associated: bytes, out: memoryview) 
     A megabyte chunk sealed into its pack costs one pass over it, where seal() and a copy into
     the pack cost three (~0.13 ms against ~1.6 ms per MiB here).
     """
-    nonce = os.urandom(NONCE_SIZE)
+    nonce = new_nonce()
     end = NONCE_SIZE + len(plaintext) + TAG_SIZE
     out[:NONCE_SIZE] = nonce
     _aead(key).encrypt_into(nonce, plaintext, associated, out[NONCE_SIZE:end])

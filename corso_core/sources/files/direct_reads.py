@@ -1,4 +1,5 @@
-"""Reading a large file that is not in the page cache straight from the disk (O_DIRECT).
+"""How the files source reads a file: a large one that is not in the page cache straight from
+the disk (O_DIRECT, DirectFile), any other through the page cache (RegularFile).
 
 Read through the page cache, every byte costs the kernel a copy into the reader's memory, and
 the pages it filled stay cached, pushing out what the user had there. In a first backup that
@@ -56,7 +57,42 @@ class DirectFile(io.FileIO):
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
 
 
-def open_for_reading(fd: int, size: int) -> io.FileIO:
+class RegularFile(io.RawIOBase):
+    """The regular file `fd`, of `size` bytes when opened, read through the page cache.
+
+    Lighter than io.FileIO, which has the descriptor fstat-ed once more as it is made. And a
+    read that comes short exactly at `size` is taken for the end (the next read returns 0
+    without asking the system): the one that would only have found nothing is not made. A file
+    that grew meanwhile is caught by the fstat after reading (FileContent.changed), and a read
+    short of `size` (a network filesystem's) is read on as ever. Per small file in a backup,
+    two system calls fewer, each a chance for another thread to take the GIL.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._size, self._position, self._ended = fd, size, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer) -> int:
+        if self._ended:
+            return 0
+        n = os.readv(self._fd, [buffer])
+        self._position += n
+        self._ended = n < len(buffer) and self._position == self._size
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self._fd)
+
+
+def open_for_reading(fd: int, size: int) -> io.RawIOBase:
     """An unbuffered file object for the regular file `fd` (of `size` bytes), reading directly
     from the disk where that helps and the system allows it."""
     if size > DIRECT_MIN and hasattr(os, "O_DIRECT") and not _starts_cached(fd):
@@ -69,7 +105,7 @@ def open_for_reading(fd: int, size: int) -> io.FileIO:
             pass
         else:
             return DirectFile(fd, "rb")
-    return io.FileIO(fd, "rb")
+    return RegularFile(fd, size)
 
 
 def _starts_cached(fd: int) -> bool:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+import threading
+import weakref
 from typing import NamedTuple
 
 from corso_core.sources.files.direct_reads import open_for_reading
@@ -126,6 +128,25 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+class _OpenDirectory:
+    """A directory open (O_NOFOLLOW) and checked to be the one that listed the files opened
+    in it; its descriptor is closed once nothing holds this."""
+
+    def __init__(self, path: bytes, identity: tuple[int, int], fd: int) -> None:
+        self.path, self.identity, self.fd = path, identity, fd
+        weakref.finalize(self, os.close, fd)
+
+
+class _LastDirectory(threading.local):
+    """The directory each thread last opened a file in. A reader opens the files of a batch
+    one after the other, most of them in one directory: its descriptor is kept from one to
+    the next, not opened, checked and closed for every file (three system calls, and as many
+    chances for another thread to take the GIL). A thread's entry goes when the thread ends,
+    all of them when the reader does."""
+
+    directory: _OpenDirectory | None = None
+
+
 class FileContent:
     """An open regular file, with the fstat taken when it was opened."""
 
@@ -156,6 +177,7 @@ class FilesReader:
         #: The filesystems of the paths given, when the walk stays on them: a directory on
         #: another (a mount point: /proc under /) is recorded, but not entered.
         self.filesystems: set[int] | None = set() if one_file_system else None
+        self._last_directory = _LastDirectory()
 
     def _excluded(self, path: bytes, dir_fd: int) -> bool:
         if not self.excludes:
@@ -243,20 +265,27 @@ class FilesReader:
             self.report.error(node.handle, f"cannot read: {e.strerror}")
             return None
 
-    @staticmethod
-    def _open_in_its_directory(handle: bytes) -> int | None:
+    def _open_in_its_directory(self, handle: bytes) -> int | None:
         """The file open by its name in the directory that listed it; None if the path now
         leads to another directory (one on the way was swapped)."""
         parent = getattr(handle, "parent", None)
         if parent is None:  # a path the user gave
             return os.open(handle, _OPEN_FLAGS)
-        directory, name = os.path.split(handle)
-        # The slash follows a directory given as `--path link/` (whose files' paths pass
-        # through the link); any other symlink it follows fails the identity check below.
-        dir_fd = os.open(directory + b"/", _DIR_FLAGS)
-        try:
-            if _identity(os.fstat(dir_fd)) != parent:
+        directory_path, name = os.path.split(handle)
+        directory = self._last_directory.directory
+        if directory is None or directory.path != directory_path or (
+                directory.identity != parent):
+            directory = self._last_directory.directory = None  # closes the one before
+            # The slash follows a directory given as `--path link/` (whose files' paths pass
+            # through the link); any other symlink it follows fails the identity check below.
+            dir_fd = os.open(directory_path + b"/", _DIR_FLAGS)
+            try:
+                found = _identity(os.fstat(dir_fd))
+            except OSError:
+                os.close(dir_fd)
+                raise
+            directory = _OpenDirectory(directory_path, found, dir_fd)
+            if found != parent:
                 return None
-            return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
+            self._last_directory.directory = directory
+        return os.open(name, _OPEN_FLAGS, dir_fd=directory.fd)
