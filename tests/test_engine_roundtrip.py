@@ -853,6 +853,41 @@ def test_a_reader_opens_files_ahead_and_closes_them_all_when_it_fails(repository
     assert len(opened) == 5 and all(content.file.closed for content in opened)
 
 
+@pytest.mark.parametrize("tiny", [True, False])
+def test_batches_of_tiny_files_are_read_one_at_a_time(repository, tmp_path, monkeypatch,
+                                                      tiny):
+    """Two readers reading tiny files at once only pass the GIL back and forth (a backup of
+    200,000 such files: 10.5 s against 14.6): a batch of them waits for the other to finish.
+    Larger ones (a threshold lowered below these files here) are read two at a time."""
+    import corso_core.engine.backup as engine
+
+    assert engine.SMALL_READERS == 2
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for n in range(24):
+        (tree / f"f{n:02}").write_bytes(b"%03d" % n * 30)  # 90 bytes
+    monkeypatch.setattr(engine, "BATCH_FILES", 3)
+    if not tiny:
+        monkeypatch.setattr(engine, "TINY_FILE_BYTES", 50)
+    reading_now, most, lock = [0], [0], threading.Lock()
+    read_file = engine._Backup._read_file
+
+    def reading(self, *args):
+        with lock:
+            reading_now[0] += 1
+            most[0] = max(most[0], reading_now[0])
+        time.sleep(0.01)  # time for the other reader to come in, if it may
+        try:
+            return read_file(self, *args)
+        finally:
+            with lock:
+                reading_now[0] -= 1
+
+    monkeypatch.setattr(engine._Backup, "_read_file", reading)
+    assert backup(repository, tree).stats.files_new == 24
+    assert most[0] == (1 if tiny else 2)
+
+
 def test_a_batch_of_small_files_is_stored_in_one_call(repository, tmp_path, monkeypatch):
     tree = tmp_path / "t"
     tree.mkdir()

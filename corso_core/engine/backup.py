@@ -4,8 +4,9 @@ The pipeline, every stage bounded so memory does not grow with the data:
 - the calling thread walks the source, listing directories; a file whose path, size, mtime,
   ctime and inode match the previous backup (and whose chunks are all still indexed) is reused
   without being opened; other files go to one of two reader lanes: small files in batches
-  (many files to a batch, so that a file costs no thread hand-off of its own), large ones each
-  on their own, on a lane of their own;
+  (many files to a batch, so that a file costs no thread hand-off of its own; a batch of tiny
+  files waits for the other reader's, TINY_FILE_BYTES), large ones each on their own, on a
+  lane of their own;
 - readers open files a few ahead of the one they read (OPEN_AHEAD: the source may fetch them
   meanwhile; a cold disk then serves many at once) and chunk them (pyfastcdc). A small file
   (one chunk) is hashed right there and stored with the rest of its batch, in one call; a
@@ -30,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -60,6 +61,11 @@ LARGE_FILES_QUEUED = 64
 #: Small files are handed to a reader in batches of this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
+#: A batch whose files hold fewer bytes than this on average is read by one reader at a time.
+#: Its work is then mostly Python and system calls, each of which lets the other reader take
+#: the GIL: two readers at once only hand it back and forth. (Larger files are compressed and
+#: hashed with the GIL released, which two readers do at once.)
+TINY_FILE_BYTES = 4096
 #: Files a reader has opened ahead of the one it reads (see _Backup._opened), at most: fewer
 #: where the process may hold only a few open files (see _open_ahead).
 OPEN_AHEAD = 32
@@ -325,6 +331,7 @@ class _Backup:
         self.stats = BackupStats()
         cores = os.cpu_count() or 2
         self.small_files = _ReadLane(SMALL_READERS, BATCHES_IN_FLIGHT, "corso-read-small")
+        self.tiny_batch_reader = threading.Lock()  # see TINY_FILE_BYTES
         self.large_files = _ReadLane(LARGE_READERS, LARGE_FILES_QUEUED, "corso-read-large")
         self.packers = ThreadPoolExecutor(cores, thread_name_prefix="corso-pack")
         self.listers = ThreadPoolExecutor(LISTER_THREADS, thread_name_prefix="corso-list")
@@ -440,12 +447,14 @@ class _Backup:
                     content.close()
 
     def _read_batch(self, jobs: list[_FileJob], lane: _ReadLane) -> None:
+        tiny = sum(job.node.meta.size for job in jobs) < TINY_FILE_BYTES * len(jobs)
         try:
-            unstored: list[_Unstored] = []
-            with closing(self._opened(jobs)) as opened:
-                for job, content in opened:
-                    job.read = self._read_file(job.node, content, unstored)
-            self._store_unstored(unstored)
+            with self.tiny_batch_reader if tiny else nullcontext():
+                unstored: list[_Unstored] = []
+                with closing(self._opened(jobs)) as opened:
+                    for job, content in opened:
+                        job.read = self._read_file(job.node, content, unstored)
+                self._store_unstored(unstored)
         finally:
             lane.slots.release()
 
