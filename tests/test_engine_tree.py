@@ -2,6 +2,7 @@
 tree too large for one chunk is split, and damage is reported as corruption naming the tree."""
 
 import hashlib
+import json
 
 import pytest
 
@@ -45,6 +46,23 @@ def test_entries_round_trip_exactly_and_sorted_by_name_bytes():
 
 def test_encoding_does_not_depend_on_entry_order():
     assert encode_tree(ENTRIES) == encode_tree(list(reversed(ENTRIES)))
+
+
+#: Every kind of record: ENTRIES and a symlink whose target is UTF-8.
+EVERY_KIND = [*ENTRIES, Entry(b"readable link", Metadata(SYMLINK, target=b"to/here"))]
+
+
+def test_a_tree_encodes_to_the_canonical_json_of_its_records():
+    """encode_tree inserts each record's keys in sorted order and does not sort them again:
+    its bytes must be those of sorted keys all the same (an unchanged directory must encode
+    to the chunk stored last time, by any corso)."""
+    data = encode_tree(EVERY_KIND)
+    canonical = json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False).encode()
+    assert data == canonical
+    # the bytes corso wrote before records were built in order (e391eb9)
+    assert hashlib.sha256(data).hexdigest() == (
+        "7b41250d3157f9f99ed92de282348ee9a9ec09fe40be6a1dd9ff2c91a74604e3")
 
 
 def test_readable_names_stay_readable_in_the_encoding():

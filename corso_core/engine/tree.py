@@ -35,6 +35,10 @@ _INT_VALUES = operator.itemgetter(*_INT_FIELDS)
 assert list(Metadata._fields) == ["kind", *_INT_FIELDS, "target"]
 #: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+#: _CANONICAL's output for documents whose every dict holds its keys in sorted order already
+#: (encode_tree's), without sorting each one again: a backup of many small files waits for
+#: its trees, encoded on the walk's thread.
+_PRESORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(slots=True)
@@ -70,18 +74,29 @@ def _get_bytes(record: dict, key: str) -> bytes:
 
 
 def _encode_entry(entry: Entry) -> dict:
+    """The entry's record, its keys inserted in sorted order (see _PRESORTED)."""
     meta = entry.meta
-    record: dict = {name: getattr(meta, name) for name in _INT_FIELDS}
-    record["type"] = meta.kind
-    _put_bytes(record, "name", entry.name)
-    if meta.kind == SYMLINK:
-        _put_bytes(record, "target", meta.target)
-    if meta.kind == FILE:
+    kind = meta.kind
+    record: dict = {}
+    if kind == FILE:
         record["chunks"] = [[chunk_id.hex(), size] for chunk_id, size in entry.chunks]
-        if entry.recent:
-            record["recent"] = True
-    if meta.kind == DIR:
+    record["ctime_ns"] = meta.ctime_ns
+    record["dev"] = meta.dev
+    record["gid"] = meta.gid
+    record["inode"] = meta.inode
+    record["mode"] = meta.mode
+    record["mtime_ns"] = meta.mtime_ns
+    _put_bytes(record, "name", entry.name)  # "name" or "name_b64"
+    record["nlink"] = meta.nlink
+    if kind == FILE and entry.recent:
+        record["recent"] = True
+    record["size"] = meta.size
+    if kind == SYMLINK:
+        _put_bytes(record, "target", meta.target)  # "target" or "target_b64"
+    if kind == DIR:
         record["tree"] = entry.subtree.hex()
+    record["type"] = kind
+    record["uid"] = meta.uid
     return record
 
 
@@ -108,8 +123,8 @@ def contains_itself(tree_id: bytes) -> Corrupted:
 def encode_tree(entries: list[Entry]) -> bytes:
     """The tree chunk's plaintext; entries are sorted by name bytes here."""
     ordered = sorted(entries, key=lambda e: e.name)
-    document = {"v": FORMAT_VERSION, "entries": [_encode_entry(e) for e in ordered]}
-    return _CANONICAL.encode(document).encode()
+    document = {"entries": [_encode_entry(e) for e in ordered], "v": FORMAT_VERSION}
+    return _PRESORTED.encode(document).encode()
 
 
 def tree_chunks(document: bytes, chunker: Chunker,
