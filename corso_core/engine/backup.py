@@ -139,20 +139,28 @@ class _FileRead:
 
 @dataclass
 class _FileJob:
-    """A file queued for reading; `batch` is its batch's Future once handed to a reader."""
+    """A file queued for reading; `batch` is its batch's Future once handed to a reader.
+
+    `read_out`: set by the reader once its whole batch went through without failing, so that
+    the walk need not ask the batch's Future (each question takes its lock: several per file,
+    on the walk's thread, which a tree of many small files waits for)."""
 
     node: Node
     batch: Future | None = None
     read: _FileRead | None = None  # None after the batch ran: the file was reported unreadable
+    read_out: bool = False
 
     def ready(self) -> bool:
-        if self.batch is None or not self.batch.done():
-            return False
-        return (self.batch.exception() is not None or self.read is None
-                or self.read.stored())
+        if not self.read_out:
+            if self.batch is None or not self.batch.done():
+                return False
+            if self.batch.exception() is not None:
+                return True
+        return self.read is None or self.read.stored()
 
     def result(self) -> _FileRead | None:
-        self.batch.result()  # a reader's failure is raised here
+        if not self.read_out:
+            self.batch.result()  # a reader's failure is raised here
         return self.read
 
 
@@ -257,8 +265,8 @@ def _without_own(nodes: list[Node], own: dict[tuple[int, int], _Own], report: Re
     roots). A source without inodes reports 0s, which match nothing."""
     kept = []
     for node in nodes:
-        key = (node.meta.dev, node.meta.inode)
-        if node.meta.kind != DIR or not node.meta.inode or key not in own:
+        meta = node.meta
+        if meta.kind != DIR or not meta.inode or (key := (meta.dev, meta.inode)) not in own:
             kept.append(node)
         elif own[key].said or given:
             report.warning(node.handle or node.name, own[key].why)
@@ -455,6 +463,8 @@ class _Backup:
                     for job, content in opened:
                         job.read = self._read_file(job.node, content, unstored)
                 self._store_unstored(unstored)
+            for job in jobs:
+                job.read_out = True
         finally:
             lane.slots.release()
 
