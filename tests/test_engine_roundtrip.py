@@ -888,6 +888,25 @@ def test_batches_of_tiny_files_are_read_one_at_a_time(repository, tmp_path, monk
     assert most[0] == (1 if tiny else 2)
 
 
+def test_the_walk_does_not_ask_a_read_out_batchs_future_about_each_file(repository, tmp_path,
+                                                                        monkeypatch):
+    """Each question to a Future takes its lock, on the walk's thread: once a reader marked
+    its batch read out, the walk asks the files themselves."""
+    from concurrent.futures import Future
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for n in range(40):
+        (tree / f"f{n:02}").write_bytes(b"small %d" % n)
+    asked = []
+    for name in ("done", "exception", "result"):
+        real = getattr(Future, name)
+        monkeypatch.setattr(Future, name, lambda self, *a, _real=real, **k: asked.append(1)
+                            or _real(self, *a, **k))
+    assert backup(repository, tree).stats.files_new == 40
+    assert len(asked) < 40  # the listings' and the packers' Futures; not three per file
+
+
 def test_a_batch_of_small_files_is_stored_in_one_call(repository, tmp_path, monkeypatch):
     tree = tmp_path / "t"
     tree.mkdir()
