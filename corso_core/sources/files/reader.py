@@ -273,19 +273,19 @@ class FilesReader:
             return os.open(handle, _OPEN_FLAGS)
         directory_path, name = os.path.split(handle)
         directory = self._last_directory.directory
-        if directory is None or directory.path != directory_path or (
-                directory.identity != parent):
-            directory = self._last_directory.directory = None  # closes the one before
+        if directory is None or (directory.path, directory.identity) != (directory_path, parent):
+            self._last_directory.directory = None  # closes the one before
             # The slash follows a directory given as `--path link/` (whose files' paths pass
             # through the link); any other symlink it follows fails the identity check below.
             dir_fd = os.open(directory_path + b"/", _DIR_FLAGS)
             try:
-                found = _identity(os.fstat(dir_fd))
+                listed_it = _identity(os.fstat(dir_fd)) == parent
             except OSError:
                 os.close(dir_fd)
                 raise
-            directory = _OpenDirectory(directory_path, found, dir_fd)
-            if found != parent:
+            if not listed_it:
+                os.close(dir_fd)
                 return None
+            directory = _OpenDirectory(directory_path, parent, dir_fd)
             self._last_directory.directory = directory
         return os.open(name, _OPEN_FLAGS, dir_fd=directory.fd)
