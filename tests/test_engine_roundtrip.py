@@ -991,3 +991,16 @@ def test_a_restore_stopped_half_way_then_run_again_gives_every_directory_its_met
     stats, problems = restore(repository, backup_id, tmp_path / "out")
     assert problems.errors == [] and stats.files > 0
     assert snapshot(tmp_path / "out" / "src") == snapshot(source)
+
+
+def test_a_chunk_that_goes_to_several_places_is_written_to_each(repository, tmp_path):
+    """A chunk's places: one kept as a tuple, more as a list (_Restore.uses)."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    content = os.urandom(TEST_CHUNK * 3)
+    for name in ("one", "two", "three", "four"):  # each chunk in four places
+        (tree / name).write_bytes(content)
+    result = backup(repository, tree)
+    stats, problems = restore(repository, result.backup_id, tmp_path / "out")
+    assert problems.errors == [] and stats.files == 4
+    assert snapshot(tmp_path / "out" / "t") == snapshot(tree)

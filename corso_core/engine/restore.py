@@ -25,7 +25,6 @@ import gc
 import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,6 +72,10 @@ class _File:
     handle: Any = None
     missing: int = 0  # chunk writes still to come
     done: bool = False  # finished, or failed and discarded
+
+
+#: Where a chunk goes: the file, the offset there, and the size its tree gives.
+_Use = tuple[_File, int, int]
 
 
 @dataclass
@@ -162,8 +165,10 @@ class _Restore:
         self.progress = progress
         self.stats = RestoreStats()
         self.files: list[_File] = []
-        # chunk ID -> (file, offset, size the tree gives) of each place it goes
-        self.uses: dict[bytes, list[tuple[_File, int, int]]] = defaultdict(list)
+        # chunk ID -> (file, offset, size the tree gives): where it goes, or a list of those
+        # for a chunk that goes to several places (most go to one: a list of one took ~90
+        # bytes more per file, in a restore that holds every file's record at once)
+        self.uses: dict[bytes, _Use | list[_Use]] = {}
         self.restored_links: dict[tuple[int, int], Path] = {}
         self.skipped_links: set[tuple[int, int]] = set()  # first files "skip" left alone
         self.started_links: set[tuple[int, int]] = set()  # hard links with a file started
@@ -195,6 +200,8 @@ class _Restore:
                 made = self.writer.make_symlink(path, entry.meta)
                 self.stats.symlinks += made is True
             self.stats.skipped += made is None  # False: failed, the writer reported why
+        # Done with: the files' records live on in self.files, the rest of the entries go.
+        plan.ops.clear()
         # A hard link whose first name was not started (the policy kept what is there, or it
         # failed): its next name is restored as a file, from its own data, and the rest link
         # to that one.
@@ -221,9 +228,15 @@ class _Restore:
         self.files.append(file)
         if entry.meta.nlink > 1:
             self.started_links.add((entry.meta.dev, entry.meta.inode))
-        offset = 0
+        offset, uses = 0, self.uses
         for chunk_id, size in entry.chunks:
-            self.uses[chunk_id].append((file, offset, size))
+            use = (file, offset, size)
+            found = uses.setdefault(chunk_id, use)
+            if found is not use:
+                if type(found) is tuple:
+                    uses[chunk_id] = [found, use]
+                else:
+                    found.append(use)
             offset += size
         if not entry.chunks:
             self._finish(file)
@@ -289,7 +302,8 @@ class _Restore:
         self.writer.discard_file(file.handle)
 
     def _deliver(self, chunk_id: bytes, data: bytes) -> None:
-        for file, offset, size in self.uses.pop(chunk_id):
+        found = self.uses.pop(chunk_id)
+        for file, offset, size in (found,) if type(found) is tuple else found:
             if len(data) == size:
                 self._write(file, offset, data)
             else:
