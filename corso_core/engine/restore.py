@@ -81,14 +81,16 @@ _Use = tuple[_File, int, int]
 @dataclass
 class _Plan:
     dirs: list[tuple[Path, Entry]] = field(default_factory=list)  # deepest first, to finish
-    ops: list[tuple[Path, Entry]] = field(default_factory=list)  # dirs, files, symlinks: pre-order
+    # dirs, files, symlinks, in pre-order; emptied by _Restore.create once it made them
+    ops: list[tuple[Path, Entry]] = field(default_factory=list)
     links: list[tuple[Path, Entry]] = field(default_factory=list)  # a hard link's later names
     total_bytes: int = 0
     unmatched: list[str] = field(default_factory=list)  # globs that selected nothing
     named_again: list[Path] = field(default_factory=list)  # a damaged tree's second entries
 
     def chunk_ids(self) -> Iterator[bytes]:
-        """The chunks of the files to restore, in the order `create` asks for them."""
+        """The chunks of the files to restore, in the order `create` asks for them (before it:
+        it empties `ops`)."""
         for _, entry in self.ops:
             if entry.meta.kind == FILE:
                 for chunk_id, _ in entry.chunks:
