@@ -139,7 +139,7 @@ def test_pack_header_is_read_back_with_one_suffix_get(tmp_path):
     before = storage.counts.requests.get("GET", 0)
     entries = read_header(storage, KEYS, names.DATA_PACK, writer.name, entries_hint=5)
     assert storage.counts.requests["GET"] - before == 1
-    assert entries == writer.entries
+    assert entries == list(writer.entries())
     blob = storage.get(names.key(names.DATA_PACK, writer.name))
     for entry, chunk in zip(entries, chunks, strict=True):
         sealed = blob[entry.offset : entry.offset + entry.length]
@@ -152,7 +152,7 @@ def test_a_header_longer_than_the_guess_takes_a_second_get(tmp_path, monkeypatch
     monkeypatch.setattr("corso_core.repo.packs._HEADER_GUESS", 64)
     storage = FilesystemStorage(str(tmp_path))
     writer, _ = write_pack(storage, count=20)
-    assert read_header(storage, KEYS, names.DATA_PACK, writer.name) == writer.entries
+    assert read_header(storage, KEYS, names.DATA_PACK, writer.name) == list(writer.entries())
 
 
 def damaged(blob: bytes, how: str) -> bytes:

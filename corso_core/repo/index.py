@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from corso_core.errors import Corrupted
 from corso_core.repo import names
-from corso_core.repo.crypto import OVERHEAD, Keys, metadata_associated_data, seal, unseal
+from corso_core.repo.crypto import OVERHEAD, Keys, metadata_associated_data, seal_into, unseal
 
 _MAGIC = b"CIX1"
 _COUNT = struct.Struct("<I")
@@ -43,16 +43,31 @@ class IndexEntry(NamedTuple):
     location: Location
 
 
-def encode_index(keys: Keys, name: str, entries: Iterable[IndexEntry]) -> bytes:
-    """The sealed index blob called `name`, bound to that name."""
+def pack_index_entries(kind: str, pack: str,
+                       entries: Iterable[tuple[bytes, int, int]]) -> Iterator[IndexEntry]:
+    """The index entries of a pack's (chunk ID, offset, length) entries."""
+    for chunk_id, offset, length in entries:
+        yield IndexEntry(chunk_id, Location(kind, pack, offset, length))
+
+
+def encode_index(keys: Keys, name: str, entries: Iterable[IndexEntry]) -> bytearray:
+    """The sealed index blob called `name`, bound to that name.
+
+    The rows go into one buffer, sealed into another: 200,000 entries (a backup of as many
+    small files) took 33 MiB more as a bytes object per row and copies of the whole."""
     packs: dict[tuple[str, str], int] = {}
-    rows = []
+    rows = bytearray()
     for chunk_id, (kind, pack, offset, length) in entries:
         ref = packs.setdefault((kind, pack), len(packs))
-        rows.append(_ENTRY.pack(chunk_id, ref, offset, length))
+        rows += _ENTRY.pack(chunk_id, ref, offset, length)
     pack_table = b"".join(_PACK.pack(_KIND_CODES[k], bytes.fromhex(p)) for k, p in packs)
-    plain = b"".join([_MAGIC, _COUNT.pack(len(packs)), pack_table, *rows])
-    return seal(keys.metadata, plain, metadata_associated_data(names.INDEX, name))
+    plain = bytearray(_MAGIC + _COUNT.pack(len(packs)) + pack_table)
+    plain += rows
+    del rows
+    blob = bytearray(len(plain) + OVERHEAD)
+    seal_into(keys.metadata, plain, metadata_associated_data(names.INDEX, name),
+              memoryview(blob))
+    return blob
 
 
 class IndexRows(NamedTuple):

@@ -34,10 +34,10 @@ from corso_core.repo.index import (
     INDEX_ENTRY_SIZE,
     INDEX_OVERHEAD,
     ChunkIndex,
-    IndexEntry,
     IndexRows,
     Location,
     encode_index,
+    pack_index_entries,
     read_index,
 )
 from corso_core.repo.packs import (
@@ -225,8 +225,7 @@ class ChunkStore:
         self._uploads = ThreadPoolExecutor(self._upload_slots, thread_name_prefix="corso-upload")
         self._upload_finished = threading.Condition(self._lock)
         self._in_flight: set[Future] = set()
-        self._unindexed: list[IndexEntry] = []  # in stored packs, not yet in an index blob
-        self._unindexed_packs = 0
+        self._unindexed: list[PackWriter] = []  # stored packs no index blob lists yet
         self._index_sequence = 0
         self._upload_error: BaseException | None = None
         self._read_ahead: ReadAhead | None = None
@@ -341,12 +340,15 @@ class ChunkStore:
             return {chunk_id for chunk_id in chunk_ids
                     if not self._known(chunk_id)}
 
-    def _write_index(self, entries: list[IndexEntry]) -> None:
+    def _write_index(self, packs: list[PackWriter]) -> None:
+        """An index blob listing the entries of stored `packs`."""
         with self._lock:
             name = names.index_name(self._session.session_id, self._index_sequence)
             self._index_sequence += 1
         key = names.key(names.INDEX, name)
-        blob = encode_index(self._keys, name, entries)
+        blob = encode_index(self._keys, name, (
+            entry for pack in packs
+            for entry in pack_index_entries(pack.kind, pack.name, pack.entries())))
         self._storage.put_new(key, blob)
         self._cache.put(key, blob)
         with self._lock:
@@ -444,20 +446,19 @@ class ChunkStore:
                 self._storage.put_new(key, blob)
                 if writer.kind == names.TREE_PACK:
                     self._cache.put(key, blob)
-            self._buffers.give(writer.buffer)
+            self._buffers.give(writer.give_up_buffer())
             with self._lock:
-                for entry in writer.entries:
-                    location = Location(writer.kind, writer.name, entry.offset, entry.length)
-                    self._index.add(entry.chunk_id, location)
-                    self._pending.discard(entry.chunk_id)
-                    self._unindexed.append(IndexEntry(entry.chunk_id, location))
+                for chunk_id, location in pack_index_entries(writer.kind, writer.name,
+                                                             writer.entries()):
+                    self._index.add(chunk_id, location)
+                    self._pending.discard(chunk_id)
+                self._unindexed.append(writer)
                 self.stats.packs_written += 1
-                self._unindexed_packs += 1
-                checkpoint = self._unindexed_packs >= CHECKPOINT_PACKS
+                checkpoint = len(self._unindexed) >= CHECKPOINT_PACKS
                 if checkpoint:
-                    entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
+                    packs, self._unindexed = self._unindexed, []
             if checkpoint:
-                self._index_or_keep(entries)
+                self._index_or_keep(packs)
         except BaseException as e:
             log.debug("upload failed", exc_info=True)
             with self._lock:
@@ -488,19 +489,19 @@ class ChunkStore:
         self._wait_uploads()
         self._raise_upload_error()
         with self._lock:
-            entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
-        if entries:
-            self._index_or_keep(entries)
+            packs, self._unindexed = self._unindexed, []
+        if packs:
+            self._index_or_keep(packs)
 
-    def _index_or_keep(self, entries: list[IndexEntry]) -> None:
-        """Write an index blob for `entries`; if that fails, keep them for the next try (the
-        flush at close, the best effort after a failed upload): else their packs, stored,
-        would stay unindexed."""
+    def _index_or_keep(self, packs: list[PackWriter]) -> None:
+        """Write an index blob for stored `packs`; if that fails, keep them for the next try
+        (the flush at close, the best effort after a failed upload): else they would stay
+        unindexed."""
         try:
-            self._write_index(entries)
+            self._write_index(packs)
         except BaseException:
             with self._lock:
-                self._unindexed[:0] = entries
+                self._unindexed[:0] = packs
             raise
 
     def close(self) -> None:
@@ -526,11 +527,11 @@ class ChunkStore:
         storage is failing, and never in place of the error that stopped the backup."""
         self._wait_uploads()
         with self._lock:
-            entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
-        if not entries:
+            packs, self._unindexed = self._unindexed, []
+        if not packs:
             return
         try:
-            self._write_index(entries)
+            self._write_index(packs)
         except Exception as e:
             log.warning("the packs stored before the failure could not be indexed either "
                         "(%s): corso repo repair indexes them", e)

@@ -28,7 +28,7 @@ from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
 from corso_core.repo.crypto import OVERHEAD
 from corso_core.repo.format import FORMAT_COPY_KEY, FORMAT_KEY
-from corso_core.repo.index import IndexEntry, Location, encode_index
+from corso_core.repo.index import IndexEntry, Location, encode_index, pack_index_entries
 from corso_core.repo.manifests import delete_command
 from corso_core.repo.packs import PACK_BUFFER_SIZE, PackWriter, open_chunk
 from corso_core.repo.plans import Plan, encode_plan
@@ -395,8 +395,7 @@ class _Run:
         def store(writer: PackWriter) -> None:
             with writer.finish(self.repository.keys) as blob:
                 self.storage.put_new(names.key(writer.kind, writer.name), blob)
-            entries.extend(IndexEntry(e.chunk_id, Location(writer.kind, writer.name, e.offset,
-                                                           e.length)) for e in writer.entries)
+            entries.extend(pack_index_entries(writer.kind, writer.name, writer.entries()))
 
         for kind, pack in packs:
             try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from corso_core.engine.progress import Progress
 from corso_core.errors import Corrupted, NotFound
 from corso_core.repo import names
-from corso_core.repo.index import IndexEntry, Location, decode_index, encode_index
+from corso_core.repo.index import IndexEntry, decode_index, encode_index, pack_index_entries
 from corso_core.repo.packs import read_header
 from corso_core.upkeep.chunk_map import PackRef, Readable
 from corso_core.upkeep.inventory import KINDS, list_blobs, load_index, load_plans
@@ -74,8 +74,7 @@ def run_repair(repository, progress: Progress | None = None, *,
             except Corrupted as e:
                 report.unreadable_packs[names.key(kind, name)] = str(e)
                 continue
-            entries += [IndexEntry(e.chunk_id, Location(kind, name, e.offset, e.length))
-                        for e in header]
+            entries += pack_index_entries(kind, name, header)
             report.packs_indexed += 1
             progress.advance(files=1)
     finally:
