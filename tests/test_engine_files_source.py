@@ -262,6 +262,31 @@ def test_a_staging_directory_that_could_not_be_made_is_not_said_to_stay(tmp_path
     assert not [w for w in problems.warnings if "not removed" in w], problems.warnings
 
 
+def test_a_stop_as_a_directory_built_apart_is_made_leaves_no_staging_behind(tmp_path,
+                                                                          monkeypatch):
+    """Ctrl-C raised as the mkdir of a directory built apart (in the staging directory of an
+    existing one) returned: the writer did not know of it, so close() left the staging
+    directory and warned "not removed: Directory not empty" (a flaky CLI test found it)."""
+    (tmp_path / "dest").mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir_then_stop(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        name = os.fsencode(path)
+        if name.startswith(b".corso-restore-") and not name.endswith(b"staging"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer_module.os, "mkdir", mkdir_then_stop)
+    problems = Problems()
+    writer = FILES.open_writer({"destination": str(tmp_path / "dest")}, "skip", problems)
+    with pytest.raises(KeyboardInterrupt):
+        writer.make_dir((b"d",), Metadata(DIR, mode=0o755))
+    monkeypatch.undo()
+    writer.close()
+    assert (problems.warnings, problems.errors) == ([], [])
+    assert os.listdir(tmp_path / "dest") == []
+
+
 FILE_META = Metadata(FILE, mode=0o644, size=5, mtime_ns=10**18)
 DIR_META = Metadata(DIR, mode=0o755, mtime_ns=10**18)
 

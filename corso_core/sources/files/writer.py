@@ -50,6 +50,7 @@ the OSError goes up, naming the item, and the restore stops.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -665,11 +666,16 @@ class FilesWriter:
                 self._staging_list.add_reserved((*path[:-1], self._actual(path)), reserved)
             finally:
                 os.close(reserved)
-            os.mkdir(built, 0o700, dir_fd=self._temp_fd(path[:-1]))
+            temp_fd = self._temp_fd(path[:-1])
+            # Known before it is made: a stop (Ctrl-C) as the mkdir returns finds it here.
+            self._apart[path] = built
+            os.mkdir(built, 0o700, dir_fd=temp_fd)
         except BaseException:
+            if self._apart.pop(path, None) is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(built, dir_fd=temp_fd)
             os.rmdir(self._actual(path), dir_fd=fd)
             raise
-        self._apart[path] = built
 
     def finish_dir(self, path: Path, meta: Metadata) -> None:
         # Deepest first: all below is finished, and in place if it was built apart here.
