@@ -2,7 +2,6 @@
 tree too large for one chunk is split, and damage is reported as corruption naming the tree."""
 
 import hashlib
-import json
 
 import pytest
 
@@ -52,27 +51,57 @@ def test_encoding_does_not_depend_on_entry_order():
 EVERY_KIND = [*ENTRIES, Entry(b"readable link", Metadata(SYMLINK, target=b"to/here"))]
 
 
-def test_a_tree_encodes_to_the_canonical_json_of_its_records():
-    """encode_tree inserts each record's keys in sorted order and does not sort them again:
-    its bytes must be those of sorted keys all the same (an unchanged directory must encode
-    to the chunk stored last time, by any corso)."""
-    data = encode_tree(EVERY_KIND)
-    canonical = json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False).encode()
-    assert data == canonical
-    # the bytes corso wrote before records were built in order (e391eb9)
-    assert hashlib.sha256(data).hexdigest() == (
+def test_a_tree_encodes_to_the_bytes_of_its_format():
+    """Every kind of record, as docs/format.md lays them out: an unchanged directory must
+    encode to the chunk stored last time, by any corso."""
+    assert encode_tree(EVERY_KIND).decode() == (
+        '{"entries":['
+        '["file","empty",420,0,0,0,0,0,0,0,1,[],0],'
+        '["symlink","link",511,0,0,0,0,0,0,0,1,["Li4v/i94"],0],'
+        '["symlink","readable link",420,0,0,0,0,0,0,0,1,"to/here",0],'
+        '["dir","snow ☃",1023,0,0,0,0,0,0,0,1,"' + "02" * 32 + '",0],'
+        '["file",["//4gbm90IHV0Zi04Cg=="],2541,1000,1001,3,1234567890123456789,5,77,3,2,'
+        '[["' + bytes(range(32)).hex() + '",1],["' + "01" * 32 + '",2]],1]'
+        '],"v":3}')
+
+
+#: EVERY_KIND as corso wrote trees before version 3 (sha256 7b41250d…, pinned in d2f9836).
+VERSION_1_TREE = (
+    '{"entries":[{"chunks":[],"ctime_ns":0,"dev":0,"gid":0,"inode":0,"mode":420,"mtime_ns":0,'
+    '"name":"empty","nlink":1,"size":0,"type":"file","uid":0},{"ctime_ns":0,"dev":0,"gid":0,'
+    '"inode":0,"mode":511,"mtime_ns":0,"name":"link","nlink":1,"size":0,"target_b64":'
+    '"Li4v/i94","type":"symlink","uid":0},{"ctime_ns":0,"dev":0,"gid":0,"inode":0,"mode":420,'
+    '"mtime_ns":0,"name":"readable link","nlink":1,"size":0,"target":"to/here","type":'
+    '"symlink","uid":0},{"ctime_ns":0,"dev":0,"gid":0,"inode":0,"mode":1023,"mtime_ns":0,'
+    '"name":"snow ☃","nlink":1,"size":0,"tree":"' + "02" * 32 + '","type":"dir","uid":0},'
+    '{"chunks":[["' + bytes(range(32)).hex() + '",1],["' + "01" * 32 + '",2]],"ctime_ns":5,'
+    '"dev":3,"gid":1001,"inode":77,"mode":2541,"mtime_ns":1234567890123456789,"name_b64":'
+    '"//4gbm90IHV0Zi04Cg==","nlink":2,"recent":true,"size":3,"type":"file","uid":1000}],"v":1}'
+).encode()
+
+
+def test_trees_written_before_version_3_read_as_they_were_written():
+    assert hashlib.sha256(VERSION_1_TREE).hexdigest() == (
         "7b41250d3157f9f99ed92de282348ee9a9ec09fe40be6a1dd9ff2c91a74604e3")
+    assert decode(VERSION_1_TREE) == sorted(EVERY_KIND, key=lambda e: e.name)
 
 
 def test_readable_names_stay_readable_in_the_encoding():
     data = encode_tree(ENTRIES)
-    assert "snow ☃".encode() in data and b'"name_b64"' in data
+    assert "snow ☃".encode() in data and b'["//4gbm90IHV0Zi04Cg=="]' in data
 
 
 @pytest.mark.parametrize("damage", [b"not json", b'{"v":2,"entries":[]}',
+                                    b'{"v":4,"entries":[]}',
                                     b'{"v":1,"entries":[{"type":"fifo"}]}',
-                                    b'{"v":1,"entries":[{"type":"file","name":"x"}]}'])
+                                    b'{"v":1,"entries":[{"type":"file","name":"x"}]}',
+                                    b'{"v":3,"entries":[["fifo","x",0,0,0,0,0,0,0,0,1,[],0]]}',
+                                    b'{"v":3,"entries":[["file","x",0,0,0,0,0,0,0,0,1,[]]]}',
+                                    b'{"v":3,"entries":[["dir","x",0,0,0,0,0,0,0,0,1,[],0]]}',
+                                    b'{"v":3,"entries":[["file",["x","y"],0,0,0,0,0,0,0,0,1,'
+                                    b'[],0]]}',
+                                    b'{"v":3,"entries":[["file","x","0o644",0,0,0,0,0,0,0,1,'
+                                    b'[],0]]}'])
 def test_a_tree_that_does_not_decode_is_corrupted_and_named(damage):
     with pytest.raises(Corrupted, match="tree 7474"):
         decode(damage, b"tt")

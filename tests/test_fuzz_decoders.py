@@ -69,6 +69,13 @@ def json_mutations(valid: dict):
                         if v is not KeyError})
 
 
+def row_mutations(valid: list):
+    """A valid array with one element replaced by an arbitrary JSON value (or removed)."""
+    return st.tuples(st.integers(0, len(valid) - 1), json_values | st.just(KeyError)).map(
+        lambda change: [value for value in (*valid[: change[0]], change[1],
+                                             *valid[change[0] + 1 :]) if value is not KeyError])
+
+
 def sealed(plain: bytes, kind: str, name: str) -> bytes:
     return seal(KEYS.metadata, plain, metadata_associated_data(kind, name))
 
@@ -207,11 +214,18 @@ VALID_ENTRY = {"name": "f", "type": "file", "mode": 420, "uid": 0, "gid": 0, "si
                "chunks": [["00" * 32, 3]]}
 
 
+#: The same entry in a version 3 tree.
+VALID_ROW = ["file", "f", 420, 0, 0, 3, 1, 1, 1, 1, 1, [["00" * 32, 3]], 0]
+
+
 @FUZZ
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
        | json_mutations(VALID_ENTRY).map(
-           lambda e: json.dumps({"v": 1, "entries": [e]}).encode()))
+           lambda e: json.dumps({"v": 1, "entries": [e]}).encode())
+       | row_mutations(VALID_ROW).map(lambda r: json.dumps({"v": 3, "entries": [r]}).encode()))
 @example(json.dumps({"v": 1, "entries": [{**VALID_ENTRY, "ctime_ns": float("inf")}]}).encode())
+@example(json.dumps({"v": 3, "entries": [[*VALID_ROW[:7], float("inf"), *VALID_ROW[8:]]]})
+         .encode())
 def test_tree_any_plaintext(plain):
     def only_this_chunk(chunk_id: bytes) -> bytes:  # a split tree's pieces are missing
         if chunk_id != b"\0" * 32:

