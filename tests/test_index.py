@@ -42,6 +42,23 @@ def test_index_agrees_with_a_dict_through_many_resizes():
     assert sorted(index.entries()) == sorted(entries)
 
 
+def test_by_pack_groups_what_get_finds_in_the_order_its_packs_come_and_names_the_rest():
+    entries = random_entries(5000)
+    index = ChunkIndex(capacity=8)
+    for chunk_id, location in entries:
+        index.add(chunk_id, location)
+    absent = [os.urandom(32) for _ in range(3)]
+    asked = [chunk_id for chunk_id, _ in entries[::2]] + absent
+    random.Random(2).shuffle(asked)
+    grouped, missing = index.by_pack(asked)
+    assert sorted(missing) == sorted(absent)
+    expected: dict = {}
+    for chunk_id in asked:
+        if (at := index.get(chunk_id)) is not None:
+            expected.setdefault((at.kind, at.pack), []).append((chunk_id, at.offset, at.length))
+    assert list(grouped.items()) == list(expected.items())  # packs and entries in asked order
+
+
 def test_the_first_location_of_a_chunk_wins():
     index = ChunkIndex()
     first, second = Location("data", "a" * 32, 0, 10), Location("data", "b" * 32, 5, 10)

@@ -134,6 +134,20 @@ def test_a_chunk_put_in_this_session_reads_back_before_any_flush(tmp_path):
         assert len(keys_of(repo.storage, "tree")) == 1
 
 
+def test_chunks_put_in_this_session_are_delivered_by_get_many_before_any_flush(tmp_path):
+    """get_many locates most chunks in the index at once; one whose pack is still open is
+    stored first, as get() does."""
+    repo = make_repository(tmp_path)
+    with ChunkStore(repo) as store:
+        stored = put_all(store, chunks(3, seed=1))
+        store.flush()
+        datas = chunks(3, seed=2)
+        fresh = put_all(store, datas)
+        assert keys_of(repo.storage, "data") and store.stats.packs_written == 1
+        got = get_all(store, [*stored, *fresh])
+        assert [got[chunk_id] for chunk_id in fresh] == datas and len(got) == 6
+
+
 def test_chunk_ids_are_keyed_blake3(tmp_path):
     import blake3
 

@@ -175,6 +175,28 @@ class ChunkIndex:
         word = slot * 11 + 8
         return Location(*self._packs[words[word] - 1], words[word + 1], words[word + 2])
 
+    def by_pack(self, chunk_ids: Iterable[bytes],
+                ) -> tuple[dict[tuple[str, str], list[tuple[bytes, int, int]]], list[bytes]]:
+        """get() of many chunks at once: their (chunk ID, offset, length) by (kind, pack), the
+        packs in the order their first chunk came, and the IDs not found. No Location is made
+        for each (a restore's 15,000 chunks were located in 25 ms, most of its ranges' plan)."""
+        probe, words, packs = self._probe, self._words, self._packs
+        grouped: dict[int, list[tuple[bytes, int, int]]] = {}
+        missing = []
+        for chunk_id in chunk_ids:
+            slot, found = probe(chunk_id)
+            if not found:
+                missing.append(chunk_id)
+                continue
+            word = slot * 11 + 8
+            entry = (chunk_id, words[word + 1], words[word + 2])
+            entries = grouped.get(words[word])
+            if entries is None:
+                grouped[words[word]] = [entry]
+            else:
+                entries.append(entry)
+        return {packs[ref - 1]: entries for ref, entries in grouped.items()}, missing
+
     def add(self, chunk_id: bytes, location: Location) -> bool:
         """Record where a chunk is; False (and no change) if it is already known elsewhere."""
         if len(chunk_id) != 32:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -641,11 +640,12 @@ class ChunkStore:
         raise AssertionError("unreachable")
 
     def _plan(self, chunk_ids: Iterable[bytes]) -> list[_Range]:
-        by_pack: dict[tuple[str, str], set[tuple[bytes, int, int]]] = defaultdict(set)
-        for chunk_id in chunk_ids:
+        with self._lock:
+            by_pack, elsewhere = self._index.by_pack(dict.fromkeys(chunk_ids))
+        for chunk_id in elsewhere:  # in a deletion plan, put in this session, or missing
             location = self._locate(chunk_id)
-            by_pack[location.kind, location.pack].add((chunk_id, location.offset,
-                                                       location.length))
+            by_pack.setdefault((location.kind, location.pack), []).append(
+                (chunk_id, location.offset, location.length))
         largest = self._storage.largest_read
         ranges = []
         for (kind, pack), entries in by_pack.items():
