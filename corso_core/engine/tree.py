@@ -40,7 +40,7 @@ _KIND_OF = {kind: kind for kind in _KINDS}
 _INT_FIELDS = tuple(name for name, default in Metadata._field_defaults.items()
                     if type(default) is int)
 #: A version 1 record's integer fields in Metadata's own order (right after `kind`), in one
-#: C call. A version 3 row holds them in that order too.
+#: C call (a version 3 row holds them in this order, after its type and name).
 _INT_VALUES = operator.itemgetter(*_INT_FIELDS)
 assert list(Metadata._fields) == ["kind", *_INT_FIELDS, "target"]
 #: Sorted keys, no spaces, UTF-8 as is: equal entries always give equal bytes.

@@ -78,7 +78,7 @@ class PackWriter:
     def __init__(self, kind: str, buffer: mmap.mmap | bytearray) -> None:
         self.kind = kind
         self.name = names.new_pack_name()
-        self.buffer = buffer
+        self.buffer: mmap.mmap | bytearray | None = buffer  # None once given up
         self.size = 0
         self._header = bytearray(_MAGIC)  # the header's plaintext, an entry at a time
 
