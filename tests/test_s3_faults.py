@@ -20,6 +20,7 @@ from botocore.httpchecksum import StreamingChecksumBody
 from s3_servers import with_small_parts
 
 from corso_core.api import BlobStorageContract, NotFound, RequestCounts, StorageError
+from corso_s3.body import BufferReader
 from corso_s3.factory import open_storage
 from corso_s3.storage import MIN_PART_SIZE, RESUMES
 
@@ -303,6 +304,34 @@ def test_an_upload_over_plain_http_is_not_hashed_but_carries_a_crc32(seaweedfs, 
     signed = request.headers["Authorization"].decode().split("SignedHeaders=")[1].split(",")[0]
     assert "x-amz-checksum-crc32" in signed.split(";")
     assert "x-amz-checksum-crc32" in request.headers
+
+
+def test_an_upload_reads_its_body_once_in_views_of_the_callers_buffer(seaweedfs, s3_prefix,
+                                                                     monkeypatch):
+    """Its CRC32 comes with the body (corso_s3/body.py), so botocore does not read the body
+    to compute one: each upload's bytes are read once, to be sent, as views of the buffer
+    given to put, never copies; a part of a multipart upload too. The server checks each
+    checksum: a wrong one would have refused the upload."""
+    storage = with_small_parts(open_storage(seaweedfs.values(s3_prefix)))
+    reads = []
+    read = BufferReader.read
+
+    def noted(self, size=-1):
+        chunk = read(self, size)
+        reads.append(chunk)
+        return chunk
+
+    monkeypatch.setattr(BufferReader, "read", noted)
+    small, large = bytearray(os.urandom(3_000_000)), bytearray(os.urandom(MIN_PART_SIZE + 1234))
+    try:
+        for data in (small, large):
+            reads.clear()
+            storage.put("data/ab/pack", data)
+            assert sum(len(chunk) for chunk in reads) == len(data)
+            assert all(isinstance(chunk, memoryview) and chunk.obj is data for chunk in reads)
+            assert storage.get("data/ab/pack") == data
+    finally:
+        storage.close()
 
 
 def test_a_body_changed_on_the_way_is_refused_and_not_stored(seaweedfs, s3_prefix):

@@ -2,8 +2,8 @@
 
 A locked bucket is versioned, so a delete only adds a delete marker and the locked version
 stays recoverable until its retention ends. AWS rejects a PUT or UploadPart with lock
-parameters unless it carries Content-MD5 or an x-amz-checksum-* header; botocore adds a CRC32
-checksum to every upload by default and corso-s3 never turns that off.
+parameters unless it carries Content-MD5 or an x-amz-checksum-* header; every upload carries
+its body's CRC32 (body.py).
 """
 
 from __future__ import annotations

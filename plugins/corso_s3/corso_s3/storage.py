@@ -39,7 +39,7 @@ from corso_core.api import (
     check_key,
     is_blob_key,
 )
-from corso_s3.body import BufferReader
+from corso_s3.body import upload_body
 from corso_s3.client import DEFAULT_REGION
 from corso_s3.errors import ActionDenied, error_code, translate
 from corso_s3.lock import NO_LOCK, ObjectLock, described, from_record
@@ -379,8 +379,8 @@ class S3Storage(BlobStorage):
             extra.update(lock.put_parameters())
         if len(data) <= self.multipart_threshold:
             self.request(
-                "PutObject", key, up=len(data), Key=self._object(key),
-                Body=BufferReader(data), **extra,
+                "PutObject", key, up=len(data), Key=self._object(key), **upload_body(data),
+                **extra,
             )
         else:
             self._multipart(key, data, extra)
@@ -398,7 +398,7 @@ class S3Storage(BlobStorage):
                 piece = data[start : start + self.part_size]
                 answer = self.request(
                     "UploadPart", key, up=len(piece), Key=self._object(key), UploadId=upload,
-                    PartNumber=number, Body=BufferReader(piece), ChecksumAlgorithm="CRC32",
+                    PartNumber=number, ChecksumAlgorithm="CRC32", **upload_body(piece),
                 )
                 part = {"PartNumber": number, "ETag": answer["ETag"]}
                 if answer.get("ChecksumCRC32"):
